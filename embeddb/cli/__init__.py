@@ -1,0 +1,59 @@
+"""The ``embeddb`` command: a thin layer over the library, one module per command group.
+
+Errors derived from EmbeddbError become one ``Error: ...`` line on stderr and exit code 1; a
+traceback is shown only with ``--verbose``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..errors import EmbeddbError
+from .info import info
+from .options import CliState, db_option
+
+
+class EmbeddbGroup(click.Group):
+    """Turns errors into a one-line message and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:
+            state = ctx.find_object(CliState)
+            if isinstance(exc, BrokenPipeError):  # `embeddb ... | head`: stop quietly
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                ctx.exit(141)
+            if state is not None and state.verbose:
+                raise
+            if isinstance(exc, EmbeddbError):
+                message = str(exc)
+            else:
+                message = f"unexpected {type(exc).__name__}: {exc} (rerun with --verbose)"
+            click.echo(f"Error: {message}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=EmbeddbGroup)
+@click.version_option(__version__, prog_name="embeddb")
+@db_option
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """embeddb: SQLite-first embedded persistence engine with a PostgreSQL backend."""
+    ctx.ensure_object(CliState).verbose = verbose
+
+
+cli.add_command(info)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="embeddb")

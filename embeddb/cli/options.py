@@ -1,0 +1,59 @@
+"""What every CLI command shares: the --db / --json options, opening the database, output."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import click
+
+from ..database import Database, connect
+
+
+@dataclass
+class CliState:
+    """Settings from the top-level group, available to every command as ``ctx.obj``."""
+
+    db_url: str | None = None
+    verbose: bool = False
+    _db: Database | None = None
+
+    def database(self) -> Database:
+        """Connect once per invocation (URL from --db, env, embeddb.toml or the default)."""
+        if self._db is None:
+            self._db = connect(self.db_url)
+        return self._db
+
+
+def _store_db(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value:
+        ctx.ensure_object(CliState).db_url = value
+    return value
+
+
+def db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--db URL`` on a command (also accepted before the command name)."""
+    return click.option(
+        "--db",
+        "db_url",
+        metavar="URL",
+        expose_value=False,
+        callback=_store_db,
+        is_eager=True,
+        help="Database URL (default: $EMBEDDB_DATABASE_URL, embeddb.toml, sqlite:///embeddb.db).",
+    )(fn)
+
+
+def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--json``: print one JSON document instead of the human layout."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(fn)
+
+
+def database() -> Database:
+    """The database for the running command."""
+    return click.get_current_context().ensure_object(CliState).database()
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str, sort_keys=False))

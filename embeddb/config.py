@@ -1,0 +1,121 @@
+"""Settings in one place: where the database URL comes from and the tuning defaults.
+
+Each default says why it has that value. Everything here can be overridden per call through
+:func:`embeddb.connect` keyword arguments or, for PostgreSQL, the URL's query string.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigurationError
+
+ENV_URL = "EMBEDDB_DATABASE_URL"
+CONFIG_FILE = "embeddb.toml"
+# A file beside the app, so a first run needs no set-up and no server.
+DEFAULT_URL = "sqlite:///embeddb.db"
+
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+@dataclass(frozen=True)
+class SqliteSettings:
+    """Connection settings applied to every SQLite connection, in every thread."""
+
+    # WAL + NORMAL lost no committed transaction on process kills (FACTS.md); FULL is ~18x slower
+    # and only adds safety against power loss.
+    synchronous: str = "NORMAL"
+    # Writers queue behind BEGIN IMMEDIATE; 5 s rides out any sane write burst before failing.
+    busy_timeout: float = 5.0
+    # 64 MiB of page cache per connection: the working set of a typical app stays in memory.
+    cache_size_kib: int = 64 * 1024
+    # Reads through mmap skip a copy per page; 256 MiB covers most embedded databases.
+    mmap_size: int = 256 * 1024 * 1024
+    # Truncate the WAL back to 64 MiB after checkpoints so one big write does not pin disk forever.
+    journal_size_limit: int = 64 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.synchronous.upper() not in _SYNCHRONOUS:
+            raise ConfigurationError(
+                f"synchronous={self.synchronous!r} is not one of {', '.join(_SYNCHRONOUS)}"
+            )
+        if self.busy_timeout < 0:
+            raise ConfigurationError("busy_timeout must be >= 0 seconds")
+
+
+@dataclass(frozen=True)
+class PostgresSettings:
+    """Pool and connection settings for PostgreSQL (also readable from the URL query string)."""
+
+    # Enough for a threaded web app on one machine without exhausting the server's 100 slots.
+    max_connections: int = 20
+    # Recycle connections after 5 minutes so server-side restarts and memory growth heal.
+    stale_timeout: int = 300
+    # Wait this long for a free pooled connection before PoolExhausted.
+    timeout: float = 10.0
+    # A server that does not answer must fail in seconds, not hang the app or the CLI.
+    connect_timeout: int = 5
+    # search_path for every connection; None keeps the server's default ("$user", public).
+    schema: str | None = None
+
+
+def resolve_url(url: str | None = None, cwd: str | os.PathLike[str] | None = None) -> str:
+    """Pick the database URL: argument > $EMBEDDB_DATABASE_URL > embeddb.toml > the default.
+
+    :raises ConfigurationError: embeddb.toml exists but is unreadable or has no usable URL.
+    """
+    if url:
+        return url
+    env = os.environ.get(ENV_URL)
+    if env:
+        return env
+    config = load_config_file(Path(cwd or os.getcwd()) / CONFIG_FILE)
+    file_url = config.get("database", {}).get("url")
+    if file_url is not None:
+        if not isinstance(file_url, str) or not file_url:
+            raise ConfigurationError(f"{CONFIG_FILE}: [database] url must be a non-empty string")
+        return file_url
+    return DEFAULT_URL
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read ``embeddb.toml`` if it exists; an absent file is an empty config."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except (tomllib.TOMLDecodeError, OSError) as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc}") from exc
+
+
+def build_settings(cls: type, query: dict[str, str], overrides: dict[str, Any]) -> Any:
+    """Make ``cls`` from its defaults, then the URL query string, then keyword overrides.
+
+    :raises ConfigurationError: an unknown option or a value of the wrong type.
+    """
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for source, items in (("URL option", query), ("option", overrides)):
+        for name, value in items.items():
+            if name not in known:
+                raise ConfigurationError(
+                    f"unknown {source} {name!r}; known: {', '.join(sorted(known))}"
+                )
+            values[name] = _coerce(name, value, known[name].default)
+    return replace(cls(), **values)
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    if default is None or value is None or isinstance(default, str):
+        return value
+    try:
+        return type(default)(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"option {name}={value!r} must be a {type(default).__name__}"
+        ) from None

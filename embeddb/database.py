@@ -1,0 +1,270 @@
+"""The database classes embeddb hands out, and :func:`connect` which builds them from a URL.
+
+Both are peewee databases (models, queries and ``atomic()`` work as in peewee) with what an
+embedded engine needs on top: tuned connections, write transactions that take the lock up front,
+after-commit callbacks that respect savepoints, errors translated into :mod:`embeddb.errors`,
+and ``info()`` / ``health()`` / ``pool_stats()`` for operators.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+import uuid
+from typing import Any, Callable
+
+import peewee
+from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
+
+from . import config, dialect
+from .errors import ConfigurationError, ConnectionFailed, PoolExhausted, translate
+from .url import DatabaseURL, parse
+
+import psycopg2
+import psycopg2.extras
+
+
+class _TrackedSavepoint(peewee._savepoint):
+    """A savepoint that forgets the after-commit callbacks registered inside it on rollback.
+
+    peewee 4.5 keeps them and runs them when the outer transaction commits, which would announce
+    work that was rolled back.
+    """
+
+    def __enter__(self) -> "_TrackedSavepoint":
+        self._mark = len(self.db._state.commit_callbacks)
+        return super().__enter__()
+
+    def rollback(self, begin: bool = True) -> None:
+        super().rollback(begin)
+        del self.db._state.commit_callbacks[self._mark:]
+
+
+class Engine:
+    """What both embeddb database classes add to peewee's (mixed in before the peewee class)."""
+
+    dialect: dialect.Dialect
+    url: DatabaseURL
+
+    def savepoint(self) -> _TrackedSavepoint:
+        return _TrackedSavepoint(self)
+
+    def after_commit(self, fn: Callable[[], Any]) -> Callable[[], Any]:
+        """Run ``fn`` once the outermost transaction commits (at once outside a transaction).
+
+        It never runs if that transaction, or the savepoint it was registered in, rolls back.
+        """
+        return super().after_commit(fn)
+
+    def execute_sql(self, sql: str, params: Any = None) -> Any:
+        try:
+            return super().execute_sql(sql, params)
+        except peewee.PeeweeException as exc:
+            raise translate(exc, self.url.password) from exc
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        except peewee.PeeweeException as exc:
+            raise translate(exc, self.url.password) from exc
+
+    @property
+    def backend(self) -> str:
+        return self.dialect.name
+
+    def health(self) -> dict[str, Any]:
+        """Run a trivial query and report whether it worked and how long it took."""
+        start = time.perf_counter()
+        try:
+            self.execute_sql("SELECT 1").fetchone()
+        except Exception as exc:  # a health check reports failures instead of raising them
+            return {"ok": False, "error": str(translate(exc, self.url.password))}
+        return {"ok": True, "latency_ms": round((time.perf_counter() - start) * 1000, 3)}
+
+    def info(self) -> dict[str, Any]:
+        """Backend, version, location and the settings in effect, for ``embeddb info``."""
+        return {
+            "backend": self.backend,
+            "url": self.url.redacted(),
+            **self._location(),
+            "settings": self.dialect.describe(self),
+        }
+
+    def _location(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class SqliteEngine(Engine, peewee.SqliteDatabase):
+    """SQLite tuned for an embedded app: WAL, NORMAL sync, foreign keys, BEGIN IMMEDIATE.
+
+    ``:memory:`` gives one database per object, shared by every thread that uses it (SQLite's
+    named in-memory VFS), instead of sqlite3's one empty database per connection.
+    """
+
+    dialect = dialect.SQLITE
+
+    def __init__(self, url: DatabaseURL, settings: config.SqliteSettings) -> None:
+        self.url = url
+        self.settings = settings
+        memory = url.is_memory
+        self._anchor: sqlite3.Connection | None = None
+        if memory:
+            name = f"file:/embeddb-{uuid.uuid4().hex}?vfs=memdb"
+            params: dict[str, Any] = {"uri": True}
+        else:
+            name = _check_sqlite_path(url.path or "")
+            params = {}
+        super().__init__(
+            name,
+            pragmas=self.dialect.pragmas(settings, memory),
+            timeout=settings.busy_timeout,
+            lock_type="IMMEDIATE",
+            field_types=self.dialect.field_types,
+            **params,
+        )
+        if memory:
+            # The in-memory database lives while one connection to it is open.
+            self._anchor = sqlite3.connect(name, uri=True, check_same_thread=False)
+
+    @property
+    def is_memory(self) -> bool:
+        return self._anchor is not None
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            return super()._connect()
+        except sqlite3.Error as exc:
+            raise ConnectionFailed(f"cannot open SQLite database {self.url.path}: {exc}") from exc
+
+    def _set_pragmas(self, conn: sqlite3.Connection) -> None:
+        if not self.is_memory:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if mode.lower() != "wal":
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise ConnectionFailed(
+                    f"{self.url.path}: SQLite refused WAL mode (got {mode!r}); "
+                    "is the file on a network filesystem?"
+                )
+        super()._set_pragmas(conn)
+
+    def _location(self) -> dict[str, Any]:
+        path = ":memory:" if self.is_memory else os.path.abspath(self.database)
+        return {"path": path, "version": sqlite3.sqlite_version}
+
+
+def _check_sqlite_path(path: str) -> str:
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ConfigurationError(
+            f"directory {directory} does not exist: create it or point the URL elsewhere"
+        )
+    if os.path.exists(path):
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise ConfigurationError(f"{path} is not readable and writable by this user")
+    elif not os.access(directory, os.W_OK):
+        raise ConfigurationError(f"directory {directory} is not writable by this user")
+    return path
+
+
+class PostgresEngine(Engine, PooledPostgresqlDatabase):
+    """PostgreSQL through a pool of connections, checked on checkout."""
+
+    dialect = dialect.POSTGRES
+
+    def __init__(self, url: DatabaseURL, settings: config.PostgresSettings) -> None:
+        self.url = url
+        self.settings = settings
+        params: dict[str, Any] = {"connect_timeout": settings.connect_timeout}
+        for key in ("host", "port", "user", "password"):
+            if getattr(url, key) is not None:
+                params[key] = getattr(url, key)
+        if settings.schema:
+            params["options"] = f"-c search_path={settings.schema}"
+        super().__init__(
+            url.database,
+            max_connections=settings.max_connections,
+            stale_timeout=settings.stale_timeout,
+            timeout=settings.timeout,
+            field_types=self.dialect.field_types,
+            **params,
+        )
+
+    def connect(self, reuse_if_open: bool = False) -> bool:
+        try:
+            return super().connect(reuse_if_open)
+        except MaxConnectionsExceeded as exc:
+            raise PoolExhausted(
+                f"all {self.settings.max_connections} pooled connections stayed busy for "
+                f"{self.settings.timeout} s: raise max_connections or release connections"
+            ) from exc
+
+    def _connect(self) -> Any:
+        try:
+            return super()._connect()
+        except psycopg2.Error as exc:
+            message = " ".join(str(exc).split())
+            if self.url.password:
+                message = message.replace(self.url.password, "***")
+            raise ConnectionFailed(
+                f"cannot connect to PostgreSQL at {self.url.redacted()}: {message}"
+            ) from None
+
+    def _initialize_connection(self, conn: Any) -> None:
+        # jsonb comes back as text, as on SQLite, so JSONField decodes one way on both backends
+        # (a top-level JSON string would otherwise be indistinguishable from its encoding).
+        psycopg2.extras.register_default_jsonb(conn, loads=str)
+        super()._initialize_connection(conn)
+
+    def pool_stats(self) -> dict[str, int]:
+        """Connections checked out, idle in the pool, and the pool's maximum."""
+        with self._pool_lock:
+            return {
+                "in_use": len(self._in_use),
+                "idle": len(self._connections),
+                "max": self._max_connections,
+            }
+
+    def _location(self) -> dict[str, Any]:
+        version = self.server_version  # e.g. 150019 for 15.19
+        return {
+            "host": self.url.host,
+            "port": self.url.port,
+            "database": self.database,
+            "schema": self.settings.schema,
+            "version": f"{version // 10000}.{version % 10000}" if version else None,
+            "pool": self.pool_stats(),
+        }
+
+
+Database = SqliteEngine | PostgresEngine
+
+
+def connect(url: str | None = None, **options: Any) -> Database:
+    """Open the database named by ``url`` (or $EMBEDDB_DATABASE_URL, embeddb.toml, the default).
+
+    ``options`` override the tuning defaults in :mod:`embeddb.config` (e.g. ``synchronous="FULL"``,
+    ``busy_timeout=10``, ``max_connections=5``). A connection is opened once to check the database
+    is reachable, so a bad URL fails here and not at the first query.
+
+    :raises ConfigurationError: unknown scheme, malformed URL, unknown option, unusable path.
+    :raises ConnectionFailed: the file cannot be opened or the server does not answer.
+    """
+    parsed = parse(config.resolve_url(url))
+    db: Database
+    if parsed.backend == "sqlite":
+        settings = config.build_settings(config.SqliteSettings, parsed.options, options)
+        db = SqliteEngine(parsed, settings)
+    else:
+        settings = config.build_settings(config.PostgresSettings, parsed.options, options)
+        db = PostgresEngine(parsed, settings)
+    try:
+        db.connect(reuse_if_open=True)
+        db.execute_sql("SELECT 1").fetchone()
+    except peewee.PeeweeException as exc:
+        raise ConnectionFailed(f"cannot use {parsed.redacted()}: {translate(exc)}") from exc
+    finally:
+        if not db.is_closed():
+            db.close()
+    return db

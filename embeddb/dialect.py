@@ -1,0 +1,79 @@
+"""What differs between SQLite and PostgreSQL, in one place.
+
+Code elsewhere asks ``db.dialect`` instead of testing the backend's name, so a third backend
+means one more class here rather than ``if`` statements spread through the package.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import SqliteSettings
+
+
+class Dialect:
+    """Base: the questions every backend answers."""
+
+    name: str = ""
+    #: peewee field type name -> column type, for embeddb's own field types.
+    field_types: dict[str, str] = {}
+
+    def describe(self, db: Any) -> dict[str, Any]:
+        """The settings in effect on ``db`` (pragmas or server settings), for ``embeddb info``."""
+        raise NotImplementedError
+
+
+class SqliteDialect(Dialect):
+    name = "sqlite"
+    field_types = {
+        "JSON": "TEXT",  # a JSON column name would give NUMERIC affinity and mangle '123'
+        "TIMESTAMPTZ": "TEXT",  # ISO-8601 UTC text sorts in time order
+        "MONEY_MINOR": "INTEGER",
+    }
+    _reported = (
+        "journal_mode", "synchronous", "foreign_keys", "busy_timeout", "cache_size",
+        "mmap_size", "temp_store", "journal_size_limit", "page_size", "page_count",
+    )
+
+    def pragmas(self, settings: SqliteSettings, memory: bool) -> list[tuple[str, Any]]:
+        """The PRAGMAs run on each new connection (journal_mode is handled on its own)."""
+        items: list[tuple[str, Any]] = [
+            ("synchronous", settings.synchronous.upper()),
+            ("foreign_keys", 1),
+            ("busy_timeout", int(settings.busy_timeout * 1000)),
+            ("cache_size", -settings.cache_size_kib),
+            ("temp_store", "MEMORY"),
+        ]
+        if not memory:
+            items += [
+                ("mmap_size", settings.mmap_size),
+                ("journal_size_limit", settings.journal_size_limit),
+            ]
+        return items
+
+    def describe(self, db: Any) -> dict[str, Any]:
+        values = {}
+        for name in self._reported:
+            row = db.execute_sql(f"PRAGMA {name}").fetchone()
+            values[name] = row[0] if row else None  # e.g. mmap_size on an in-memory database
+        return values
+
+
+class PostgresDialect(Dialect):
+    name = "postgresql"
+    field_types = {
+        "JSON": "JSONB",
+        "TIMESTAMPTZ": "TIMESTAMPTZ",
+        "MONEY_MINOR": "BIGINT",
+    }
+    _reported = (
+        "server_version", "server_encoding", "TimeZone", "search_path",
+        "default_transaction_isolation", "statement_timeout", "max_connections",
+    )
+
+    def describe(self, db: Any) -> dict[str, Any]:
+        return {name: db.execute_sql(f'SHOW "{name}"').fetchone()[0] for name in self._reported}
+
+
+SQLITE = SqliteDialect()
+POSTGRES = PostgresDialect()

@@ -1,0 +1,76 @@
+"""The exception hierarchy: every error embeddb raises derives from :class:`EmbeddbError`.
+
+Driver and peewee errors are translated once, where they cross into embeddb (the database
+classes), and keep the original as ``__cause__``. The query errors also subclass peewee's own
+classes so code written against peewee (``except peewee.IntegrityError``) keeps working.
+"""
+
+from __future__ import annotations
+
+import peewee
+
+
+class EmbeddbError(Exception):
+    """Root of every error embeddb raises; the CLI prints it as one ``Error:`` line."""
+
+
+class ConfigurationError(EmbeddbError):
+    """A URL, option or config file is wrong; the message says what to change."""
+
+
+class ConnectionFailed(EmbeddbError):
+    """The database could not be opened or the server did not answer."""
+
+
+class PoolExhausted(ConnectionFailed):
+    """Every pooled connection stayed in use for the whole wait timeout."""
+
+
+class DatabaseError(EmbeddbError, peewee.DatabaseError):
+    """A statement failed in the database."""
+
+
+class IntegrityError(DatabaseError, peewee.IntegrityError):
+    """A constraint (UNIQUE, NOT NULL, CHECK, FOREIGN KEY) rejected a write."""
+
+
+class OperationalError(DatabaseError, peewee.OperationalError):
+    """The database could not run a statement (locked, missing table, disk full...)."""
+
+
+class ProgrammingError(DatabaseError, peewee.ProgrammingError):
+    """The SQL itself is wrong (syntax, unknown column)."""
+
+
+class DataError(DatabaseError, peewee.DataError):
+    """A value does not fit its column (out of range, wrong type)."""
+
+
+class NotFoundError(EmbeddbError, LookupError):
+    """The row asked for does not exist (or is soft-deleted)."""
+
+
+class ConflictError(EmbeddbError):
+    """An optimistic-concurrency check failed: the row changed since it was read."""
+
+
+_TRANSLATIONS: tuple[tuple[type[Exception], type[DatabaseError]], ...] = (
+    (peewee.IntegrityError, IntegrityError),
+    (peewee.OperationalError, OperationalError),
+    (peewee.ProgrammingError, ProgrammingError),
+    (peewee.DataError, DataError),
+    (peewee.DatabaseError, DatabaseError),
+)
+
+
+def translate(exc: Exception, redact: str | None = None) -> Exception:
+    """Return the embeddb error for a peewee/driver error (``exc`` itself if already ours)."""
+    if isinstance(exc, EmbeddbError):
+        return exc
+    message = str(exc)
+    if redact:
+        message = message.replace(redact, "***")
+    for source, target in _TRANSLATIONS:
+        if isinstance(exc, source):
+            return target(message)
+    return exc

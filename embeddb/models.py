@@ -1,0 +1,253 @@
+"""The model layer: field types that behave the same on both backends, and base models.
+
+- :class:`BaseModel`: a UUIDv7 primary key, ``created_at`` / ``updated_at`` kept in UTC.
+- :class:`SoftDeleteModel`: ``delete_instance()`` hides the row instead of removing it.
+- :class:`VersionedModel`: optimistic concurrency; saving a stale copy raises ConflictError.
+
+Bind models to a database the peewee way: ``db.bind([User, Order])`` or ``Meta.database``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any, Iterable
+
+import peewee
+
+from .errors import ConflictError, NotFoundError
+from .ids import new_id
+
+UTC = timezone.utc
+_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f+00:00"
+
+
+def utcnow() -> datetime:
+    """The current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+class IdField(peewee.UUIDField):
+    """A UUIDv7 primary key: unique across processes and sorted by creation time."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("primary_key", True)
+        kwargs.setdefault("default", new_id)
+        super().__init__(**kwargs)
+
+
+class UTCDateTimeField(peewee.Field):
+    """An aware UTC datetime: ``timestamptz`` on PostgreSQL, sortable ISO-8601 text on SQLite.
+
+    Naive datetimes are taken to be UTC; values come back aware, in UTC.
+    """
+
+    field_type = "TIMESTAMPTZ"
+
+    def db_value(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        elif isinstance(value, date) and not isinstance(value, datetime):
+            value = datetime(value.year, value.month, value.day)
+        if not isinstance(value, datetime):
+            raise TypeError(f"{self.name}: expected a datetime, got {type(value).__name__}")
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC).strftime(_TIMESTAMP_FORMAT)
+
+    def python_value(self, value: Any) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class JSONField(peewee.Field):
+    """Any JSON-serialisable value: ``jsonb`` on PostgreSQL, TEXT on SQLite."""
+
+    field_type = "JSON"
+
+    def db_value(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+    def python_value(self, value: Any) -> Any:
+        if isinstance(value, (str, bytes)):
+            return json.loads(value)
+        return value
+
+
+class MoneyField(peewee.Field):
+    """An exact amount stored as integer minor units (cents for ``decimal_places=2``).
+
+    Python sees :class:`~decimal.Decimal`. Floats are refused: ``0.1 + 0.2`` is not money.
+    """
+
+    field_type = "MONEY_MINOR"
+
+    def __init__(self, decimal_places: int = 2, **kwargs: Any) -> None:
+        self.decimal_places = decimal_places
+        super().__init__(**kwargs)
+
+    def db_value(self, value: Any) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, (float, bool)) or not isinstance(value, (int, str, Decimal)):
+            raise TypeError(
+                f"{self.name}: money must be a Decimal, int or str, not {type(value).__name__}"
+            )
+        try:
+            minor = Decimal(value).scaleb(self.decimal_places)
+        except InvalidOperation:
+            raise ValueError(f"{self.name}: {value!r} is not an amount") from None
+        if minor != minor.to_integral_value():
+            raise ValueError(
+                f"{self.name}: {value} has more than {self.decimal_places} decimal places"
+            )
+        return int(minor)
+
+    def python_value(self, value: Any) -> Decimal | None:
+        if value is None:
+            return None
+        return Decimal(int(value)).scaleb(-self.decimal_places)
+
+
+class _ModelBase(peewee.ModelBase):
+    """Makes each model's ``DoesNotExist`` an :class:`~embeddb.errors.NotFoundError` too."""
+
+    def __new__(mcs, name: str, bases: tuple[type, ...], attrs: dict[str, Any]) -> Any:
+        cls = super().__new__(mcs, name, bases, attrs)
+        if not issubclass(cls.DoesNotExist, NotFoundError):
+            cls.DoesNotExist = type(
+                cls.DoesNotExist.__name__,
+                (cls.DoesNotExist, NotFoundError),
+                {"__module__": cls.__module__},
+            )
+        return cls
+
+
+class BaseModel(peewee.Model, metaclass=_ModelBase):
+    """Base for application models: UUIDv7 ``id`` and UTC audit timestamps.
+
+    ``save()`` inserts a new instance and updates a loaded one, even though the id is assigned
+    up front (plain peewee would issue an UPDATE that matches nothing).
+    """
+
+    id = IdField()
+    created_at = UTCDateTimeField(default=utcnow)
+    updated_at = UTCDateTimeField(default=utcnow)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._persisted = bool(kwargs.get("__no_default__"))  # peewee's marker for loaded rows
+        super().__init__(*args, **kwargs)
+
+    def save(self, force_insert: bool = False, only: Iterable[Any] | None = None) -> int:
+        if force_insert or not self._persisted:
+            rows = super().save(force_insert=True, only=only)
+        else:
+            self.updated_at = utcnow()
+            if only is not None:
+                only = [*only, type(self).updated_at]
+            rows = super().save(only=only)
+        self._persisted = True
+        return rows
+
+    @classmethod
+    def update(cls, __data: Any = None, **update: Any) -> peewee.ModelUpdate:
+        """An UPDATE query that also stamps ``updated_at`` unless the caller sets it."""
+        data = cls._normalize_data(__data, update)
+        data.setdefault(cls.updated_at, utcnow())
+        return peewee.ModelUpdate(cls, data)
+
+
+class SoftDeleteModel(BaseModel):
+    """Rows are hidden, not removed: ``select()``/``get()`` skip rows whose ``deleted_at`` is set.
+
+    ``select_with_deleted()`` and ``deleted()`` reach hidden rows; ``restore()`` brings one back;
+    ``delete_instance(permanent=True)`` really deletes. Class-level ``delete()`` and joins from
+    other models are plain SQL and do not filter.
+    """
+
+    deleted_at = UTCDateTimeField(null=True, index=True)
+
+    @classmethod
+    def select(cls, *fields: Any) -> peewee.ModelSelect:
+        return super().select(*fields).where(cls.deleted_at.is_null())
+
+    @classmethod
+    def select_with_deleted(cls, *fields: Any) -> peewee.ModelSelect:
+        return super(SoftDeleteModel, cls).select(*fields)
+
+    @classmethod
+    def deleted(cls, *fields: Any) -> peewee.ModelSelect:
+        """Only the soft-deleted rows."""
+        return cls.select_with_deleted(*fields).where(cls.deleted_at.is_null(False))
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
+
+    def delete_instance(self, permanent: bool = False, **kwargs: Any) -> int:
+        if permanent:
+            return super().delete_instance(**kwargs)
+        self.deleted_at = utcnow()
+        return self.save(only=[type(self).deleted_at])
+
+    def restore(self) -> int:
+        self.deleted_at = None
+        return self.save(only=[type(self).deleted_at])
+
+
+class VersionedModel(BaseModel):
+    """Optimistic concurrency: every update checks and bumps ``version``.
+
+    Saving an instance whose row was changed (or deleted) since it was read raises
+    :class:`~embeddb.errors.ConflictError` and writes nothing; reload and try again.
+    """
+
+    version = peewee.IntegerField(default=1)
+
+    def save(self, force_insert: bool = False, only: Iterable[Any] | None = None) -> int:
+        if force_insert or not self._persisted:
+            return super().save(force_insert=True, only=only)
+        cls = type(self)
+        expected = self.version
+        self.updated_at = utcnow()
+        data = dict(self.__data__)
+        data.pop(cls._meta.primary_key.name, None)
+        if only is not None:
+            data = self._prune_fields(data, [*only, cls.updated_at])
+        data["version"] = expected + 1
+        rows = (
+            cls.update(**data)
+            .where((cls._meta.primary_key == self._pk) & (cls.version == expected))
+            .execute()
+        )
+        if rows == 0:
+            raise ConflictError(
+                f"{cls.__name__} {self._pk} was changed or deleted since it was read "
+                f"(expected version {expected}): reload it and retry"
+            )
+        self.version = expected + 1
+        self._dirty.clear()
+        return rows
+
+
+__all__ = [
+    "BaseModel",
+    "IdField",
+    "JSONField",
+    "MoneyField",
+    "SoftDeleteModel",
+    "UTCDateTimeField",
+    "VersionedModel",
+    "new_id",
+    "utcnow",
+]

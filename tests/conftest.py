@@ -1,0 +1,81 @@
+"""Shared fixtures: a fresh database per test on every backend.
+
+PostgreSQL tests use the server named by $EMBEDDB_TEST_PG_URL (default: the local server on
+127.0.0.1:5432). Each test gets its own schema, dropped afterwards, so runs never collide. Without
+a server the tests skip with the reason; with CI=true a missing server fails them instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Iterator
+
+import psycopg2
+import pytest
+
+import embeddb
+
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+BACKENDS = ["sqlite_file", "sqlite_memory", "postgresql"]
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    """The PostgreSQL server URL for tests; skips (or fails in CI) when none answers."""
+    url = os.environ.get("EMBEDDB_TEST_PG_URL", DEFAULT_PG_URL)
+    try:
+        psycopg2.connect(url.split("?")[0], connect_timeout=3).close()
+    except psycopg2.Error as exc:
+        reason = f"PostgreSQL not reachable at {url} (set EMBEDDB_TEST_PG_URL): {exc}".strip()
+        if _in_ci():
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
+    return url
+
+
+@pytest.fixture
+def pg_schema_url(pg_url: str) -> Iterator[str]:
+    """A URL whose connections live in a fresh schema, dropped after the test."""
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = psycopg2.connect(pg_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in pg_url else "?"
+    try:
+        yield f"{pg_url}{sep}schema={schema}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    """A URL for a fresh, empty database: SQLite file, SQLite :memory:, or a PostgreSQL schema."""
+    if request.param == "sqlite_file":
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    if request.param == "sqlite_memory":
+        return "sqlite:///:memory:"
+    return request.getfixturevalue("pg_schema_url")
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[embeddb.Database]:
+    """A connected, empty database on each backend."""
+    database = embeddb.connect(db_url)
+    yield database
+    if not database.is_closed():
+        database.close()
+    if isinstance(database, embeddb.PostgresEngine):
+        database.close_all()
+
+
+@pytest.fixture
+def sqlite_file_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'test.db'}"
