@@ -1,0 +1,4 @@
+"""embeddb benchmarks: each measures embeddb and the raw driver in the same run.
+
+Run all: ``python -m benchmarks`` (``--quick`` for smaller sizes, ``-k NAME`` to filter).
+"""

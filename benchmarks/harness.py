@@ -1,0 +1,116 @@
+"""What every benchmark module uses: timing, the PostgreSQL URL, and the result line.
+
+A benchmark module is ``benchmarks/bench_<topic>.py`` with ``main()``; it prints one JSON line
+per result through :func:`report`. ``python -m benchmarks`` runs each module in its own process
+(so peak RSS is per module) and prints a table of all results at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+QUICK = os.environ.get("EMBEDDB_BENCH_QUICK") == "1"
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def size(full: int, quick: int) -> int:
+    """``full`` normally, ``quick`` under --quick."""
+    return quick if QUICK else full
+
+
+def per_op(fn: Callable[[], Any], number: int, repeat: int = 5) -> float:
+    """Median seconds per call of ``fn`` over ``repeat`` rounds of ``number`` calls."""
+    rounds = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        rounds.append((time.perf_counter() - start) / number)
+    return statistics.median(rounds)
+
+
+def once(fn: Callable[[], Any], repeat: int = 3) -> float:
+    """Median seconds of one call of ``fn`` (for bulk operations), over ``repeat`` calls."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    """p50 and p99 of a list of durations."""
+    ordered = sorted(samples)
+    return {
+        "p50": ordered[len(ordered) // 2],
+        "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+    }
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def report(name: str, unit: str, embeddb: float, raw: float, **extra: Any) -> dict[str, Any]:
+    """Print one result line: ``{"name", "unit", "embeddb", "raw", "ratio", ...}``.
+
+    ``ratio`` is embeddb / raw: below 1 means embeddb is faster for time units; for rate units
+    (rows/s) above 1 means faster.
+    """
+    result = {
+        "name": name,
+        "unit": unit,
+        "embeddb": _round(embeddb),
+        "raw": _round(raw),
+        "ratio": round(embeddb / raw, 3) if raw else None,
+        "peak_rss_mb": peak_rss_mb(),
+        **{k: _round(v) for k, v in extra.items()},
+    }
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def _round(value: Any) -> Any:
+    return round(value, 3) if isinstance(value, float) else value
+
+
+def pg_url() -> str | None:
+    """The PostgreSQL URL to benchmark against, or None (with a note) when none answers."""
+    import psycopg2
+
+    url = os.environ.get("EMBEDDB_BENCH_PG_URL") or os.environ.get(
+        "EMBEDDB_TEST_PG_URL", DEFAULT_PG_URL
+    )
+    try:
+        psycopg2.connect(url, connect_timeout=3).close()
+    except psycopg2.Error as exc:
+        print(f"# skipping PostgreSQL: {url} not reachable ({exc})".strip(), file=sys.stderr)
+        return None
+    return url
+
+
+def pg_scratch_schema(url: str) -> tuple[str, Callable[[], None]]:
+    """Create a scratch schema; return a URL using it and a function that drops it."""
+    import uuid
+
+    import psycopg2
+
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(url)
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE SCHEMA "{schema}"')
+
+    def drop() -> None:
+        admin.cursor().execute(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.close()
+
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}schema={schema}", drop
