@@ -22,6 +22,20 @@ class Dialect:
         """The settings in effect on ``db`` (pragmas or server settings), for ``embeddb info``."""
         raise NotImplementedError
 
+    # -- migrations (embeddb.migrate) --
+    #: names accepted for this backend in variant files, e.g. 0003_search.sqlite.up.sql
+    migration_variants: tuple[str, ...] = ()
+    #: the bookkeeping table; one row per applied (or failed no-transaction) migration
+    migrations_table_ddl: str = ""
+
+    def split_script(self, text: str) -> list[Any]:
+        """Cut a migration script into :class:`embeddb.migrate.script.Statement` objects."""
+        raise NotImplementedError
+
+    def migration_lock(self, db: Any, timeout: float) -> Any:
+        """A context manager held while migrations run, so two runners never overlap."""
+        raise NotImplementedError
+
 
 class SqliteDialect(Dialect):
     name = "sqlite"
@@ -58,6 +72,25 @@ class SqliteDialect(Dialect):
             values[name] = row[0] if row else None  # e.g. mmap_size on an in-memory database
         return values
 
+    # -- migrations (embeddb.migrate) --
+    migration_variants = ("sqlite",)
+    migrations_table_ddl = (
+        "CREATE TABLE IF NOT EXISTS embeddb_migrations ("
+        "version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, "
+        "applied_at TEXT NOT NULL, duration_ms REAL NOT NULL, "
+        "status TEXT NOT NULL CHECK (status IN ('applied', 'failed')))"
+    )
+
+    def split_script(self, text: str) -> list[Any]:
+        from .migrate.script import split_sqlite
+
+        return split_sqlite(text)
+
+    def migration_lock(self, db: Any, timeout: float) -> Any:
+        from .migrate.lock import SqliteMigrationLock
+
+        return SqliteMigrationLock(db, timeout)
+
 
 class PostgresDialect(Dialect):
     name = "postgresql"
@@ -73,6 +106,25 @@ class PostgresDialect(Dialect):
 
     def describe(self, db: Any) -> dict[str, Any]:
         return {name: db.execute_sql(f'SHOW "{name}"').fetchone()[0] for name in self._reported}
+
+    # -- migrations (embeddb.migrate) --
+    migration_variants = ("postgres", "postgresql")
+    migrations_table_ddl = (
+        "CREATE TABLE IF NOT EXISTS embeddb_migrations ("
+        "version BIGINT PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, "
+        "applied_at TIMESTAMPTZ NOT NULL, duration_ms DOUBLE PRECISION NOT NULL, "
+        "status TEXT NOT NULL CHECK (status IN ('applied', 'failed')))"
+    )
+
+    def split_script(self, text: str) -> list[Any]:
+        from .migrate.script import split_postgres
+
+        return split_postgres(text)
+
+    def migration_lock(self, db: Any, timeout: float) -> Any:
+        from .migrate.lock import PostgresMigrationLock
+
+        return PostgresMigrationLock(db, timeout)
 
 
 SQLITE = SqliteDialect()

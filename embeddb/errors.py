@@ -54,6 +54,22 @@ class ConflictError(EmbeddbError):
     """An optimistic-concurrency check failed: the row changed since it was read."""
 
 
+class MigrationError(EmbeddbError):
+    """The migrations folder or the bookkeeping table is not in a state migrations can run from."""
+
+
+class MigrationFailed(MigrationError):
+    """A migration's statement failed; the message names the file, the line and the cause."""
+
+
+class ChecksumMismatch(MigrationError):
+    """An applied migration file was edited afterwards (``migrate repair`` accepts the edit)."""
+
+
+class MigrationLockTimeout(MigrationError):
+    """Another runner held the migration lock for the whole wait."""
+
+
 _TRANSLATIONS: tuple[tuple[type[Exception], type[DatabaseError]], ...] = (
     (peewee.IntegrityError, IntegrityError),
     (peewee.OperationalError, OperationalError),

@@ -1,0 +1,123 @@
+"""The bookkeeping table ``embeddb_migrations``: which versions ran, when, and with what content.
+
+One row per applied migration (``status='applied'``) or per no-transaction migration that failed
+half-way (``status='failed'``), which blocks later migrations until it is re-run or resolved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+TABLE = "embeddb_migrations"
+APPLIED = "applied"
+FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One row of the bookkeeping table."""
+
+    version: int
+    name: str
+    checksum: str
+    applied_at: str
+    duration_ms: float
+    status: str
+
+
+def exists(db: Any) -> bool:
+    """Whether the bookkeeping table exists (in the current schema on PostgreSQL)."""
+    return db.table_exists(TABLE)
+
+
+def ensure(db: Any) -> None:
+    """Create the bookkeeping table if it is missing."""
+    db.execute_sql(db.dialect.migrations_table_ddl)
+
+
+def read(db: Any) -> dict[int, Record]:
+    """Every row, by version (an empty dict when the table does not exist)."""
+    if not exists(db):
+        return {}
+    return _rows(db)
+
+
+def _rows(db: Any) -> dict[int, Record]:
+    cursor = db.execute_sql(
+        f"SELECT version, name, checksum, applied_at, duration_ms, status FROM {TABLE} "
+        "ORDER BY version"
+    )
+    records = {}
+    for version, name, checksum, applied_at, duration_ms, status in cursor.fetchall():
+        if isinstance(applied_at, datetime):
+            applied_at = applied_at.astimezone(timezone.utc).isoformat()
+        records[int(version)] = Record(
+            int(version), name, checksum, applied_at, float(duration_ms), status
+        )
+    return records
+
+
+def status_of(db: Any, version: int) -> str | None:
+    """The status of one version, read inside the caller's transaction (None: not recorded)."""
+    row = db.execute_sql(
+        f"SELECT status FROM {TABLE} WHERE version = {db.param}", (version,)
+    ).fetchone()
+    return row[0] if row else None
+
+
+def current_version(db: Any) -> int | None:
+    """The highest applied version; None when the table is missing or has no applied row.
+
+    This is what backups stamp into their manifest.
+    """
+    if not exists(db):
+        return None
+    row = db.execute_sql(
+        f"SELECT MAX(version) FROM {TABLE} WHERE status = {db.param}", (APPLIED,)
+    ).fetchone()
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def write(
+    db: Any,
+    version: int,
+    name: str,
+    checksum: str,
+    duration_ms: float,
+    status: str = APPLIED,
+    replace: bool = False,
+) -> None:
+    """Insert the row of ``version``; ``replace`` first drops an existing (failed) row."""
+    p = db.param
+    now = datetime.now(timezone.utc).isoformat()
+    if replace:
+        db.execute_sql(f"DELETE FROM {TABLE} WHERE version = {p}", (version,))
+    db.execute_sql(
+        f"INSERT INTO {TABLE} (version, name, checksum, applied_at, duration_ms, status) "
+        f"VALUES ({p}, {p}, {p}, {p}, {p}, {p})",
+        (version, name, checksum, now, round(duration_ms, 3), status),
+    )
+
+
+def delete(db: Any, version: int) -> None:
+    """Forget ``version`` (after its down part ran, or on ``resolve --pending``)."""
+    db.execute_sql(f"DELETE FROM {TABLE} WHERE version = {db.param}", (version,))
+
+
+def set_checksum(db: Any, version: int, name: str, checksum: str) -> None:
+    """Accept an edited file's content as the applied one (``migrate repair``)."""
+    p = db.param
+    db.execute_sql(
+        f"UPDATE {TABLE} SET checksum = {p}, name = {p} WHERE version = {p}",
+        (checksum, name, version),
+    )
+
+
+def mark_applied(db: Any, version: int) -> None:
+    """Turn a failed row into an applied one (``migrate resolve``)."""
+    p = db.param
+    db.execute_sql(
+        f"UPDATE {TABLE} SET status = {p} WHERE version = {p}", (APPLIED, version)
+    )
