@@ -116,6 +116,5 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
     try:
         return type(default)(value)
     except (TypeError, ValueError):
-        raise ConfigurationError(
-            f"option {name}={value!r} must be a {type(default).__name__}"
-        ) from None
+        kind = {int: "an integer", float: "a number"}.get(type(default), type(default).__name__)
+        raise ConfigurationError(f"option {name}={value!r} must be {kind}") from None

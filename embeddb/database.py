@@ -63,6 +63,12 @@ class Engine:
         except peewee.PeeweeException as exc:
             raise translate(exc, self.url.password) from exc
 
+    def begin(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().begin(*args, **kwargs)
+        except peewee.PeeweeException as exc:
+            raise translate(exc, self.url.password) from exc
+
     def commit(self) -> None:
         try:
             super().commit()

@@ -1,0 +1,82 @@
+"""The CLI skeleton: version, info, one-line errors, help for every command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from embeddb import __version__
+from embeddb.cli import cli
+
+README = (Path(__file__).parent.parent / "README.md").read_text()
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def test_version(runner):
+    result = runner.invoke(cli, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_info_human_and_json(runner, db_url):
+    result = runner.invoke(cli, ["--db", db_url, "info"])
+    assert result.exit_code == 0, result.output
+    assert "backend" in result.output and "settings:" in result.output
+    result = runner.invoke(cli, ["info", "--db", db_url, "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["backend"] in ("sqlite", "postgresql")
+    assert data["settings"]
+
+
+def test_info_on_the_default_database_creates_the_file(runner, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EMBEDDB_DATABASE_URL", raising=False)
+    result = runner.invoke(cli, ["info", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["settings"]["journal_mode"] == "wal"
+    assert (tmp_path / "embeddb.db").exists()
+
+
+@pytest.mark.parametrize(
+    "url, fragment",
+    [
+        ("mysql://h/db", "unknown database URL scheme"),
+        ("not a url", "malformed database URL"),
+        ("sqlite:////no/such/dir/app.db", "does not exist"),
+        ("postgresql://u:topsecret@127.0.0.1:1/db?connect_timeout=2", "cannot connect"),
+    ],
+)
+def test_bad_input_is_one_error_line(runner, url, fragment):
+    result = runner.invoke(cli, ["--db", url, "info"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and fragment in lines[0]
+    assert "Traceback" not in result.output and "topsecret" not in result.output
+
+
+def test_verbose_shows_the_traceback(runner):
+    result = runner.invoke(cli, ["--verbose", "--db", "mysql://h/db", "info"])
+    assert result.exit_code != 0
+    assert result.exception is not None and "unknown database URL scheme" in str(result.exception)
+
+
+def _commands(group: click.Group, prefix: str = ""):
+    for name, command in group.commands.items():
+        path = f"{prefix}{name}"
+        yield path, command
+        if isinstance(command, click.Group):
+            yield from _commands(command, f"{path} ")
+
+
+@pytest.mark.parametrize("path, command", list(_commands(cli)))
+def test_every_command_has_help_and_is_in_the_readme(path, command):
+    assert (command.help or "").strip(), f"embeddb {path} has no help text"
+    assert f"embeddb {path}" in README, f"embeddb {path} is not in README.md"

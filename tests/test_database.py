@@ -1,0 +1,220 @@
+"""connect(): tuning, transactions, after-commit, errors — on every backend."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import peewee
+import pytest
+
+import embeddb
+from embeddb.errors import ConfigurationError, ConnectionFailed, IntegrityError, PoolExhausted
+
+
+def _make_table(db):
+    db.execute_sql("CREATE TABLE item (name TEXT PRIMARY KEY)")
+
+
+def _count(db):
+    return db.execute_sql("SELECT count(*) FROM item").fetchone()[0]
+
+
+def test_sqlite_file_pragmas_apply_to_every_thread(sqlite_file_url):
+    db = embeddb.connect(sqlite_file_url)
+    expected = {"journal_mode": "wal", "synchronous": 1, "foreign_keys": 1, "busy_timeout": 5000,
+                "cache_size": -65536, "temp_store": 2, "mmap_size": 268435456,
+                "journal_size_limit": 67108864}
+    seen = {}
+
+    def read():
+        seen.update({k: db.execute_sql(f"PRAGMA {k}").fetchone()[0] for k in expected})
+        db.close()
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    thread.join()
+    assert seen == expected
+    assert {k: v for k, v in db.info()["settings"].items() if k in expected} == expected
+
+
+def test_sqlite_options_override_defaults(sqlite_file_url):
+    db = embeddb.connect(sqlite_file_url, synchronous="FULL", busy_timeout=1.5)
+    assert db.execute_sql("PRAGMA synchronous").fetchone()[0] == 2
+    assert db.execute_sql("PRAGMA busy_timeout").fetchone()[0] == 1500
+
+
+def test_write_transactions_begin_immediate(sqlite_file_url):
+    db = embeddb.connect(sqlite_file_url)
+    _make_table(db)
+    other = embeddb.connect(sqlite_file_url, busy_timeout=0)
+    with db.atomic():
+        # Holding the write lock before any write: another writer cannot start.
+        with pytest.raises(embeddb.DatabaseError, match="locked"):
+            with other.atomic():
+                pass
+    with other.atomic():
+        other.execute_sql("INSERT INTO item (name) VALUES ('x')")
+    assert _count(db) == 1
+
+
+def test_memory_database_is_shared_by_threads_and_private_per_connect():
+    db = embeddb.connect("sqlite:///:memory:")
+    _make_table(db)
+
+    def insert():
+        db.execute_sql("INSERT INTO item (name) VALUES ('from-thread')")
+        db.close()
+
+    thread = threading.Thread(target=insert)
+    thread.start()
+    thread.join()
+    assert _count(db) == 1
+    other = embeddb.connect("sqlite:///:memory:")
+    assert "item" not in other.get_tables()
+
+
+def test_nested_atomic_rolls_back_savepoint_only(db):
+    _make_table(db)
+    with db.atomic():
+        db.execute_sql("INSERT INTO item (name) VALUES ('outer')")
+        with pytest.raises(RuntimeError):
+            with db.atomic():
+                db.execute_sql("INSERT INTO item (name) VALUES ('inner')")
+                raise RuntimeError("boom")
+    names = [r[0] for r in db.execute_sql("SELECT name FROM item").fetchall()]
+    assert names == ["outer"]
+
+
+def test_after_commit_runs_once_after_outer_commit_and_never_for_rolled_back_work(db):
+    _make_table(db)
+    ran = []
+    with db.atomic():
+        db.after_commit(lambda: ran.append("outer"))
+        with db.atomic():
+            db.after_commit(lambda: ran.append("kept-savepoint"))
+        with pytest.raises(RuntimeError):
+            with db.atomic():
+                db.after_commit(lambda: ran.append("rolled-back-savepoint"))
+                raise RuntimeError
+        assert ran == []  # nothing before the commit
+    assert ran == ["outer", "kept-savepoint"]
+
+    ran.clear()
+    with pytest.raises(RuntimeError):
+        with db.atomic():
+            db.after_commit(lambda: ran.append("rolled-back"))
+            raise RuntimeError
+    with db.atomic():
+        pass
+    assert ran == []
+    db.after_commit(lambda: ran.append("no-transaction"))
+    assert ran == ["no-transaction"]
+
+
+def test_failed_commit_drops_callbacks(db):
+    _make_table(db)
+    db.execute_sql("INSERT INTO item (name) VALUES ('a')")
+    ran = []
+    with pytest.raises(IntegrityError):
+        with db.atomic():
+            db.after_commit(lambda: ran.append("x"))
+            db.execute_sql("INSERT INTO item (name) VALUES ('a')")
+    assert ran == []
+
+
+def test_driver_errors_are_translated_and_keep_peewee_classes(db):
+    _make_table(db)
+    db.execute_sql("INSERT INTO item (name) VALUES ('a')")
+    with pytest.raises(IntegrityError) as info:
+        db.execute_sql("INSERT INTO item (name) VALUES ('a')")
+    assert isinstance(info.value, embeddb.EmbeddbError)
+    assert isinstance(info.value, peewee.IntegrityError)
+    assert info.value.__cause__ is not None
+    with pytest.raises(embeddb.DatabaseError):
+        db.execute_sql("SELECT * FROM no_such_table")
+
+
+def test_foreign_keys_enforced(db):
+    db.execute_sql("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    db.execute_sql("CREATE TABLE child (id INTEGER PRIMARY KEY, "
+                   "parent_id INTEGER NOT NULL REFERENCES parent(id))")
+    with pytest.raises(IntegrityError):
+        db.execute_sql("INSERT INTO child (parent_id) VALUES (42)")
+
+
+def test_health_and_info(db):
+    health = db.health()
+    assert health["ok"] is True and health["latency_ms"] >= 0
+    info = db.info()
+    assert info["backend"] == db.dialect.name
+    assert info["version"]
+    assert info["settings"]
+
+
+def test_missing_directory_is_a_configuration_error(tmp_path):
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        embeddb.connect(f"sqlite:///{tmp_path}/no/such/dir/app.db")
+
+
+def test_a_file_that_is_not_a_database_is_refused_untouched(tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"this is not a database" * 100)
+    before = path.read_bytes()
+    with pytest.raises(ConnectionFailed, match="not a database"):
+        embeddb.connect(f"sqlite:///{path}")
+    assert path.read_bytes() == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_directory(tmp_path):
+    (tmp_path / "ro").mkdir(mode=0o500)
+    with pytest.raises(ConfigurationError, match="not writable"):
+        embeddb.connect(f"sqlite:///{tmp_path}/ro/app.db")
+
+
+def test_default_url_is_a_file_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EMBEDDB_DATABASE_URL", raising=False)
+    db = embeddb.connect()
+    assert db.info()["path"] == str(tmp_path / "embeddb.db")
+    assert (tmp_path / "embeddb.db").exists()
+
+
+def test_postgres_refusing_server_fails_fast_with_redacted_url(pg_url):
+    with pytest.raises(ConnectionFailed) as info:
+        embeddb.connect("postgresql://app:hunter2@127.0.0.1:1/nodb", connect_timeout=2)
+    assert "hunter2" not in str(info.value) and "app:***@" in str(info.value)
+
+
+def test_postgres_wrong_database_is_connection_failed(pg_url):
+    with pytest.raises(ConnectionFailed, match="does not exist"):
+        embeddb.connect("postgresql://postgres@127.0.0.1:5432/no_such_db_embeddb")
+
+
+def test_postgres_pool_stats_and_exhaustion(pg_schema_url):
+    db = embeddb.connect(pg_schema_url, max_connections=1, timeout=0.2)
+    db.connect(reuse_if_open=True)
+    assert db.pool_stats()["in_use"] == 1
+    errors = []
+
+    def second():
+        try:
+            db.connect()
+        except PoolExhausted as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    thread.join()
+    assert errors and "max_connections" in str(errors[0])
+    db.close()
+    assert db.pool_stats() == {"in_use": 0, "idle": 1, "max": 1}
+    db.close_all()
+
+
+def test_postgres_schema_option_isolates(pg_schema_url):
+    db = embeddb.connect(pg_schema_url)
+    schema = pg_schema_url.rsplit("schema=", 1)[1]
+    assert db.execute_sql("SELECT current_schema()").fetchone()[0] == schema
+    db.close_all()
