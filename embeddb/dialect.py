@@ -36,6 +36,20 @@ class Dialect:
         """A context manager held while migrations run, so two runners never overlap."""
         raise NotImplementedError
 
+    def safety_backup(self, db: Any) -> str | None:
+        """Copy the database before migrations change it; the copy's path, or None."""
+        return None
+
+    # -- backup and maintenance (embeddb.backup, embeddb.maintenance) --
+    #: the manifest's ``format``: which embeddb.backup driver writes and reads the files
+    backup_format: str = ""
+    #: a hidden column naming one row in any table, for batched deletes by row range
+    row_locator: str = ""
+
+    def maintenance_tasks(self) -> Any:
+        """The object whose methods run VACUUM, ANALYZE, checkpoint... on this backend."""
+        raise NotImplementedError
+
 
 class SqliteDialect(Dialect):
     name = "sqlite"
@@ -91,6 +105,20 @@ class SqliteDialect(Dialect):
 
         return SqliteMigrationLock(db, timeout)
 
+    def safety_backup(self, db: Any) -> str | None:
+        from .migrate.safety import premigrate_backup
+
+        return premigrate_backup(db)
+
+    # -- backup and maintenance (embeddb.backup, embeddb.maintenance) --
+    backup_format = "sqlite3"
+    row_locator = "rowid"
+
+    def maintenance_tasks(self) -> Any:
+        from .maintenance import SqliteTasks
+
+        return SqliteTasks()
+
 
 class PostgresDialect(Dialect):
     name = "postgresql"
@@ -125,6 +153,15 @@ class PostgresDialect(Dialect):
         from .migrate.lock import PostgresMigrationLock
 
         return PostgresMigrationLock(db, timeout)
+
+    # -- backup and maintenance (embeddb.backup, embeddb.maintenance) --
+    backup_format = "pg_dump"
+    row_locator = "ctid"
+
+    def maintenance_tasks(self) -> Any:
+        from .maintenance import PostgresTasks
+
+        return PostgresTasks()
 
 
 SQLITE = SqliteDialect()

@@ -7,7 +7,7 @@ half-way (``status='failed'``), which blocks later migrations until it is re-run
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 TABLE = "embeddb_migrations"
@@ -52,7 +52,7 @@ def _rows(db: Any) -> dict[int, Record]:
     records = {}
     for version, name, checksum, applied_at, duration_ms, status in cursor.fetchall():
         if isinstance(applied_at, datetime):
-            applied_at = applied_at.astimezone(timezone.utc).isoformat()
+            applied_at = applied_at.astimezone(UTC).isoformat()
         records[int(version)] = Record(
             int(version), name, checksum, applied_at, float(duration_ms), status
         )
@@ -91,7 +91,7 @@ def write(
 ) -> None:
     """Insert the row of ``version``; ``replace`` first drops an existing (failed) row."""
     p = db.param
-    now = datetime.now(timezone.utc).isoformat()
+    now = datetime.now(UTC).isoformat()
     if replace:
         db.execute_sql(f"DELETE FROM {TABLE} WHERE version = {p}", (version,))
     db.execute_sql(

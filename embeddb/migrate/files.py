@@ -1,0 +1,286 @@
+"""Finding and reading migration files, and refusing a folder that is ambiguous.
+
+Accepted names (version first, then a name of letters, digits, ``_`` and ``-``)::
+
+    0001_create_users.up.sql  +  0001_create_users.down.sql
+    0002_add_index.sql                  -- migrate:up / -- migrate:down sections
+    0003_search.sqlite.up.sql           a variant: preferred over generic files on that backend
+    0004_backfill.py                    up(db) and optionally down(db)
+
+Every problem in the folder (duplicate version, a down without an up, a name that does not
+parse) is reported before anything runs.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import MigrationError
+from .script import normalize
+
+ENV_DIRECTORY = "EMBEDDB_MIGRATIONS_DIR"
+DEFAULT_DIRECTORY = "migrations"
+NO_TRANSACTION = "-- embeddb:no-transaction"
+_VARIANTS = {"sqlite": "sqlite", "postgres": "postgres", "postgresql": "postgres"}
+_STEM = re.compile(r"^(?P<version>\d+)_(?P<name>[A-Za-z0-9][A-Za-z0-9_\-]*)$")
+_SECTION = re.compile(r"^--\s*migrate:(up|down)\b.*$", re.MULTILINE | re.IGNORECASE)
+
+
+@dataclass
+class Part:
+    """One direction of a migration: SQL text (or a Python function) and how to run it."""
+
+    path: Path
+    sql: str | None = None  # None for a Python migration
+    first_line: int = 1  # line of the file where ``sql`` starts
+    transaction: bool = True
+
+    def display(self) -> str:
+        return self.path.name
+
+
+@dataclass
+class Migration:
+    """A version with its up part, optional down part and the checksum of what ``up`` runs."""
+
+    version: int
+    name: str
+    label: str  # e.g. 0001_create_users
+    up: Part
+    down: Part | None
+    checksum: str
+    module: Any = field(default=None, repr=False)  # a loaded Python migration
+
+
+@dataclass
+class _File:
+    path: Path
+    version: int
+    name: str
+    variant: str | None
+    direction: str | None  # "up", "down" or None (single file)
+    ext: str
+
+    @property
+    def label(self) -> str:
+        return self.path.name.split(".", 1)[0]
+
+
+def resolve_directory(directory: str | os.PathLike[str] | None) -> Path:
+    """The migrations folder: the argument, $EMBEDDB_MIGRATIONS_DIR, or ./migrations.
+
+    :raises MigrationError: the folder does not exist.
+    """
+    path = Path(directory or os.environ.get(ENV_DIRECTORY) or DEFAULT_DIRECTORY)
+    if not path.is_dir():
+        raise MigrationError(
+            f"no migrations folder at {path}: pass --migrations DIR "
+            f"(or set ${ENV_DIRECTORY}), or create one with `embeddb migrate new NAME`"
+        )
+    return path
+
+
+def checksum(text: str) -> str:
+    """SHA-256 of the content with line endings normalized (CRLF and LF count as equal)."""
+    return hashlib.sha256(normalize(text).encode()).hexdigest()
+
+
+def discover(directory: Path, variants: tuple[str, ...]) -> list[Migration]:
+    """The migrations that apply to a backend whose variant names are ``variants``, in order.
+
+    :raises MigrationError: anything ambiguous or malformed in the folder, all listed at once.
+    """
+    files, problems = _scan(directory)
+    by_version: dict[int, list[_File]] = {}
+    for item in files:
+        by_version.setdefault(item.version, []).append(item)
+    wanted = {_VARIANTS[v] for v in variants}
+    migrations = []
+    for version in sorted(by_version):
+        group = by_version[version]
+        problems += _check_version(group)
+        chosen = [f for f in group if f.variant in wanted] or [f for f in group if not f.variant]
+        if chosen and not problems:
+            migrations.append(_load(chosen))
+    if problems:
+        raise MigrationError(f"{directory}: " + "; ".join(problems))
+    return migrations
+
+
+def highest_version(directory: Path) -> tuple[int, int]:
+    """The highest version in the folder (0 if none) and the digit width its names use."""
+    files, _ = _scan(directory)
+    if not files:
+        return 0, 4
+    top = max(files, key=lambda f: f.version)
+    return top.version, len(top.label.split("_", 1)[0])
+
+
+def _scan(directory: Path) -> tuple[list[_File], list[str]]:
+    files, problems = [], []
+    for path in sorted(directory.iterdir()):
+        name = path.name
+        if name.startswith((".", "_")) or not path.is_file():
+            continue
+        if name.rsplit(".", 1)[-1] not in ("sql", "py"):
+            continue
+        parsed = _parse_name(path)
+        if isinstance(parsed, str):
+            problems.append(parsed)
+        else:
+            files.append(parsed)
+    return files, problems
+
+
+def _parse_name(path: Path) -> _File | str:
+    stem, *middle, ext = path.name.split(".")
+    direction = middle.pop() if middle and middle[-1] in ("up", "down") else None
+    variant = middle.pop(0) if middle else None
+    match = _STEM.match(stem)
+    expected = "expected e.g. 0001_create_users.up.sql, 0001_name.sqlite.up.sql or 0001_name.py"
+    if match is None or middle:
+        return f"cannot parse the file name {path.name}: {expected}"
+    if variant is not None and variant not in _VARIANTS:
+        return f"{path.name}: unknown dialect {variant!r} (use sqlite or postgres)"
+    if ext == "py" and direction:
+        return f"{path.name}: a Python migration is one file defining up(db) and down(db)"
+    return _File(
+        path, int(match["version"]), match["name"], variant and _VARIANTS[variant], direction, ext
+    )
+
+
+def _check_version(group: list[_File]) -> list[str]:
+    problems = []
+    names = sorted({f.label for f in group})
+    if len(names) > 1:
+        problems.append(f"duplicate version {group[0].version}: {', '.join(names)}")
+    for variant in {f.variant for f in group}:
+        files = [f for f in group if f.variant == variant]
+        problems += _check_variant(files)
+    return problems
+
+
+def _check_variant(files: list[_File]) -> list[str]:
+    listed = ", ".join(f.path.name for f in files)
+    directions = [f.direction for f in files]
+    if len(files) == 1 and directions == ["down"]:
+        return [f"{files[0].path.name} is a down migration without an up file"]
+    if len(files) > 2 or (len(files) == 2 and sorted(map(str, directions)) != ["down", "up"]):
+        return [f"duplicate version {files[0].version}: {listed}"]
+    return []
+
+
+def _load(files: list[_File]) -> Migration:
+    first = files[0]
+    if first.ext == "py":
+        return _load_python(first)
+    if first.direction is None:
+        return _load_sections(first)
+    up = next(f for f in files if f.direction == "up")
+    down = next((f for f in files if f.direction == "down"), None)
+    up_text = _read(up.path)
+    up_part = _part(up.path, up_text, 1, default_transaction=True)
+    down_part = None
+    if down is not None:
+        down_part = _part(down.path, _read(down.path), 1, default_transaction=True)
+    return Migration(up.version, up.name, up.label, up_part, down_part, checksum(up_text))
+
+
+def _load_sections(item: _File) -> Migration:
+    text = _read(item.path)
+    markers = list(_SECTION.finditer(text))
+    if not markers or markers[0].group(1).lower() != "up":
+        raise MigrationError(
+            f"{item.path.name} has no '-- migrate:up' line before its SQL: add one "
+            f"(and '-- migrate:down' for the revert), or name it {item.label}.up.sql"
+        )
+    whole_file = _directive(text) is False
+    parts: dict[str, Part] = {}
+    for index, marker in enumerate(markers):
+        end = markers[index + 1].start() if index + 1 < len(markers) else len(text)
+        direction = marker.group(1).lower()
+        if direction in parts:
+            raise MigrationError(f"{item.path.name} has two '-- migrate:{direction}' sections")
+        body = text[marker.end():end]
+        first_line = text.count("\n", 0, marker.end()) + 1
+        parts[direction] = _part(item.path, body, first_line, default_transaction=not whole_file)
+    up_body = parts["up"].sql or ""
+    return Migration(
+        item.version, item.name, item.label, parts["up"], parts.get("down"), checksum(up_body)
+    )
+
+
+def _load_python(item: _File) -> Migration:
+    source = _read(item.path)
+    try:
+        tree = ast.parse(source, str(item.path))
+    except SyntaxError as exc:
+        raise MigrationError(f"{item.path.name} line {exc.lineno}: {exc.msg}") from exc
+    functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    if "up" not in functions:
+        raise MigrationError(f"{item.path.name} defines no up(db) function")
+    transaction = not any(
+        isinstance(n, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "transaction" for t in n.targets)
+        and isinstance(n.value, ast.Constant)
+        and n.value.value is False
+        for n in tree.body
+    )
+    up = Part(item.path, None, 1, transaction)
+    down = Part(item.path, None, 1, transaction) if "down" in functions else None
+    return Migration(item.version, item.name, item.label, up, down, checksum(source))
+
+
+def _part(path: Path, body: str, first_line: int, default_transaction: bool) -> Part:
+    directive = _directive(body)
+    transaction = default_transaction if directive is None else directive
+    return Part(path, body, first_line, transaction)
+
+
+def _directive(text: str) -> bool | None:
+    """False when the first non-blank line is the no-transaction directive, else None."""
+    for line in text.split("\n"):
+        if line.strip():
+            return False if line.strip().lower() == NO_TRANSACTION else None
+    return None
+
+
+def _read(path: Path) -> str:
+    try:
+        return normalize(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MigrationError(f"cannot read {path}: {exc}") from exc
+
+
+def new(
+    directory: str | os.PathLike[str] | None, name: str, dialect: str | None = None
+) -> list[Path]:
+    """Write the next-numbered ``.up.sql`` / ``.down.sql`` pair (a variant with ``dialect``).
+
+    The folder is created if it does not exist. Returns the two paths.
+
+    :raises MigrationError: the name has no usable characters, or ``dialect`` is unknown.
+    """
+    folder = Path(directory or os.environ.get(ENV_DIRECTORY) or DEFAULT_DIRECTORY)
+    slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+    if not slug:
+        raise MigrationError(f"migration name {name!r} has no letters or digits: e.g. add_users")
+    if dialect is not None and dialect not in _VARIANTS:
+        raise MigrationError(f"unknown dialect {dialect!r}: use sqlite or postgres")
+    folder.mkdir(parents=True, exist_ok=True)
+    top, width = highest_version(folder)
+    stem = f"{top + 1:0{width}d}_{slug}"
+    middle = f".{_VARIANTS[dialect]}" if dialect else ""
+    paths = []
+    for direction in ("up", "down"):
+        path = folder / f"{stem}{middle}.{direction}.sql"
+        with open(path, "x", encoding="utf-8") as fh:
+            fh.write(f"-- {stem}: {direction} migration\n")
+        paths.append(path)
+    return paths

@@ -1,0 +1,498 @@
+"""Applying and reverting migrations: up, down, redo, status, verify, repair, resolve.
+
+Every command that changes something holds the migration lock for its whole run. A migration
+runs in one transaction together with its bookkeeping row, re-reading that row first inside the
+transaction, so it is either applied and recorded or leaves no trace.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ChecksumMismatch, DatabaseError, MigrationError, MigrationFailed
+from . import history
+from .files import Migration, Part, discover, resolve_directory
+from .history import APPLIED, FAILED, Record
+from .script import Statement
+
+#: How long a second runner waits for the first before giving up (seconds).
+LOCK_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Step:
+    """One migration applied or reverted (or, in a dry run, that would be)."""
+
+    version: int
+    name: str  # e.g. 0001_create_users
+    direction: str  # "up" or "down"
+    duration_ms: float = 0.0
+    statements: tuple[str, ...] = ()
+    transaction: bool = True
+
+
+@dataclass(frozen=True)
+class Event:
+    """Progress report: ``kind`` is applying, applied, reverting or reverted."""
+
+    kind: str
+    version: int
+    name: str
+    duration_ms: float | None = None
+
+
+@dataclass
+class RunResult:
+    """What ``up`` / ``down`` / ``redo`` did (or would do, for a dry run)."""
+
+    steps: list[Step] = field(default_factory=list)
+    dry_run: bool = False
+    backup: str | None = None  # the safety copy taken before changing a SQLite file
+    missing: list[Record] = field(default_factory=list)  # applied versions with no file
+    version: int | None = None  # the database's version afterwards
+
+    @property
+    def names(self) -> list[str]:
+        return [step.name for step in self.steps]
+
+
+Progress = Callable[[Event], None]
+
+
+def up(
+    db: Any,
+    directory: str | os.PathLike[str] | None = None,
+    *,
+    to: int | None = None,
+    dry_run: bool = False,
+    backup: bool = True,
+    allow_out_of_order: bool = False,
+    progress: Progress | None = None,
+    lock_timeout: float = LOCK_TIMEOUT,
+) -> RunResult:
+    """Apply the pending migrations in order (up to and including version ``to``).
+
+    :raises MigrationError: the folder is malformed, a migration is out of order, ``to`` is
+        unknown, or a failed no-transaction migration is missing its file.
+    :raises ChecksumMismatch: an applied file was edited since.
+    :raises MigrationFailed: a statement failed (that migration was rolled back).
+    :raises MigrationLockTimeout: another runner kept the lock for ``lock_timeout`` seconds.
+    """
+    migrations = _discover(db, directory)
+    with _session(db, lock_timeout, locked=not dry_run) as records:
+        plan = _plan_up(migrations, records, to, allow_out_of_order)
+        result = RunResult(dry_run=dry_run, missing=_missing(migrations, records))
+        if dry_run:
+            result.steps = [_preview(db, m, m.up, "up") for m in plan]
+        else:
+            result.backup = _backup_if(db, backup and bool(plan))
+            result.steps = _apply_all(db, plan, records, progress)
+        result.version = history.current_version(db)
+    return result
+
+
+def down(
+    db: Any,
+    directory: str | os.PathLike[str] | None = None,
+    steps: int = 1,
+    to: int | None = None,
+    *,
+    dry_run: bool = False,
+    backup: bool = True,
+    progress: Progress | None = None,
+    lock_timeout: float = LOCK_TIMEOUT,
+) -> RunResult:
+    """Revert the newest ``steps`` applied migrations, or every one above version ``to``.
+
+    ``to=0`` reverts everything, leaving only the bookkeeping table. Every migration to revert
+    must have a down part; that is checked before anything changes.
+
+    :raises MigrationError: a migration has no down part or file, or one is marked failed.
+    :raises MigrationFailed: a statement failed (that migration was rolled back).
+    """
+    migrations = _discover(db, directory)
+    with _session(db, lock_timeout, locked=not dry_run) as records:
+        plan = _plan_down(migrations, records, steps, to)
+        result = RunResult(dry_run=dry_run, missing=_missing(migrations, records))
+        if dry_run:
+            result.steps = [_preview(db, m, m.down, "down") for m in plan]
+        else:
+            result.backup = _backup_if(db, backup and bool(plan))
+            result.steps = [_revert(db, m, progress) for m in plan]
+        result.version = history.current_version(db)
+    return result
+
+
+def redo(
+    db: Any,
+    directory: str | os.PathLike[str] | None = None,
+    *,
+    backup: bool = True,
+    progress: Progress | None = None,
+    lock_timeout: float = LOCK_TIMEOUT,
+) -> RunResult:
+    """Revert the newest applied migration and apply it again (one lock for both).
+
+    :raises MigrationError: nothing is applied, or the newest migration has no down part.
+    :raises MigrationFailed: a statement failed.
+    """
+    migrations = _discover(db, directory)
+    with _session(db, lock_timeout, locked=True) as records:
+        [target] = _plan_down(migrations, records, 1, None)
+        result = RunResult(missing=_missing(migrations, records))
+        result.backup = _backup_if(db, backup)
+        result.steps.append(_revert(db, target, progress))
+        result.steps += _apply_all(db, [target], history.read(db), progress)
+        result.version = history.current_version(db)
+    return result
+
+
+# -- planning -------------------------------------------------------------------------------
+
+
+def _discover(db: Any, directory: str | os.PathLike[str] | None) -> list[Migration]:
+    return discover(resolve_directory(directory), db.dialect.migration_variants)
+
+
+@contextmanager
+def _session(db: Any, lock_timeout: float, locked: bool) -> Iterator[dict[int, Record]]:
+    """Connect if needed, take the lock, make sure the table exists; yield the records."""
+    if db.in_transaction():
+        raise MigrationError("migrations cannot run inside an open transaction: commit it first")
+    opened = db.is_closed()
+    if opened:
+        db.connect()
+    try:
+        if not locked:
+            yield history.read(db)
+            return
+        with db.dialect.migration_lock(db, lock_timeout):
+            history.ensure(db)
+            yield history.read(db)
+    finally:
+        if opened and not db.is_closed():
+            db.close()
+
+
+def _plan_up(
+    migrations: list[Migration],
+    records: dict[int, Record],
+    to: int | None,
+    allow_out_of_order: bool,
+) -> list[Migration]:
+    _check_checksums(migrations, records)
+    by_version = {m.version: m for m in migrations}
+    for record in records.values():
+        if record.status == FAILED and record.version not in by_version:
+            raise MigrationError(
+                f"version {record.version} ({record.name}) failed outside a transaction and its "
+                f"file is gone: restore it, or run `embeddb migrate resolve {record.version}`"
+            )
+    if to is not None and to != 0 and to not in by_version:
+        raise MigrationError(f"no migration with version {to} in the folder")
+    pending = [
+        m for m in migrations
+        if (m.version not in records or records[m.version].status == FAILED)
+        and (to is None or m.version <= to)
+    ]
+    newest = max((r.version for r in records.values() if r.status == APPLIED), default=0)
+    late = [m.label for m in pending if m.version < newest and m.version not in records]
+    if late and not allow_out_of_order:
+        raise MigrationError(
+            f"{', '.join(late)} {'is' if len(late) == 1 else 'are'} older than the newest applied "
+            f"version {newest}: renumber the file(s) above it, or pass --allow-out-of-order"
+        )
+    return pending
+
+
+def _check_checksums(migrations: list[Migration], records: dict[int, Record]) -> None:
+    changed = [_mismatch(m, records[m.version]) for m in migrations if _changed(m, records)]
+    if changed:
+        raise ChecksumMismatch(
+            "; ".join(changed) + ": restore the file(s), or run `embeddb migrate repair` to "
+            "accept the new content"
+        )
+
+
+def _changed(migration: Migration, records: dict[int, Record]) -> bool:
+    record = records.get(migration.version)
+    return record is not None and record.status == APPLIED and record.checksum != migration.checksum
+
+
+def _mismatch(migration: Migration, record: Record) -> str:
+    return (
+        f"{migration.up.path.name} changed after it was applied "
+        f"(recorded checksum {record.checksum}, file now {migration.checksum})"
+    )
+
+
+def _missing(migrations: list[Migration], records: dict[int, Record]) -> list[Record]:
+    known = {m.version for m in migrations}
+    return [r for r in records.values() if r.version not in known]
+
+
+def _plan_down(
+    migrations: list[Migration], records: dict[int, Record], steps: int, to: int | None
+) -> list[Migration]:
+    failed = [r for r in records.values() if r.status == FAILED]
+    if failed:
+        raise MigrationError(
+            f"version {failed[0].version} ({failed[0].name}) is marked failed: run "
+            f"`embeddb migrate up` again or `embeddb migrate resolve {failed[0].version}` first"
+        )
+    applied = sorted((v for v in records), reverse=True)
+    if to is not None:
+        targets = [v for v in applied if v > to]
+    elif steps < 1:
+        raise MigrationError(f"--steps must be 1 or more (got {steps})")
+    else:
+        targets = applied[:steps]
+    if not targets and to is None:
+        raise MigrationError("no applied migration to revert")
+    by_version = {m.version: m for m in migrations}
+    for version in targets:
+        migration = by_version.get(version)
+        if migration is None:
+            raise MigrationError(
+                f"cannot revert version {version} ({records[version].name}): its file is missing"
+            )
+        if migration.down is None:
+            raise MigrationError(
+                f"cannot revert {migration.label}: it has no down part "
+                f"(add {migration.label}.down.sql or a '-- migrate:down' section); "
+                "nothing was changed"
+            )
+    return [by_version[v] for v in targets]
+
+
+def _preview(db: Any, migration: Migration, part: Part | None, direction: str) -> Step:
+    assert part is not None
+    if part.sql is None:
+        statements: tuple[str, ...] = (f"{direction}(db) in {part.path.name}",)
+    else:
+        statements = tuple(s.sql for s in db.dialect.split_script(part.sql))
+    return Step(migration.version, migration.label, direction, 0.0, statements, part.transaction)
+
+
+def _backup_if(db: Any, wanted: bool) -> str | None:
+    return db.dialect.safety_backup(db) if wanted else None
+
+
+# -- running --------------------------------------------------------------------------------
+
+
+def _apply_all(
+    db: Any, plan: list[Migration], records: dict[int, Record], progress: Progress | None
+) -> list[Step]:
+    steps = []
+    for migration in plan:
+        _notify(progress, "applying", migration)
+        step = _apply(db, migration, replace=migration.version in records)
+        if step is not None:
+            _notify(progress, "applied", migration, step.duration_ms)
+            steps.append(step)
+    return steps
+
+
+def _apply(db: Any, migration: Migration, replace: bool) -> Step | None:
+    part = migration.up
+    statements = _statements(db, part)
+    start = time.perf_counter()
+
+    def record(duration_ms: float | None = None, status: str = APPLIED) -> None:
+        elapsed = duration_ms if duration_ms is not None else _ms(start)
+        history.write(
+            db, migration.version, migration.label, migration.checksum, elapsed, status, replace
+        )
+
+    if part.transaction and not _manages_transactions(statements):
+        with db.atomic():
+            if history.status_of(db, migration.version) == APPLIED:
+                return None  # applied by another runner meanwhile
+            _run_part(db, migration, part, statements)
+            record()
+    else:
+        _run_outside(db, migration, part, statements, record, lambda: record(status=FAILED))
+    return Step(migration.version, migration.label, "up", _ms(start), (), part.transaction)
+
+
+def _revert(db: Any, migration: Migration, progress: Progress | None) -> Step:
+    part = migration.down
+    assert part is not None
+    _notify(progress, "reverting", migration)
+    statements = _statements(db, part)
+    start = time.perf_counter()
+
+    def forget() -> None:
+        history.delete(db, migration.version)
+
+    def mark_failed() -> None:
+        history.write(
+            db, migration.version, migration.label, migration.checksum, _ms(start), FAILED, True
+        )
+
+    if part.transaction and not _manages_transactions(statements):
+        with db.atomic():
+            _run_part(db, migration, part, statements, direction="down")
+            forget()
+    else:
+        _run_outside(db, migration, part, statements, forget, mark_failed, direction="down")
+    duration = _ms(start)
+    _notify(progress, "reverted", migration, duration)
+    return Step(migration.version, migration.label, "down", duration, (), part.transaction)
+
+
+def _statements(db: Any, part: Part) -> list[Statement] | None:
+    return None if part.sql is None else db.dialect.split_script(part.sql)
+
+
+def _manages_transactions(statements: list[Statement] | None) -> bool:
+    return bool(statements) and any(s.controls_transaction for s in statements)
+
+
+def _run_part(
+    db: Any,
+    migration: Migration,
+    part: Part,
+    statements: list[Statement] | None,
+    direction: str = "up",
+) -> None:
+    """Run a part's statements (or its Python function) on the current connection."""
+    if statements is None:
+        _run_python(db, migration, part, direction)
+        return
+    for statement in statements:
+        _execute(db, migration, part, statement, direction)
+
+
+def _execute(
+    db: Any, migration: Migration, part: Part, statement: Statement, direction: str
+) -> None:
+    try:
+        db.execute_sql(statement.sql)
+    except DatabaseError as exc:
+        line = part.first_line - 1 + statement.line
+        raise MigrationFailed(
+            f"{part.path.name} line {line}: {_one_line(str(exc))} "
+            f"(statement: {_one_line(statement.sql, 120)}); {migration.label} {direction} "
+            f"{'was rolled back' if part.transaction else 'stopped there'}"
+        ) from exc
+
+
+def _run_outside(
+    db: Any,
+    migration: Migration,
+    part: Part,
+    statements: list[Statement] | None,
+    finish: Callable[[], None],
+    mark_failed: Callable[[], None],
+    direction: str = "up",
+) -> None:
+    """Run a no-transaction part, or one with its own BEGIN/COMMIT, statement by statement.
+
+    When the script ends with its own COMMIT, the bookkeeping change runs just before it, so it
+    commits together with the script. If a statement fails after something was committed, the
+    migration is recorded as failed.
+    """
+    if statements is None:
+        _run_python_outside(db, migration, part, finish, mark_failed, direction)
+        return
+    in_transaction = committed = False
+    for index, statement in enumerate(statements):
+        keyword = statement.keyword
+        last_commit = index == len(statements) - 1 and keyword in ("COMMIT", "END")
+        if last_commit and in_transaction:
+            finish()
+        try:
+            _execute(db, migration, part, statement, direction)
+        except MigrationFailed:
+            if in_transaction:
+                db.execute_sql("ROLLBACK")
+            if committed:
+                mark_failed()
+            raise
+        if keyword in ("BEGIN", "START"):
+            in_transaction = True
+        elif keyword in ("COMMIT", "END", "ROLLBACK", "ABORT"):
+            committed = committed or keyword in ("COMMIT", "END")
+            in_transaction = False
+        elif not in_transaction:
+            committed = True
+        if last_commit and committed and not in_transaction:
+            return
+    with db.atomic():
+        finish()
+
+
+def _run_python(db: Any, migration: Migration, part: Part, direction: str) -> None:
+    module = _load_module(migration)
+    function = getattr(module, direction)
+    try:
+        function(db)
+    except Exception as exc:
+        line = _line_in(exc, part.path)
+        where = f"{part.path.name} line {line}" if line else part.path.name
+        raise MigrationFailed(
+            f"{where}: {type(exc).__name__}: {_one_line(str(exc))}; {migration.label} "
+            f"{direction} {'was rolled back' if part.transaction else 'stopped there'}"
+        ) from exc
+
+
+def _run_python_outside(
+    db: Any,
+    migration: Migration,
+    part: Part,
+    finish: Callable[[], None],
+    mark_failed: Callable[[], None],
+    direction: str,
+) -> None:
+    try:
+        _run_python(db, migration, part, direction)
+    except MigrationFailed:
+        mark_failed()
+        raise
+    with db.atomic():
+        finish()
+
+
+def _load_module(migration: Migration) -> Any:
+    if migration.module is None:
+        path = migration.up.path
+        spec = importlib.util.spec_from_file_location(f"embeddb_migration_{migration.version}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            raise MigrationFailed(f"cannot load {path.name}: {type(exc).__name__}: {exc}") from exc
+        migration.module = module
+    return migration.module
+
+
+def _line_in(exc: BaseException, path: Path) -> int | None:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename) == path]
+    return frames[-1].lineno if frames else None
+
+
+def _notify(
+    progress: Progress | None, kind: str, migration: Migration, duration: float | None = None
+) -> None:
+    if progress is not None:
+        progress(Event(kind, migration.version, migration.label, duration))
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."

@@ -1,0 +1,164 @@
+"""Cutting a migration script into statements, so each runs inside the migration's transaction.
+
+Python's ``executescript`` commits whatever is open first, so a script cannot be handed to it
+whole. SQLite scripts are cut where SQLite's own tokenizer (``sqlite3.complete_statement``) says
+a statement is complete, which copes with trigger bodies, quotes and comments. PostgreSQL
+scripts are cut by a small scanner that knows quotes, comments (nested ``/* */``) and
+dollar-quoted bodies.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from dataclasses import dataclass
+
+_TRANSACTION_CONTROL = {"BEGIN", "COMMIT", "END", "ROLLBACK", "START", "ABORT"}
+_LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*(?:\n|$))*")
+_FIRST_WORD = re.compile(r"[A-Za-z]+")
+_PG_TOKEN = re.compile(r"[;'\"$]|--|/\*")
+_DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_\x80-\uffff][A-Za-z0-9_\x80-\uffff]*)?\$")
+_IDENT_CHAR = re.compile(r"[A-Za-z0-9_$\x80-\uffff]")
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One statement of a script and the line (1-based) where it starts."""
+
+    sql: str
+    line: int
+
+    @property
+    def keyword(self) -> str:
+        """The first word, upper-cased (``CREATE``, ``BEGIN``...)."""
+        match = _FIRST_WORD.match(self.sql)
+        return match.group(0).upper() if match else ""
+
+    @property
+    def controls_transaction(self) -> bool:
+        """Whether this is the script's own BEGIN / COMMIT / ROLLBACK."""
+        return self.keyword in _TRANSACTION_CONTROL
+
+
+def normalize(text: str) -> str:
+    """Drop a byte-order mark and turn CRLF / CR line endings into LF."""
+    return text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+
+
+class _Collector:
+    """Turns (start, end) slices of a text into statements, counting lines as it goes."""
+
+    def __init__(self, text: str, nested_comments: bool = False) -> None:
+        self.text = text
+        self.nested_comments = nested_comments
+        self.statements: list[Statement] = []
+        self._line = 1
+        self._counted_to = 0
+
+    def add(self, start: int, end: int) -> None:
+        start = self._skip_noise(start, end)
+        if start >= end or self.text[start:end].strip() == ";":
+            return
+        self._line += self.text.count("\n", self._counted_to, start)
+        self._counted_to = start
+        self.statements.append(Statement(self.text[start:end].rstrip(), self._line))
+
+    def _skip_noise(self, start: int, end: int) -> int:
+        """Index of the first character after leading whitespace and comments."""
+        while True:
+            start = _LEADING_NOISE.match(self.text, start, end).end()
+            if not self.text.startswith("/*", start, end):
+                return start
+            if self.nested_comments:
+                start = min(_end_of_block_comment(self.text, start), end)
+            else:
+                start = min(_find_or_end(self.text, "*/", start + 2) + 2, end)
+
+
+def split_sqlite(text: str) -> list[Statement]:
+    """Cut a SQLite script into statements with SQLite's own tokenizer."""
+    collector = _Collector(text)
+    start = 0
+    semicolon = text.find(";")
+    while semicolon != -1:
+        if sqlite3.complete_statement(text[start:semicolon + 1]):
+            collector.add(start, semicolon + 1)
+            start = semicolon + 1
+        semicolon = text.find(";", semicolon + 1)
+    collector.add(start, len(text))
+    return collector.statements
+
+
+def split_postgres(text: str) -> list[Statement]:
+    """Cut a PostgreSQL script into statements (quotes, comments and $tag$ bodies respected)."""
+    collector = _Collector(text, nested_comments=True)
+    start = pos = 0
+    while True:
+        match = _PG_TOKEN.search(text, pos)
+        if match is None:
+            break
+        token, at = match.group(0), match.start()
+        if token == ";":
+            collector.add(start, at + 1)
+            start = pos = at + 1
+        elif token == "'":
+            pos = _end_of_string(text, at)
+        elif token == '"':
+            pos = _find_or_end(text, '"', at + 1) + 1
+        elif token == "--":
+            pos = _find_or_end(text, "\n", at)
+        elif token == "/*":
+            pos = _end_of_block_comment(text, at)
+        else:
+            pos = _end_of_dollar_quote(text, at)
+    collector.add(start, len(text))
+    return collector.statements
+
+
+def _find_or_end(text: str, needle: str, start: int) -> int:
+    found = text.find(needle, start)
+    return len(text) if found == -1 else found
+
+
+def _end_of_string(text: str, at: int) -> int:
+    """Index after the literal opening at ``at`` ('' is an escaped quote; E'' allows \\')."""
+    escapes = at > 0 and text[at - 1] in "eE" and (at < 2 or not _IDENT_CHAR.match(text[at - 2]))
+    pos = at + 1
+    while pos < len(text):
+        char = text[pos]
+        if escapes and char == "\\":
+            pos += 2
+            continue
+        if char == "'":
+            if text.startswith("'", pos + 1):
+                pos += 2
+                continue
+            return pos + 1
+        pos += 1
+    return len(text)
+
+
+def _end_of_block_comment(text: str, at: int) -> int:
+    """Index after a ``/* */`` comment; PostgreSQL nests them."""
+    depth, pos = 0, at
+    while pos < len(text):
+        if text.startswith("/*", pos):
+            depth, pos = depth + 1, pos + 2
+        elif text.startswith("*/", pos):
+            depth, pos = depth - 1, pos + 2
+            if depth == 0:
+                return pos
+        else:
+            pos += 1
+    return len(text)
+
+
+def _end_of_dollar_quote(text: str, at: int) -> int:
+    """Index after a ``$tag$ ... $tag$`` body, or after the ``$`` when it opens none."""
+    if at > 0 and _IDENT_CHAR.match(text[at - 1]):
+        return at + 1  # part of an identifier such as a$b
+    tag = _DOLLAR_TAG.match(text, at)
+    if tag is None:
+        return at + 1  # a parameter such as $1
+    closing = text.find(tag.group(0), tag.end())
+    return len(text) if closing == -1 else closing + len(tag.group(0))
