@@ -70,6 +70,30 @@ class MigrationLockTimeout(MigrationError):
     """Another runner held the migration lock for the whole wait."""
 
 
+class BackupError(EmbeddbError):
+    """A backup could not be written, read, verified or restored."""
+
+
+class BackupCorrupt(BackupError):
+    """A backup fails its checksum or integrity checks: it must not be restored."""
+
+
+class DatabaseInUse(BackupError):
+    """A restore was refused because other connections or processes have the database open."""
+
+
+class ToolNotFound(ConfigurationError):
+    """An external program embeddb needs (pg_dump, pg_restore, psql) is not on PATH."""
+
+
+class MaintenanceError(EmbeddbError):
+    """A maintenance task could not run (missing privilege, unsupported on this database)."""
+
+
+class InvalidQueryError(EmbeddbError, ValueError):
+    """A caller-supplied field name, operator, ordering or cursor is not valid for the model."""
+
+
 _TRANSLATIONS: tuple[tuple[type[Exception], type[DatabaseError]], ...] = (
     (peewee.IntegrityError, IntegrityError),
     (peewee.OperationalError, OperationalError),

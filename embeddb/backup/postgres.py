@@ -1,0 +1,306 @@
+"""PostgreSQL backups through ``pg_dump -Fc`` and ``pg_restore``, found on PATH.
+
+The dump is streamed through a checksum into a private file, so memory stays flat. A URL with
+``?schema=`` backs up (and restores) that schema only. Restore replays the dump through
+``psql --single-transaction``: a failure rolls back and leaves the live data as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from typing import IO, Any
+
+import psycopg2
+
+from .. import __version__
+from ..errors import BackupCorrupt, BackupError, ConfigurationError, DatabaseInUse, ToolNotFound
+from . import files, manifest
+from .files import CHUNK, Progress
+from .manifest import Manifest
+
+FORMAT = "pg_dump"
+
+
+def extension(compress: bool) -> str:
+    # pg_dump's custom format is zlib-compressed already; --compress changes nothing.
+    return ".dump"
+
+
+def source_name(db: Any) -> str:
+    return db.settings.schema or db.url.database
+
+
+def default_directory(db: Any) -> str:
+    return os.path.abspath("backups")
+
+
+def tool(name: str) -> str:
+    """The path of a PostgreSQL client program.
+
+    :raises ToolNotFound: it is not on PATH.
+    """
+    found = shutil.which(name)
+    if found is None:
+        raise ToolNotFound(
+            f"{name} not found on PATH: install the PostgreSQL client tools (Debian/Ubuntu: "
+            "apt install postgresql-client) or add their directory to PATH"
+        )
+    return found
+
+
+def _env(url: Any, database: str | None = None) -> dict[str, str]:
+    """Connection settings for the client programs: never on the command line (ps shows it)."""
+    env = dict(os.environ)
+    values = {
+        "PGHOST": url.host, "PGPORT": url.port, "PGUSER": url.user,
+        "PGPASSWORD": url.password, "PGDATABASE": database or url.database,
+    }
+    env.update({k: str(v) for k, v in values.items() if v is not None})
+    env.setdefault("PGCONNECT_TIMEOUT", "5")
+    return env
+
+
+def _stderr_of(handle: IO[bytes], password: str | None) -> str:
+    handle.seek(0)
+    text = " ".join(handle.read().decode(errors="replace").split())
+    return text.replace(password, "***") if password else text
+
+
+# -- create -------------------------------------------------------------------------------------
+
+
+def create(db: Any, final: str, compress: bool, progress: Progress) -> Manifest:
+    """``pg_dump -Fc`` of ``db`` (its schema only with ``?schema=``) into ``final``.
+
+    :raises ToolNotFound: pg_dump is not on PATH.
+    :raises BackupError: pg_dump failed (its message is included).
+    """
+    args = [tool("pg_dump"), "-Fc", "--no-password"]
+    schema = db.settings.schema
+    if schema:
+        args += ["--schema", schema]
+    version = manifest.schema_version_of(db)
+    server = db.execute_sql("SHOW server_version").fetchone()[0]
+    with files.staged(final) as temp:
+        sha, size = _dump(args, temp, db.url, progress)
+        record = Manifest(
+            format=FORMAT,
+            file=os.path.basename(final),
+            created_at=manifest.now_iso(),
+            source=db.url.redacted(),
+            engine_version=__version__,
+            database_version=server,
+            tool_version=_version(args[0]),
+            schema_version=version,
+            compression=None,
+            size=size,
+            sha256=sha,
+            data_size=size,
+            data_sha256=sha,
+            schema=schema,
+        )
+        manifest.write(final, record)
+        files.commit(temp, final)
+    return record
+
+
+def _dump(args: list[str], temp: str, url: Any, progress: Progress) -> tuple[str, int]:
+    with tempfile.TemporaryFile() as err, os.fdopen(files.create_private(temp), "wb") as out:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, env=_env(url))
+        assert proc.stdout is not None
+        try:
+            sha, size = files.copy_stream(proc.stdout, out, "dump", None, progress)
+        finally:
+            proc.stdout.close()
+            code = proc.wait()
+        if code:
+            raise BackupError(f"pg_dump failed (exit {code}): {_stderr_of(err, url.password)}")
+    return sha, size
+
+
+def _version(program: str) -> str:
+    out = subprocess.run([program, "--version"], capture_output=True, text=True, check=False)
+    return out.stdout.strip()
+
+
+# -- verify -------------------------------------------------------------------------------------
+
+
+def verify(path: str, record: Manifest, progress: Progress, db: Any) -> dict[str, Any]:
+    """Checksum, ``pg_restore --list``, then a full restore into a scratch database (dropped).
+
+    :raises BackupCorrupt: a check failed.
+    :raises ConfigurationError: no server to restore into was given.
+    """
+    if db is None:
+        raise ConfigurationError(
+            "verifying a PostgreSQL backup restores it into a scratch database: pass --db URL"
+        )
+    manifest.check_file(path, record, progress)
+    entries = _list(path, db.url)
+    progress("scratch restore", 0, None)
+    scratch = f"embeddb_verify_{uuid.uuid4().hex[:12]}"
+    admin = _admin(db.url)
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{scratch}"')
+        try:
+            _restore_into(path, scratch, db.url)
+            tables = _count_tables(db.url, scratch, record.schema)
+        finally:
+            with admin.cursor() as cur:
+                cur.execute(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
+    finally:
+        admin.close()
+    progress("scratch restore", 1, 1)
+    return {"pg_restore_list": entries, "scratch_restore": "ok", "tables": tables}
+
+
+def _list(path: str, url: Any) -> int:
+    proc = subprocess.run(
+        [tool("pg_restore"), "--list", path], capture_output=True, env=_env(url), check=False
+    )
+    if proc.returncode:
+        message = " ".join(proc.stderr.decode(errors="replace").split())
+        raise BackupCorrupt(f"{path} is not a readable pg_dump archive: {message}")
+    lines = proc.stdout.decode(errors="replace").splitlines()
+    return sum(1 for line in lines if line and not line.startswith(";"))
+
+
+def _admin(url: Any) -> Any:
+    try:
+        conn = psycopg2.connect(**_params(url))
+    except psycopg2.Error as exc:
+        raise BackupError(f"cannot connect to {url.redacted()}: {exc}".strip()) from exc
+    conn.autocommit = True
+    return conn
+
+
+def _params(url: Any, database: str | None = None) -> dict[str, Any]:
+    params = {"dbname": database or url.database, "connect_timeout": 5}
+    for key in ("host", "port", "user", "password"):
+        if getattr(url, key) is not None:
+            params[key] = getattr(url, key)
+    return params
+
+
+def _restore_into(path: str, database: str, url: Any) -> None:
+    args = [tool("pg_restore"), "--exit-on-error", "--no-owner", "--no-privileges",
+            "--no-password", "--dbname", database, path]
+    with tempfile.TemporaryFile() as err:
+        code = subprocess.run(args, stderr=err, stdout=subprocess.DEVNULL,
+                              env=_env(url, database), check=False).returncode
+        if code:
+            raise BackupCorrupt(
+                f"{path} does not restore cleanly: {_stderr_of(err, url.password)}"
+            )
+
+
+def _count_tables(url: Any, database: str, schema: str | None) -> int:
+    conn = psycopg2.connect(**_params(url, database))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
+                "AND table_schema NOT IN ('pg_catalog', 'information_schema') "
+                "AND (%s IS NULL OR table_schema = %s)",
+                (schema, schema),
+            )
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+# -- restore ------------------------------------------------------------------------------------
+
+
+def restore(
+    db: Any, path: str, record: Manifest, safety_dir: str | None, progress: Progress
+) -> dict[str, Any]:
+    """Verify, dump the current data as a safety copy, then replay the backup in one transaction.
+
+    :raises BackupCorrupt: the backup is damaged (nothing was changed).
+    :raises DatabaseInUse: other sessions are connected to the database (whole-database restore).
+    :raises BackupError: the replay failed and was rolled back.
+    """
+    schema = db.settings.schema
+    if record.schema != schema:
+        raise ConfigurationError(
+            f"the backup holds {_scope(record.schema)} but the URL names {_scope(schema)}: "
+            "restore through a URL with the same ?schema="
+        )
+    checks = verify(path, record, progress, db)
+    db.close_all()
+    if schema is None:
+        _refuse_if_connected(db.url)
+    directory = safety_dir or default_directory(db)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    stamp = manifest.now_iso().replace(":", "").replace("-", "").replace("+0000", "Z")
+    safety = os.path.join(directory, f"{source_name(db)}.pre-restore-{stamp}.dump")
+    create(db, safety, False, progress)
+    db.close_all()
+    progress("install", 0, None)
+    _replay(path, db.url, schema)
+    return {"restored": db.url.redacted(), "from": path, "safety_copy": safety, "checks": checks}
+
+
+def _scope(schema: str | None) -> str:
+    return f"schema {schema!r}" if schema else "the whole database"
+
+
+def _refuse_if_connected(url: Any) -> None:
+    conn = _admin(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            others = cur.fetchone()[0]
+    finally:
+        conn.close()
+    if others:
+        raise DatabaseInUse(
+            f"{others} other session(s) are connected to {url.database}: stop the application "
+            "and retry (or restore one schema with ?schema=)"
+        )
+
+
+def _replay(path: str, url: Any, schema: str | None) -> None:
+    produce = [tool("pg_restore"), "--file", "-", path]
+    if schema:
+        prefix = f'DROP SCHEMA IF EXISTS "{schema}" CASCADE;\n'.encode()
+    else:
+        produce[1:1] = ["--clean", "--if-exists"]
+        prefix = b""
+    consume = [tool("psql"), "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1",
+               "--single-transaction", "-f", "-"]
+    env = _env(url)
+    with tempfile.TemporaryFile() as err_out, tempfile.TemporaryFile() as err_in:
+        source = subprocess.Popen(produce, stdout=subprocess.PIPE, stderr=err_out, env=env)
+        sink = subprocess.Popen(consume, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=err_in, env=env)
+        assert source.stdout is not None and sink.stdin is not None
+        try:
+            sink.stdin.write(prefix)
+            shutil.copyfileobj(source.stdout, sink.stdin, CHUNK)
+        except BrokenPipeError:
+            source.kill()
+        finally:
+            source.stdout.close()
+            _close_quietly(sink.stdin)
+        codes = source.wait(), sink.wait()
+        if any(codes):
+            detail = _stderr_of(err_in, url.password) or _stderr_of(err_out, url.password)
+            raise BackupError(f"restore failed and was rolled back: {detail}")
+
+
+def _close_quietly(stream: IO[bytes]) -> None:
+    try:
+        stream.close()
+    except BrokenPipeError:
+        pass
