@@ -15,6 +15,7 @@ import click
 from .. import __version__
 from ..errors import EmbeddbError
 from .info import info
+from .migrate import migrate
 from .options import CliState, db_option
 
 
@@ -52,6 +53,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
 
 cli.add_command(info)
+cli.add_command(migrate)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -41,7 +41,8 @@ class Step:
 
 @dataclass(frozen=True)
 class Event:
-    """Progress report: ``kind`` is applying, applied, reverting or reverted."""
+    """Progress report: ``kind`` is backup (``name`` is the path), applying, applied,
+    reverting or reverted."""
 
     kind: str
     version: int
@@ -93,7 +94,7 @@ def up(
         if dry_run:
             result.steps = [_preview(db, m, m.up, "up") for m in plan]
         else:
-            result.backup = _backup_if(db, backup and bool(plan))
+            result.backup = _backup_if(db, backup and bool(plan), progress)
             result.steps = _apply_all(db, plan, records, progress)
         result.version = history.current_version(db)
     return result
@@ -125,7 +126,7 @@ def down(
         if dry_run:
             result.steps = [_preview(db, m, m.down, "down") for m in plan]
         else:
-            result.backup = _backup_if(db, backup and bool(plan))
+            result.backup = _backup_if(db, backup and bool(plan), progress)
             result.steps = [_revert(db, m, progress) for m in plan]
         result.version = history.current_version(db)
     return result
@@ -148,7 +149,7 @@ def redo(
     with _session(db, lock_timeout, locked=True) as records:
         [target] = _plan_down(migrations, records, 1, None)
         result = RunResult(missing=_missing(migrations, records))
-        result.backup = _backup_if(db, backup)
+        result.backup = _backup_if(db, backup, progress)
         result.steps.append(_revert(db, target, progress))
         result.steps += _apply_all(db, [target], history.read(db), progress)
         result.version = history.current_version(db)
@@ -282,8 +283,11 @@ def _preview(db: Any, migration: Migration, part: Part | None, direction: str) -
     return Step(migration.version, migration.label, direction, 0.0, statements, part.transaction)
 
 
-def _backup_if(db: Any, wanted: bool) -> str | None:
-    return db.dialect.safety_backup(db) if wanted else None
+def _backup_if(db: Any, wanted: bool, progress: Progress | None) -> str | None:
+    path = db.dialect.safety_backup(db) if wanted else None
+    if path is not None and progress is not None:
+        progress(Event("backup", 0, path))
+    return path
 
 
 # -- running --------------------------------------------------------------------------------
