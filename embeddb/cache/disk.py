@@ -1,0 +1,110 @@
+"""L2: diskcache in a directory shared by every process of the machine.
+
+Every call is contained: a removed directory, a corrupt database or entry, a locked file or a
+full disk turns into a counted error and a miss (or a skipped store), never a failed read. Entries
+are ``(slots, token, value)`` and are checked against the generation counters like L1's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from typing import Any
+
+import diskcache
+
+from .generations import LocalGenerations
+from .memory import MISSING
+from .stats import TierStats
+
+_ABSENT: tuple[Any, float, tuple[int, ...], int] = (MISSING, 0.0, (), 0)
+
+
+class DiskTier:
+    """A diskcache ``Cache`` in ``directory`` (created 0700).
+
+    :raises OSError: the directory cannot be created.
+    :raises Exception: whatever diskcache raises when its database cannot be opened; callers
+        treat that as "no L2".
+    """
+
+    def __init__(self, directory: str, size_limit: int, timeout: float) -> None:
+        self.directory = directory
+        self.stats = TierStats()
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        # Keep the default eviction policy (least-recently-stored): a hit then writes nothing.
+        self._cache = diskcache.Cache(directory, size_limit=size_limit, timeout=timeout)
+
+    def lookup(
+        self, key: str, generations: LocalGenerations
+    ) -> tuple[Any, float, tuple[int, ...], int]:
+        """``(value, seconds left, slots, token)`` for a live entry, else ``(MISSING, 0, (), 0)``."""
+        try:
+            found, expire_time = self._cache.get(key, default=MISSING, expire_time=True)
+        except Exception:  # noqa: BLE001 - any L2 failure is a miss, see the module docstring
+            self.stats.errors += 1
+            self.stats.misses += 1
+            self._drop(key)
+            return _ABSENT
+        if found is MISSING:
+            self.stats.misses += 1
+            return _ABSENT
+        try:
+            slots, token, value = found
+            live = generations.total(slots) == token
+        except Exception:  # noqa: BLE001 - an entry of the wrong shape is corrupt
+            self.stats.errors += 1
+            live = False
+        if not live:
+            self.stats.stale += 1
+            self.stats.misses += 1
+            return _ABSENT
+        self.stats.hits += 1
+        left = expire_time - time.time() if expire_time is not None else float("inf")
+        return value, left, slots, token
+
+    def store(
+        self, key: str, value: Any, ttl: float, slots: tuple[int, ...], token: int
+    ) -> None:
+        """Keep ``value`` for ``ttl`` seconds; a failure is counted, not raised."""
+        try:
+            self._cache.set(key, (slots, token, value), expire=ttl)
+        except Exception:  # noqa: BLE001
+            self.stats.errors += 1
+            return
+        self.stats.sets += 1
+
+    def delete(self, key: str) -> None:
+        self._drop(key)
+
+    def clear(self) -> None:
+        try:
+            self._cache.clear()
+        except Exception:  # noqa: BLE001
+            self.stats.errors += 1
+
+    def volume(self) -> int | None:
+        """Bytes used on disk, or None when the L2 cannot say."""
+        try:
+            return self._cache.volume()
+        except Exception:  # noqa: BLE001
+            self.stats.errors += 1
+            return None
+
+    def __len__(self) -> int:
+        try:
+            return len(self._cache)
+        except Exception:  # noqa: BLE001
+            self.stats.errors += 1
+            return 0
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # closing a broken L2 has nothing to report
+            self._cache.close()
+
+    def _drop(self, key: str) -> None:
+        try:
+            self._cache.delete(key)
+        except Exception:  # noqa: BLE001
+            self.stats.errors += 1

@@ -1,0 +1,181 @@
+"""Generation counters: the cheap signal that tells every process a cached value went stale.
+
+A cached entry remembers the counters of its *slots* (its key, its tags, and the epoch) as they
+were before its value was loaded. Invalidating a key or a tag bumps its slot; an entry whose slots
+moved on is stale and is never returned. Names map onto a fixed array of slots by a stable hash,
+so invalidation is O(1) and needs no key scan; two names sharing a slot only cost a spurious miss.
+
+Counters only grow, so an entry stores just the *sum* of its slots' counters: the sum is unchanged
+exactly when none of them was bumped.
+
+:class:`SharedGenerations` keeps the array in a file under the cache directory, mapped into every
+process (a read is a memory load, ~0.1 µs); bumps take an exclusive ``flock`` so concurrent
+writers never lose an increment. :class:`LocalGenerations` is the same in process memory, for
+databases no other process can see (``:memory:``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+import secrets
+import threading
+import time
+import zlib
+from collections.abc import Iterable
+
+MAGIC = b"EMBDGEN1"
+HEADER = 64  # magic (8) + boot id (36) + padding
+SLOTS = 1 << 16  # 512 KiB of counters: collisions among live names stay rare
+EPOCH = 0  # slot every entry includes: bumping it invalidates everything
+# A removed or replaced counter file is noticed at the latest this long after it happened.
+RECHECK_SECONDS = 0.5
+
+
+def slot_of(name: str) -> int:
+    """The slot of ``name``: a stable hash (the same in every process), never the epoch slot."""
+    return zlib.crc32(name.encode()) % (SLOTS - 1) + 1
+
+
+def _boot_id() -> bytes:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as fh:
+            return fh.read(36)
+    except OSError:  # not Linux: counters then survive reboots, as the L2 does
+        return b"-" * 36
+
+
+class LocalGenerations:
+    """Counters in this process's memory."""
+
+    shared = False
+    opened = 1  # how many times the counters were (re)opened
+
+    def __init__(self) -> None:
+        self._buffer = bytearray(SLOTS * 8)
+        self.counters = memoryview(self._buffer).cast("Q")
+        self.counters[EPOCH] = secrets.randbits(40)
+        self._lock = threading.Lock()
+
+    def total(self, slots: Iterable[int]) -> int:
+        """The sum of the counters of ``slots`` (an entry's validity token)."""
+        counters = self.counters
+        return sum(counters[s] for s in slots)
+
+    def bump(self, slots: Iterable[int]) -> None:
+        """Advance the counters of ``slots``: every entry that includes one becomes stale."""
+        with self._lock:
+            counters = self.counters
+            for s in set(slots):
+                counters[s] += 1
+
+    def check(self) -> bool:
+        """True while the counters are usable (always, in memory)."""
+        return True
+
+    def close(self) -> None:
+        self.counters.release()
+
+
+class SharedGenerations(LocalGenerations):
+    """Counters in ``<directory>/generations``, shared through ``mmap`` by every process.
+
+    The file is re-initialised (new random epoch) when it is missing, malformed, or was written
+    before the last reboot, so no entry validated against older counters can validate again.
+
+    :raises OSError: the file cannot be created, sized or mapped.
+    """
+
+    shared = True
+
+    def __init__(self, directory: str) -> None:
+        self.path = os.path.join(directory, "generations")
+        self._lock = threading.Lock()
+        self._retired: list[tuple] = []
+        self.reinitialised = False
+        self.opened = 0
+        self._open()
+
+    def _open(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                self.reinitialised = self._prepare(fd)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            self._map = mmap.mmap(fd, HEADER + SLOTS * 8)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._inode = os.fstat(fd).st_ino
+        self._view = memoryview(self._map)
+        self.counters = self._view[HEADER:].cast("Q")
+        self._checked_at = time.monotonic()
+        self.opened += 1
+
+    def _prepare(self, fd: int) -> bool:
+        size = HEADER + SLOTS * 8
+        header = os.pread(fd, HEADER, 0)
+        boot = _boot_id()
+        if os.fstat(fd).st_size == size and header[:8] == MAGIC and header[8:44] == boot:
+            return False
+        os.ftruncate(fd, 0)
+        os.ftruncate(fd, size)
+        epoch = secrets.randbits(40).to_bytes(8, "little")
+        os.pwrite(fd, epoch, HEADER + EPOCH * 8)
+        os.pwrite(fd, MAGIC + boot, 0)
+        return True
+
+    def bump(self, slots: Iterable[int]) -> None:
+        """Advance the counters of ``slots`` under the file lock (no lost increments).
+
+        :raises OSError: the counter file cannot be locked or was removed and cannot be recreated.
+        """
+        self.check(force=True)
+        with self._lock:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                counters = self.counters
+                for s in set(slots):
+                    counters[s] += 1
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def check(self, force: bool = False) -> bool:
+        """Re-open the counter file if it was removed or replaced since it was mapped.
+
+        Called on every miss and bump, and on hits at most every RECHECK_SECONDS. Returns False
+        when the counters cannot be used (the caller then bypasses the cache).
+        """
+        now = time.monotonic()
+        if not force and now - self._checked_at < RECHECK_SECONDS:
+            return True
+        self._checked_at = now
+        try:
+            current = os.stat(self.path).st_ino
+        except OSError:
+            current = None
+        if current == self._inode:
+            return True
+        with self._lock:
+            old = self._fd, self._map, self._view, self.counters
+            try:
+                os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+                self._open()
+            except OSError:
+                return False
+            # Entries checked against the old file must not survive: bump its epoch for any
+            # process still mapping it. The old mapping stays open: another thread may be
+            # reading it right now.
+            old[3][EPOCH] += 1
+            self._retired.append(old)
+        return True
+
+    def close(self) -> None:
+        self.counters.release()
+        self._view.release()
+        self._map.close()
+        os.close(self._fd)

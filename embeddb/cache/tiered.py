@@ -1,0 +1,573 @@
+"""The tiered cache: L1 in process memory, L2 on local disk, generation counters for freshness.
+
+Reads go L1 -> L2 -> loader. Every entry carries the generation token of its key, its tags and
+the epoch, taken *before* its value was loaded; an invalidation bumps those counters, so a value
+read before a write can never be served after it, whichever process stored it and whenever.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import threading
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import peewee
+
+from ..errors import CacheValueError, ConfigurationError
+from . import generations as gen
+from .disk import DiskTier
+from .families import DEFAULT_FAMILY, DEFAULT_TTLS
+from .locks import FileLocks, KeyLocks
+from .memory import MISSING, MemoryTier
+from .stats import LoadStats
+
+T = TypeVar("T")
+FORMAT = 1  # bump when the entry layout changes: old entries are then never read
+CONSISTENCY = ("strict", "bounded")
+
+_registry: weakref.WeakKeyDictionary[Any, Cache] = weakref.WeakKeyDictionary()
+_registry_lock = threading.Lock()
+
+
+class Cache:
+    """A two-tier cache, optionally bound to a database.
+
+    :param directory: where L2 and the shared generation counters live; None keeps everything in
+        this process (no L2, no cross-process invalidation).
+    :param db: the database whose transactions gate the cache: inside one of its transactions
+        reads bypass the cache (read-your-writes, nothing uncommitted is cached) and ``set`` waits
+        for the commit.
+    :param l1_size: entries kept in memory (0 disables L1).
+    :param l1_ttl: upper bound on how long L1 keeps an entry (None: the entry's own TTL).
+    :param consistency: ``"strict"`` (default) checks the shared generations on every L1 hit, so
+        a commit in any process is seen at once; ``"bounded"`` skips that check and caps L1 entries
+        at ``l1_ttl`` (default 1 s): a write may then be missed for up to that long.
+    :param families: TTLs per key family, merged over :data:`DEFAULT_TTLS`.
+    :param schema_version: part of every key: bump it (e.g. with the migration version) so an
+        upgraded app never reads entries written by an older one.
+    :param namespace: keeps databases apart when they share one ``directory``.
+    :param lock_timeout: longest wait behind another loader of the same key before loading anyway.
+    :param l2_size_limit: bytes L2 may use before diskcache evicts the oldest entries.
+    :raises ConfigurationError: an unknown consistency mode or a negative size.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | None = None,
+        *,
+        db: Any = None,
+        l1_size: int = 10_000,
+        l1_ttl: float | None = None,
+        consistency: str = "strict",
+        families: dict[str, float] | None = None,
+        schema_version: str | int = 0,
+        namespace: str = "",
+        lock_timeout: float = 5.0,
+        l2_size_limit: int = 1 << 30,
+    ) -> None:
+        if consistency not in CONSISTENCY:
+            raise ConfigurationError(
+                f"consistency={consistency!r}: use one of {', '.join(CONSISTENCY)}"
+            )
+        if l1_size < 0:
+            raise ConfigurationError("l1_size must be >= 0 (0 disables the in-memory tier)")
+        self.directory = os.fspath(directory) if directory is not None else None
+        self.db = db
+        self.consistency = consistency
+        self.l1_ttl = l1_ttl if l1_ttl is not None or consistency == "strict" else 1.0
+        self.ttls = {**DEFAULT_TTLS, **(families or {})}
+        self.lock_timeout = lock_timeout
+        self._l2_size_limit = l2_size_limit
+        self._name_prefix = f"{namespace}|"
+        self._version_prefix = f"embeddb:{FORMAT}:{schema_version}:"
+        self._vlen = len(self._version_prefix)
+        self.l1 = MemoryTier(l1_size, verify=consistency == "strict")
+        self.loads = LoadStats()
+        self.l2: DiskTier | None = None
+        self.l2_errors_at_open = 0
+        self._thread_locks = KeyLocks()
+        self._file_locks: FileLocks | None = None
+        self.generations: gen.LocalGenerations | None = None
+        #: called when a miss has to wait for another thread's or process's loader (diagnostics)
+        self.on_lock_wait: Callable[[], None] | None = None
+        self._open_shared()
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def for_database(
+        cls, db: Any, directory: str | os.PathLike[str] | None = None, **options: Any
+    ) -> Cache:
+        """The cache of ``db`` in this process, created on first use.
+
+        By default L2 lives beside the database (``app.db`` -> ``app.db-cache/``; PostgreSQL: a
+        per-database folder under ``~/.cache/embeddb``); ``:memory:`` databases get no L2.
+        Options apply only when the cache is created; later calls return the same object.
+        """
+        with _registry_lock:
+            cache = _registry.get(db)
+            if cache is None:
+                if directory is None:
+                    directory = db.dialect.cache_directory(db)
+                cache = cls(directory, db=db, **options)
+                _registry[db] = cache
+            return cache
+
+    def _open_shared(self) -> None:
+        if self.directory is None:
+            self.generations = gen.LocalGenerations()
+            return
+        try:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            self.generations = gen.SharedGenerations(self.directory)
+            self._file_locks = FileLocks(os.path.join(self.directory, "locks"))
+        except OSError:
+            # Without shared counters another process's write could go unseen: serve every
+            # read from the loader instead (counted under l2 errors).
+            self.generations = None
+            self.l2_errors_at_open += 1
+            return
+        self._generation_file = self.generations.opened
+        self._open_l2()
+        if self.generations.reinitialised and self.l2 is not None:
+            self.l2.clear()
+
+    def _open_l2(self) -> None:
+        try:
+            self.l2 = DiskTier(
+                os.path.join(self.directory or "", "l2"),
+                size_limit=self._l2_size_limit,
+                timeout=min(self.lock_timeout, 1.0),
+            )
+        except Exception:  # noqa: BLE001 - a corrupt or unusable L2 means "no L2"
+            self.l2 = None
+            self.l2_errors_at_open += 1
+
+    # -- keys -----------------------------------------------------------------------------------
+
+    def _key(self, key: Any, family: str | None) -> str:
+        return f"{self._version_prefix}{self._name_prefix}{family or DEFAULT_FAMILY}:{key}"
+
+    def _slots(self, full_key: str, tags: Iterable[str]) -> tuple[int, ...]:
+        # Slots ignore the schema version: a write by an older app version still invalidates.
+        names = [full_key[self._vlen:], *(f"{self._name_prefix}#{t}" for t in tags)]
+        return (gen.EPOCH, *(gen.slot_of(n) for n in names))
+
+    def ttl_of(self, family: str | None) -> float:
+        """The default TTL of ``family`` in seconds."""
+        return self.ttls.get(family or DEFAULT_FAMILY, self.ttls[DEFAULT_FAMILY])
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def get(self, key: Any, default: Any = None, *, family: str | None = None) -> Any:
+        """The cached value of ``key``, or ``default`` (cache-aside read).
+
+        Inside a transaction of the bound database the cache is bypassed and ``default`` returned.
+        """
+        gens = self._usable()
+        if gens is None:
+            return default
+        full = self._key(key, family)
+        value = self.l1.lookup(full, gens)
+        if value is MISSING:
+            value = self._from_l2(full, gens)
+        return default if value is MISSING else value
+
+    def get_or_set(
+        self,
+        key: Any,
+        loader: Callable[[], T],
+        *,
+        family: str | None = None,
+        ttl: float | None = None,
+        tags: Iterable[str] = (),
+    ) -> T:
+        """The cached value of ``key``; on a miss, ``loader()``'s result, cached (read-through).
+
+        One loader runs per key at a time across threads and processes; the others wait for its
+        result (up to ``lock_timeout``, then load themselves). A value is not kept if ``key`` or
+        one of ``tags`` was invalidated while it loaded. Inside a transaction of the bound
+        database, ``loader()`` is called and nothing is cached.
+
+        :raises CacheValueError: ``loader`` returned a live model instance.
+        :raises Exception: whatever ``loader`` raises (nothing is cached then).
+        """
+        gens = self._usable()
+        if gens is None:
+            self.loads.bypassed += 1
+            return loader()
+        full = self._key(key, family)
+        value = self.l1.lookup(full, gens)
+        if value is not MISSING:
+            return value
+        value = self._from_l2(full, gens)
+        if value is not MISSING:
+            return value
+        slots = self._slots(full, tags)
+        return self._load(full, slots, loader, self._ttl(family, ttl), gens)
+
+    def _usable(self) -> gen.LocalGenerations | None:
+        gens = self.generations
+        if gens is None or (self.db is not None and self.db.in_transaction()):
+            return None
+        if not gens.check():
+            return None
+        return gens
+
+    def _from_l2(self, full: str, gens: gen.LocalGenerations) -> Any:
+        if self.l2 is None:
+            return MISSING
+        self._follow_generation_file()
+        value, left, slots, token = self.l2.lookup(full, gens)
+        if value is not MISSING and left > 0:
+            self.l1.store(full, value, self._l1_ttl(left), slots, token)
+        return value
+
+    def _follow_generation_file(self) -> None:
+        # The cache directory was removed and recreated: the L2 moved with it.
+        gens = self.generations
+        if gens is not None and gens.opened != self._generation_file:
+            self._generation_file = gens.opened
+            if self.l2 is not None:
+                self.l2.close()
+            self._open_l2()
+
+    def _load(
+        self,
+        full: str,
+        slots: tuple[int, ...],
+        loader: Callable[[], T],
+        ttl: float,
+        gens: gen.LocalGenerations,
+    ) -> T:
+        with self._thread_locks.hold(full, self.lock_timeout, self._waited) as alone:
+            if not alone:
+                self.l1.stats.errors += 1  # lock timeout: load without protection
+            else:
+                value = self.l1.lookup(full, gens)
+                if value is not MISSING:
+                    return value
+            return self._load_across_processes(full, slots, loader, ttl, gens)
+
+    def _load_across_processes(
+        self,
+        full: str,
+        slots: tuple[int, ...],
+        loader: Callable[[], T],
+        ttl: float,
+        gens: gen.LocalGenerations,
+    ) -> T:
+        if self._file_locks is None or self.l2 is None:
+            return self._load_and_store(full, slots, loader, ttl, gens)
+        try:
+            held = self._file_locks.hold(slots[1], self.lock_timeout, self._waited)
+            alone = held.__enter__()
+        except OSError:
+            self.l2.stats.errors += 1
+            return self._load_and_store(full, slots, loader, ttl, gens)
+        try:
+            if not alone:
+                self.l2.stats.errors += 1  # lock timeout: load without protection
+            else:
+                value = self._from_l2(full, gens)
+                if value is not MISSING:
+                    return value
+            return self._load_and_store(full, slots, loader, ttl, gens)
+        finally:
+            held.__exit__(None, None, None)
+
+    def _load_and_store(
+        self,
+        full: str,
+        slots: tuple[int, ...],
+        loader: Callable[[], T],
+        ttl: float,
+        gens: gen.LocalGenerations,
+    ) -> T:
+        token = gens.total(slots)
+        self.loads.loads += 1
+        value = loader()
+        if gens.total(slots) != token:
+            self.loads.races += 1  # invalidated while loading: the value may predate the write
+            return value
+        self._store(full, value, ttl, slots, token)
+        return value
+
+    def _waited(self) -> None:
+        self.loads.lock_waits += 1
+        if self.on_lock_wait is not None:
+            self.on_lock_wait()
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def set(
+        self,
+        key: Any,
+        value: Any,
+        *,
+        family: str | None = None,
+        ttl: float | None = None,
+        tags: Iterable[str] = (),
+    ) -> None:
+        """Store ``value`` under ``key`` in both tiers (cache-aside write).
+
+        The value is checked against the generations of ``key`` and ``tags`` as they are now:
+        compute it from data read *after* the last write you know of, or use
+        :meth:`get_or_set`, which guards the load itself. Inside a transaction of the bound
+        database the store waits for the commit and is dropped on rollback.
+
+        :raises CacheValueError: ``value`` is a live model instance.
+        """
+        _check_value(value)
+        if self.db is not None and self.db.in_transaction():
+            self.db.after_commit(lambda: self.set(key, value, family=family, ttl=ttl, tags=tags))
+            return
+        gens = self._usable()
+        if gens is None:
+            return
+        full = self._key(key, family)
+        slots = self._slots(full, tags)
+        self._store(full, value, self._ttl(family, ttl), slots, gens.total(slots))
+
+    def _store(
+        self, full: str, value: Any, ttl: float, slots: tuple[int, ...], token: int
+    ) -> None:
+        _check_value(value)
+        if self.l2 is not None:
+            self.l2.store(full, value, ttl, slots, token)
+        self.l1.store(full, value, self._l1_ttl(ttl), slots, token)
+
+    def delete(self, key: Any, *, family: str | None = None) -> None:
+        """Remove ``key`` from both tiers and make every process drop its copy."""
+        full = self._key(key, family)
+        self.l1.delete(full)
+        if self.l2 is not None:
+            self.l2.delete(full)
+        self._bump(self._slots(full, ())[1:])
+
+    def invalidate(
+        self, keys: Iterable[Any] = (), *, tags: Iterable[str] = (), family: str | None = None
+    ) -> None:
+        """Make ``keys`` and every entry tagged with one of ``tags`` stale, now, in every process.
+
+        O(number of keys and tags): tags are generation counters, nothing is scanned. Call it
+        after the write committed (see :meth:`invalidate_after_commit`).
+        """
+        slots = []
+        for key in keys:
+            full = self._key(key, family)
+            self.l1.delete(full)
+            slots.append(gen.slot_of(full[self._vlen:]))
+        slots.extend(gen.slot_of(f"{self._name_prefix}#{t}") for t in tags)
+        if slots:
+            self._bump(slots)
+
+    def invalidate_after_commit(
+        self,
+        db: Any,
+        keys: Iterable[Any] = (),
+        *,
+        tags: Iterable[str] = (),
+        family: str | None = None,
+    ) -> None:
+        """:meth:`invalidate` once ``db``'s outermost transaction commits (now, outside one).
+
+        Nothing happens if the transaction, or the savepoint this was called in, rolls back.
+        """
+        keys, tags = list(keys), list(tags)
+        db.after_commit(lambda: self.invalidate(keys, tags=tags, family=family))
+
+    def refresh_after_commit(
+        self,
+        db: Any,
+        key: Any,
+        loader: Callable[[], Any],
+        *,
+        family: str | None = None,
+        ttl: float | None = None,
+        tags: Iterable[str] = (),
+    ) -> None:
+        """Write-through: after ``db`` commits, invalidate ``key`` and cache ``loader()`` afresh.
+
+        The value is re-read after the commit, so a concurrent writer cannot leave an older value
+        behind (storing the value the transaction computed could: its commit order is unknown).
+        """
+        tags = list(tags)
+
+        def refresh() -> None:
+            self.invalidate([key], family=family)
+            self.get_or_set(key, loader, family=family, ttl=ttl, tags=tags)
+
+        db.after_commit(refresh)
+
+    def clear(self) -> None:
+        """Empty both tiers and invalidate every entry in every process (bumps the epoch)."""
+        self.l1.clear()
+        if self.l2 is not None:
+            self.l2.clear()
+        self._bump([gen.EPOCH])
+
+    def _bump(self, slots: Iterable[int]) -> None:
+        gens = self.generations
+        if gens is None:
+            return
+        try:
+            gens.bump(slots)
+        except (OSError, ValueError):
+            # Other processes may not hear of this write; at least this one forgets everything.
+            self.l1.clear()
+            if self.l2 is not None:
+                self.l2.stats.errors += 1
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def memoize(
+        self,
+        *,
+        family: str | None = None,
+        ttl: float | None = None,
+        tags: Iterable[str] = (),
+    ) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator: cache a function's result per arguments (read-through).
+
+        Arguments must have a stable ``repr`` (numbers, strings, tuples...). The wrapper has
+        ``cache_key(*args, **kwargs)`` to invalidate one call's result.
+        """
+        tags = tuple(tags)
+
+        def decorate(fn: Callable[..., T]) -> Callable[..., T]:
+            name = f"{fn.__module__}.{fn.__qualname__}"
+
+            def cache_key(*args: Any, **kwargs: Any) -> str:
+                text = repr((args, sorted(kwargs.items())))
+                if len(text) > 200:
+                    text = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+                return f"{name}:{text}"
+
+            @functools.wraps(fn)
+            def wrapper(*args: Any, **kwargs: Any) -> T:
+                return self.get_or_set(
+                    cache_key(*args, **kwargs),
+                    lambda: fn(*args, **kwargs),
+                    family=family,
+                    ttl=ttl,
+                    tags=tags,
+                )
+
+            wrapper.cache_key = cache_key  # type: ignore[attr-defined]
+            return wrapper
+
+        return decorate
+
+    def warm(
+        self,
+        items: Iterable[tuple[Any, Callable[[], Any]]],
+        *,
+        family: str | None = None,
+        ttl: float | None = None,
+        tags: Iterable[str] = (),
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Load ``(key, loader)`` pairs that are not cached yet; return how many were loaded.
+
+        ``progress(n)`` is called after each item, for a progress bar.
+        """
+        tags = list(tags)
+        before = self.loads.loads
+        for done, (key, loader) in enumerate(items, 1):
+            self.get_or_set(key, loader, family=family, ttl=ttl, tags=tags)
+            if progress is not None:
+                progress(done)
+        return self.loads.loads - before
+
+    def stats(self) -> dict[str, Any]:
+        """Counters per tier (hits, misses, sets, evictions, errors, stale, hit_ratio) and loads."""
+        l2: dict[str, Any] | None = None
+        if self.l2 is not None:
+            l2 = {**self.l2.stats.as_dict(), "entries": len(self.l2)}
+            l2["errors"] += self.l2_errors_at_open
+        elif self.directory is not None:
+            l2 = {"errors": self.l2_errors_at_open, "unavailable": True}
+        return {
+            "directory": self.directory,
+            "consistency": self.consistency,
+            "shared": bool(self.generations and self.generations.shared),
+            "l1": {**self.l1.stats.as_dict(), "entries": len(self.l1)},
+            "l2": l2,
+            "loads": self.loads.as_dict(),
+        }
+
+    def reset_stats(self) -> None:
+        self.l1.stats.reset()
+        self.loads.reset()
+        if self.l2 is not None:
+            self.l2.stats.reset()
+
+    def close(self) -> None:
+        """Release the L2 and the counter file (the cache then serves every read from loaders)."""
+        with _registry_lock:
+            if self.db is not None and _registry.get(self.db) is self:
+                del _registry[self.db]
+        if self.l2 is not None:
+            self.l2.close()
+            self.l2 = None
+        gens, self.generations = self.generations, None
+        self.l1.clear()
+        if gens is not None:
+            gens.close()
+
+    # -- model rows (see embeddb.cache.models) --------------------------------------------------
+
+    def get_row(self, model: type[peewee.Model], pk: Any) -> dict[str, Any]:
+        """The row of ``model`` with primary key ``pk`` as a new dict (field name -> value).
+
+        :raises NotFoundError: no such row (``model.DoesNotExist``); misses are not cached.
+        """
+        from .models import get_row
+
+        return get_row(self, model, pk)
+
+    def get_instance(self, model: type[peewee.Model], pk: Any) -> peewee.Model:
+        """Like :meth:`get_row`, as a fresh ``model`` instance (never shared between callers)."""
+        from .models import get_instance
+
+        return get_instance(self, model, pk)
+
+    def get_or_set_query(
+        self,
+        models: Iterable[type[peewee.Model]],
+        key: Any,
+        loader: Callable[[], T],
+        *,
+        family: str | None = None,
+        ttl: float | None = None,
+    ) -> T:
+        """A cached query result (a list of dicts) that any write to ``models`` invalidates."""
+        from .models import query_tags
+
+        return self.get_or_set(
+            key, loader, family=family, ttl=ttl, tags=query_tags(*models)
+        )
+
+    def _ttl(self, family: str | None, ttl: float | None) -> float:
+        return ttl if ttl is not None else self.ttl_of(family)
+
+    def _l1_ttl(self, ttl: float) -> float:
+        return ttl if self.l1_ttl is None else min(ttl, self.l1_ttl)
+
+
+def _check_value(value: Any) -> None:
+    if isinstance(value, peewee.Model):
+        raise CacheValueError(
+            f"refusing to cache a live {type(value).__name__} instance: cache its data "
+            "(model.__data__, a dict of the row) or use Cache.get_row()"
+        )
+
+
+def registered(db: Any) -> Cache | None:
+    """The cache already created for ``db`` in this process, if any."""
+    return _registry.get(db)
