@@ -22,6 +22,47 @@ class Dialect:
         """The settings in effect on ``db`` (pragmas or server settings), for ``embeddb info``."""
         raise NotImplementedError
 
+    # -- repositories (embeddb.repository) --
+    def insert_rows(
+        self, cursor: Any, table: str, columns: list[str], rows: list[tuple], suffix: str = ""
+    ) -> None:
+        """INSERT many rows in as few round trips as the driver allows (``suffix``: ON CONFLICT)."""
+        raise NotImplementedError
+
+    def distinct_from(self, left: str, right: str) -> str:
+        """A NULL-safe "values differ" test."""
+        raise NotImplementedError
+
+    def upsert_clause(self, table: str, targets: list[str], update: list[str]) -> str:
+        """ON CONFLICT clause that updates ``update`` only when a value really changed.
+
+        Leaving unchanged rows alone (``updated_at`` too) makes repeated upserts no-ops.
+        """
+        key = ", ".join(_quote(c) for c in targets)
+        if not update:
+            return f"ON CONFLICT ({key}) DO NOTHING"
+        sets = ", ".join(f"{_quote(c)} = excluded.{_quote(c)}" for c in [*update, "updated_at"])
+        changed = " OR ".join(
+            self.distinct_from(f"{_quote(table)}.{_quote(c)}", f"excluded.{_quote(c)}")
+            for c in update
+        )
+        return f"ON CONFLICT ({key}) DO UPDATE SET {sets} WHERE {changed}"
+
+    def search_terms(self, words: list[str]) -> str:
+        """The full-text query for ``words`` (already reduced to letters and digits); the last
+        word matches as a prefix, for search-as-you-type."""
+        raise NotImplementedError
+
+    def search_query(
+        self, table: str, fts_key: str, columns: str, where: str, terms: str, limit: int
+    ) -> tuple[str, tuple[Any, ...]]:
+        """SQL and parameters of a ranked full-text search over ``table`` (alias ``t``).
+
+        SQLite searches the FTS5 table ``<table>_fts`` whose ``fts_key`` column holds the row's
+        id; PostgreSQL the table's ``search_vector`` column.
+        """
+        raise NotImplementedError
+
     # -- migrations (embeddb.migrate) --
     #: names accepted for this backend in variant files, e.g. 0003_search.sqlite.up.sql
     migration_variants: tuple[str, ...] = ()
@@ -43,12 +84,19 @@ class Dialect:
     # -- backup and maintenance (embeddb.backup, embeddb.maintenance) --
     #: the manifest's ``format``: which embeddb.backup driver writes and reads the files
     backup_format: str = ""
-    #: a hidden column naming one row in any table, for batched deletes by row range
-    row_locator: str = ""
+
+    def batch_delete_sql(self, table: str, condition: str, limit: int) -> str:
+        """DELETE of at most ``limit`` rows matching ``condition``, located by row id."""
+        raise NotImplementedError
 
     def maintenance_tasks(self) -> Any:
         """The object whose methods run VACUUM, ANALYZE, checkpoint... on this backend."""
         raise NotImplementedError
+
+    # -- cache tier (embeddb.cache) --
+    def cache_directory(self, db: Any) -> str | None:
+        """Where the cache's L2 and generation counters live by default (None: no L2)."""
+        return None
 
 
 class SqliteDialect(Dialect):
@@ -86,6 +134,31 @@ class SqliteDialect(Dialect):
             values[name] = row[0] if row else None  # e.g. mmap_size on an in-memory database
         return values
 
+    # -- repositories (embeddb.repository) --
+    def insert_rows(
+        self, cursor: Any, table: str, columns: list[str], rows: list[tuple], suffix: str = ""
+    ) -> None:
+        marks = ", ".join("?" * len(columns))
+        names = ", ".join(_quote(c) for c in columns)
+        cursor.executemany(f"INSERT INTO {_quote(table)} ({names}) VALUES ({marks}) {suffix}", rows)
+
+    def distinct_from(self, left: str, right: str) -> str:
+        return f"{left} IS NOT {right}"
+
+    def search_terms(self, words: list[str]) -> str:
+        # Each word quoted as an FTS5 string: operators typed by a user stay plain words.
+        return " ".join(f'"{w}"' for w in words[:-1]) + f' "{words[-1]}"*'
+
+    def search_query(
+        self, table: str, fts_key: str, columns: str, where: str, terms: str, limit: int
+    ) -> tuple[str, tuple[Any, ...]]:
+        fts = _quote(f"{table}_fts")
+        sql = (
+            f"SELECT {columns} FROM {fts} JOIN {_quote(table)} t ON t.id = {fts}.{_quote(fts_key)} "
+            f"WHERE {fts} MATCH ? AND {where} ORDER BY bm25({fts}, 0.0, 10.0, 1.0), t.id LIMIT ?"
+        )
+        return sql, (terms, limit)
+
     # -- migrations (embeddb.migrate) --
     migration_variants = ("sqlite",)
     migrations_table_ddl = (
@@ -112,12 +185,27 @@ class SqliteDialect(Dialect):
 
     # -- backup and maintenance (embeddb.backup, embeddb.maintenance) --
     backup_format = "sqlite3"
-    row_locator = "rowid"
+
+    def batch_delete_sql(self, table: str, condition: str, limit: int) -> str:
+        return (
+            f"DELETE FROM {table} WHERE rowid IN "
+            f"(SELECT rowid FROM {table} WHERE {condition} LIMIT {int(limit)})"
+        )
 
     def maintenance_tasks(self) -> Any:
         from .maintenance import SqliteTasks
 
         return SqliteTasks()
+
+    # -- cache tier (embeddb.cache) --
+    def cache_directory(self, db: Any) -> str | None:
+        """``app.db`` -> ``app.db-cache/`` beside it; ``:memory:`` has no L2 (no other process
+        can see the database, so there is nothing to share)."""
+        if db.is_memory:
+            return None
+        import os
+
+        return os.path.abspath(db.database) + "-cache"
 
 
 class PostgresDialect(Dialect):
@@ -134,6 +222,32 @@ class PostgresDialect(Dialect):
 
     def describe(self, db: Any) -> dict[str, Any]:
         return {name: db.execute_sql(f'SHOW "{name}"').fetchone()[0] for name in self._reported}
+
+    # -- repositories (embeddb.repository) --
+    def insert_rows(
+        self, cursor: Any, table: str, columns: list[str], rows: list[tuple], suffix: str = ""
+    ) -> None:
+        from psycopg2.extras import execute_values
+
+        names = ", ".join(_quote(c) for c in columns)
+        sql = f"INSERT INTO {_quote(table)} ({names}) VALUES %s {suffix}"
+        execute_values(cursor, sql, rows, page_size=max(1, len(rows)))
+
+    def distinct_from(self, left: str, right: str) -> str:
+        return f"{left} IS DISTINCT FROM {right}"
+
+    def search_terms(self, words: list[str]) -> str:
+        return " & ".join([*words[:-1], f"{words[-1]}:*"])
+
+    def search_query(
+        self, table: str, fts_key: str, columns: str, where: str, terms: str, limit: int
+    ) -> tuple[str, tuple[Any, ...]]:
+        query = "to_tsquery('simple', %s)"
+        sql = (
+            f"SELECT {columns} FROM {_quote(table)} t WHERE t.search_vector @@ {query} "
+            f"AND {where} ORDER BY ts_rank(t.search_vector, {query}) DESC, t.id LIMIT %s"
+        )
+        return sql, (terms, terms, limit)
 
     # -- migrations (embeddb.migrate) --
     migration_variants = ("postgres", "postgresql")
@@ -156,12 +270,35 @@ class PostgresDialect(Dialect):
 
     # -- backup and maintenance (embeddb.backup, embeddb.maintenance) --
     backup_format = "pg_dump"
-    row_locator = "ctid"
+
+    def batch_delete_sql(self, table: str, condition: str, limit: int) -> str:
+        # = ANY(ARRAY(...)) plans as a TID scan; IN (SELECT ctid ...) would scan the whole table.
+        return (
+            f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("
+            f"SELECT ctid FROM {table} WHERE {condition} LIMIT {int(limit)}))"
+        )
 
     def maintenance_tasks(self) -> Any:
         from .maintenance import PostgresTasks
 
         return PostgresTasks()
+
+    # -- cache tier (embeddb.cache) --
+    def cache_directory(self, db: Any) -> str | None:
+        """A folder per server, database and schema under ``$XDG_CACHE_HOME/embeddb`` (default
+        ``~/.cache/embeddb``): shared by this machine's processes only."""
+        import hashlib
+        import os
+
+        url = db.url
+        identity = f"{url.host}:{url.port}/{url.database}/{db.settings.schema or ''}"
+        digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+        root = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+        return os.path.join(root, "embeddb", f"pg-{digest}")
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 SQLITE = SqliteDialect()

@@ -14,7 +14,9 @@ import click
 
 from .. import __version__
 from ..errors import EmbeddbError
+from .backup import backup
 from .info import info
+from .maintenance import maintenance
 from .migrate import migrate
 from .options import CliState, db_option
 
@@ -53,6 +55,8 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
 
 cli.add_command(info)
+cli.add_command(backup)
+cli.add_command(maintenance)
 cli.add_command(migrate)
 
 

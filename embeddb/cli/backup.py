@@ -1,0 +1,183 @@
+"""``embeddb backup create | verify | list | restore | prune``: thin layers over embeddb.backup."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Self
+
+import click
+
+from ..backup import (
+    create_backup,
+    default_directory,
+    list_backups,
+    manifest,
+    parse_age,
+    postgres,
+    prune_backups,
+    restore_backup,
+    verify_backup,
+)
+from .options import database, db_option, emit_json, json_option
+
+
+class ProgressBars:
+    """Renders ``progress(phase, done, total)`` as one click progress bar per phase on a TTY."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.phase: str | None = None
+        self.bar: Any = None
+        self.shown = 0
+
+    def __call__(self, phase: str, done: int, total: int | None) -> None:
+        if not self.enabled:
+            return
+        if phase != self.phase:
+            self.close()
+            self.phase = phase
+            if total:
+                self.bar = click.progressbar(length=total, label=f"{phase:<10}", file=sys.stderr)
+                self.bar.__enter__()
+            else:
+                click.echo(f"{phase}...", err=True)
+        if self.bar is not None:
+            self.bar.update(done - self.shown)
+            self.shown = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+        self.bar, self.shown = None, 0
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _age(seconds: float) -> str:
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+@click.group()
+def backup() -> None:
+    """Online backups: create, verify, list, restore and prune."""
+
+
+@backup.command("create")
+@db_option
+@json_option
+@click.option("--dir", "directory", metavar="DIR", help="Directory for a timestamped file "
+              "(default: backups/ beside the SQLite file, ./backups for PostgreSQL).")
+@click.option("--out", metavar="FILE", help="Exact file to write (must not exist).")
+@click.option("--compress", is_flag=True, help="gzip a SQLite backup (pg_dump -Fc compresses).")
+def create(directory: str | None, out: str | None, compress: bool, as_json: bool) -> None:
+    """Take a consistent backup of the live database while it keeps serving writes."""
+    if directory and out:
+        raise click.UsageError("--dir and --out exclude each other")
+    start = time.perf_counter()
+    with ProgressBars(enabled=not as_json) as bars:
+        result = create_backup(database(), directory, out, compress, progress=bars)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    m = result.manifest
+    click.echo(f"Backed up {m.source} to {result.path}")
+    click.echo(f"  {_size(m.size)} (data {_size(m.data_size)}), sha256 {m.sha256[:16]}..., "
+               f"schema version {m.schema_version}, {time.perf_counter() - start:.2f} s")
+
+
+@backup.command("verify")
+@db_option
+@json_option
+@click.argument("file", type=click.Path(dir_okay=False))
+def verify(file: str, as_json: bool) -> None:
+    """Check FILE's checksum, then restore it into a scratch database and check that."""
+    needs_server = manifest.read(file).format == postgres.FORMAT
+    with ProgressBars(enabled=not as_json) as bars:
+        result = verify_backup(file, database() if needs_server else None, progress=bars)
+    if as_json:
+        emit_json(result)
+        return
+    checks = ", ".join(f"{k}={v}" for k, v in result["checks"].items())
+    click.echo(f"OK {result['path']}: checksum matches; {checks}")
+
+
+@backup.command("list")
+@db_option
+@json_option
+@click.option("--dir", "directory", metavar="DIR", help="Directory to list (default as create).")
+def list_(directory: str | None, as_json: bool) -> None:
+    """List backups newest first with size, age, schema version and verified state."""
+    entries = list_backups(directory or default_directory(database()))
+    if as_json:
+        emit_json([{k: v for k, v in e.items() if k != "manifest"} for e in entries])
+        return
+    if not entries:
+        click.echo("no backups")
+        return
+    click.echo(f"{'created (UTC)':<27} {'age':>6} {'size':>10} {'schema':>7} {'verified':>8}  file")
+    for e in entries:
+        verified = {True: "yes", False: "FAILED", None: "-"}[e["verified"]]
+        click.echo(f"{e['created_at'][:26]:<27} {_age(e['age_seconds']):>6} "
+                   f"{_size(e['size']):>10} {e['schema_version'] or '-'!s:>7} "
+                   f"{verified:>8}  {e['file']}")
+
+
+@backup.command("restore")
+@db_option
+@json_option
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--safety-dir", metavar="DIR", help="Where to keep the copy of the current data.")
+def restore(file: str, yes: bool, safety_dir: str | None, as_json: bool) -> None:
+    """Verify FILE, keep a safety copy of the current data, then replace it atomically."""
+    db = database()
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("restore replaces the database: confirm with --yes")
+        click.confirm(f"Replace the data of {db.url.redacted()} with {file}?", abort=True)
+    with ProgressBars(enabled=not as_json) as bars:
+        result = restore_backup(db, file, safety_dir, progress=bars)
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(f"Restored {result['restored']} from {file}")
+    click.echo(f"  previous data kept at {result['safety_copy']}")
+
+
+@backup.command("prune")
+@db_option
+@json_option
+@click.option("--dir", "directory", metavar="DIR", help="Directory to prune (default as create).")
+@click.option("--keep", type=click.IntRange(min=0), help="Keep the newest N backups.")
+@click.option("--older-than", metavar="AGE", help="Remove backups older than AGE (30d, 12h).")
+@click.option("--dry-run", is_flag=True, help="Only show what would be removed.")
+def prune(directory: str | None, keep: int | None, older_than: str | None, dry_run: bool,
+          as_json: bool) -> None:
+    """Remove old backups by count (--keep) and/or age (--older-than)."""
+    age = parse_age(older_than) if older_than else None
+    result = prune_backups(directory or default_directory(database()), keep, age, dry_run)
+    if as_json:
+        emit_json(result)
+        return
+    verb = "would remove" if dry_run else "removed"
+    for path in result["removed"] + result["leftovers"]:
+        click.echo(f"{verb} {path}")
+    click.echo(f"{len(result['removed'])} backup(s) {verb}, {len(result['kept'])} kept")

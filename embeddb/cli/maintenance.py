@@ -1,0 +1,100 @@
+"""``embeddb maintenance vacuum | analyze | optimize | checkpoint | integrity | cleanup``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .. import maintenance as tasks
+from ..backup import parse_age
+from .options import database, db_option, emit_json, json_option
+
+
+def _show(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(result)
+        return
+    for key, value in result.items():
+        if isinstance(value, list):
+            click.echo(f"{key}:")
+            for item in value:
+                click.echo(f"  {item}")
+        elif isinstance(value, dict):
+            click.echo(f"{key}: " + ", ".join(f"{k}={v}" for k, v in value.items()))
+        else:
+            click.echo(f"{key}: {value}")
+
+
+@click.group()
+def maintenance() -> None:
+    """VACUUM, ANALYZE, optimize, WAL checkpoint, integrity checks and data cleanup."""
+
+
+@maintenance.command()
+@db_option
+@json_option
+def vacuum(as_json: bool) -> None:
+    """SQLite: VACUUM (rebuild, free pages back). PostgreSQL: VACUUM (ANALYZE)."""
+    _show(tasks.vacuum(database()), as_json)
+
+
+@maintenance.command()
+@db_option
+@json_option
+def analyze(as_json: bool) -> None:
+    """Refresh the query planner's statistics (ANALYZE)."""
+    _show(tasks.analyze(database()), as_json)
+
+
+@maintenance.command()
+@db_option
+@json_option
+def optimize(as_json: bool) -> None:
+    """SQLite: PRAGMA optimize. PostgreSQL: VACUUM (ANALYZE)."""
+    _show(tasks.optimize(database()), as_json)
+
+
+@maintenance.command()
+@db_option
+@json_option
+def checkpoint(as_json: bool) -> None:
+    """Write the WAL back into the database; shows the WAL size before and after."""
+    _show(tasks.checkpoint(database()), as_json)
+
+
+@maintenance.command()
+@db_option
+@json_option
+@click.pass_context
+def integrity(ctx: click.Context, as_json: bool) -> None:
+    """Check the database's consistency; exits 1 on any problem."""
+    result = tasks.integrity(database())
+    _show(result, as_json)
+    if not result["ok"]:
+        if not as_json:
+            click.echo(f"Error: {len(result['problems'])} integrity problem(s)", err=True)
+        ctx.exit(1)
+
+
+@maintenance.command()
+@db_option
+@json_option
+@click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=tasks.BATCH_SIZE,
+              show_default=True, help="Rows deleted per transaction.")
+@click.option("--api-key-grace", metavar="AGE", default="30d", show_default=True,
+              help="Keep revoked/expired API keys this long.")
+@click.option("--execution-retention", metavar="AGE", default="90d", show_default=True,
+              help="Keep tool executions this long.")
+def cleanup(dry_run: bool, batch_size: int, api_key_grace: str, execution_retention: str,
+            as_json: bool) -> None:
+    """Delete expired sessions, old revoked/expired API keys and old tool executions."""
+    result = tasks.cleanup(
+        database(),
+        api_key_grace=parse_age(api_key_grace),
+        execution_retention=parse_age(execution_retention),
+        batch_size=batch_size,
+        dry_run=dry_run,
+    )
+    _show(result, as_json)

@@ -1,0 +1,305 @@
+"""Maintenance: VACUUM, ANALYZE, optimize, WAL checkpoint, integrity checks and data cleanup.
+
+Each task means what it should on the backend at hand (``db.dialect.maintenance_tasks()``):
+
+========== ============================================ ===================================================
+task       SQLite                                       PostgreSQL
+========== ============================================ ===================================================
+vacuum     VACUUM: rebuild the file, return free pages   VACUUM (ANALYZE) of the schema's tables (or the db)
+analyze    ANALYZE: refresh the planner's statistics     ANALYZE of the same tables
+optimize   PRAGMA optimize: ANALYZE where it pays        VACUUM (ANALYZE): reclaim dead rows + statistics
+checkpoint wal_checkpoint(TRUNCATE), WAL size before/after CHECKPOINT (superuser or pg_checkpoint)
+integrity  integrity_check + foreign_key_check           invalid indexes, unvalidated constraints, amcheck
+========== ============================================ ===================================================
+
+``cleanup`` deletes expired sessions, revoked/expired API keys past a grace period and old tool
+executions, in short batches so no write lock is held for long. Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from .errors import DatabaseError, MaintenanceError
+from .models import UTCDateTimeField, utcnow
+
+#: rows deleted per transaction: short enough that writers never wait long for the lock
+BATCH_SIZE = 1000
+#: revoked or expired API keys are kept this long, so "key revoked" can still be explained
+API_KEY_GRACE = timedelta(days=30)
+#: tool executions are kept this long for debugging and usage reports
+EXECUTION_RETENTION = timedelta(days=90)
+
+_TIMESTAMP = UTCDateTimeField()
+#: rows examined per index by optimize's ANALYZE: good statistics at a bounded cost
+_ANALYSIS_LIMIT = 1000
+
+
+def vacuum(db: Any) -> dict[str, Any]:
+    """Rebuild/reclaim storage; returns sizes before and after where the backend tells."""
+    return db.dialect.maintenance_tasks().vacuum(db)
+
+
+def analyze(db: Any) -> dict[str, Any]:
+    """Refresh the query planner's statistics."""
+    return db.dialect.maintenance_tasks().analyze(db)
+
+
+def optimize(db: Any) -> dict[str, Any]:
+    """The cheap periodic tune-up for the backend (see the module table)."""
+    return db.dialect.maintenance_tasks().optimize(db)
+
+
+def checkpoint(db: Any) -> dict[str, Any]:
+    """Write the WAL back into the database; reports the WAL size before and after.
+
+    :raises MaintenanceError: the server refused (PostgreSQL needs superuser/pg_checkpoint).
+    """
+    return db.dialect.maintenance_tasks().checkpoint(db)
+
+
+def integrity(db: Any) -> dict[str, Any]:
+    """Run the backend's consistency checks: ``{"ok": bool, "problems": [...], "checks": [...]}``."""
+    return db.dialect.maintenance_tasks().integrity(db)
+
+
+# -- cleanup --------------------------------------------------------------------------------------
+
+
+def cleanup(
+    db: Any,
+    now: datetime | None = None,
+    api_key_grace: timedelta = API_KEY_GRACE,
+    execution_retention: timedelta = EXECUTION_RETENTION,
+    batch_size: int = BATCH_SIZE,
+    dry_run: bool = False,
+    progress: Callable[[str, int], None] | None = None,
+) -> dict[str, Any]:
+    """Delete expired sessions, old revoked/expired API keys and old tool executions.
+
+    Rows go ``batch_size`` at a time, each batch its own short transaction. ``dry_run`` only
+    counts. Tables that do not exist are skipped and listed under ``skipped``.
+
+    :returns: ``{"dry_run", "deleted": {table: n}, "skipped": [table, ...], "cutoffs": {...}}``
+    """
+    if batch_size < 1:
+        raise MaintenanceError("batch_size must be at least 1")
+    now = now or utcnow()
+    key_cutoff, run_cutoff = now - api_key_grace, now - execution_retention
+    rules = [
+        ("sessions", "expires_at < {p}", [now]),
+        ("api_keys",
+         "(revoked_at IS NOT NULL AND revoked_at < {p}) OR (expires_at IS NOT NULL AND expires_at < {p})",
+         [key_cutoff, key_cutoff]),
+        ("tool_executions", "created_at < {p}", [run_cutoff]),
+    ]
+    result: dict[str, Any] = {
+        "dry_run": dry_run, "deleted": {}, "skipped": [],
+        "cutoffs": {"sessions": now.isoformat(), "api_keys": key_cutoff.isoformat(),
+                    "tool_executions": run_cutoff.isoformat()},
+    }
+    for table, condition, values in rules:
+        if not db.table_exists(table):
+            result["skipped"].append(table)
+            continue
+        condition = condition.format(p=db.param)
+        params = [_TIMESTAMP.db_value(v) for v in values]
+        count = _count(db, table, condition, params) if dry_run else _delete(
+            db, table, condition, params, batch_size, progress
+        )
+        result["deleted"][table] = count
+    return result
+
+
+def _count(db: Any, table: str, condition: str, params: list[Any]) -> int:
+    return db.execute_sql(f"SELECT count(*) FROM {table} WHERE {condition}", params).fetchone()[0]
+
+
+def _delete(
+    db: Any, table: str, condition: str, params: list[Any], batch: int,
+    progress: Callable[[str, int], None] | None,
+) -> int:
+    sql = db.dialect.batch_delete_sql(table, condition, batch)
+    total = 0
+    while True:
+        with db.atomic():
+            deleted = db.execute_sql(sql, params).rowcount
+        total += deleted
+        if progress is not None:
+            progress(table, total)
+        if deleted < batch:
+            return total
+
+
+# -- per backend ----------------------------------------------------------------------------------
+
+
+class SqliteTasks:
+    """What each maintenance task means on SQLite."""
+
+    def vacuum(self, db: Any) -> dict[str, Any]:
+        before = self._size(db)
+        db.execute_sql("VACUUM")
+        return {"task": "vacuum", "size_before": before, "size_after": self._size(db)}
+
+    def analyze(self, db: Any) -> dict[str, Any]:
+        db.execute_sql("ANALYZE")
+        return {"task": "analyze", "statement": "ANALYZE"}
+
+    def optimize(self, db: Any) -> dict[str, Any]:
+        # analysis_limit bounds the cost of each table's ANALYZE (approximate statistics).
+        db.execute_sql(f"PRAGMA analysis_limit={_ANALYSIS_LIMIT}")
+        # 0x10002: look at every table, not only those this connection queried (3.46+).
+        db.execute_sql("PRAGMA optimize=0x10002")
+        statements = ["PRAGMA optimize=0x10002"]
+        if sqlite3.sqlite_version_info < (3, 46, 0):
+            # Older SQLite only considers tables this connection used: a CLI connection has
+            # used none, so refresh all statistics, bounded by analysis_limit.
+            db.execute_sql("ANALYZE")
+            statements.append(f"ANALYZE (analysis_limit={_ANALYSIS_LIMIT})")
+        return {"task": "optimize", "statements": statements}
+
+    def checkpoint(self, db: Any) -> dict[str, Any]:
+        if db.is_memory:
+            return {"task": "checkpoint", "skipped": "an in-memory database has no WAL"}
+        wal = os.path.abspath(db.database) + "-wal"
+        before = _file_size(wal)
+        busy, frames, done = db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return {
+            "task": "checkpoint", "wal_bytes_before": before, "wal_bytes_after": _file_size(wal),
+            "frames": frames, "checkpointed": done,
+            # busy=1: a reader or writer kept part of the WAL in use; run it again when quieter
+            "complete": busy == 0,
+        }
+
+    def integrity(self, db: Any) -> dict[str, Any]:
+        problems = [r[0] for r in db.execute_sql("PRAGMA integrity_check").fetchall() if r[0] != "ok"]
+        for table, rowid, parent, _ in db.execute_sql("PRAGMA foreign_key_check").fetchall():
+            problems.append(f"foreign key violation: {table} rowid {rowid} -> missing {parent} row")
+        return {
+            "task": "integrity", "ok": not problems, "problems": problems,
+            "checks": ["PRAGMA integrity_check (pages, b-trees, indexes, NOT NULL, CHECK)",
+                       "PRAGMA foreign_key_check"],
+        }
+
+    @staticmethod
+    def _size(db: Any) -> int:
+        pages = db.execute_sql("PRAGMA page_count").fetchone()[0]
+        return pages * db.execute_sql("PRAGMA page_size").fetchone()[0]
+
+
+class PostgresTasks:
+    """What each maintenance task means on PostgreSQL (scoped to the URL's schema if any)."""
+
+    def vacuum(self, db: Any) -> dict[str, Any]:
+        return self._vacuum(db, "vacuum", "VACUUM (ANALYZE)")
+
+    def analyze(self, db: Any) -> dict[str, Any]:
+        tables = self._tables(db)
+        if tables or db.settings.schema is None:
+            db.execute_sql("ANALYZE " + ", ".join(tables))
+        return {"task": "analyze", "statement": "ANALYZE", "tables": len(tables)}
+
+    def optimize(self, db: Any) -> dict[str, Any]:
+        return self._vacuum(db, "optimize", "VACUUM (ANALYZE)")
+
+    def checkpoint(self, db: Any) -> dict[str, Any]:
+        before = self._wal_size(db)
+        try:
+            db.execute_sql("CHECKPOINT")
+        except DatabaseError as exc:
+            raise MaintenanceError(
+                "CHECKPOINT needs a superuser or the pg_checkpoint role; the server also "
+                f"checkpoints on its own every checkpoint_timeout ({exc})"
+            ) from exc
+        return {"task": "checkpoint", "wal_bytes_before": before,
+                "wal_bytes_after": self._wal_size(db), "complete": True}
+
+    def integrity(self, db: Any) -> dict[str, Any]:
+        scope = self._scope_sql(db)
+        problems = [f"invalid index {name} (rebuild it: REINDEX INDEX {name})" for (name,) in
+                    db.execute_sql(
+                        "SELECT c.oid::regclass::text FROM pg_index i JOIN pg_class c "
+                        "ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+                        f"WHERE NOT i.indisvalid AND {scope}").fetchall()]
+        problems += [f"constraint {name} on {table} is NOT VALID (VALIDATE CONSTRAINT it)"
+                     for name, table in db.execute_sql(
+                         "SELECT k.conname, k.conrelid::regclass::text FROM pg_constraint k "
+                         "JOIN pg_namespace n ON n.oid = k.connamespace "
+                         f"WHERE NOT k.convalidated AND {scope}").fetchall()]
+        checks = ["invalid indexes (pg_index.indisvalid)", "unvalidated constraints"]
+        if db.execute_sql("SELECT 1 FROM pg_extension WHERE extname = 'amcheck'").fetchone():
+            problems += self._amcheck(db, scope)
+            checks.append("amcheck bt_index_check on every B-tree index")
+        else:
+            checks.append("B-tree structure NOT checked: amcheck is not installed "
+                          "(CREATE EXTENSION amcheck, as a superuser, enables it)")
+        return {"task": "integrity", "ok": not problems, "problems": problems, "checks": checks}
+
+    def _amcheck(self, db: Any, scope: str) -> list[str]:
+        rows = db.execute_sql(
+            "SELECT c.oid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_am a ON a.oid = c.relam "
+            f"WHERE a.amname = 'btree' AND i.indisvalid AND c.relpersistence <> 't' AND {scope}"
+        ).fetchall()
+        problems = []
+        for (index,) in rows:
+            try:
+                db.execute_sql("SELECT bt_index_check(%s::regclass)", (index,))
+            except DatabaseError as exc:
+                problems.append(f"index {index}: {exc}".strip())
+        return problems
+
+    def _vacuum(self, db: Any, task: str, statement: str) -> dict[str, Any]:
+        tables = self._tables(db)
+        before = self._size(db)
+        if tables or db.settings.schema is None:
+            db.execute_sql(f"{statement} " + ", ".join(tables))
+        return {"task": task, "statement": statement, "tables": len(tables),
+                "size_before": before, "size_after": self._size(db)}
+
+    @staticmethod
+    def _scope_sql(db: Any) -> str:
+        # %% because psycopg2 interpolates every statement peewee sends
+        if db.settings.schema is not None:
+            return "n.nspname = current_schema()"
+        return ("n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                "AND n.nspname NOT LIKE 'pg\\_%%'")
+
+    def _tables(self, db: Any) -> list[str]:
+        if db.settings.schema is None:
+            return []  # no list: VACUUM/ANALYZE then cover the whole database
+        rows = db.execute_sql(
+            "SELECT format('%%I.%%I', n.nspname, c.relname) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind IN ('r', 'm') AND n.nspname = current_schema() ORDER BY 1"
+        ).fetchall()
+        return [name for (name,) in rows]
+
+    def _size(self, db: Any) -> int:
+        if db.settings.schema is None:
+            return db.execute_sql("SELECT pg_database_size(current_database())").fetchone()[0]
+        return db.execute_sql(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind IN ('r', 'm') AND n.nspname = current_schema()"
+        ).fetchone()[0]
+
+    @staticmethod
+    def _wal_size(db: Any) -> int | None:
+        try:
+            return int(db.execute_sql("SELECT coalesce(sum(size), 0) FROM pg_ls_waldir()")
+                       .fetchone()[0])
+        except DatabaseError:  # needs superuser or pg_monitor: report unknown
+            return None
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
