@@ -300,9 +300,8 @@ def test_python_migration_and_its_error_line(db, folder):
 
 def test_lock_held_elsewhere_times_out_with_a_clear_error(db, folder):
     three(folder)
-    with db.dialect.migration_lock(db, 5):
-        with pytest.raises(MigrationLockTimeout, match="held the lock"):
-            migrate.up(db, folder, lock_timeout=0.2)
+    with db.dialect.migration_lock(db, 5), pytest.raises(MigrationLockTimeout, match="held"):
+        migrate.up(db, folder, lock_timeout=0.2)
     assert migrate.up(db, folder).names == ["0001_users", "0002_posts", "0003_tags"]
 
 
@@ -312,7 +311,7 @@ def test_new_writes_the_next_numbered_pair(folder):
     assert (up_path.name, down_path.name) == ("0008_add_users.up.sql", "0008_add_users.down.sql")
     paths = migrate.new(folder, "search", dialect="sqlite")
     assert [p.name for p in paths] == ["0009_search.sqlite.up.sql", "0009_search.sqlite.down.sql"]
-    assert [p.name for p in migrate.new(folder.parent / "fresh", "x")][0] == "0001_x.up.sql"
+    assert migrate.new(folder.parent / "fresh", "x")[0].name == "0001_x.up.sql"
     with pytest.raises(MigrationError):
         migrate.new(folder, "!!!")
 

@@ -1,0 +1,71 @@
+"""Two runner processes started together on one database never apply anything twice."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+import embeddb
+from embeddb import migrate
+
+pytestmark = pytest.mark.slow
+
+SLOW = {
+    # long enough that the second runner arrives while the first is still migrating
+    "sqlite": "CREATE TABLE big AS WITH RECURSIVE c(x) AS "
+              "(SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000) SELECT x FROM c;",
+    "postgresql": "SELECT pg_sleep(0.3);",
+}
+
+
+def _run(url: str, folder: str, barrier, results) -> None:
+    db = embeddb.connect(url)
+    barrier.wait()
+    try:
+        results.put(("ok", migrate.up(db, folder, backup=False, lock_timeout=30).names))
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the test
+        results.put(("error", repr(exc)))
+
+
+def _race(url: str, folder: Path) -> list[tuple[str, list[str]]]:
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(2), context.Queue()
+    procs = [context.Process(target=_run, args=(url, str(folder), barrier, results))
+             for _ in range(2)]
+    for proc in procs:
+        proc.start()
+    outcome = [results.get(timeout=60) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=30)
+    return outcome
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def race_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'race.db'}"
+    return request.getfixturevalue("pg_schema_url")
+
+
+def test_two_processes_started_together_apply_each_migration_once(race_url, tmp_path):
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    backend = "sqlite" if race_url.startswith("sqlite") else "postgresql"
+    (folder / "0001_hits.up.sql").write_text("CREATE TABLE hits (n INTEGER);")
+    (folder / "0002_slow.up.sql").write_text(SLOW[backend])
+    (folder / "0003_count.up.sql").write_text("INSERT INTO hits (n) VALUES (1);")
+    outcome = _race(race_url, folder)
+    assert [status for status, _ in outcome] == ["ok", "ok"], outcome
+    applied = sorted(name for _, names in outcome for name in names)
+    assert applied == ["0001_hits", "0002_slow", "0003_count"]
+    assert sorted(len(names) for _, names in outcome) == [0, 3]  # the second found nothing
+    db = embeddb.connect(race_url)
+    try:
+        assert db.execute_sql("SELECT COUNT(*) FROM hits").fetchone()[0] == 1
+        assert migrate.current_version(db) == 3
+    finally:
+        db.close()
+        if hasattr(db, "close_all"):
+            db.close_all()
