@@ -14,7 +14,6 @@ from typing import Any
 
 import diskcache
 
-from .generations import LocalGenerations
 from .memory import MISSING
 from .stats import TierStats
 
@@ -37,7 +36,7 @@ class DiskTier:
         self._cache = diskcache.Cache(directory, size_limit=size_limit, timeout=timeout)
 
     def lookup(
-        self, key: str, generations: LocalGenerations
+        self, key: str, counters: memoryview
     ) -> tuple[Any, float, tuple[int, ...], int]:
         """``(value, seconds left, slots, token)`` for a live entry, else ``(MISSING, 0, (), 0)``."""
         try:
@@ -52,9 +51,10 @@ class DiskTier:
             return _ABSENT
         try:
             slots, token, value = found
-            live = generations.total(slots) == token
+            live = sum([counters[s] for s in slots]) == token
         except Exception:  # noqa: BLE001 - an entry of the wrong shape is corrupt
             self.stats.errors += 1
+            self._drop(key)
             live = False
         if not live:
             self.stats.stale += 1

@@ -29,13 +29,15 @@ MAGIC = b"EMBDGEN1"
 HEADER = 64  # magic (8) + boot id (36) + padding
 SLOTS = 1 << 16  # 512 KiB of counters: collisions among live names stay rare
 EPOCH = 0  # slot every entry includes: bumping it invalidates everything
+WRITES = 1  # bumped after every other bump: unchanged means "nothing was invalidated since"
+FIRST = 2  # first slot for names
 # A removed or replaced counter file is noticed at the latest this long after it happened.
 RECHECK_SECONDS = 0.5
 
 
 def slot_of(name: str) -> int:
-    """The slot of ``name``: a stable hash (the same in every process), never the epoch slot."""
-    return zlib.crc32(name.encode()) % (SLOTS - 1) + 1
+    """The slot of ``name``: a stable hash (the same in every process), past the fixed slots."""
+    return zlib.crc32(name.encode()) % (SLOTS - FIRST) + FIRST
 
 
 def _boot_id() -> bytes:
@@ -51,6 +53,7 @@ class LocalGenerations:
 
     shared = False
     opened = 1  # how many times the counters were (re)opened
+    next_check = float("inf")  # monotonic time of the next check() that does any work
 
     def __init__(self) -> None:
         self._buffer = bytearray(SLOTS * 8)
@@ -61,7 +64,7 @@ class LocalGenerations:
     def total(self, slots: Iterable[int]) -> int:
         """The sum of the counters of ``slots`` (an entry's validity token)."""
         counters = self.counters
-        return sum(counters[s] for s in slots)
+        return sum([counters[s] for s in slots])
 
     def bump(self, slots: Iterable[int]) -> None:
         """Advance the counters of ``slots``: every entry that includes one becomes stale."""
@@ -69,6 +72,7 @@ class LocalGenerations:
             counters = self.counters
             for s in set(slots):
                 counters[s] += 1
+            counters[WRITES] += 1  # last, so a reader that sees it unchanged saw no bump
 
     def check(self) -> bool:
         """True while the counters are usable (always, in memory)."""
@@ -113,7 +117,7 @@ class SharedGenerations(LocalGenerations):
         self._inode = os.fstat(fd).st_ino
         self._view = memoryview(self._map)
         self.counters = self._view[HEADER:].cast("Q")
-        self._checked_at = time.monotonic()
+        self.next_check = time.monotonic() + RECHECK_SECONDS
         self.opened += 1
 
     def _prepare(self, fd: int) -> bool:
@@ -141,6 +145,7 @@ class SharedGenerations(LocalGenerations):
                 counters = self.counters
                 for s in set(slots):
                     counters[s] += 1
+                counters[WRITES] += 1  # last, so a reader that sees it unchanged saw no bump
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 
@@ -151,9 +156,9 @@ class SharedGenerations(LocalGenerations):
         when the counters cannot be used (the caller then bypasses the cache).
         """
         now = time.monotonic()
-        if not force and now - self._checked_at < RECHECK_SECONDS:
+        if not force and now < self.next_check:
             return True
-        self._checked_at = now
+        self.next_check = now + RECHECK_SECONDS
         try:
             current = os.stat(self.path).st_ino
         except OSError:
@@ -171,6 +176,7 @@ class SharedGenerations(LocalGenerations):
             # process still mapping it. The old mapping stays open: another thread may be
             # reading it right now.
             old[3][EPOCH] += 1
+            old[3][WRITES] += 1
             self._retired.append(old)
         return True
 

@@ -13,6 +13,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable
+from time import monotonic
 from typing import Any, TypeVar
 
 import peewee
@@ -85,6 +86,7 @@ class Cache:
         self._name_prefix = f"{namespace}|"
         self._version_prefix = f"embeddb:{FORMAT}:{schema_version}:"
         self._vlen = len(self._version_prefix)
+        self._prefixes: dict[str | None, str] = {}
         self.l1 = MemoryTier(l1_size, verify=consistency == "strict")
         self.loads = LoadStats()
         self.l2: DiskTier | None = None
@@ -150,7 +152,11 @@ class Cache:
     # -- keys -----------------------------------------------------------------------------------
 
     def _key(self, key: Any, family: str | None) -> str:
-        return f"{self._version_prefix}{self._name_prefix}{family or DEFAULT_FAMILY}:{key}"
+        prefix = self._prefixes.get(family)
+        if prefix is None:
+            prefix = f"{self._version_prefix}{self._name_prefix}{family or DEFAULT_FAMILY}:"
+            self._prefixes[family] = prefix
+        return prefix + (key if type(key) is str else str(key))
 
     def _slots(self, full_key: str, tags: Iterable[str]) -> tuple[int, ...]:
         # Slots ignore the schema version: a write by an older app version still invalidates.
@@ -168,13 +174,13 @@ class Cache:
 
         Inside a transaction of the bound database the cache is bypassed and ``default`` returned.
         """
-        gens = self._usable()
-        if gens is None:
+        counters = self._counters()
+        if counters is None:
             return default
         full = self._key(key, family)
-        value = self.l1.lookup(full, gens)
+        value = self.l1.lookup(full, counters, monotonic())
         if value is MISSING:
-            value = self._from_l2(full, gens)
+            value = self._from_l2(full)
         return default if value is MISSING else value
 
     def get_or_set(
@@ -196,33 +202,37 @@ class Cache:
         :raises CacheValueError: ``loader`` returned a live model instance.
         :raises Exception: whatever ``loader`` raises (nothing is cached then).
         """
-        gens = self._usable()
-        if gens is None:
+        counters = self._counters()
+        if counters is None:
             self.loads.bypassed += 1
             return loader()
         full = self._key(key, family)
-        value = self.l1.lookup(full, gens)
+        value = self.l1.lookup(full, counters, monotonic())
         if value is not MISSING:
             return value
-        value = self._from_l2(full, gens)
+        value = self._from_l2(full)
         if value is not MISSING:
             return value
         slots = self._slots(full, tags)
-        return self._load(full, slots, loader, self._ttl(family, ttl), gens)
+        return self._load(full, slots, loader, self._ttl(family, ttl))
 
-    def _usable(self) -> gen.LocalGenerations | None:
+    def _counters(self) -> memoryview | None:
+        """The generation counters, or None when the cache must be bypassed right now."""
+        db = self.db
+        if db is not None and db._state.transactions:  # db.in_transaction(), without a call
+            return None
         gens = self.generations
-        if gens is None or (self.db is not None and self.db.in_transaction()):
+        if gens is None:
             return None
-        if not gens.check():
+        if monotonic() >= gens.next_check and not gens.check():
             return None
-        return gens
+        return gens.counters
 
-    def _from_l2(self, full: str, gens: gen.LocalGenerations) -> Any:
+    def _from_l2(self, full: str) -> Any:
         if self.l2 is None:
             return MISSING
         self._follow_generation_file()
-        value, left, slots, token = self.l2.lookup(full, gens)
+        value, left, slots, token = self.l2.lookup(full, self.generations.counters)
         if value is not MISSING and left > 0:
             self.l1.store(full, value, self._l1_ttl(left), slots, token)
         return value
@@ -242,16 +252,15 @@ class Cache:
         slots: tuple[int, ...],
         loader: Callable[[], T],
         ttl: float,
-        gens: gen.LocalGenerations,
     ) -> T:
         with self._thread_locks.hold(full, self.lock_timeout, self._waited) as alone:
             if not alone:
                 self.l1.stats.errors += 1  # lock timeout: load without protection
             else:
-                value = self.l1.lookup(full, gens)
+                value = self.l1.lookup(full, self.generations.counters, monotonic())
                 if value is not MISSING:
                     return value
-            return self._load_across_processes(full, slots, loader, ttl, gens)
+            return self._load_across_processes(full, slots, loader, ttl)
 
     def _load_across_processes(
         self,
@@ -259,24 +268,23 @@ class Cache:
         slots: tuple[int, ...],
         loader: Callable[[], T],
         ttl: float,
-        gens: gen.LocalGenerations,
     ) -> T:
         if self._file_locks is None or self.l2 is None:
-            return self._load_and_store(full, slots, loader, ttl, gens)
+            return self._load_and_store(full, slots, loader, ttl)
         try:
             held = self._file_locks.hold(slots[1], self.lock_timeout, self._waited)
             alone = held.__enter__()
         except OSError:
             self.l2.stats.errors += 1
-            return self._load_and_store(full, slots, loader, ttl, gens)
+            return self._load_and_store(full, slots, loader, ttl)
         try:
             if not alone:
                 self.l2.stats.errors += 1  # lock timeout: load without protection
             else:
-                value = self._from_l2(full, gens)
+                value = self._from_l2(full)
                 if value is not MISSING:
                     return value
-            return self._load_and_store(full, slots, loader, ttl, gens)
+            return self._load_and_store(full, slots, loader, ttl)
         finally:
             held.__exit__(None, None, None)
 
@@ -286,8 +294,8 @@ class Cache:
         slots: tuple[int, ...],
         loader: Callable[[], T],
         ttl: float,
-        gens: gen.LocalGenerations,
     ) -> T:
+        gens = self.generations
         token = gens.total(slots)
         self.loads.loads += 1
         value = loader()
@@ -326,12 +334,12 @@ class Cache:
         if self.db is not None and self.db.in_transaction():
             self.db.after_commit(lambda: self.set(key, value, family=family, ttl=ttl, tags=tags))
             return
-        gens = self._usable()
-        if gens is None:
+        if self._counters() is None:
             return
         full = self._key(key, family)
         slots = self._slots(full, tags)
-        self._store(full, value, self._ttl(family, ttl), slots, gens.total(slots))
+        token = self.generations.total(slots)
+        self._store(full, value, self._ttl(family, ttl), slots, token)
 
     def _store(
         self, full: str, value: Any, ttl: float, slots: tuple[int, ...], token: int
