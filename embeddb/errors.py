@@ -94,6 +94,14 @@ class InvalidQueryError(EmbeddbError, ValueError):
     """A caller-supplied field name, operator, ordering or cursor is not valid for the model."""
 
 
+class CacheError(EmbeddbError):
+    """The cache tier was misused (a broken L2 is never an error: reads fall back to the loader)."""
+
+
+class CacheValueError(CacheError, TypeError):
+    """A value cannot be cached, e.g. a live model instance: cache its data (a dict) instead."""
+
+
 _TRANSLATIONS: tuple[tuple[type[Exception], type[DatabaseError]], ...] = (
     (peewee.IntegrityError, IntegrityError),
     (peewee.OperationalError, OperationalError),
