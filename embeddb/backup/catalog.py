@@ -69,8 +69,8 @@ def prune(
     backups = entries(directory)
     candidates = backups[keep:] if keep is not None else backups
     if older_than is not None:
-        limit = older_than.total_seconds()
-        candidates = [e for e in candidates if e["age_seconds"] > limit]
+        cutoff = datetime.now(UTC) - older_than
+        candidates = [e for e in candidates if datetime.fromisoformat(e["created_at"]) < cutoff]
     leftovers = _leftovers(directory)
     if not dry_run:
         for entry in candidates:

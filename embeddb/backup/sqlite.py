@@ -262,11 +262,11 @@ def restore(
         raise ConfigurationError(
             "cannot restore into an in-memory database: restore into a file (--db sqlite:///x.db)"
         )
-    db.close()
     target = os.path.abspath(db.url.path)
     staging = files.temp_path(target)
     try:
         checks = verify(path, record, progress, copy_to=staging)
+        db.close()  # only now: closing the last connection checkpoints the live WAL
         safety = None
         progress("install", 0, None)
         if os.path.exists(target):
