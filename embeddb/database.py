@@ -8,6 +8,7 @@ and ``info()`` / ``health()`` / ``pool_stats()`` for operators.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
@@ -23,6 +24,10 @@ from .url import DatabaseURL, parse
 
 import psycopg2
 import psycopg2.extras
+
+
+_peewee_logger = logging.getLogger("peewee")
+_driver_errors = peewee.__exception_wrapper__  # turns DB-API errors into peewee's classes
 
 
 class _TrackedSavepoint(peewee._savepoint):
@@ -74,6 +79,53 @@ class Engine:
             super().commit()
         except peewee.PeeweeException as exc:
             raise translate(exc, self.url.password) from exc
+
+    def fetch_one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """One row of a prepared statement: the hot path for lookups by key.
+
+        Skips peewee's per-call bookkeeping unless query hooks (monitoring) or debug logging
+        are on, in which case it goes through :meth:`execute_sql` like everything else.
+        """
+        state = self._state
+        if self.query_hooks or state.closed or _peewee_logger.isEnabledFor(logging.DEBUG):
+            return self.execute_sql(sql, params).fetchone()
+        cursor = state.conn.cursor()
+        try:
+            with _driver_errors:
+                cursor.execute(sql, params)
+        except peewee.PeeweeException as exc:
+            raise translate(exc, self.url.password) from exc
+        return cursor.fetchone()
+
+    def execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
+        """Run one statement for many parameter rows; the total number of rows changed."""
+        return self._batch(lambda cursor: cursor.executemany(sql, rows), sql, len(rows))
+
+    def insert_rows(
+        self, table: str, columns: list[str], rows: list[tuple[Any, ...]], suffix: str = ""
+    ) -> int:
+        """INSERT ``rows`` into ``table`` the fastest way the driver has (``suffix``: e.g. an
+        ON CONFLICT clause); the number of rows changed."""
+        return self._batch(
+            lambda cursor: self.dialect.insert_rows(cursor, table, columns, rows, suffix),
+            f"INSERT INTO {table} ({len(rows)} rows) {suffix}".strip(),
+            len(rows),
+        )
+
+    def _batch(self, run: Callable[[Any], None], label: str, count: int) -> int:
+        start = time.perf_counter()
+        error: Exception | None = None
+        try:
+            cursor = self.cursor()
+            with _driver_errors:
+                run(cursor)
+            return cursor.rowcount
+        except peewee.PeeweeException as exc:
+            error = translate(exc, self.url.password)
+            raise error from exc
+        finally:
+            for hook in self.query_hooks:  # monitoring sees a batch as one statement
+                hook(peewee.QueryEvent(label, (count,), time.perf_counter() - start, error))
 
     @property
     def backend(self) -> str:

@@ -10,6 +10,7 @@ Bind models to a database the peewee way: ``db.bind([User, Order])`` or ``Meta.d
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable
@@ -20,12 +21,23 @@ from .errors import ConflictError, NotFoundError
 from .ids import new_id
 
 UTC = timezone.utc
-_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f+00:00"
 
 
 def utcnow() -> datetime:
     """The current time as an aware UTC datetime."""
     return datetime.now(UTC)
+
+
+_UUID_NEW = object.__new__
+_UUID_SET = object.__setattr__
+
+
+def _uuid_from_hex(value: str) -> uuid.UUID:
+    """uuid.UUID(hex) without re-validating a value the database already holds (2x faster)."""
+    result = _UUID_NEW(uuid.UUID)
+    _UUID_SET(result, "int", int(value, 16))
+    _UUID_SET(result, "is_safe", uuid.SafeUUID.unknown)
+    return result
 
 
 class IdField(peewee.UUIDField):
@@ -35,6 +47,11 @@ class IdField(peewee.UUIDField):
         kwargs.setdefault("primary_key", True)
         kwargs.setdefault("default", new_id)
         super().__init__(**kwargs)
+
+    def python_value(self, value: Any) -> uuid.UUID | None:
+        if isinstance(value, str) and len(value) == 32:
+            return _uuid_from_hex(value)
+        return super().python_value(value)
 
 
 class UTCDateTimeField(peewee.Field):
@@ -56,14 +73,20 @@ class UTCDateTimeField(peewee.Field):
             raise TypeError(f"{self.name}: expected a datetime, got {type(value).__name__}")
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
-        return value.astimezone(UTC).strftime(_TIMESTAMP_FORMAT)
+        elif value.tzinfo is not UTC:
+            value = value.astimezone(UTC)
+        # Fixed width (always microseconds) keeps text order equal to time order.
+        return value.isoformat(" ", "microseconds")
 
     def python_value(self, value: Any) -> datetime | None:
         if value is None:
             return None
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
-        if value.tzinfo is None:
+        tz = value.tzinfo
+        if tz is UTC:
+            return value
+        if tz is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
 

@@ -1,0 +1,2 @@
+DROP INDEX services_search_vector;
+ALTER TABLE services DROP COLUMN search_vector;

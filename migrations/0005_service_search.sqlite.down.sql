@@ -1,0 +1,4 @@
+DROP TRIGGER services_fts_delete;
+DROP TRIGGER services_fts_update;
+DROP TRIGGER services_fts_insert;
+DROP TABLE services_fts;
