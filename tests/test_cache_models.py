@@ -96,14 +96,13 @@ def test_save_invalidates_after_commit_only(cache, observer, db):
 def test_rolled_back_write_invalidates_and_caches_nothing(cache, observer, db):
     item = Item.create(name="v1")
     cache.get_row(Item, item.id)
-    with pytest.raises(RuntimeError):
-        with db.atomic():
-            item.name = "v2"
-            item.save()
-            ghost = Item.create(name="ghost")
-            assert cache.get_row(Item, ghost.id)["name"] == "ghost"
-            cache.set("computed", "from uncommitted data")
-            raise RuntimeError("roll back")
+    with pytest.raises(RuntimeError), db.atomic():
+        item.name = "v2"
+        item.save()
+        ghost = Item.create(name="ghost")
+        assert cache.get_row(Item, ghost.id)["name"] == "ghost"
+        cache.set("computed", "from uncommitted data")
+        raise RuntimeError("roll back")
     assert cached(observer, Item, item.id)["name"] == "v1"  # still valid: nothing changed
     assert cached(observer, Item, ghost.id) is None
     assert observer.get("computed") is None
@@ -117,11 +116,10 @@ def test_rolled_back_savepoint_invalidates_nothing(cache, observer, db):
     with db.atomic():
         b.name = "b2"
         b.save()
-        with pytest.raises(RuntimeError):
-            with db.atomic():
-                a.name = "a2"
-                a.save()
-                raise RuntimeError("roll back the savepoint")
+        with pytest.raises(RuntimeError), db.atomic():
+            a.name = "a2"
+            a.save()
+            raise RuntimeError("roll back the savepoint")
     assert cached(observer, Item, a.id)["name"] == "a1"
     assert cached(observer, Item, b.id) is None
     assert cache.get_row(Item, b.id)["name"] == "b2"
@@ -193,10 +191,9 @@ def test_explicit_invalidate_after_commit(cache, observer, db):
         assert observer.get("report") == 1
     assert observer.get("report") is None
     cache.set("report", 2, tags=["reports"])
-    with pytest.raises(RuntimeError):
-        with db.atomic():
-            cache.invalidate_after_commit(db, ["report"])
-            raise RuntimeError
+    with pytest.raises(RuntimeError), db.atomic():
+        cache.invalidate_after_commit(db, ["report"])
+        raise RuntimeError
     assert observer.get("report") == 2
 
 
