@@ -1,0 +1,152 @@
+"""Maintenance tasks on SQLite files, :memory: and PostgreSQL, and their CLI."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import embeddb
+from embeddb import maintenance
+from embeddb.cli import cli
+from embeddb.models import UTCDateTimeField, utcnow
+
+_TS = UTCDateTimeField()
+
+
+def _create_cleanup_tables(db) -> None:
+    ts = db.dialect.field_types["TIMESTAMPTZ"]
+    db.execute_sql(f"CREATE TABLE sessions (id INTEGER PRIMARY KEY, expires_at {ts} NOT NULL)")
+    db.execute_sql(f"CREATE TABLE api_keys (id INTEGER PRIMARY KEY, revoked_at {ts}, "
+                   f"expires_at {ts})")
+    db.execute_sql(f"CREATE TABLE tool_executions (id INTEGER PRIMARY KEY, "
+                   f"created_at {ts} NOT NULL)")
+
+
+def _fill(db, now) -> None:
+    p = db.param
+    day = timedelta(days=1)
+    rows = {
+        "sessions": [((now - day * i),) for i in range(-2, 3)],  # 2 expired, 1 ~now, 2 future
+        "api_keys": [
+            (now - day * 40, None),  # revoked long ago: goes
+            (now - day * 5, None),  # revoked recently: grace period, stays
+            (None, now - day * 31),  # expired past the grace: goes
+            (None, now + day),  # valid: stays
+            (None, None),  # never expires: stays
+        ],
+        "tool_executions": [(now - day * d,) for d in (1, 89, 91, 200, 365)],
+    }
+    columns = {"sessions": "expires_at", "api_keys": "revoked_at, expires_at",
+               "tool_executions": "created_at"}
+    with db.atomic():
+        for table, values in rows.items():
+            for i, row in enumerate(values, start=1):
+                marks = ", ".join([p] * (len(row) + 1))
+                db.execute_sql(f"INSERT INTO {table} (id, {columns[table]}) VALUES ({marks})",
+                               (i, *[_TS.db_value(v) for v in row]))
+
+
+def _count(db, table: str) -> int:
+    return db.execute_sql(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def test_cleanup_dry_run_then_batched_delete(db) -> None:
+    now = utcnow()
+    _create_cleanup_tables(db)
+    _fill(db, now)
+    dry = maintenance.cleanup(db, now=now + timedelta(seconds=1), dry_run=True)
+    expected = {"sessions": 3, "api_keys": 2, "tool_executions": 3}
+    assert dry["deleted"] == expected and dry["skipped"] == []
+    assert _count(db, "sessions") == 5  # nothing deleted by a dry run
+
+    batches = []
+    done = maintenance.cleanup(db, now=now + timedelta(seconds=1), batch_size=1,
+                               progress=lambda table, n: batches.append((table, n)))
+    assert done["deleted"] == expected
+    assert batches.count(("sessions", 3)) == 2  # three batches of one, then an empty one
+    assert (_count(db, "sessions"), _count(db, "api_keys"), _count(db, "tool_executions")) == (
+        2, 3, 2)
+    assert maintenance.cleanup(db, now=now + timedelta(seconds=1))["deleted"] == {
+        "sessions": 0, "api_keys": 0, "tool_executions": 0}
+
+
+def test_cleanup_skips_missing_tables(db) -> None:
+    result = maintenance.cleanup(db)
+    assert result["skipped"] == ["sessions", "api_keys", "tool_executions"]
+    assert result["deleted"] == {}
+
+
+def test_vacuum_analyze_optimize_integrity(db) -> None:
+    db.execute_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    with db.atomic():
+        for i in range(200):
+            db.execute_sql(f"INSERT INTO t VALUES ({db.param}, {db.param})", (i, "x" * 200))
+    db.execute_sql("DELETE FROM t WHERE id >= 20")
+    vacuumed = maintenance.vacuum(db)
+    assert vacuumed["size_after"] <= vacuumed["size_before"]
+    assert maintenance.analyze(db)["task"] == "analyze"
+    assert maintenance.optimize(db)["task"] == "optimize"
+    report = maintenance.integrity(db)
+    assert report["ok"] is True and report["problems"] == [] and report["checks"]
+
+
+def test_checkpoint_reports_wal_sizes(sqlite_file_url: str) -> None:
+    db = embeddb.connect(sqlite_file_url)
+    db.execute_sql("CREATE TABLE t (x)")
+    with db.atomic():
+        for i in range(500):
+            db.execute_sql("INSERT INTO t VALUES (?)", (str(i) * 50,))
+    result = maintenance.checkpoint(db)
+    assert result["wal_bytes_before"] > 0
+    assert result["wal_bytes_after"] == 0 and result["complete"] is True
+
+
+def test_checkpoint_on_memory_and_postgres(db) -> None:
+    if db.backend == "sqlite" and not db.is_memory:
+        pytest.skip("covered by test_checkpoint_reports_wal_sizes")
+    result = maintenance.checkpoint(db)
+    assert result["task"] == "checkpoint"
+
+
+def test_integrity_finds_foreign_key_violation_and_cli_exits_1(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'bad.db'}"
+    db = embeddb.connect(url, )
+    db.execute_sql("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    db.execute_sql("CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id REFERENCES parent)")
+    db.execute_sql("PRAGMA foreign_keys = OFF")
+    db.execute_sql("INSERT INTO child VALUES (1, 99)")
+    db.execute_sql("PRAGMA foreign_keys = ON")
+    report = maintenance.integrity(db)
+    assert report["ok"] is False and "child" in report["problems"][0]
+    db.close()
+    result = CliRunner().invoke(cli, ["--db", url, "maintenance", "integrity"])
+    assert result.exit_code == 1 and "foreign key violation" in result.output
+    as_json = CliRunner().invoke(cli, ["--db", url, "maintenance", "integrity", "--json"])
+    assert as_json.exit_code == 1 and json.loads(as_json.stdout)["ok"] is False
+
+
+@pytest.mark.parametrize("task", ["vacuum", "analyze", "optimize", "checkpoint", "integrity"])
+def test_cli_tasks(db_url: str, task: str) -> None:
+    if db_url.endswith(":memory:"):
+        pytest.skip("a CLI invocation opens its own, empty in-memory database")
+    result = CliRunner().invoke(cli, ["--db", db_url, "maintenance", task, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["task"] == task
+
+
+def test_cli_cleanup_dry_run(sqlite_file_url: str) -> None:
+    db = embeddb.connect(sqlite_file_url)
+    _create_cleanup_tables(db)
+    _fill(db, utcnow())
+    db.close()
+    result = CliRunner().invoke(cli, ["--db", sqlite_file_url, "maintenance", "cleanup",
+                                      "--dry-run", "--json", "--execution-retention", "100d"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["deleted"]["tool_executions"] == 2
+    bad = CliRunner().invoke(cli, ["--db", sqlite_file_url, "maintenance", "cleanup",
+                                   "--api-key-grace", "soon"])
+    assert bad.exit_code == 1 and bad.output.startswith("Error: age 'soon'")
