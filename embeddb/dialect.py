@@ -63,6 +63,11 @@ class Dialect:
         """
         raise NotImplementedError
 
+    # -- schema (embeddb.schema) --
+    def schema_sql(self, db: Any) -> str:
+        """The schema of ``db`` as SQL, for review in diffs."""
+        raise NotImplementedError
+
     # -- migrations (embeddb.migrate) --
     #: names accepted for this backend in variant files, e.g. 0003_search.sqlite.up.sql
     migration_variants: tuple[str, ...] = ()
@@ -159,6 +164,20 @@ class SqliteDialect(Dialect):
         )
         return sql, (terms, limit)
 
+    # -- schema (embeddb.schema) --
+    def schema_sql(self, db: Any) -> str:
+        rows = db.execute_sql(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master "
+            "WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY tbl_name, type DESC, name"
+        ).fetchall()
+        virtual = {name for kind, name, _, sql in rows if sql.upper().startswith("CREATE VIRTUAL")}
+        statements = [
+            f"{sql};" for kind, name, _, sql in rows
+            # FTS5 creates its own shadow tables; dumping them would break a replay.
+            if not (kind == "table" and any(name.startswith(f"{v}_") for v in virtual))
+        ]
+        return "\n\n".join(statements) + "\n"
+
     # -- migrations (embeddb.migrate) --
     migration_variants = ("sqlite",)
     migrations_table_ddl = (
@@ -248,6 +267,29 @@ class PostgresDialect(Dialect):
             f"AND {where} ORDER BY ts_rank(t.search_vector, {query}) DESC, t.id LIMIT %s"
         )
         return sql, (terms, terms, limit)
+
+    # -- schema (embeddb.schema) --
+    def schema_sql(self, db: Any) -> str:
+        import subprocess
+
+        from .backup.postgres import client_env, tool
+
+        args = [tool("pg_dump"), "--schema-only", "--no-owner", "--no-privileges"]
+        if db.settings.schema:
+            args += ["--schema", db.settings.schema]
+        done = subprocess.run(args, env=client_env(db.url), capture_output=True, text=True,
+                              check=False)
+        if done.returncode:
+            from .errors import DatabaseError
+
+            message = " ".join(done.stderr.split())
+            if db.url.password:
+                message = message.replace(db.url.password, "***")
+            raise DatabaseError(f"pg_dump --schema-only failed: {message}")
+        # Drop pg_dump's SET preamble and comments: only the schema itself, stable across runs.
+        lines = [line for line in done.stdout.splitlines()
+                 if line and not line.startswith(("--", "SET ", "SELECT pg_catalog.set_config"))]
+        return "\n".join(lines) + "\n"
 
     # -- migrations (embeddb.migrate) --
     migration_variants = ("postgres", "postgresql")

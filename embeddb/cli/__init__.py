@@ -19,6 +19,7 @@ from .info import info
 from .maintenance import maintenance
 from .migrate import migrate
 from .options import CliState, db_option
+from .schema import schema
 
 
 class EmbeddbGroup(click.Group):
@@ -58,6 +59,7 @@ cli.add_command(info)
 cli.add_command(backup)
 cli.add_command(maintenance)
 cli.add_command(migrate)
+cli.add_command(schema)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,141 @@
+"""Compare models with a migrated database, and dump the database's schema as SQL.
+
+``check`` catches the drift migrations and models accumulate: a column added in SQL but not in
+the model, a nullability changed on one side, an index the repositories rely on that no
+migration created. ``dump`` writes the schema for review in diffs, like dbmate's schema.sql.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import peewee
+
+_FAMILIES = (
+    ("uuid", "uuid"),
+    ("timestamp", "timestamp"),
+    ("datetime", "timestamp"),
+    ("json", "json"),
+    ("bool", "boolean"),
+    ("int", "integer"),
+    ("serial", "integer"),
+    ("char", "text"),
+    ("text", "text"),
+    ("clob", "text"),
+    ("real", "number"),
+    ("double", "number"),
+    ("float", "number"),
+    ("numeric", "number"),
+    ("decimal", "number"),
+    ("blob", "binary"),
+    ("bytea", "binary"),
+)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One way the database differs from the models."""
+
+    table: str
+    kind: str  # missing-table, missing-column, type, nullability, missing-index, extra-column
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.table}: {self.detail}"
+
+
+def type_family(sql_type: str) -> str:
+    """Reduce a column type to what matters for compatibility (``varchar(40)`` -> ``text``)."""
+    lowered = sql_type.lower()
+    for marker, family in _FAMILIES:
+        if marker in lowered:
+            return family
+    return lowered or "untyped"
+
+
+def check(db: Any, models: Iterable[type[peewee.Model]]) -> list[Difference]:
+    """Every difference between ``models`` and the tables of ``db``; empty when they agree."""
+    tables = set(db.get_tables())
+    differences: list[Difference] = []
+    for model in models:
+        table = model._meta.table_name
+        if table not in tables:
+            differences.append(Difference(table, "missing-table", "table does not exist"))
+            continue
+        differences += _check_columns(db, model, table)
+        differences += _check_indexes(db, model, table)
+    return differences
+
+
+def _expected_type(db: Any, field: peewee.Field) -> str:
+    field_type = field.field_type
+    if isinstance(field, peewee.ForeignKeyField):
+        field_type = field.rel_field.field_type
+    return db.get_context_options()["field_types"].get(field_type, field_type)
+
+
+def _check_columns(db: Any, model: type[peewee.Model], table: str) -> list[Difference]:
+    columns = {c.name: c for c in db.get_columns(table)}
+    differences = []
+    for field in model._meta.sorted_fields:
+        column = columns.pop(field.column_name, None)
+        if column is None:
+            differences.append(Difference(table, "missing-column",
+                                          f"column {field.column_name} does not exist"))
+            continue
+        expected, actual = type_family(_expected_type(db, field)), type_family(column.data_type)
+        if expected != actual:
+            differences.append(Difference(
+                table, "type", f"column {field.column_name} is {column.data_type} ({actual}), "
+                f"model says {expected}"))
+        nullable = field.null and not field.primary_key
+        if bool(column.null) != nullable:
+            differences.append(Difference(
+                table, "nullability", f"column {field.column_name} is "
+                f"{'NULL' if column.null else 'NOT NULL'} in the database, model says "
+                f"{'NULL' if nullable else 'NOT NULL'}"))
+    for name, column in columns.items():
+        if not column.null and column.default is None:
+            differences.append(Difference(
+                table, "extra-column", f"column {name} is NOT NULL without a default and "
+                "not in the model: inserts through the model will fail"))
+    return differences
+
+
+def _expected_indexes(model: type[peewee.Model]) -> list[tuple[tuple[str, ...], bool]]:
+    meta = model._meta
+    expected = [
+        ((f.column_name,), bool(f.unique))
+        for f in meta.sorted_fields
+        if (f.index or f.unique) and not f.primary_key
+    ]
+    for spec in meta.indexes:
+        if isinstance(spec, tuple):
+            names, unique = spec
+            columns = tuple(meta.fields[n].column_name if n in meta.fields else n for n in names)
+            expected.append((columns, bool(unique)))
+    return expected
+
+
+def _check_indexes(db: Any, model: type[peewee.Model], table: str) -> list[Difference]:
+    present = [(tuple(i.columns), bool(i.unique)) for i in db.get_indexes(table)]
+    differences = []
+    for columns, unique in _expected_indexes(model):
+        if not any(_covers(have, columns, unique) for have in present):
+            kind = "unique index" if unique else "index"
+            differences.append(Difference(
+                table, "missing-index", f"no {kind} on ({', '.join(columns)})"))
+    return differences
+
+
+def _covers(have: tuple[tuple[str, ...], bool], columns: tuple[str, ...], unique: bool) -> bool:
+    have_columns, have_unique = have
+    if unique:
+        return have_unique and have_columns == columns
+    return have_columns[: len(columns)] == columns
+
+
+def dump(db: Any) -> str:
+    """The database's schema as SQL (tables, indexes, triggers, views), stable across runs."""
+    return db.dialect.schema_sql(db)
