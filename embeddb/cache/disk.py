@@ -8,8 +8,14 @@ are ``(slots, token, value)`` and are checked against the generation counters li
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import pickle
+import sqlite3
+import threading
 import time
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import diskcache
@@ -18,6 +24,9 @@ from .memory import MISSING
 from .stats import TierStats
 
 _ABSENT: tuple[Any, float, tuple[int, ...], int] = (MISSING, 0.0, (), 0)
+# Hits read diskcache's table directly (its documented file, cache.db): the public get() costs
+# ~4 µs more per hit. Entries kept in separate files (values over 32 KiB) go through get().
+_HIT_SQL = "SELECT expire_time, value FROM Cache WHERE key = ? AND raw = 1"
 
 
 class DiskTier:
@@ -34,25 +43,29 @@ class DiskTier:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         # Keep the default eviction policy (least-recently-stored): a hit then writes nothing.
         self._cache = diskcache.Cache(directory, size_limit=size_limit, timeout=timeout)
+        self._path = os.path.join(directory, "cache.db")
+        self._timeout = timeout
+        self._local = threading.local()
 
     def lookup(
         self, key: str, counters: memoryview
     ) -> tuple[Any, float, tuple[int, ...], int]:
         """``(value, seconds left, slots, token)`` for a live entry, else ``(MISSING, 0, (), 0)``."""
         try:
-            found, expire_time = self._cache.get(key, default=MISSING, expire_time=True)
+            found = self._read(key)
         except Exception:  # noqa: BLE001 - any L2 failure is a miss, see the module docstring
             self.stats.errors += 1
             self.stats.misses += 1
             self._drop(key)
             return _ABSENT
-        if found is MISSING:
+        if found is None:
             self.stats.misses += 1
             return _ABSENT
+        expire_time, data = found
         try:
-            slots, token, value = found
+            slots, token, value = _loads(data)
             live = sum([counters[s] for s in slots]) == token
-        except Exception:  # noqa: BLE001 - an entry of the wrong shape is corrupt
+        except Exception:  # noqa: BLE001 - an entry that does not decode is corrupt
             self.stats.errors += 1
             self._drop(key)
             live = False
@@ -64,12 +77,29 @@ class DiskTier:
         left = expire_time - time.time() if expire_time is not None else float("inf")
         return value, left, slots, token
 
+    def _read(self, key: str) -> tuple[float | None, bytes] | None:
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            local.con = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None)
+            local.pid = os.getpid()
+        row = local.con.execute(_HIT_SQL, (key,)).fetchone()
+        if row is None:
+            return None
+        expire_time, data = row
+        if expire_time is not None and expire_time <= time.time():
+            return None
+        if data is None:  # kept in a file of its own
+            data = self._cache.get(key)
+            if data is None:
+                return None
+        return expire_time, data
+
     def store(
         self, key: str, value: Any, ttl: float, slots: tuple[int, ...], token: int
     ) -> None:
         """Keep ``value`` for ``ttl`` seconds; a failure is counted, not raised."""
         try:
-            self._cache.set(key, (slots, token, value), expire=ttl)
+            self._cache.set(key, _dumps((slots, token, value)), expire=ttl)
         except Exception:  # noqa: BLE001
             self.stats.errors += 1
             return
@@ -108,3 +138,38 @@ class DiskTier:
             self._cache.delete(key)
         except Exception:  # noqa: BLE001
             self.stats.errors += 1
+
+
+class _Pickler(pickle.Pickler):
+    """Pickles UUIDs and UTC datetimes (every row has them) into cheaper-to-load forms:
+    their default pickles cost ~2.5 and ~3 µs each to load, these well under 1 µs."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind is uuid.UUID:
+            return _uuid, (obj.int,)
+        if kind is datetime and obj.tzinfo is UTC:
+            return _utc, (obj.year, obj.month, obj.day, obj.hour, obj.minute, obj.second,
+                          obj.microsecond)
+        return NotImplemented
+
+
+def _dumps(value: Any) -> bytes:
+    buffer = io.BytesIO()
+    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    return buffer.getvalue()
+
+
+def _loads(data: bytes) -> Any:
+    return pickle.loads(data)
+
+
+def _uuid(number: int) -> uuid.UUID:
+    value = object.__new__(uuid.UUID)
+    object.__setattr__(value, "int", number)
+    object.__setattr__(value, "is_safe", uuid.SafeUUID.unknown)
+    return value
+
+
+def _utc(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=UTC)
