@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
@@ -92,6 +93,17 @@ def sha256_file(path: str, phase: str = "hashing", progress: Progress = no_progr
             done += len(chunk)
             progress(phase, done, total)
     return digest.hexdigest()
+
+
+def sha256_and_sync(path: str, phase: str, progress: Progress = no_progress) -> str:
+    """:func:`sha256_file` while another thread fsyncs the file: both release the GIL, so the
+    flush to disk and the read back overlap instead of adding up."""
+    sync = threading.Thread(target=fsync_path, args=(path,), daemon=True)
+    sync.start()
+    try:
+        return sha256_file(path, phase, progress)
+    finally:
+        sync.join()
 
 
 def copy_stream(

@@ -71,7 +71,7 @@ def create(db: Any, final: str, compress: bool, progress: Progress) -> Manifest:
             if compress:
                 digests = _compress(snapshot, temp, progress)
             else:
-                sha = files.sha256_file(snapshot, "checksum", progress)
+                sha = files.sha256_and_sync(snapshot, "checksum", progress)
                 size = os.path.getsize(snapshot)
                 digests = (sha, size, sha, size)
         finally:
