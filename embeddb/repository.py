@@ -291,7 +291,8 @@ class Repository(Generic[M]):
                 f"unknown aggregate {function!r}; known: {', '.join(sorted(_AGGREGATES))}"
             )
         column = self.field(field)
-        query = self.model.select(getattr(peewee.fn, function.upper())(column))
+        # Raw database value (coerce off): converted below once, the same way on both backends.
+        query = self.model.select(getattr(peewee.fn, function.upper())(column).coerce(False))
         expression = self.where(filters, **lookups)
         if expression is not None:
             query = query.where(expression)

@@ -1,0 +1,275 @@
+"""The generic Repository on every backend: reads, writes, pagination, bulk paths, validation."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import peewee
+import pytest
+from playhouse.test_utils import count_queries
+
+from embeddb.errors import ConflictError, IntegrityError, InvalidQueryError, NotFoundError
+from embeddb.models import (
+    BaseModel,
+    JSONField,
+    MoneyField,
+    SoftDeleteModel,
+    UTCDateTimeField,
+    VersionedModel,
+)
+from embeddb.repository import Repository
+
+
+class Product(SoftDeleteModel, VersionedModel):
+    sku = peewee.TextField(unique=True)
+    name = peewee.TextField()
+    rank = peewee.IntegerField(default=0, index=True)
+    price = MoneyField(default=0)
+    attributes = JSONField(default=dict)
+    available_at = UTCDateTimeField(null=True)
+    active = peewee.BooleanField(default=True)
+
+
+class Event(BaseModel):
+    kind = peewee.TextField()
+    seq = peewee.IntegerField()
+
+
+@pytest.fixture
+def repo(db):
+    db.bind([Product, Event])
+    db.create_tables([Product, Event])
+    yield Repository(Product, db)
+    db.drop_tables([Product, Event])
+
+
+def _seed(repo, n=30):
+    return repo.bulk_create(
+        {"sku": f"s{i:03d}", "name": f"product {i}", "rank": i % 5, "price": Decimal(i)}
+        for i in range(n)
+    )
+
+
+def test_get_returns_typed_model_and_raises_not_found(repo):
+    when = datetime(2030, 5, 1, 12, tzinfo=timezone.utc)
+    created = repo.create(sku="a", name="A", price="9.99", attributes={"k": [1]},
+                          available_at=when)
+    got = repo.get(created.id)
+    assert (got.sku, got.price, got.attributes, got.available_at, got.active) == (
+        "a", Decimal("9.99"), {"k": [1]}, when, True)
+    assert got.created_at.tzinfo is not None and got.version == 1
+    assert repo.get_or_none(created.id.hex) is not None
+    missing = Product().id
+    assert repo.get_or_none(missing) is None
+    with pytest.raises(NotFoundError, match="not found"):
+        repo.get(missing)
+
+
+def test_fast_get_matches_peewee(repo):
+    _seed(repo, 5)
+    for product in Product.select():
+        assert repo.get(product.id).__data__ == product.__data__
+
+
+def test_find_filters_ordering_limit(repo):
+    _seed(repo)
+    found = repo.find(rank=2, order_by="-sku", limit=3)
+    assert [p.sku for p in found] == ["s027", "s022", "s017"]
+    assert [p.sku for p in repo.find({"sku__in": ["s001", "s002"], "rank__gte": 2})] == ["s002"]
+    assert repo.count(rank__lt=2) == 12
+    assert repo.exists(sku="s005") and not repo.exists(sku="nope")
+    assert [p.sku for p in repo.find(name__startswith="product 2", order_by="sku")][:2] == [
+        "s002", "s020"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"nope": 1}, {"sku__regex": "x"}, {"sku; DROP TABLE product": 1}, {"__class__": 1}],
+)
+def test_unknown_fields_and_operators_never_reach_sql(repo, bad):
+    _seed(repo, 3)
+    with pytest.raises(InvalidQueryError):
+        repo.find(bad)
+    assert repo.count() == 3
+
+
+@pytest.mark.parametrize("order", ["nope", "-sku; DROP TABLE product", "price)"])
+def test_unknown_ordering_is_refused(repo, order):
+    with pytest.raises(InvalidQueryError, match="unknown field"):
+        repo.find(order_by=order)
+
+
+def test_aggregates_keep_money_exact(repo):
+    _seed(repo, 10)
+    assert repo.aggregate("sum", "price") == Decimal("45.00")
+    assert repo.aggregate("max", "price", rank=1) == Decimal("6.00")
+    assert repo.aggregate("avg", "price") == Decimal("4.50")
+    assert repo.aggregate("count", "id", rank=9) == 0
+    with pytest.raises(InvalidQueryError):
+        repo.aggregate("median", "price")
+
+
+def test_offset_pagination(repo):
+    _seed(repo, 23)
+    page = repo.paginate(3, 10, order_by="sku")
+    assert (page.total, page.pages, page.has_next) == (23, 3, False)
+    assert [p.sku for p in page.items] == ["s020", "s021", "s022"]
+    with pytest.raises(InvalidQueryError):
+        repo.paginate(0, 10)
+
+
+@pytest.mark.parametrize("order_by", ["id", "rank", "-rank", "-id"])
+def test_keyset_pagination_visits_every_row_once(repo, order_by):
+    _seed(repo, 37)
+    seen, cursor = [], None
+    while True:
+        page = repo.page_after(cursor, limit=8, order_by=order_by)
+        seen += [p.sku for p in page.items]
+        if not page.has_more:
+            break
+        cursor = page.next_cursor
+    assert sorted(seen) == sorted(f"s{i:03d}" for i in range(37))
+    assert len(seen) == 37
+
+
+def test_keyset_pagination_is_stable_while_rows_are_inserted(repo):
+    _seed(repo, 20)
+    first = repo.page_after(limit=10)
+    repo.bulk_create({"sku": f"new{i}", "name": "late"} for i in range(5))  # newer ids: at the end
+    second = repo.page_after(first.next_cursor, limit=10)
+    assert not {p.sku for p in first.items} & {p.sku for p in second.items}
+    assert all(p.sku.startswith("s") for p in second.items)
+
+
+@pytest.mark.parametrize("cursor", ["garbage", "", "e30", "W10"])
+def test_bad_cursors_are_clear_errors(repo, cursor):
+    _seed(repo, 3)
+    if cursor == "":
+        assert len(repo.page_after(cursor).items) == 3
+        return
+    with pytest.raises(InvalidQueryError, match="cursor"):
+        repo.page_after(cursor)
+
+
+def test_cursor_from_another_ordering_is_refused(repo):
+    _seed(repo, 5)
+    cursor = repo.page_after(limit=2, order_by="rank").next_cursor
+    with pytest.raises(InvalidQueryError, match="ordered by 'rank'"):
+        repo.page_after(cursor, order_by="sku")
+
+
+def test_update_delete_restore(repo):
+    product = repo.create(sku="x", name="X")
+    repo.update(product.id, name="Y")
+    assert repo.get(product.id).name == "Y"
+    assert repo.delete(product.id)
+    assert repo.get_or_none(product.id) is None and repo.count() == 0
+    assert repo.restore(product.id).name == "Y"
+    assert repo.delete(product.id, permanent=True)
+    with pytest.raises(NotFoundError):
+        repo.restore(product.id)
+    assert repo.delete(product.id) is False
+
+
+def test_update_with_stale_copy_conflicts(repo):
+    product = repo.create(sku="x", name="X")
+    stale = repo.get(product.id)
+    repo.update(product.id, name="fresh")
+    with pytest.raises(ConflictError):
+        repo.update(stale, name="stale")
+    assert repo.get(product.id).name == "fresh"
+
+
+def test_update_where_skips_soft_deleted(repo):
+    _seed(repo, 6)
+    repo.delete(repo.first(sku="s000").id)
+    assert repo.update_where({"name": "bulk"}, rank__lt=5) == 5
+    assert repo.find(with_deleted=True, sku="s000")[0].name == "product 0"
+
+
+def test_bulk_create_fills_defaults_and_is_atomic(repo):
+    assert _seed(repo, 10) == 10
+    product = repo.first(sku="s003")
+    assert product.version == 1 and product.attributes == {} and product.active is True
+    assert product.created_at == product.updated_at
+    rows = [{"sku": "ok1", "name": "n"}, {"sku": "s001", "name": "duplicate"}]
+    with pytest.raises(IntegrityError):
+        repo.bulk_create(rows)
+    assert repo.count() == 10 and not repo.exists(sku="ok1")
+    with pytest.raises(InvalidQueryError, match="unknown field"):
+        repo.bulk_create([{"sku": "z", "name": "z", "colour": "red"}])
+
+
+def test_bulk_create_streams_in_batches(repo, db):
+    def rows():
+        for i in range(2500):
+            yield {"sku": f"g{i}", "name": "gen"}
+
+    assert repo.bulk_create(rows(), batch_size=1000) == 2500
+    assert repo.count() == 2500
+
+
+def test_bulk_update_checks_versions(repo):
+    _seed(repo, 5)
+    products = repo.find(order_by="sku")
+    for p in products:
+        p.rank = 100
+    assert repo.bulk_update(products, ["rank"]) == 5
+    assert repo.count(rank=100) == 5 and all(p.version == 2 for p in repo.find())
+    stale = repo.find(order_by="sku")
+    repo.update(stale[0].id, name="changed elsewhere")
+    for p in stale:
+        p.rank = 7
+    with pytest.raises(ConflictError, match="nothing was written"):
+        repo.bulk_update(stale, ["rank"])
+    assert repo.count(rank=7) == 0
+
+
+def test_upsert_is_idempotent(repo):
+    rows = [{"sku": f"u{i}", "name": f"n{i}", "price": Decimal("1.5")} for i in range(5)]
+    repo.upsert_many(rows, ["sku"])
+    before = {p.sku: (p.id, p.updated_at, p.name) for p in repo.find()}
+    repo.upsert_many(rows, ["sku"])
+    assert {p.sku: (p.id, p.updated_at, p.name) for p in repo.find()} == before
+    changed = repo.upsert({"sku": "u1", "name": "renamed", "price": Decimal("1.5")}, ["sku"])
+    assert changed.name == "renamed" and changed.id == before["u1"][0]
+    assert changed.updated_at > before["u1"][1]
+    assert repo.count() == 5
+
+
+def test_purge_deletes_in_batches(repo):
+    _seed(repo, 25)
+    assert repo.purge(rank__lt=3, dry_run=True) == 15
+    assert repo.count() == 25
+    assert repo.purge(rank__lt=3, batch_size=4) == 15
+    assert repo.count() == 10
+
+
+def test_transaction_rolls_back_together(repo):
+    with pytest.raises(RuntimeError):
+        with repo.transaction():
+            repo.create(sku="t1", name="t")
+            raise RuntimeError
+    assert repo.count() == 0
+
+
+def test_get_is_one_query(repo):
+    product = repo.create(sku="q", name="q")
+    with count_queries() as counter:
+        for _ in range(5):
+            repo.get(product.id)
+    assert counter.count == 5
+
+
+def test_datetimes_json_decimals_survive_the_fast_paths(repo):
+    plus5 = timezone(timedelta(hours=5))
+    rows = [{"sku": "d1", "name": "d", "price": Decimal("0.01"), "attributes": {"a": [1, "é"]},
+             "available_at": datetime(2031, 1, 1, 5, 0, tzinfo=plus5)}]
+    repo.bulk_create(rows)
+    got = repo.first(sku="d1")
+    assert got.price == Decimal("0.01")
+    assert got.attributes == {"a": [1, "é"]}
+    assert got.available_at == datetime(2031, 1, 1, 0, 0, tzinfo=timezone.utc)
+    assert json.dumps(got.attributes, ensure_ascii=False) == '{"a": [1, "é"]}'
