@@ -128,11 +128,12 @@ def test_cli_create_and_verify(shop, tmp_path: Path) -> None:
 
 def test_scratch_databases_are_dropped(shop, pg_url: str, tmp_path: Path) -> None:
     backup = create_backup(shop, directory=str(tmp_path))
-    verify_backup(backup.path, shop)
+    scratch = verify_backup(backup.path, shop)["checks"]["scratch_database"]
+    assert scratch.startswith("embeddb_verify_")
     conn = psycopg2.connect(pg_url)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'embeddb_verify_%%'")
+            cur.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (scratch,))
             leftover = cur.fetchone()[0]
     finally:
         conn.close()

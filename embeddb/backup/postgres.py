@@ -157,7 +157,8 @@ def verify(path: str, record: Manifest, progress: Progress, db: Any) -> dict[str
     finally:
         admin.close()
     progress("scratch restore", 1, 1)
-    return {"pg_restore_list": entries, "scratch_restore": "ok", "tables": tables}
+    return {"pg_restore_list": entries, "scratch_restore": "ok", "tables": tables,
+            "scratch_database": scratch}
 
 
 def _list(path: str, url: Any) -> int:
