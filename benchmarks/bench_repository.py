@@ -93,6 +93,8 @@ def _bench(db, raw_conn, raw_insert, raw_get_sql: str, label: str) -> None:
     t_ours = per_op(lambda: repo.get(next(it2)), LOOKUPS)
     report(f"{label}.repository.get_by_id", "us/op", t_ours * 1e6, t_raw * 1e6)
 
+    _cached_get(db, keys, t_ours, label)
+
     columns = ", ".join(_columns())
 
     def raw_list() -> None:
@@ -102,6 +104,22 @@ def _bench(db, raw_conn, raw_insert, raw_get_sql: str, label: str) -> None:
     t_raw = per_op(raw_list, 20)
     t_ours = per_op(lambda: repo.find(category="cat-3", limit=1000), 20)
     report(f"{label}.repository.list_1000", "ms/op", t_ours * 1e3, t_raw * 1e3)
+
+
+def _cached_get(db, keys, uncached: float, label: str) -> None:
+    """A repository get served by the cache's L1 vs the same get without a cache."""
+    from embeddb.cache import Cache
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Cache(tmp, db=db)
+        repo = Repository(Listing, db, cache=cache)
+        for key in keys:
+            repo.get(key)
+        it = iter(keys * 50)
+        t_cached = per_op(lambda: repo.get(next(it)), len(keys))
+        report(f"{label}.repository.get_by_id_cached_l1", "us/op", t_cached * 1e6,
+               uncached * 1e6, speedup=uncached / t_cached)
+        cache.close()
 
 
 def _keyset(db, label: str) -> None:

@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import math
+import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import islice
@@ -19,8 +20,9 @@ from typing import Any, Generic, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import peewee
 
+from .cache.models import family_of, list_tag, model_tag, row_key
 from .errors import ConflictError, InvalidQueryError, NotFoundError
-from .models import BaseModel, MoneyField, SoftDeleteModel, VersionedModel, utcnow
+from .models import BaseModel, JSONField, MoneyField, SoftDeleteModel, VersionedModel, utcnow
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -78,6 +80,10 @@ class CursorPage(Generic[M]):
         return self.next_cursor is not None
 
 
+class _Absent(Exception):
+    """Raised inside a cache loader so a missing row is not cached."""
+
+
 def batched(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
     """Consecutive lists of at most ``size`` items, pulling from ``rows`` lazily."""
     iterator = iter(rows)
@@ -92,8 +98,11 @@ class Repository(Generic[M]):
     :class:`~embeddb.models.SoftDeleteModel`) are invisible to every read unless asked for.
     """
 
-    def __init__(self, model: type[M], db: Any = None) -> None:
+    def __init__(self, model: type[M], db: Any = None, cache: Any = None) -> None:
         self.model = model
+        #: an :class:`embeddb.cache.Cache`: reads by id and ``find_cached`` go through it, and
+        #: every write through this repository invalidates what it changed, after commit.
+        self.cache = cache
         self.db = db if db is not None else model._meta.database
         if self.db is None:
             raise InvalidQueryError(f"{model.__name__} is not bound to a database: pass db=")
@@ -111,6 +120,13 @@ class Repository(Generic[M]):
         self._writers = [f.db_value for f in self._fields]
         self._get_sql = self._build_get_sql()
         self._hydrate = self._compile_hydrator()
+        json_fields = [isinstance(f, JSONField) for f in self._fields]
+        self._cache_readers = [None if j else r for j, r in zip(json_fields, self._readers)]
+        self._hydrate_cached = self._compile_hydrator(
+            [r if j else None for j, r in zip(json_fields, self._readers)])
+        self._key_prefix = row_key(model, "")
+        self._family = family_of(model)
+        self._row_tags = (model_tag(model),)
         self._insert_columns = [f.column_name for f in self._fields]
 
     # -- SQL and row plumbing -------------------------------------------------------------
@@ -130,16 +146,17 @@ class Repository(Generic[M]):
             sql += f" AND {self._quote('deleted_at')} IS NULL"
         return sql
 
-    def _compile_hydrator(self) -> Any:
+    def _compile_hydrator(self, readers: list[Any] | None = None) -> Any:
         """Build ``row -> model object`` as straight-line code for this model's fields.
 
         Unrolling the per-field loop (as dataclasses and attrs do for ``__init__``) halves the
         cost of turning a row into an object; names come from the model, never from input.
+        ``readers`` replaces the per-field converters (None: the value is used as it is).
         """
         values = [f"v{i}" for i in range(len(self._names))]
         items = []
         namespace: dict[str, Any] = {"new": object.__new__, "model": self.model}
-        for i, (name, read) in enumerate(zip(self._names, self._readers)):
+        for i, (name, read) in enumerate(zip(self._names, readers or self._readers)):
             if read is None:
                 items.append(f"{name!r}: v{i}")
             else:
@@ -229,8 +246,62 @@ class Repository(Generic[M]):
         return obj
 
     def get_or_none(self, pk: Any) -> M | None:
+        if self.cache is not None:
+            return self._cached_get(pk)
         row = self.db.fetch_one(self._get_sql, (self._pk.db_value(pk),))
         return None if row is None else self._hydrate(row)
+
+    def _cached_get(self, pk: Any) -> M | None:
+        """A row from the cache, kept there half-converted: every value is already its Python
+        type except JSON, which stays text (the only mutable kind), so each hit builds an
+        independent object with no deep copy."""
+        def load() -> tuple[Any, ...]:
+            row = self.db.fetch_one(self._get_sql, (self._pk.db_value(pk),))
+            if row is None:
+                raise _Absent  # absent rows are not cached: an insert needs no invalidation
+            return tuple(v if r is None or v is None else r(v)
+                         for r, v in zip(self._cache_readers, row))
+
+        key = (self._key_prefix + pk.hex) if type(pk) is uuid.UUID else row_key(self.model, pk)
+        try:
+            entry = self.cache.get_or_set(key, load, family=self._family, tags=self._row_tags)
+        except _Absent:
+            return None
+        return self._hydrate_cached(entry)
+
+    def find_cached(
+        self,
+        filters: Mapping[str, Any] | None = None,
+        *,
+        order_by: str | Sequence[str] | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        **lookups: Any,
+    ) -> list[M]:
+        """:meth:`find` through the cache; any write to the model invalidates the result.
+
+        Without a cache this is :meth:`find`.
+        """
+        if self.cache is None:
+            return self.find(filters, order_by=order_by, limit=limit, offset=offset, **lookups)
+        query = self._query(filters, order_by, limit, offset, False, lookups)
+        sql, params = query.sql()
+        key = "find:" + json.dumps([sql, list(params)], default=str, separators=(",", ":"))
+        rows = self.cache.get_or_set(
+            key, lambda: [tuple(r) for r in self.db.execute_sql(sql, params).fetchall()],
+            family=family_of(self.model), tags=(list_tag(self.model),),
+        )
+        return [self._hydrate(row) for row in rows]
+
+    def _invalidate(self, pks: Iterable[Any] = (), *, every_row: bool = False) -> None:
+        """After commit: drop cached rows ``pks`` (or every row) and every cached query."""
+        if self.cache is None:
+            return
+        tags = [list_tag(self.model)] + ([model_tag(self.model)] if every_row else [])
+        self.cache.invalidate_after_commit(
+            self.db, [row_key(self.model, pk) for pk in pks], tags=tags,
+            family=family_of(self.model),
+        )
 
     def get_many(self, pks: Iterable[Any]) -> list[M]:
         """Rows for the given primary keys (missing ones are left out), in one query."""
@@ -250,6 +321,10 @@ class Repository(Generic[M]):
         **lookups: Any,
     ) -> list[M]:
         """Rows matching the lookups (see :meth:`where`), ordered, optionally limited."""
+        return self._run(self._query(filters, order_by, limit, offset, with_deleted, lookups))
+
+    def _query(self, filters: Mapping[str, Any] | None, order_by: Any, limit: int | None,
+               offset: int | None, with_deleted: bool, lookups: dict[str, Any]) -> Any:
         query = self._select(with_deleted=with_deleted)
         expression = self.where(filters, **lookups)
         if expression is not None:
@@ -259,7 +334,7 @@ class Repository(Generic[M]):
             query = query.limit(_positive("limit", limit))
         if offset:
             query = query.offset(_positive("offset", offset, allow_zero=True))
-        return self._run(query)
+        return query
 
     def first(self, filters: Mapping[str, Any] | None = None, **lookups: Any) -> M | None:
         found = self.find(filters, limit=1, **lookups)
@@ -394,7 +469,9 @@ class Repository(Generic[M]):
         """
         for name in values:
             self.field(name)
-        return self.model.create(**values)
+        obj = self.model.create(**values)
+        self._invalidate([obj._pk])
+        return obj
 
     def update(self, obj_or_pk: M | Any, **values: Any) -> M:
         """Set fields on one row and save it (version-checked for versioned models).
@@ -407,6 +484,7 @@ class Repository(Generic[M]):
             self.field(name)
             setattr(obj, name, value)
         obj.save()
+        self._invalidate([obj._pk])
         return obj
 
     def update_where(
@@ -421,7 +499,9 @@ class Repository(Generic[M]):
             expression = hidden if expression is None else expression & hidden
         if expression is not None:
             query = query.where(expression)
-        return query.execute()
+        changed = query.execute()
+        self._invalidate(every_row=True)
+        return changed
 
     def delete(self, obj_or_pk: M | Any, *, permanent: bool = False) -> bool:
         """Delete one row: soft delete for soft-delete models unless ``permanent``.
@@ -431,6 +511,7 @@ class Repository(Generic[M]):
         obj = obj_or_pk if isinstance(obj_or_pk, self.model) else self.get_or_none(obj_or_pk)
         if obj is None:
             return False
+        self._invalidate([obj._pk])
         if self._soft:
             return bool(obj.delete_instance(permanent=permanent))
         return bool(obj.delete_instance())
@@ -446,6 +527,7 @@ class Repository(Generic[M]):
         if obj is None:
             raise NotFoundError(f"no deleted {self.model.__name__} {pk}")
         obj.restore()
+        self._invalidate([obj._pk])
         return obj
 
     def purge(
@@ -467,6 +549,7 @@ class Repository(Generic[M]):
             query = base()
             return (query.where(expression) if expression is not None else query).count()
         deleted = 0
+        self._invalidate(every_row=True)
         while True:
             with self.db.atomic():
                 ids = base(self._pk)
@@ -489,6 +572,7 @@ class Repository(Generic[M]):
         :raises IntegrityError: a constraint rejected a row (nothing is inserted).
         """
         total = 0
+        self._invalidate()
         with self.db.atomic():
             for chunk in batched(rows, _positive("batch_size", batch_size)):
                 tuples = self._row_tuples(chunk)
@@ -551,6 +635,7 @@ class Repository(Generic[M]):
             condition += f' AND "version" = {self.db.param}'
         sql = f"UPDATE {self._table} SET {', '.join(assignments)} WHERE {condition}"
         total = 0
+        self._invalidate(every_row=True)
         with self.db.atomic():
             for chunk in batched(objs, _positive("batch_size", batch_size)):
                 now = utcnow()
@@ -602,6 +687,7 @@ class Repository(Generic[M]):
         table = self.model._meta.table_name
         clause = self.db.dialect.upsert_clause(table, targets, columns)
         total = 0
+        self._invalidate(every_row=True)
         with self.db.atomic():
             for chunk in batched(rows, _positive("batch_size", batch_size)):
                 params = self._row_tuples(chunk)

@@ -1,0 +1,115 @@
+"""A Repository with a cache: reads through it, writes invalidate after commit, never stale."""
+
+from __future__ import annotations
+
+import peewee
+import pytest
+from playhouse.test_utils import count_queries
+
+from embeddb.cache import Cache
+from embeddb.models import SoftDeleteModel, VersionedModel
+from embeddb.repository import Repository
+
+
+class Gadget(SoftDeleteModel, VersionedModel):
+    cache_family = "services"
+    name = peewee.TextField(unique=True)
+    rank = peewee.IntegerField(default=0)
+
+
+@pytest.fixture
+def repo(db, tmp_path):
+    db.bind([Gadget])
+    db.create_tables([Gadget])
+    cache = Cache(str(tmp_path / "cache"), db=db)
+    yield Repository(Gadget, db, cache=cache)
+    cache.close()
+    db.drop_tables([Gadget])
+
+
+@pytest.fixture
+def other(repo, tmp_path):
+    """The same database and cache directory seen through another Cache (another process)."""
+    cache = Cache(str(tmp_path / "cache"), db=repo.db)
+    yield Repository(Gadget, repo.db, cache=cache)
+    cache.close()
+
+
+def test_get_reads_through_once(repo):
+    gadget = repo.create(name="g")
+    with count_queries() as counter:
+        for _ in range(5):
+            assert repo.get(gadget.id).name == "g"
+    assert counter.count == 1
+    assert repo.cache.stats()["l1"]["hits"] >= 4
+
+
+def test_cached_objects_are_independent(repo):
+    gadget = repo.create(name="g")
+    first = repo.get(gadget.id)
+    first.name = "mutated locally"
+    assert repo.get(gadget.id).name == "g"
+
+
+def test_missing_rows_are_not_cached(repo):
+    gadget = Gadget(name="later")
+    assert repo.get_or_none(gadget.id) is None
+    gadget.save()  # not through the repository: nothing to invalidate
+    assert repo.get(gadget.id).name == "later"
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda r, g: r.update(g.id, name="changed"),
+        lambda r, g: r.update_where({"name": "changed"}, rank=0),
+        lambda r, g: r.bulk_update([_renamed(r.get(g.id))], ["name"]),
+        lambda r, g: r.upsert_many([{"id": g.id, "name": "changed"}], ["id"]),
+    ],
+)
+def test_every_write_path_invalidates_other_caches(repo, other, write):
+    gadget = repo.create(name="g")
+    assert other.get(gadget.id).name == "g"  # cached on the other side
+    write(repo, gadget)
+    assert other.get(gadget.id).name == "changed"
+
+
+def _renamed(gadget):
+    gadget.name = "changed"
+    return gadget
+
+
+@pytest.mark.parametrize("how", ["delete", "purge"])
+def test_deletes_invalidate(repo, other, how):
+    gadget = repo.create(name="g")
+    assert other.get(gadget.id) is not None
+    if how == "delete":
+        repo.delete(gadget.id)
+    else:
+        repo.purge(name="g")
+    assert other.get_or_none(gadget.id) is None
+
+
+def test_rolled_back_write_leaves_cache_alone_and_invalidates_after_commit(repo, other):
+    gadget = repo.create(name="g")
+    assert other.get(gadget.id).name == "g"
+    with pytest.raises(RuntimeError):
+        with repo.transaction():
+            repo.update(gadget.id, name="never")
+            raise RuntimeError
+    assert other.get(gadget.id).name == "g"
+    with repo.transaction():
+        repo.update(gadget.id, name="committed")
+        # Same connection: inside the transaction reads bypass the cache and see the write.
+        assert repo.get(gadget.id).name == "committed"
+    assert other.get(gadget.id).name == "committed"
+
+
+def test_find_cached_is_invalidated_by_inserts(repo, other):
+    repo.create(name="a", rank=1)
+    assert [g.name for g in other.find_cached(rank=1)] == ["a"]
+    with count_queries() as counter:
+        assert [g.name for g in other.find_cached(rank=1)] == ["a"]
+    assert counter.count == 0
+    repo.bulk_create([{"name": "b", "rank": 1}])
+    assert sorted(g.name for g in other.find_cached(rank=1)) == ["a", "b"]
