@@ -52,8 +52,11 @@ def tool(name: str) -> str:
     return found
 
 
-def _env(url: Any, database: str | None = None) -> dict[str, str]:
-    """Connection settings for the client programs: never on the command line (ps shows it)."""
+def client_env(url: Any, database: str | None = None) -> dict[str, str]:
+    """Environment for PostgreSQL client programs (pg_dump, psql...) reaching ``url``.
+
+    Credentials go through the environment, never the command line, where ps would show them.
+    """
     env = dict(os.environ)
     values = {
         "PGHOST": url.host, "PGPORT": url.port, "PGUSER": url.user,
@@ -110,7 +113,7 @@ def create(db: Any, final: str, compress: bool, progress: Progress) -> Manifest:
 
 def _dump(args: list[str], temp: str, url: Any, progress: Progress) -> tuple[str, int]:
     with tempfile.TemporaryFile() as err, os.fdopen(files.create_private(temp), "wb") as out:
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, env=_env(url))
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, env=client_env(url))
         assert proc.stdout is not None
         try:
             sha, size = files.copy_stream(proc.stdout, out, "dump", None, progress)
@@ -163,7 +166,7 @@ def verify(path: str, record: Manifest, progress: Progress, db: Any) -> dict[str
 
 def _list(path: str, url: Any) -> int:
     proc = subprocess.run(
-        [tool("pg_restore"), "--list", path], capture_output=True, env=_env(url), check=False
+        [tool("pg_restore"), "--list", path], capture_output=True, env=client_env(url), check=False
     )
     if proc.returncode:
         message = " ".join(proc.stderr.decode(errors="replace").split())
@@ -194,7 +197,7 @@ def _restore_into(path: str, database: str, url: Any) -> None:
             "--no-password", "--dbname", database, path]
     with tempfile.TemporaryFile() as err:
         code = subprocess.run(args, stderr=err, stdout=subprocess.DEVNULL,
-                              env=_env(url, database), check=False).returncode
+                              env=client_env(url, database), check=False).returncode
         if code:
             raise BackupCorrupt(
                 f"{path} does not restore cleanly: {_stderr_of(err, url.password)}"
@@ -280,7 +283,7 @@ def _replay(path: str, url: Any, schema: str | None) -> None:
         prefix = b""
     consume = [tool("psql"), "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1",
                "--single-transaction", "-f", "-"]
-    env = _env(url)
+    env = client_env(url)
     with tempfile.TemporaryFile() as err_out, tempfile.TemporaryFile() as err_in:
         source = subprocess.Popen(produce, stdout=subprocess.PIPE, stderr=err_out, env=env)
         sink = subprocess.Popen(consume, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
