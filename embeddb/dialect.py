@@ -286,9 +286,11 @@ class PostgresDialect(Dialect):
             if db.url.password:
                 message = message.replace(db.url.password, "***")
             raise DatabaseError(f"pg_dump --schema-only failed: {message}")
-        # Drop pg_dump's SET preamble and comments: only the schema itself, stable across runs.
+        # Keep only the schema itself, stable across runs: no comments, no SET preamble, and
+        # no \restrict lines (pg_dump 15.14+ puts a random key in them).
+        noise = ("--", "SET ", "SELECT pg_catalog.set_config", "\\restrict", "\\unrestrict")
         lines = [line for line in done.stdout.splitlines()
-                 if line and not line.startswith(("--", "SET ", "SELECT pg_catalog.set_config"))]
+                 if line and not line.startswith(noise)]
         return "\n".join(lines) + "\n"
 
     # -- migrations (embeddb.migrate) --
