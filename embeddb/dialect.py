@@ -49,8 +49,9 @@ class Dialect:
         return f"ON CONFLICT ({key}) DO UPDATE SET {sets} WHERE {changed}"
 
     def search_terms(self, words: list[str]) -> str:
-        """The full-text query for ``words`` (already reduced to letters and digits); the last
-        word matches as a prefix, for search-as-you-type."""
+        """The full-text query for ``words`` (already reduced to letters and digits): every word
+        must match the start of a word, so "forecast" finds "forecasts" and typing can stop
+        anywhere."""
         raise NotImplementedError
 
     def search_query(
@@ -152,7 +153,7 @@ class SqliteDialect(Dialect):
 
     def search_terms(self, words: list[str]) -> str:
         # Each word quoted as an FTS5 string: operators typed by a user stay plain words.
-        return " ".join(f'"{w}"' for w in words[:-1]) + f' "{words[-1]}"*'
+        return " ".join(f'"{w}"*' for w in words)
 
     def search_query(
         self, table: str, fts_key: str, columns: str, where: str, terms: str, limit: int
@@ -256,7 +257,7 @@ class PostgresDialect(Dialect):
         return f"{left} IS DISTINCT FROM {right}"
 
     def search_terms(self, words: list[str]) -> str:
-        return " & ".join([*words[:-1], f"{words[-1]}:*"])
+        return " & ".join(f"{w}:*" for w in words)
 
     def search_query(
         self, table: str, fts_key: str, columns: str, where: str, terms: str, limit: int

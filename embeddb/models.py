@@ -61,10 +61,20 @@ class UTCDateTimeField(peewee.Field):
     """
 
     field_type = "TIMESTAMPTZ"
+    _memo: tuple[Any, str | None] = (None, None)
 
     def db_value(self, value: Any) -> str | None:
         if value is None:
             return None
+        memo = self._memo  # rows often repeat one datetime (created_at == updated_at)
+        if memo[0] is value:
+            return memo[1]
+        text = self._to_text(value)
+        if isinstance(value, datetime):
+            UTCDateTimeField._memo = (value, text)
+        return text
+
+    def _to_text(self, value: Any) -> str:
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
         elif isinstance(value, date) and not isinstance(value, datetime):
@@ -198,7 +208,7 @@ class SoftDeleteModel(BaseModel):
     other models are plain SQL and do not filter.
     """
 
-    deleted_at = UTCDateTimeField(null=True, index=True)
+    deleted_at = UTCDateTimeField(null=True)
 
     @classmethod
     def select(cls, *fields: Any) -> peewee.ModelSelect:

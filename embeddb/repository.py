@@ -128,6 +128,8 @@ class Repository(Generic[M]):
         self._family = family_of(model)
         self._row_tags = (model_tag(model),)
         self._insert_columns = [f.column_name for f in self._fields]
+        self._known = frozenset(self._names)
+        self._to_tuple = self._compile_writer()
 
     # -- SQL and row plumbing -------------------------------------------------------------
 
@@ -345,14 +347,14 @@ class Repository(Generic[M]):
         expression = self.where(filters, **lookups)
         if expression is not None:
             query = query.where(expression)
-        return query.count()
+        return query.count(self.db)
 
     def exists(self, filters: Mapping[str, Any] | None = None, **lookups: Any) -> bool:
         query = self.model.select(self._pk)
         expression = self.where(filters, **lookups)
         if expression is not None:
             query = query.where(expression)
-        return query.exists()
+        return query.exists(self.db)
 
     def aggregate(
         self, function: str, field: str, filters: Mapping[str, Any] | None = None, **lookups: Any
@@ -371,7 +373,7 @@ class Repository(Generic[M]):
         expression = self.where(filters, **lookups)
         if expression is not None:
             query = query.where(expression)
-        value = query.scalar()
+        value = query.scalar(self.db)
         if value is None or function == "count":
             return value or 0 if function == "count" else value
         if function == "avg":
@@ -499,7 +501,7 @@ class Repository(Generic[M]):
             expression = hidden if expression is None else expression & hidden
         if expression is not None:
             query = query.where(expression)
-        changed = query.execute()
+        changed = query.execute(self.db)
         self._invalidate(every_row=True)
         return changed
 
@@ -547,7 +549,7 @@ class Repository(Generic[M]):
         base = self.model.select_with_deleted if self._soft else self.model.select
         if dry_run:
             query = base()
-            return (query.where(expression) if expression is not None else query).count()
+            return (query.where(expression) if expression is not None else query).count(self.db)
         deleted = 0
         self._invalidate(every_row=True)
         while True:
@@ -555,10 +557,10 @@ class Repository(Generic[M]):
                 ids = base(self._pk)
                 if expression is not None:
                     ids = ids.where(expression)
-                ids = [row[0] for row in ids.limit(batch_size).tuples()]
+                ids = [row[0] for row in ids.limit(batch_size).tuples().execute(self.db)]
                 if not ids:
                     return deleted
-                deleted += self.model.delete().where(self._pk.in_(ids)).execute()
+                deleted += self.model.delete().where(self._pk.in_(ids)).execute(self.db)
 
     def bulk_create(
         self, rows: Iterable[Mapping[str, Any] | M], *, batch_size: int = BATCH_SIZE
@@ -581,41 +583,56 @@ class Repository(Generic[M]):
         return total
 
     def _row_tuples(self, chunk: list[Mapping[str, Any] | M]) -> list[tuple[Any, ...]]:
-        specs = self._fill_specs()
-        known = set(self._names)
+        fills = self._fills()
+        to_tuple = self._to_tuple
+        known = self._known
         tuples = []
         for row in chunk:
             if isinstance(row, BaseModel):
-                data = row.__data__
-            else:
-                data = row
-                if not known.issuperset(data):
-                    unknown = ", ".join(sorted(set(data) - known))
-                    raise InvalidQueryError(f"unknown field(s) {unknown} for {self.model.__name__}")
-            values = []
-            for name, write, fill, make in specs:
-                value = data.get(name, _MISSING)
-                if value is _MISSING or (value is None and name in _GENERATED):
-                    value = write(make()) if make is not None else fill
-                elif value is not None:
-                    value = write(value)
-                values.append(value)
-            tuples.append(tuple(values))
+                row = row.__data__
+            elif not known.issuperset(row):
+                unknown = ", ".join(sorted(set(row) - known))
+                raise InvalidQueryError(f"unknown field(s) {unknown} for {self.model.__name__}")
+            tuples.append(to_tuple(row, fills))
         return tuples
 
-    def _fill_specs(self) -> list[tuple[str, Any, Any, Any]]:
-        """Per field: (name, to-db converter, db value for a missing value, or a factory)."""
+    def _fills(self) -> list[Any]:
+        """Per field, the database value used when a row leaves it out (None: made per row).
+
+        Rows of one batch share one ``created_at`` / ``updated_at`` when they give none.
+        """
         now = utcnow()
-        specs = []
+        fills = []
         for name, field, write in zip(self._names, self._fields, self._writers):
-            default = field.default
             if name in ("created_at", "updated_at"):
-                specs.append((name, write, write(now), None))  # one timestamp per batch
-            elif callable(default):
-                specs.append((name, write, None, default))
+                fills.append(write(now))
+            elif callable(field.default) or field.default is None:
+                fills.append(None)
             else:
-                specs.append((name, write, None if default is None else write(default), None))
-        return specs
+                fills.append(write(field.default))
+        return fills
+
+    def _compile_writer(self) -> Any:
+        """Build ``(row dict, fills) -> tuple of database values`` as straight-line code."""
+        namespace: dict[str, Any] = {"MISSING": _MISSING}
+        lines = ["def to_tuple(data, fills):", "    get = data.get"]
+        for i, (name, field, write) in enumerate(zip(self._names, self._fields, self._writers)):
+            namespace[f"w{i}"] = write
+            missing = f"fills[{i}]"
+            if name not in ("created_at", "updated_at") and callable(field.default):
+                namespace[f"m{i}"] = field.default
+                missing = f"w{i}(m{i}())"
+            absent = f"v{i} is MISSING" + (f" or v{i} is None" if name in _GENERATED else "")
+            lines += [
+                f"    v{i} = get({name!r}, MISSING)",
+                f"    if {absent}:",
+                f"        v{i} = {missing}",
+                f"    elif v{i} is not None:",
+                f"        v{i} = w{i}(v{i})",
+            ]
+        lines.append(f"    return ({''.join(f'v{i}, ' for i in range(len(self._names)))})")
+        exec(compile("\n".join(lines), f"<to_tuple {self.model.__name__}>", "exec"), namespace)
+        return namespace["to_tuple"]
 
     def bulk_update(
         self, objs: Iterable[M], fields: Sequence[str], *, batch_size: int = BATCH_SIZE

@@ -20,6 +20,7 @@ from .maintenance import maintenance
 from .migrate import migrate
 from .options import CliState, db_option
 from .schema import schema
+from .seed import seed, setup
 
 
 class EmbeddbGroup(click.Group):
@@ -60,6 +61,8 @@ cli.add_command(backup)
 cli.add_command(maintenance)
 cli.add_command(migrate)
 cli.add_command(schema)
+cli.add_command(seed)
+cli.add_command(setup)
 
 
 def main(argv: list[str] | None = None) -> None:

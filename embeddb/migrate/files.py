@@ -18,6 +18,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -29,20 +30,37 @@ DEFAULT_DIRECTORY = "migrations"
 NO_TRANSACTION = "-- embeddb:no-transaction"
 _VARIANTS = {"sqlite": "sqlite", "postgres": "postgres", "postgresql": "postgres"}
 _STEM = re.compile(r"^(?P<version>\d+)_(?P<name>[A-Za-z0-9][A-Za-z0-9_\-]*)$")
+_FIRST_LINE = re.compile(r"\s*([^\n]*)")
 _SECTION = re.compile(r"^--\s*migrate:(up|down)\b.*$", re.MULTILINE | re.IGNORECASE)
 
 
 @dataclass
 class Part:
-    """One direction of a migration: SQL text (or a Python function) and how to run it."""
+    """One direction of a migration: SQL text (or a Python function) and how to run it.
+
+    A separate ``.down.sql`` file is read only when it is needed (``down``, ``redo``).
+    """
 
     path: Path
-    sql: str | None = None  # None for a Python migration
-    first_line: int = 1  # line of the file where ``sql`` starts
-    transaction: bool = True
+    body: str | None = None  # the SQL, read from ``path`` on first use
+    first_line: int = 1  # line of the file where the SQL starts
+    default_transaction: bool = True
+    python: bool = False
 
-    def display(self) -> str:
-        return self.path.name
+    @property
+    def sql(self) -> str | None:
+        """The SQL to run; None for a Python migration."""
+        if self.python:
+            return None
+        if self.body is None:
+            self.body = _read(self.path)
+        return self.body
+
+    @cached_property
+    def transaction(self) -> bool:
+        """False when the part opts out with ``-- embeddb:no-transaction``."""
+        directive = None if self.python else _directive(self.sql or "")
+        return self.default_transaction if directive is None else directive
 
 
 @dataclass
@@ -60,7 +78,8 @@ class Migration:
 
 @dataclass
 class _File:
-    path: Path
+    directory: Path
+    filename: str
     version: int
     name: str
     variant: str | None
@@ -68,8 +87,12 @@ class _File:
     ext: str
 
     @property
+    def path(self) -> Path:
+        return self.directory / self.filename
+
+    @property
     def label(self) -> str:
-        return self.path.name.split(".", 1)[0]
+        return self.filename.split(".", 1)[0]
 
 
 def resolve_directory(directory: str | os.PathLike[str] | None) -> Path:
@@ -105,8 +128,10 @@ def discover(directory: Path, variants: tuple[str, ...]) -> list[Migration]:
     for version in sorted(by_version):
         group = by_version[version]
         problems += _check_version(group)
-        chosen = [f for f in group if f.variant in wanted] or [f for f in group if not f.variant]
-        if chosen and not problems:
+        chosen = _choose(group, wanted)
+        if chosen and not any(f.direction in ("up", None) for f in chosen):
+            problems.append(f"{chosen[0].filename} has no up migration for this database")
+        elif chosen and not problems:
             migrations.append(_load(chosen))
     if problems:
         raise MigrationError(f"{directory}: " + "; ".join(problems))
@@ -124,13 +149,12 @@ def highest_version(directory: Path) -> tuple[int, int]:
 
 def _scan(directory: Path) -> tuple[list[_File], list[str]]:
     files, problems = [], []
-    for path in sorted(directory.iterdir()):
-        name = path.name
-        if name.startswith((".", "_")) or not path.is_file():
+    with os.scandir(directory) as entries:
+        names = sorted(e.name for e in entries if e.is_file())
+    for name in names:
+        if name.startswith((".", "_")) or name.rsplit(".", 1)[-1] not in ("sql", "py"):
             continue
-        if name.rsplit(".", 1)[-1] not in ("sql", "py"):
-            continue
-        parsed = _parse_name(path)
+        parsed = _parse_name(directory, name)
         if isinstance(parsed, str):
             problems.append(parsed)
         else:
@@ -138,21 +162,34 @@ def _scan(directory: Path) -> tuple[list[_File], list[str]]:
     return files, problems
 
 
-def _parse_name(path: Path) -> _File | str:
-    stem, *middle, ext = path.name.split(".")
+def _parse_name(directory: Path, filename: str) -> _File | str:
+    stem, *middle, ext = filename.split(".")
     direction = middle.pop() if middle and middle[-1] in ("up", "down") else None
     variant = middle.pop(0) if middle else None
     match = _STEM.match(stem)
     expected = "expected e.g. 0001_create_users.up.sql, 0001_name.sqlite.up.sql or 0001_name.py"
     if match is None or middle:
-        return f"cannot parse the file name {path.name}: {expected}"
+        return f"cannot parse the file name {filename}: {expected}"
     if variant is not None and variant not in _VARIANTS:
-        return f"{path.name}: unknown dialect {variant!r} (use sqlite or postgres)"
+        return f"{filename}: unknown dialect {variant!r} (use sqlite or postgres)"
     if ext == "py" and direction:
-        return f"{path.name}: a Python migration is one file defining up(db) and down(db)"
+        return f"{filename}: a Python migration is one file defining up(db) and down(db)"
     return _File(
-        path, int(match["version"]), match["name"], variant and _VARIANTS[variant], direction, ext
+        directory, filename, int(match["version"]), match["name"],
+        variant and _VARIANTS[variant], direction, ext,
     )
+
+
+def _choose(group: list[_File], wanted: set[str]) -> list[_File]:
+    """This backend's files of one version: its variant where there is one, else the generic
+    file; a generic ``.down.sql`` also serves variant ``.up.sql`` files that have no down."""
+    own = [f for f in group if f.variant in wanted]
+    generic = [f for f in group if not f.variant]
+    if not own:
+        return generic
+    if own[0].direction is not None and not any(f.direction == "down" for f in own):
+        own += [f for f in generic if f.direction == "down"]
+    return own
 
 
 def _check_version(group: list[_File]) -> list[str]:
@@ -160,17 +197,20 @@ def _check_version(group: list[_File]) -> list[str]:
     names = sorted({f.label for f in group})
     if len(names) > 1:
         problems.append(f"duplicate version {group[0].version}: {', '.join(names)}")
+    has_variant_up = any(f.variant and f.direction == "up" for f in group)
     for variant in {f.variant for f in group}:
         files = [f for f in group if f.variant == variant]
+        if variant is None and has_variant_up and [f.direction for f in files] == ["down"]:
+            continue  # a generic down shared by the variants' ups
         problems += _check_variant(files)
     return problems
 
 
 def _check_variant(files: list[_File]) -> list[str]:
-    listed = ", ".join(f.path.name for f in files)
+    listed = ", ".join(f.filename for f in files)
     directions = [f.direction for f in files]
     if len(files) == 1 and directions == ["down"]:
-        return [f"{files[0].path.name} is a down migration without an up file"]
+        return [f"{files[0].filename} is a down migration without an up file"]
     if len(files) > 2 or (len(files) == 2 and sorted(map(str, directions)) != ["down", "up"]):
         return [f"duplicate version {files[0].version}: {listed}"]
     return []
@@ -185,11 +225,9 @@ def _load(files: list[_File]) -> Migration:
     up = next(f for f in files if f.direction == "up")
     down = next((f for f in files if f.direction == "down"), None)
     up_text = _read(up.path)
-    up_part = _part(up.path, up_text, 1, default_transaction=True)
-    down_part = None
-    if down is not None:
-        down_part = _part(down.path, _read(down.path), 1, default_transaction=True)
-    return Migration(up.version, up.name, up.label, up_part, down_part, checksum(up_text))
+    down_part = Part(down.path) if down is not None else None
+    return Migration(up.version, up.name, up.label, Part(up.path, up_text), down_part,
+                     checksum(up_text))
 
 
 def _load_sections(item: _File) -> Migration:
@@ -209,7 +247,7 @@ def _load_sections(item: _File) -> Migration:
             raise MigrationError(f"{item.path.name} has two '-- migrate:{direction}' sections")
         body = text[marker.end():end]
         first_line = text.count("\n", 0, marker.end()) + 1
-        parts[direction] = _part(item.path, body, first_line, default_transaction=not whole_file)
+        parts[direction] = Part(item.path, body, first_line, not whole_file)
     up_body = parts["up"].sql or ""
     return Migration(
         item.version, item.name, item.label, parts["up"], parts.get("down"), checksum(up_body)
@@ -232,28 +270,21 @@ def _load_python(item: _File) -> Migration:
         and n.value.value is False
         for n in tree.body
     )
-    up = Part(item.path, None, 1, transaction)
-    down = Part(item.path, None, 1, transaction) if "down" in functions else None
+    up = Part(item.path, None, 1, transaction, python=True)
+    down = Part(item.path, None, 1, transaction, python=True) if "down" in functions else None
     return Migration(item.version, item.name, item.label, up, down, checksum(source))
-
-
-def _part(path: Path, body: str, first_line: int, default_transaction: bool) -> Part:
-    directive = _directive(body)
-    transaction = default_transaction if directive is None else directive
-    return Part(path, body, first_line, transaction)
 
 
 def _directive(text: str) -> bool | None:
     """False when the first non-blank line is the no-transaction directive, else None."""
-    for line in text.split("\n"):
-        if line.strip():
-            return False if line.strip().lower() == NO_TRANSACTION else None
-    return None
+    first = _FIRST_LINE.match(text)
+    return False if first and first.group(1).strip().lower() == NO_TRANSACTION else None
 
 
 def _read(path: Path) -> str:
     try:
-        return normalize(path.read_text(encoding="utf-8"))
+        with open(path, encoding="utf-8") as fh:
+            return normalize(fh.read())
     except (OSError, UnicodeDecodeError) as exc:
         raise MigrationError(f"cannot read {path}: {exc}") from exc
 

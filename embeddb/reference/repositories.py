@@ -145,7 +145,7 @@ class ServiceRepository(Repository[Service]):
         """Active services whose name or description match ``text``, best match first.
 
         ``text`` is user input: only its words are used (quotes, operators and punctuation are
-        dropped), the last word matches as a prefix, and an empty query finds nothing.
+        dropped), each matches the start of a word, and an empty query finds nothing.
         """
         words = [w.lower() for w in _WORDS.findall(text or "")][:MAX_SEARCH_WORDS]
         if not words:

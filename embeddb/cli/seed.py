@@ -1,0 +1,118 @@
+"""``embeddb seed ENV`` and ``embeddb setup``: thin commands over :mod:`embeddb.seed` and
+:mod:`embeddb.setup`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+import click
+
+from .. import seed as seed_api
+from .. import setup as setup_api
+from .migrate import _printer, migrations_option
+from .options import database, db_option, emit_json, json_option
+
+
+def _seeds_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--seeds", "seeds_dir", metavar="DIR", type=click.Path(file_okay=False),
+                        help="Seed sets folder (default: $EMBEDDB_SEEDS_DIR or ./seeds).")(fn)
+
+
+def _seed_value_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--seed", "seed_value", type=int, default=seed_api.DEFAULT_SEED,
+                        show_default=True, help="Generate this data set (same seed, same rows).")(fn)
+
+
+class _Bar:
+    """A progress bar per table on a terminal; silent otherwise (and under --json)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.table: str | None = None
+        self.bar: Any = None
+
+    def __call__(self, table: str, rows: int) -> None:
+        if not self.enabled:
+            return
+        if table != self.table:
+            self.close()
+            self.table = table
+            self.bar = click.progressbar(length=None, label=f"seeding {table}", file=sys.stderr,
+                                         show_pos=True)
+            self.bar.__enter__()
+        self.bar.update(rows)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def _summary(result: seed_api.SeedResult) -> dict[str, Any]:
+    return {"env": result.env, "seed": result.seed, "written": result.written,
+            "rows": result.counts, "seconds": round(result.seconds, 3)}
+
+
+@click.command()
+@click.argument("env")
+@db_option
+@_seeds_option
+@_seed_value_option
+@json_option
+@click.option("--fresh", is_flag=True, help="Empty the set's tables first.")
+@click.option("--force", is_flag=True, help="Allow the production set.")
+def seed(env: str, seeds_dir: str | None, seed_value: int, as_json: bool, fresh: bool,
+         force: bool) -> None:
+    """Load seed set ENV (dev, test, staging, production) idempotently."""
+    bar = _Bar(not as_json)
+    try:
+        result = seed_api.run(database(), env, directory=seeds_dir, seed=seed_value, fresh=fresh,
+                              force=force, progress=bar)
+    finally:
+        bar.close()
+    if as_json:
+        emit_json(_summary(result))
+        return
+    for table, written in result.written.items():
+        click.echo(f"  {table:<18} {written:>8} rows given, {result.counts[table]:>8} in table")
+    rate = result.total / result.seconds if result.seconds else 0
+    click.echo(f"Seeded {env} (seed {seed_value}): {result.total} rows in "
+               f"{result.seconds:.2f}s ({rate:,.0f} rows/s)")
+
+
+@click.command()
+@db_option
+@migrations_option
+@_seeds_option
+@_seed_value_option
+@json_option
+@click.option("--env", default="dev", show_default=True, help="Seed set to load.")
+@click.option("--force", is_flag=True, help="Allow the production seed set.")
+@click.option("--no-backup", is_flag=True, help="Skip the safety copy before migrating.")
+def setup(directory: str | None, seeds_dir: str | None, seed_value: int, as_json: bool,
+          env: str, force: bool, no_backup: bool) -> None:
+    """Create the database if needed, migrate it, seed it, and summarise."""
+    bar = _Bar(not as_json)
+    try:
+        result = setup_api.run(
+            database(), env, migrations=directory, seeds=seeds_dir, seed_value=seed_value,
+            force=force, backup=not no_backup, migrate_progress=_printer(as_json),
+            seed_progress=bar)
+    finally:
+        bar.close()
+    if as_json:
+        emit_json({"backend": result.backend, "location": result.location,
+                   "applied": result.applied, "schema_version": result.version,
+                   "backup": result.backup, "seed": _summary(result.seeded),
+                   "rows": result.rows, "seconds": round(result.seconds, 3)})
+        return
+    click.echo(f"backend         {result.backend}")
+    click.echo(f"database        {result.location}")
+    click.echo(f"schema version  {result.version}")
+    click.echo(f"migrations      {len(result.applied)} applied now")
+    click.echo(f"seed            {env} (seed {seed_value}), {result.seeded.total} rows upserted")
+    click.echo("rows:")
+    for table, count in result.rows.items():
+        click.echo(f"  {table:<18} {count:>8}")
+    click.echo(f"done in {result.seconds:.2f}s")

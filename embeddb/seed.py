@@ -1,0 +1,149 @@
+"""Seeding: environment-specific data sets applied idempotently.
+
+A seed set is a Python file ``<directory>/<env>.py`` defining ``build(seed: int)``, which returns
+``[(Model, rows), ...]`` in foreign-key order, rows being dicts (a generator keeps memory flat).
+Rows are upserted by id in one transaction: running a set twice changes nothing, ``--fresh``
+empties the set's tables first, and the production set refuses to run without ``force``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from .errors import EmbeddbError
+from .repository import Repository
+
+ENV_DIR = "EMBEDDB_SEEDS_DIR"
+DEFAULT_DIR = "seeds"
+#: Sets that write to a live system: they run only when forced.
+PROTECTED = frozenset({"production", "prod"})
+#: The seed used when none is given, so that a set's data is the same on every machine.
+DEFAULT_SEED = 1
+
+Progress = Callable[[str, int], None]
+
+
+class SeedError(EmbeddbError):
+    """A seed set is missing, malformed, or refused to run."""
+
+
+@dataclass
+class SeedResult:
+    """What a seed run did: rows written per table and how many the table holds now."""
+
+    env: str
+    seed: int
+    written: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def total(self) -> int:
+        return sum(self.written.values())
+
+
+def directory_of(directory: str | os.PathLike[str] | None) -> Path:
+    """The seeds folder: the argument, $EMBEDDB_SEEDS_DIR, or ./seeds."""
+    return Path(directory or os.environ.get(ENV_DIR) or DEFAULT_DIR)
+
+
+def available(directory: str | os.PathLike[str] | None = None) -> list[str]:
+    """The names of the seed sets in ``directory``."""
+    folder = directory_of(directory)
+    if not folder.is_dir():
+        return []
+    return sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_"))
+
+
+def load(env: str, directory: str | os.PathLike[str] | None = None) -> Callable[[int], Any]:
+    """The ``build`` function of seed set ``env``.
+
+    :raises SeedError: no such set, or the file does not define ``build(seed)``.
+    """
+    folder = directory_of(directory)
+    path = folder / f"{env}.py"
+    if not env.isidentifier() or not path.is_file():
+        known = ", ".join(available(folder)) or "none"
+        raise SeedError(
+            f"no seed set {env!r} in {folder}/ (available: {known}); pass --seeds DIR"
+        )
+    spec = importlib.util.spec_from_file_location(f"embeddb_seed_{env}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise SeedError(f"{path}: {type(exc).__name__}: {exc}") from exc
+    build = getattr(module, "build", None)
+    if not callable(build):
+        raise SeedError(f"{path} must define build(seed) returning [(Model, rows), ...]")
+    return build
+
+
+def run(
+    db: Any,
+    env: str,
+    *,
+    directory: str | os.PathLike[str] | None = None,
+    seed: int = DEFAULT_SEED,
+    fresh: bool = False,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> SeedResult:
+    """Apply seed set ``env`` to ``db`` (already migrated) in one transaction.
+
+    ``fresh`` first empties the set's tables (committed on its own, in batches).
+
+    :raises SeedError: unknown set, a protected set without ``force``, or a malformed set.
+    :raises IntegrityError: the data breaks a constraint (nothing is written).
+    """
+    if env in PROTECTED and not force:
+        raise SeedError(f"refusing to seed {env!r} without --force: it writes to a live system")
+    build = load(env, directory)
+    started = time.perf_counter()
+    result = SeedResult(env, seed)
+    tables = list(build(seed))
+    with db.bind_ctx([model for model, _rows in tables]):
+        if fresh:
+            # Committed before seeding: SQLite upserts run ~8x slower in the transaction that
+            # deleted their rows (measured: 0.59 s vs 0.08 s per 3,000 payments).
+            for model, _rows in reversed(tables):
+                Repository(model, db).purge(batch_size=10_000)
+        _write(db, tables, result, progress)
+    for model, _rows in tables:
+        name = model._meta.table_name
+        result.counts[name] = db.execute_sql(f'SELECT count(*) FROM "{name}"').fetchone()[0]
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _write(db: Any, tables: list[Any], result: SeedResult, progress: Progress | None) -> None:
+    """Upsert every table of the set by id, all in one transaction."""
+    with db.atomic():
+        for model, rows in tables:
+            name = model._meta.table_name
+            counted = _counting(rows, name, progress)
+            Repository(model, db).upsert_many(counted, ["id"])
+            result.written[name] = counted.count
+
+
+class _counting:
+    """Pass rows through, counting them and reporting progress every few thousand."""
+
+    EVERY = 5000
+
+    def __init__(self, rows: Iterable[Any], table: str, progress: Progress | None) -> None:
+        self.rows, self.table, self.progress, self.count = rows, table, progress, 0
+
+    def __iter__(self) -> Iterator[Any]:
+        for row in self.rows:
+            self.count += 1
+            if self.progress is not None and self.count % self.EVERY == 0:
+                self.progress(self.table, self.EVERY)
+            yield row
+        if self.progress is not None:
+            self.progress(self.table, self.count % self.EVERY)

@@ -1,0 +1,65 @@
+"""``setup``: the main job — create the database, migrate it, seed it, say what is there."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import migrate, seed
+
+
+@dataclass
+class SetupResult:
+    """What :func:`run` did and what the database holds afterwards."""
+
+    backend: str
+    location: str
+    applied: list[str] = field(default_factory=list)
+    version: int | None = None
+    seeded: seed.SeedResult | None = None
+    rows: dict[str, int] = field(default_factory=dict)
+    backup: str | None = None
+    seconds: float = 0.0
+
+
+def run(
+    db: Any,
+    env: str = "dev",
+    *,
+    migrations: str | os.PathLike[str] | None = None,
+    seeds: str | os.PathLike[str] | None = None,
+    seed_value: int = seed.DEFAULT_SEED,
+    force: bool = False,
+    backup: bool = True,
+    migrate_progress: migrate.runner.Progress | None = None,
+    seed_progress: seed.Progress | None = None,
+) -> SetupResult:
+    """Apply pending migrations, then seed set ``env``; safe and quick to run again.
+
+    :raises MigrationError: a migration is malformed or fails (nothing of it is applied).
+    :raises SeedError: the seed set is unknown, malformed or refused.
+    """
+    started = time.perf_counter()
+    info = db.info()
+    result = SetupResult(info["backend"], info.get("path") or info["url"])
+    applied = migrate.up(db, migrations, backup=backup, progress=migrate_progress)
+    result.applied = [step.name for step in applied.steps]
+    result.backup = applied.backup
+    result.version = migrate.current_version(db)
+    result.seeded = seed.run(db, env, directory=seeds, seed=seed_value, force=force,
+                             progress=seed_progress)
+    result.rows = table_rows(db)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def table_rows(db: Any) -> dict[str, int]:
+    """Row count of every table (embeddb's bookkeeping and FTS internals left out)."""
+    counts = {}
+    for table in sorted(db.get_tables()):
+        if table.startswith("embeddb_") or "_fts" in table:
+            continue
+        counts[table] = db.execute_sql(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+    return counts

@@ -1,0 +1,5 @@
+"""production: nothing but what a new live system needs; refuses to run without --force."""
+
+
+def build(seed: int):
+    return []
