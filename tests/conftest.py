@@ -16,6 +16,8 @@ import pytest
 
 import embeddb
 
+pytest_plugins = ["pytester"]
+
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 BACKENDS = ["sqlite_file", "sqlite_memory", "postgresql"]
 

@@ -1,0 +1,101 @@
+"""The pytest plugin, used from throwaway test files the way an app's suite would use it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from embeddb.testing import Template
+
+ROOT = Path(__file__).parent.parent
+
+SUITE = '''
+import threading
+
+import embeddb
+
+USER = "INSERT INTO users (id, wallet_address, chain_id, created_at, updated_at) " \\
+       "VALUES ('{id}', '0xfeed{n}', 1, '2026-01-01 00:00:00.000000+00:00', " \\
+       "'2026-01-01 00:00:00.000000+00:00')"
+
+
+def users(db):
+    return db.execute_sql("SELECT count(*) FROM users").fetchone()[0]
+
+
+def test_first_writes(embeddb_db):
+    embeddb_db.execute_sql(USER.format(id="a" * 32, n=1))
+    assert users(embeddb_db) == 1
+
+
+def test_second_sees_nothing_of_the_first(embeddb_db):
+    assert users(embeddb_db) == 0
+    assert embeddb.migrate.current_version(embeddb_db) == 5
+
+
+def test_seeded_has_the_test_set(embeddb_seeded_db):
+    assert users(embeddb_seeded_db) == 3
+    embeddb_seeded_db.execute_sql("DELETE FROM ratings")
+
+
+def test_seeded_again_is_untouched(embeddb_seeded_db):
+    assert embeddb_seeded_db.execute_sql("SELECT count(*) FROM ratings").fetchone()[0] == 1
+
+
+def test_a_thread_sees_the_same_database(embeddb_db):
+    embeddb_db.execute_sql(USER.format(id="b" * 32, n=2))
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(users(embeddb_db)))
+    thread.start()
+    thread.join()
+    assert seen == [1]
+
+
+def test_models_are_bound(embeddb_seeded_db):
+    from embeddb.reference.models import User
+    assert User.select().count() == 3
+'''
+
+
+@pytest.fixture
+def suite(pytester):
+    pytester.makeini(
+        "[pytest]\n"
+        f"embeddb_migrations = {ROOT / 'migrations'}\n"
+        f"embeddb_seeds = {ROOT / 'seeds'}\n"
+        "embeddb_models = embeddb.reference.models:MODELS\n"
+    )
+    pytester.makepyfile(test_app=SUITE)
+    return pytester
+
+
+def test_plugin_fixtures_on_sqlite(suite):
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=6)
+
+
+def test_plugin_fixtures_on_postgres(suite, pg_url):
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider", "--embeddb-url", pg_url)
+    result.assert_outcomes(passed=6)
+
+
+def test_plugin_reports_a_broken_migration(pytester):
+    folder = pytester.mkdir("bad_migrations")
+    (folder / "0001_broken.up.sql").write_text("CREATE TABLE t (x INTEGER);\nNOT SQL AT ALL;\n")
+    pytester.makeini(f"[pytest]\nembeddb_migrations = {folder}\n")
+    pytester.makepyfile("def test_x(embeddb_db):\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*0001_broken*"])
+
+
+def test_copies_are_independent():
+    template = Template.create(None, ROOT / "migrations")
+    first = template.copy()
+    first.execute_sql("DELETE FROM embeddb_migrations")
+    second = template.copy()
+    assert second.execute_sql("SELECT count(*) FROM embeddb_migrations").fetchone()[0] == 5
+    template.discard(first)
+    template.discard(second)
+    template.close()
