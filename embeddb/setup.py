@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from . import migrate, seed
+from . import migrate, reference, seed
 
 
 @dataclass
@@ -22,6 +23,8 @@ class SetupResult:
     rows: dict[str, int] = field(default_factory=dict)
     backup: str | None = None
     seconds: float = 0.0
+    migrations: str = ""
+    seeds: str = ""
 
 
 def run(
@@ -44,6 +47,8 @@ def run(
     started = time.perf_counter()
     info = db.info()
     result = SetupResult(info["backend"], info.get("path") or info["url"])
+    migrations, seeds = _folders(migrations, seeds)
+    result.migrations, result.seeds = str(migrations), str(seeds)
     applied = migrate.up(db, migrations, backup=backup, progress=migrate_progress)
     result.applied = [step.name for step in applied.steps]
     result.backup = applied.backup
@@ -53,6 +58,22 @@ def run(
     result.rows = table_rows(db)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _folders(migrations: Any, seeds: Any) -> tuple[Path, Path]:
+    """The folders given, else $EMBEDDB_MIGRATIONS_DIR / $EMBEDDB_SEEDS_DIR, else ./migrations
+    and ./seeds, else the reference application installed with embeddb (so ``embeddb setup``
+    works in an empty directory)."""
+    chosen = []
+    for given, env, local, bundled in (
+        (migrations, migrate.files.ENV_DIRECTORY, "migrations", reference.MIGRATIONS),
+        (seeds, seed.ENV_DIR, "seeds", reference.SEEDS),
+    ):
+        folder = given or os.environ.get(env) or local
+        if not given and not os.environ.get(env) and not Path(local).is_dir():
+            folder = bundled
+        chosen.append(Path(folder))
+    return chosen[0], chosen[1]
 
 
 def table_rows(db: Any) -> dict[str, int]:

@@ -104,14 +104,16 @@ def setup(directory: str | None, seeds_dir: str | None, seed_value: int, as_json
     if as_json:
         emit_json({"backend": result.backend, "location": result.location,
                    "applied": result.applied, "schema_version": result.version,
+                   "migrations": result.migrations, "seeds": result.seeds,
                    "backup": result.backup, "seed": _summary(result.seeded),
                    "rows": result.rows, "seconds": round(result.seconds, 3)})
         return
     click.echo(f"backend         {result.backend}")
     click.echo(f"database        {result.location}")
     click.echo(f"schema version  {result.version}")
-    click.echo(f"migrations      {len(result.applied)} applied now")
-    click.echo(f"seed            {env} (seed {seed_value}), {result.seeded.total} rows upserted")
+    click.echo(f"migrations      {len(result.applied)} applied now, from {result.migrations}")
+    click.echo(f"seed            {env} (seed {seed_value}) from {result.seeds}, "
+               f"{result.seeded.total} rows upserted")
     click.echo("rows:")
     for table, count in result.rows.items():
         click.echo(f"  {table:<18} {count:>8}")
