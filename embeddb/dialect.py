@@ -91,9 +91,6 @@ class Dialect:
     #: the manifest's ``format``: which embeddb.backup driver writes and reads the files
     backup_format: str = ""
 
-    def batch_delete_sql(self, table: str, condition: str, limit: int) -> str:
-        """DELETE of at most ``limit`` rows matching ``condition``, located by row id."""
-        raise NotImplementedError
 
     def maintenance_tasks(self) -> Any:
         """The object whose methods run VACUUM, ANALYZE, checkpoint... on this backend."""
@@ -204,11 +201,6 @@ class SqliteDialect(Dialect):
     # -- backup and maintenance (embeddb.backup, embeddb.maintenance) --
     backup_format = "sqlite3"
 
-    def batch_delete_sql(self, table: str, condition: str, limit: int) -> str:
-        return (
-            f"DELETE FROM {table} WHERE rowid IN "
-            f"(SELECT rowid FROM {table} WHERE {condition} LIMIT {int(limit)})"
-        )
 
     def maintenance_tasks(self) -> Any:
         from .maintenance import SqliteTasks
@@ -314,12 +306,6 @@ class PostgresDialect(Dialect):
     # -- backup and maintenance (embeddb.backup, embeddb.maintenance) --
     backup_format = "pg_dump"
 
-    def batch_delete_sql(self, table: str, condition: str, limit: int) -> str:
-        # = ANY(ARRAY(...)) plans as a TID scan; IN (SELECT ctid ...) would scan the whole table.
-        return (
-            f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("
-            f"SELECT ctid FROM {table} WHERE {condition} LIMIT {int(limit)}))"
-        )
 
     def maintenance_tasks(self) -> Any:
         from .maintenance import PostgresTasks

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .errors import DatabaseError, MaintenanceError
-from .models import UTCDateTimeField, utcnow
+from .models import utcnow
 
 #: rows deleted per transaction: short enough that writers never wait long for the lock
 BATCH_SIZE = 1000
@@ -34,7 +34,6 @@ API_KEY_GRACE = timedelta(days=30)
 #: tool executions are kept this long for debugging and usage reports
 EXECUTION_RETENTION = timedelta(days=90)
 
-_TIMESTAMP = UTCDateTimeField()
 #: rows examined per index by optimize's ANALYZE: good statistics at a bounded cost
 _ANALYSIS_LIMIT = 1000
 
@@ -88,51 +87,28 @@ def cleanup(
     """
     if batch_size < 1:
         raise MaintenanceError("batch_size must be at least 1")
+    from .reference import repositories as repos
+
     now = now or utcnow()
     key_cutoff, run_cutoff = now - api_key_grace, now - execution_retention
-    rules = [
-        ("sessions", "expires_at < {p}", [now]),
-        ("api_keys",
-         "(revoked_at IS NOT NULL AND revoked_at < {p}) OR (expires_at IS NOT NULL AND expires_at < {p})",
-         [key_cutoff, key_cutoff]),
-        ("tool_executions", "created_at < {p}", [run_cutoff]),
+    options = {"now": now, "batch_size": batch_size, "dry_run": dry_run, "progress": progress}
+    jobs = [
+        ("sessions", lambda: repos.SessionRepository(db).cleanup_expired(**options)),
+        ("api_keys", lambda: repos.ApiKeyRepository(db).cleanup(api_key_grace, **options)),
+        ("tool_executions", lambda: repos.ToolExecutionRepository(db).cleanup_older_than(
+            execution_retention, **options)),
     ]
     result: dict[str, Any] = {
         "dry_run": dry_run, "deleted": {}, "skipped": [],
         "cutoffs": {"sessions": now.isoformat(), "api_keys": key_cutoff.isoformat(),
                     "tool_executions": run_cutoff.isoformat()},
     }
-    for table, condition, values in rules:
-        if not db.table_exists(table):
+    for table, job in jobs:
+        if db.table_exists(table):
+            result["deleted"][table] = job()
+        else:
             result["skipped"].append(table)
-            continue
-        condition = condition.format(p=db.param)
-        params = [_TIMESTAMP.db_value(v) for v in values]
-        count = _count(db, table, condition, params) if dry_run else _delete(
-            db, table, condition, params, batch_size, progress
-        )
-        result["deleted"][table] = count
     return result
-
-
-def _count(db: Any, table: str, condition: str, params: list[Any]) -> int:
-    return db.execute_sql(f"SELECT count(*) FROM {table} WHERE {condition}", params).fetchone()[0]
-
-
-def _delete(
-    db: Any, table: str, condition: str, params: list[Any], batch: int,
-    progress: Callable[[str, int], None] | None,
-) -> int:
-    sql = db.dialect.batch_delete_sql(table, condition, batch)
-    total = 0
-    while True:
-        with db.atomic():
-            deleted = db.execute_sql(sql, params).rowcount
-        total += deleted
-        if progress is not None:
-            progress(table, total)
-        if deleted < batch:
-            return total
 
 
 # -- per backend ----------------------------------------------------------------------------------

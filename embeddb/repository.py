@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import islice
-from typing import Any, Generic, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import peewee
 
@@ -538,12 +538,14 @@ class Repository(Generic[M]):
         *,
         batch_size: int = 1000,
         dry_run: bool = False,
+        progress: Callable[[str, int], None] | None = None,
         **lookups: Any,
     ) -> int:
         """Hard-delete every row matching the lookups in short transactions of ``batch_size``.
 
         Each batch holds the write lock only briefly, so other writers keep going. Returns the
-        number of rows deleted (or that would be, with ``dry_run``).
+        number of rows deleted (or that would be, with ``dry_run``); ``progress(table, total)``
+        is called after each batch.
         """
         expression = self.where(filters, **lookups)
         base = self.model.select_with_deleted if self._soft else self.model.select
@@ -558,9 +560,12 @@ class Repository(Generic[M]):
                 if expression is not None:
                     ids = ids.where(expression)
                 ids = [row[0] for row in ids.limit(batch_size).tuples().execute(self.db)]
-                if not ids:
-                    return deleted
-                deleted += self.model.delete().where(self._pk.in_(ids)).execute(self.db)
+                if ids:
+                    deleted += self.model.delete().where(self._pk.in_(ids)).execute(self.db)
+            if progress is not None:
+                progress(self.model._meta.table_name, deleted)
+            if len(ids) < batch_size:
+                return deleted
 
     def bulk_create(
         self, rows: Iterable[Mapping[str, Any] | M], *, batch_size: int = BATCH_SIZE

@@ -67,6 +67,15 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> str:
     return request.getfixturevalue("pg_schema_url")
 
 
+@pytest.fixture(params=["sqlite_file", "postgresql"])
+def cli_db_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    """A database URL a second connection (e.g. a CLI run) sees the same data through:
+    a SQLite file or a PostgreSQL schema (a new :memory: connection would be empty)."""
+    if request.param == "sqlite_file":
+        return f"sqlite:///{tmp_path / 'cli.db'}"
+    return request.getfixturevalue("pg_schema_url")
+
+
 @pytest.fixture
 def db(db_url: str) -> Iterator[embeddb.Database]:
     """A connected, empty database on each backend."""

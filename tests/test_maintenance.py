@@ -10,44 +10,39 @@ import pytest
 from click.testing import CliRunner
 
 import embeddb
+import embeddb.migrate
 from embeddb import maintenance
 from embeddb.cli import cli
-from embeddb.models import UTCDateTimeField, utcnow
+from embeddb.models import utcnow
+from embeddb.reference.models import ApiKey, Session, ToolExecution, User
+from embeddb.repository import Repository
 
-_TS = UTCDateTimeField()
+OWNER = "0" * 31 + "1"
+MIGRATIONS = Path(__file__).parent.parent / "migrations"
 
 
 def _create_cleanup_tables(db) -> None:
-    ts = db.dialect.field_types["TIMESTAMPTZ"]
-    db.execute_sql(f"CREATE TABLE sessions (id INTEGER PRIMARY KEY, expires_at {ts} NOT NULL)")
-    db.execute_sql(f"CREATE TABLE api_keys (id INTEGER PRIMARY KEY, revoked_at {ts}, "
-                   f"expires_at {ts})")
-    db.execute_sql(f"CREATE TABLE tool_executions (id INTEGER PRIMARY KEY, "
-                   f"created_at {ts} NOT NULL)")
+    embeddb.migrate.up(db, MIGRATIONS, backup=False)
 
 
 def _fill(db, now) -> None:
-    p = db.param
     day = timedelta(days=1)
-    rows = {
-        "sessions": [((now - day * i),) for i in range(-2, 3)],  # 2 expired, 1 ~now, 2 future
-        "api_keys": [
+    users = Repository(User, db)
+    users.bulk_create([{"id": OWNER, "wallet_address": "0xowner", "chain_id": 1}])
+    Repository(Session, db).bulk_create(  # 2 expired, 1 ~now, 2 future
+        {"user": OWNER, "token_hash": f"t{i}", "expires_at": now - day * i} for i in range(-2, 3))
+    Repository(ApiKey, db).bulk_create(
+        {"user": OWNER, "name": "k", "key_hash": f"k{i}", "prefix": "edb", "revoked_at": revoked,
+         "expires_at": expires}
+        for i, (revoked, expires) in enumerate([
             (now - day * 40, None),  # revoked long ago: goes
             (now - day * 5, None),  # revoked recently: grace period, stays
             (None, now - day * 31),  # expired past the grace: goes
             (None, now + day),  # valid: stays
             (None, None),  # never expires: stays
-        ],
-        "tool_executions": [(now - day * d,) for d in (1, 89, 91, 200, 365)],
-    }
-    columns = {"sessions": "expires_at", "api_keys": "revoked_at, expires_at",
-               "tool_executions": "created_at"}
-    with db.atomic():
-        for table, values in rows.items():
-            for i, row in enumerate(values, start=1):
-                marks = ", ".join([p] * (len(row) + 1))
-                db.execute_sql(f"INSERT INTO {table} (id, {columns[table]}) VALUES ({marks})",
-                               (i, *[_TS.db_value(v) for v in row]))
+        ]))
+    Repository(ToolExecution, db).bulk_create(
+        {"tool_id": "t", "created_at": now - day * d} for d in (1, 89, 91, 200, 365))
 
 
 def _count(db, table: str) -> int:
@@ -105,9 +100,11 @@ def test_checkpoint_reports_wal_sizes(sqlite_file_url: str) -> None:
     assert result["wal_bytes_after"] == 0 and result["complete"] is True
 
 
-def test_checkpoint_on_memory_and_postgres(db) -> None:
-    if db.backend == "sqlite" and not db.is_memory:
-        pytest.skip("covered by test_checkpoint_reports_wal_sizes")
+@pytest.mark.parametrize("kind", ["sqlite_memory", "postgresql"])
+def test_checkpoint_on_memory_and_postgres(kind: str, request: pytest.FixtureRequest) -> None:
+    url = "sqlite:///:memory:" if kind == "sqlite_memory" else request.getfixturevalue(
+        "pg_schema_url")
+    db = embeddb.connect(url)
     result = maintenance.checkpoint(db)
     assert result["task"] == "checkpoint"
 
@@ -130,10 +127,8 @@ def test_integrity_finds_foreign_key_violation_and_cli_exits_1(tmp_path: Path) -
 
 
 @pytest.mark.parametrize("task", ["vacuum", "analyze", "optimize", "checkpoint", "integrity"])
-def test_cli_tasks(db_url: str, task: str) -> None:
-    if db_url.endswith(":memory:"):
-        pytest.skip("a CLI invocation opens its own, empty in-memory database")
-    result = CliRunner().invoke(cli, ["--db", db_url, "maintenance", task, "--json"])
+def test_cli_tasks(cli_db_url: str, task: str) -> None:
+    result = CliRunner().invoke(cli, ["--db", cli_db_url, "maintenance", task, "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["task"] == task
 

@@ -68,16 +68,8 @@ def test_schema_check_names_each_difference(ref):
     assert not any(d.startswith("alerts") for d in found)  # has a default: inserts still work
 
 
-@pytest.fixture(params=["sqlite_file", "postgresql"])
-def shared_url(request, tmp_path):
-    """A database URL the CLI can open too (a new :memory: connection would be empty)."""
-    if request.param == "sqlite_file":
-        return f"sqlite:///{tmp_path / 'cli.db'}"
-    return request.getfixturevalue("pg_schema_url")
-
-
-def test_schema_check_cli_exit_codes(shared_url):
-    db_url = shared_url
+def test_schema_check_cli_exit_codes(cli_db_url):
+    db_url = cli_db_url
     ref = embeddb.connect(db_url)
     embeddb.migrate.up(ref, MIGRATIONS, backup=False)
     runner = CliRunner()

@@ -10,9 +10,9 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import peewee
 
@@ -31,6 +31,7 @@ from .models import (
 )
 
 _WORDS = re.compile(r"[^\W_]+", re.UNICODE)
+Progress = Callable[[str, int], None]
 #: How many words of a search query are used; more only slows the query down.
 MAX_SEARCH_WORDS = 8
 
@@ -206,9 +207,11 @@ class SessionRepository(Repository[Session]):
     def close(self, token: str) -> bool:
         return self.purge(token_hash=hash_secret(token or "")) > 0
 
-    def cleanup_expired(self, *, batch_size: int = 1000, dry_run: bool = False) -> int:
+    def cleanup_expired(self, *, now: datetime | None = None, batch_size: int = 1000,
+                        dry_run: bool = False, progress: Progress | None = None) -> int:
         """Delete expired sessions in short batches; the number deleted (or due)."""
-        return self.purge(expires_at__lte=utcnow(), batch_size=batch_size, dry_run=dry_run)
+        return self.purge(expires_at__lte=now or utcnow(), batch_size=batch_size,
+                          dry_run=dry_run, progress=progress)
 
 
 class ApiKeyRepository(Repository[ApiKey]):
@@ -246,13 +249,16 @@ class ApiKeyRepository(Repository[ApiKey]):
     def revoke(self, key_id: Any) -> ApiKey:
         return self.update(key_id, revoked_at=utcnow())
 
-    def cleanup(self, grace: timedelta = timedelta(days=30), *, batch_size: int = 1000,
-                dry_run: bool = False) -> int:
+    def cleanup(self, grace: timedelta = timedelta(days=30), *, now: datetime | None = None,
+                batch_size: int = 1000, dry_run: bool = False,
+                progress: Progress | None = None) -> int:
         """Delete keys revoked or expired more than ``grace`` ago."""
-        cutoff = utcnow() - grace
-        revoked = self.purge(revoked_at__lte=cutoff, batch_size=batch_size, dry_run=dry_run)
-        expired = self.purge(expires_at__lte=cutoff, revoked_at__is_null=True,
-                             batch_size=batch_size, dry_run=dry_run)
+        cutoff = (now or utcnow()) - grace
+        revoked = self.purge(revoked_at__lt=cutoff, batch_size=batch_size, dry_run=dry_run,
+                             progress=progress)
+        expired = self.purge(
+            expires_at__lt=cutoff, revoked_at__is_null=True, batch_size=batch_size,
+            dry_run=dry_run, progress=progress and (lambda t, n: progress(t, revoked + n)))
         return revoked + expired
 
 
@@ -260,10 +266,12 @@ class ToolExecutionRepository(Repository[ToolExecution]):
     def __init__(self, db: Any = None) -> None:
         super().__init__(ToolExecution, db)
 
-    def cleanup_older_than(self, age: timedelta = timedelta(days=90), *, batch_size: int = 1000,
-                           dry_run: bool = False) -> int:
+    def cleanup_older_than(self, age: timedelta = timedelta(days=90), *,
+                           now: datetime | None = None, batch_size: int = 1000,
+                           dry_run: bool = False, progress: Progress | None = None) -> int:
         """Delete executions created more than ``age`` ago, in short batches."""
-        return self.purge(created_at__lt=utcnow() - age, batch_size=batch_size, dry_run=dry_run)
+        return self.purge(created_at__lt=(now or utcnow()) - age, batch_size=batch_size,
+                          dry_run=dry_run, progress=progress)
 
 
 class TransactionRepository(Repository[Transaction]):
