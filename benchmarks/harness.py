@@ -13,7 +13,8 @@ import resource
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 QUICK = os.environ.get("EMBEDDB_BENCH_QUICK") == "1"
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"

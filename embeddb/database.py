@@ -13,18 +13,17 @@ import os
 import sqlite3
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import peewee
+import psycopg2
+import psycopg2.extras
 from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 
 from . import config, dialect
 from .errors import ConfigurationError, ConnectionFailed, PoolExhausted, translate
 from .url import DatabaseURL, parse
-
-import psycopg2
-import psycopg2.extras
-
 
 _peewee_logger = logging.getLogger("peewee")
 _driver_errors = peewee.__exception_wrapper__  # turns DB-API errors into peewee's classes
@@ -37,7 +36,7 @@ class _TrackedSavepoint(peewee._savepoint):
     work that was rolled back.
     """
 
-    def __enter__(self) -> "_TrackedSavepoint":
+    def __enter__(self) -> _TrackedSavepoint:
         self._mark = len(self.db._state.commit_callbacks)
         return super().__enter__()
 

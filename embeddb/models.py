@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import date, datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Iterable
+from typing import Any
 
 import peewee
 
 from .errors import ConflictError, NotFoundError
 from .ids import new_id
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def utcnow() -> datetime:
@@ -216,7 +217,7 @@ class SoftDeleteModel(BaseModel):
 
     @classmethod
     def select_with_deleted(cls, *fields: Any) -> peewee.ModelSelect:
-        return super(SoftDeleteModel, cls).select(*fields)
+        return super().select(*fields)
 
     @classmethod
     def deleted(cls, *fields: Any) -> peewee.ModelSelect:

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 

@@ -7,8 +7,9 @@ migration created. ``dump`` writes the schema for review in diffs, like dbmate's
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import peewee
 

@@ -43,7 +43,7 @@ class Template:
         migrations: str | os.PathLike[str] | None = None,
         seed_set: str | None = None,
         seeds: str | os.PathLike[str] | None = None,
-    ) -> "Template":
+    ) -> Template:
         """A template on ``url`` (default: SQLite in memory) with ``migrations`` applied and
         seed set ``seed_set`` loaded from ``seeds`` (none by default)."""
         parsed = parse(url or "sqlite:///:memory:")

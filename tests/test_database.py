@@ -181,7 +181,7 @@ def test_default_url_is_a_file_in_the_working_directory(tmp_path, monkeypatch):
     assert (tmp_path / "embeddb.db").exists()
 
 
-def test_postgres_refusing_server_fails_fast_with_redacted_url(pg_url):
+def test_postgres_refusing_server_fails_fast_with_redacted_url():
     with pytest.raises(ConnectionFailed) as info:
         embeddb.connect("postgresql://app:hunter2@127.0.0.1:1/nodb", connect_timeout=2)
     assert "hunter2" not in str(info.value) and "app:***@" in str(info.value)
@@ -218,3 +218,21 @@ def test_postgres_schema_option_isolates(pg_schema_url):
     schema = pg_schema_url.rsplit("schema=", 1)[1]
     assert db.execute_sql("SELECT current_schema()").fetchone()[0] == schema
     db.close_all()
+
+
+def test_postgres_server_that_does_not_answer_times_out():
+    """A port that accepts the connection but never speaks the protocol (a hung server)."""
+    import socket
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    try:
+        start = time.monotonic()
+        with pytest.raises(ConnectionFailed, match="timeout|timed out"):
+            embeddb.connect(f"postgresql://u@127.0.0.1:{port}/db", connect_timeout=1)
+        assert time.monotonic() - start < 5
+    finally:
+        listener.close()

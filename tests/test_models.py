@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import peewee
@@ -46,7 +46,7 @@ def test_ids_are_unique_time_ordered_uuid7():
     assert ids == sorted(ids)
     assert [i.hex for i in ids] == sorted(i.hex for i in ids)
     assert all(i.version == 7 for i in ids[:10])
-    assert abs(id_time(ids[0]) - datetime.now(timezone.utc).timestamp()) < 5
+    assert abs(id_time(ids[0]) - datetime.now(UTC).timestamp()) < 5
 
 
 def test_ids_round_trip_and_sort_in_the_database(models):
@@ -72,7 +72,7 @@ def test_timestamps_are_utc_and_updated(models):
     loaded = Note.get_by_id(note.id)
     assert loaded.created_at.tzinfo is not None
     assert loaded.created_at.utcoffset() == timedelta(0)
-    assert abs(loaded.created_at - datetime.now(timezone.utc)) < timedelta(seconds=30)
+    assert abs(loaded.created_at - datetime.now(UTC)) < timedelta(seconds=30)
     first = loaded.updated_at
     loaded.title = "b"
     loaded.save()
@@ -85,11 +85,11 @@ def test_datetimes_convert_to_utc(models):
     plus_two = timezone(timedelta(hours=2))
     note = Note.create(title="t", due=datetime(2030, 1, 1, 12, 0, tzinfo=plus_two))
     due = Note.get_by_id(note.id).due
-    assert due == datetime(2030, 1, 1, 10, 0, tzinfo=timezone.utc)
-    assert due.tzinfo == timezone.utc
+    assert due == datetime(2030, 1, 1, 10, 0, tzinfo=UTC)
+    assert due.tzinfo == UTC
     naive = Note.create(title="n", due=datetime(2030, 1, 1, 9, 0))
-    assert Note.get_by_id(naive.id).due == datetime(2030, 1, 1, 9, 0, tzinfo=timezone.utc)
-    later = Note.select().where(Note.due > datetime(2030, 1, 1, 9, 30, tzinfo=timezone.utc))
+    assert Note.get_by_id(naive.id).due == datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
+    later = Note.select().where(Note.due > datetime(2030, 1, 1, 9, 30, tzinfo=UTC))
     assert [n.title for n in later] == ["t"]
 
 

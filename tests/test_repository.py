@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import peewee
@@ -53,7 +53,7 @@ def _seed(repo, n=30):
 
 
 def test_get_returns_typed_model_and_raises_not_found(repo):
-    when = datetime(2030, 5, 1, 12, tzinfo=timezone.utc)
+    when = datetime(2030, 5, 1, 12, tzinfo=UTC)
     created = repo.create(sku="a", name="A", price="9.99", attributes={"k": [1]},
                           available_at=when)
     got = repo.get(created.id)
@@ -271,5 +271,5 @@ def test_datetimes_json_decimals_survive_the_fast_paths(repo):
     got = repo.first(sku="d1")
     assert got.price == Decimal("0.01")
     assert got.attributes == {"a": [1, "é"]}
-    assert got.available_at == datetime(2031, 1, 1, 0, 0, tzinfo=timezone.utc)
+    assert got.available_at == datetime(2031, 1, 1, 0, 0, tzinfo=UTC)
     assert json.dumps(got.attributes, ensure_ascii=False) == '{"a": [1, "é"]}'

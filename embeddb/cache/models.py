@@ -8,11 +8,12 @@ otherwise):
 
 What a write through a model with :class:`CacheInvalidation` invalidates, after the commit:
 
-| write | invalidates |
-|---|---|
-| ``instance.save()`` / ``delete_instance()`` (soft or not), ``create()`` | that row's key, ``list:t`` |
-| ``M.insert(...)``, ``insert_many``, ``insert_from``, ``replace``, ``bulk_create`` | ``list:t`` |
-| ``M.update(...)``, ``M.delete()`` (any WHERE), ``bulk_update``, ``set_by_id``, ``delete_by_id`` | ``model:t`` and ``list:t`` (every row of M: the rows a WHERE hits are not known without a query) |
+- ``instance.save()`` / ``delete_instance()`` (soft or not), ``create()``: that row's key and
+  ``list:t``;
+- ``M.insert(...)``, ``insert_many``, ``insert_from``, ``replace``, ``bulk_create``: ``list:t``;
+- ``M.update(...)``, ``M.delete()`` (any WHERE), ``bulk_update``, ``set_by_id``,
+  ``delete_by_id``: ``model:t`` and ``list:t`` (every row of M: the rows a WHERE hits are not
+  known without a query).
 
 Raw SQL (``db.execute_sql``) and writes from other programs are not seen: call
 :meth:`Cache.invalidate_after_commit` yourself, or rely on the family TTL.

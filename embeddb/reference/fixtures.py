@@ -12,16 +12,17 @@ import hashlib
 import math
 import struct
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from ..models import BaseModel
 from . import models as m
 
 #: Generated timestamps count back from here, so the data is identical on every run.
-EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 CATEGORIES = ("ai", "data", "defi", "identity", "messaging", "storage", "analytics", "oracles")
 ADJECTIVES = ("Fast", "Secure", "Global", "Smart", "Open", "Realtime", "Private", "Simple")
@@ -48,7 +49,7 @@ class Sizes:
     executions: int = 5000
     alerts: int = 500
 
-    def scaled(self, factor: int) -> "Sizes":
+    def scaled(self, factor: int) -> Sizes:
         return Sizes(**{k: v * factor for k, v in self.__dict__.items()})
 
 
