@@ -21,25 +21,29 @@ SLOW = {
 
 
 def _run(url: str, folder: str, barrier, results) -> None:
-    db = embeddb.connect(url)
-    barrier.wait()
     try:
+        db = embeddb.connect(url)
+        barrier.wait(timeout=60)
         results.put(("ok", migrate.up(db, folder, backup=False, lock_timeout=30).names))
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the test
         results.put(("error", repr(exc)))
 
 
 def _race(url: str, folder: Path) -> list[tuple[str, list[str]]]:
-    context = multiprocessing.get_context("fork")
+    # spawn, not fork: a child forked while another thread of pytest holds a lock can hang
+    context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(2), context.Queue()
     procs = [context.Process(target=_run, args=(url, str(folder), barrier, results))
              for _ in range(2)]
     for proc in procs:
         proc.start()
-    outcome = [results.get(timeout=60) for _ in procs]
-    for proc in procs:
-        proc.join(timeout=30)
-    return outcome
+    try:
+        return [results.get(timeout=90) for _ in procs]
+    finally:
+        for proc in procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

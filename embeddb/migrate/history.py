@@ -27,6 +27,23 @@ class Record:
     status: str
 
 
+_STATUS = f"SELECT status FROM {TABLE} WHERE version = {{p}}"
+_INSERT = (
+    f"INSERT INTO {TABLE} (version, name, checksum, applied_at, duration_ms, status) "
+    "VALUES ({p}, {p}, {p}, {p}, {p}, {p})"
+)
+_by_param: dict[tuple[str, str], str] = {}
+
+
+def _sql(db: Any, template: str) -> str:
+    """``template`` with the driver's placeholder (? or %s), formatted once per style."""
+    key = (template, db.param)
+    sql = _by_param.get(key)
+    if sql is None:
+        sql = _by_param[key] = template.format(p=db.param)
+    return sql
+
+
 def exists(db: Any) -> bool:
     """Whether the bookkeeping table exists (in the current schema on PostgreSQL)."""
     return db.table_exists(TABLE)
@@ -61,9 +78,7 @@ def _rows(db: Any) -> dict[int, Record]:
 
 def status_of(db: Any, version: int) -> str | None:
     """The status of one version, read inside the caller's transaction (None: not recorded)."""
-    row = db.execute_sql(
-        f"SELECT status FROM {TABLE} WHERE version = {db.param}", (version,)
-    ).fetchone()
+    row = db.execute_sql(_sql(db, _STATUS), (version,)).fetchone()
     return row[0] if row else None
 
 
@@ -90,15 +105,10 @@ def write(
     replace: bool = False,
 ) -> None:
     """Insert the row of ``version``; ``replace`` first drops an existing (failed) row."""
-    p = db.param
-    now = datetime.now(UTC).isoformat()
     if replace:
-        db.execute_sql(f"DELETE FROM {TABLE} WHERE version = {p}", (version,))
-    db.execute_sql(
-        f"INSERT INTO {TABLE} (version, name, checksum, applied_at, duration_ms, status) "
-        f"VALUES ({p}, {p}, {p}, {p}, {p}, {p})",
-        (version, name, checksum, now, round(duration_ms, 3), status),
-    )
+        delete(db, version)
+    row = (version, name, checksum, datetime.now(UTC).isoformat(), round(duration_ms, 3), status)
+    db.execute_sql(_sql(db, _INSERT), row)
 
 
 def delete(db: Any, version: int) -> None:

@@ -11,28 +11,23 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _TRANSACTION_CONTROL = {"BEGIN", "COMMIT", "END", "ROLLBACK", "START", "ABORT"}
 _LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*(?:\n|$))*")
+_NOISE_STARTS = frozenset(" \t\n\r\f\v-/")
 _FIRST_WORD = re.compile(r"[A-Za-z]+")
 _PG_TOKEN = re.compile(r"[;'\"$]|--|/\*")
 _DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_\x80-\uffff][A-Za-z0-9_\x80-\uffff]*)?\$")
 _IDENT_CHAR = re.compile(r"[A-Za-z0-9_$\x80-\uffff]")
 
 
-@dataclass(frozen=True)
-class Statement:
-    """One statement of a script and the line (1-based) where it starts."""
+class Statement(NamedTuple):
+    """One statement of a script, the line (1-based) where it starts, and its first word."""
 
     sql: str
     line: int
-
-    @property
-    def keyword(self) -> str:
-        """The first word, upper-cased (``CREATE``, ``BEGIN``...)."""
-        match = _FIRST_WORD.match(self.sql)
-        return match.group(0).upper() if match else ""
+    keyword: str = ""  # upper-cased: CREATE, BEGIN...
 
     @property
     def controls_transaction(self) -> bool:
@@ -56,23 +51,29 @@ class _Collector:
         self._counted_to = 0
 
     def add(self, start: int, end: int) -> None:
+        text = self.text
         start = self._skip_noise(start, end)
-        if start >= end or self.text[start:end].strip() == ";":
+        if start >= end or text[start] == ";" and not text[start + 1:end].strip():
             return
-        self._line += self.text.count("\n", self._counted_to, start)
+        self._line += text.count("\n", self._counted_to, start)
         self._counted_to = start
-        self.statements.append(Statement(self.text[start:end].rstrip(), self._line))
+        word = _FIRST_WORD.match(text, start, end)
+        keyword = word.group(0).upper() if word else ""
+        self.statements.append(Statement(text[start:end].rstrip(), self._line, keyword))
 
     def _skip_noise(self, start: int, end: int) -> int:
         """Index of the first character after leading whitespace and comments."""
+        text = self.text
         while True:
-            start = _LEADING_NOISE.match(self.text, start, end).end()
-            if not self.text.startswith("/*", start, end):
+            if start < end and text[start] not in _NOISE_STARTS:
+                return start
+            start = _LEADING_NOISE.match(text, start, end).end()
+            if not text.startswith("/*", start, end):
                 return start
             if self.nested_comments:
-                start = min(_end_of_block_comment(self.text, start), end)
+                start = min(_end_of_block_comment(text, start), end)
             else:
-                start = min(_find_or_end(self.text, "*/", start + 2) + 2, end)
+                start = min(_find_or_end(text, "*/", start + 2) + 2, end)
 
 
 def split_sqlite(text: str) -> list[Statement]:
