@@ -82,7 +82,10 @@ def test_vacuum_analyze_optimize_integrity(db) -> None:
             db.execute_sql(f"INSERT INTO t VALUES ({db.param}, {db.param})", (i, "x" * 200))
     db.execute_sql("DELETE FROM t WHERE id >= 20")
     vacuumed = maintenance.vacuum(db)
-    assert vacuumed["size_after"] <= vacuumed["size_before"]
+    if db.backend == "sqlite":  # VACUUM rebuilds the file without the deleted rows
+        assert vacuumed["size_after"] < vacuumed["size_before"]
+    else:  # PostgreSQL's VACUUM keeps the pages (it may even add the visibility map)
+        assert vacuumed["size_after"] > 0 and vacuumed["size_before"] > 0
     assert maintenance.analyze(db)["task"] == "analyze"
     assert maintenance.optimize(db)["task"] == "optimize"
     report = maintenance.integrity(db)

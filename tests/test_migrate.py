@@ -365,8 +365,16 @@ def test_safety_backup_before_changing_a_file(folder, tmp_path):
     copy = sqlite3.connect(backup)
     assert copy.execute("SELECT x FROM t").fetchall() == [(41,)]
     copy.close()
-    assert [p.name for p in backup.parent.iterdir()] == [backup.name]  # no .tmp left
+    assert sorted(p.name for p in backup.parent.iterdir()) == [
+        backup.name, backup.name + ".manifest.json"]  # no .tmp left
     assert migrate.up(db, folder).backup is None  # nothing to apply, no copy
+
+
+def test_a_new_empty_database_gets_no_safety_backup(folder, tmp_path):
+    db = embeddb.connect(f"sqlite:///{tmp_path / 'new.db'}")
+    write(folder, "0001_t.up.sql", "CREATE TABLE t (x INTEGER);")
+    assert migrate.up(db, folder).backup is None
+    assert not (tmp_path / "backups").exists()
 
 
 def test_memory_database_skips_the_backup(folder):

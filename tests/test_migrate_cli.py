@@ -45,8 +45,7 @@ def test_up_prints_each_migration_and_its_duration(runner, url, folder):
     assert "Applying: 0001_create_users" in lines and "Applying: 0002_add_posts" in lines
     assert any(re.fullmatch(r"Applied: 0001_create_users in [\d.]+ms", line) for line in lines)
     assert lines[-1] == "Version: 2"
-    if url.startswith("sqlite"):
-        assert lines[0].startswith("Backup: ") and "premigrate" in lines[0]
+    assert not lines[0].startswith("Backup: ")  # a new, empty database has nothing to save
     again = run(runner, url, folder, "up")
     assert again.output.strip() == "Nothing to do: the database is at version 2"
 
