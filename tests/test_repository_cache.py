@@ -7,7 +7,7 @@ import pytest
 from playhouse.test_utils import count_queries
 
 from embeddb.cache import Cache
-from embeddb.models import SoftDeleteModel, VersionedModel
+from embeddb.models import JSONField, SoftDeleteModel, VersionedModel
 from embeddb.repository import Repository
 
 
@@ -15,6 +15,7 @@ class Gadget(SoftDeleteModel, VersionedModel):
     cache_family = "services"
     name = peewee.TextField(unique=True)
     rank = peewee.IntegerField(default=0)
+    spec = JSONField(default=dict)
 
 
 @pytest.fixture
@@ -45,10 +46,14 @@ def test_get_reads_through_once(repo):
 
 
 def test_cached_objects_are_independent(repo):
-    gadget = repo.create(name="g")
+    gadget = repo.create(name="g", spec={"tags": ["a"], "size": {"w": 1}})
+    repo.get(gadget.id)  # cached now
     first = repo.get(gadget.id)
     first.name = "mutated locally"
-    assert repo.get(gadget.id).name == "g"
+    first.spec["tags"].append("b")
+    first.spec["size"]["w"] = 99
+    again = repo.get(gadget.id)
+    assert again.name == "g" and again.spec == {"tags": ["a"], "size": {"w": 1}}
 
 
 def test_missing_rows_are_not_cached(repo):
