@@ -196,15 +196,35 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
 
     def _set_pragmas(self, conn: sqlite3.Connection) -> None:
         if not self.is_memory:
-            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-            if mode.lower() != "wal":
-                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            # A no-op when the file is in WAL mode already. fetchall() finishes the statement
+            # at once: a statement left open keeps a read lock, and two processes each holding
+            # one while switching a new file to WAL fail with "database is locked" at once.
+            mode = self._switch_to_wal(conn)
             if mode.lower() != "wal":
                 raise ConnectionFailed(
                     f"{self.url.path}: SQLite refused WAL mode (got {mode!r}); "
                     "is the file on a network filesystem?"
                 )
         super()._set_pragmas(conn)
+
+    def _switch_to_wal(self, conn: sqlite3.Connection) -> str:
+        """Put the file in WAL mode (a no-op when it already is); the mode SQLite reports.
+
+        Switching a new file takes an exclusive lock, and SQLite answers "database is locked"
+        at once, without the busy handler, when several processes open a new file together;
+        so retry with backoff for up to the busy timeout.
+        """
+        deadline = time.monotonic() + self.settings.busy_timeout
+        pause = 0.001
+        while True:
+            try:
+                # fetchall() finishes the statement, so it holds no read lock afterwards.
+                return conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
 
     def _location(self) -> dict[str, Any]:
         path = ":memory:" if self.is_memory else os.path.abspath(self.database)

@@ -67,3 +67,31 @@ def test_processes_and_threads_increment_without_lost_updates(sqlite_file_url):
     assert all_errors == []
     expected = (4 * THREADS + THREADS) * INCREMENTS
     assert db.execute_sql("SELECT n FROM counter").fetchone()[0] == expected
+
+
+def _open_many(paths: list[str], barrier, results) -> None:
+    errors = []
+    for path in paths:
+        barrier.wait(timeout=60)
+        try:
+            db = embeddb.connect(f"sqlite:///{path}")
+            db.execute_sql("SELECT 1").fetchone()
+            db.close()
+        except Exception as exc:  # recorded, then asserted to be absent
+            errors.append(repr(exc))
+    results.put(errors)
+
+
+@pytest.mark.slow
+def test_processes_opening_a_new_file_together_all_succeed(tmp_path):
+    """Switching a new file to WAL mode races; SQLite refuses at once without retrying."""
+    paths = [str(tmp_path / f"new{i}.db") for i in range(15)]
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_open_many, args=(paths, barrier, results)) for _ in range(4)]
+    for proc in procs:
+        proc.start()
+    errors = [results.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=30)
+    assert [e for chunk in errors for e in chunk] == []
