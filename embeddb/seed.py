@@ -93,6 +93,12 @@ def load(env: str, directory: str | os.PathLike[str] | None = None) -> Callable[
     return build
 
 
+def check_allowed(env: str, force: bool) -> None:
+    """:raises SeedError: ``env`` is a protected set (production) and ``force`` is not given."""
+    if env in PROTECTED and not force:
+        raise SeedError(f"refusing to seed {env!r} without --force: it writes to a live system")
+
+
 def run(
     db: Any,
     env: str,
@@ -110,19 +116,27 @@ def run(
     :raises SeedError: unknown set, a protected set without ``force``, or a malformed set.
     :raises IntegrityError: the data breaks a constraint (nothing is written).
     """
-    if env in PROTECTED and not force:
-        raise SeedError(f"refusing to seed {env!r} without --force: it writes to a live system")
+    check_allowed(env, force)
     build = load(env, directory)
     started = time.perf_counter()
     result = SeedResult(env, seed)
-    tables = list(build(seed))
+    try:
+        tables = list(build(seed))
+    except Exception as exc:
+        raise SeedError(f"seed set {env!r}: build({seed}) failed: {type(exc).__name__}: {exc}") \
+            from exc
     with db.bind_ctx([model for model, _rows in tables]):
         if fresh:
             # Committed before seeding: SQLite upserts run ~8x slower in the transaction that
             # deleted their rows (measured: 0.59 s vs 0.08 s per 3,000 payments).
             for model, _rows in reversed(tables):
                 Repository(model, db).purge(batch_size=10_000)
-        _write(db, tables, result, progress)
+        try:
+            _write(db, tables, result, progress)
+        except EmbeddbError:
+            raise
+        except Exception as exc:  # a row generator failed: nothing was written
+            raise SeedError(f"seed set {env!r}: {type(exc).__name__}: {exc}") from exc
     for model, _rows in tables:
         name = model._meta.table_name
         result.counts[name] = db.execute_sql(f'SELECT count(*) FROM "{name}"').fetchone()[0]

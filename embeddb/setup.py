@@ -44,6 +44,7 @@ def run(
     :raises MigrationError: a migration is malformed or fails (nothing of it is applied).
     :raises SeedError: the seed set is unknown, malformed or refused.
     """
+    seed.check_allowed(env, force)  # before anything changes
     started = time.perf_counter()
     info = db.info()
     result = SetupResult(info["backend"], info.get("path") or info["url"])

@@ -1,0 +1,169 @@
+"""Seed sets and `embeddb setup`: idempotent, deterministic, refused for production, both
+backends."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import embeddb
+import embeddb.migrate
+import embeddb.seed
+import embeddb.setup
+from embeddb.cli import cli
+from embeddb.reference import fixtures
+from embeddb.reference.fixtures import Sizes, marketplace
+from embeddb.seed import SeedError
+
+ROOT = Path(__file__).parent.parent
+SMALL = Sizes(users=40, services=10, subscriptions=60, payments=200, invoices=30,
+              executions=50, alerts=10)
+
+
+@pytest.fixture
+def migrated(db):
+    embeddb.migrate.up(db, ROOT / "migrations", backup=False)
+    return db
+
+
+@pytest.fixture
+def small_sets(tmp_path):
+    """A seeds folder with a small generated set (the dev set is 38k rows: too slow per test)."""
+    folder = tmp_path / "seeds"
+    folder.mkdir()
+    (folder / "small.py").write_text(
+        "from embeddb.reference.fixtures import Sizes, marketplace\n"
+        f"def build(seed):\n    return marketplace(seed, Sizes(**{SMALL.__dict__!r}))\n")
+    (folder / "production.py").write_text("def build(seed):\n    return []\n")
+    (folder / "broken.py").write_text("def build(seed):\n    raise RuntimeError('boom')\n")
+    (folder / "nobuild.py").write_text("ROWS = []\n")
+    return folder
+
+
+def content_hashes(db) -> dict[str, str]:
+    """Per table: row count and a hash of every row, in primary-key order."""
+    hashes = {}
+    for table in sorted(embeddb.setup.table_rows(db)):
+        rows = db.execute_sql(f'SELECT * FROM "{table}" ORDER BY 1').fetchall()
+        digest = hashlib.sha256(json.dumps(rows, default=str).encode()).hexdigest()
+        hashes[table] = f"{len(rows)}:{digest}"
+    return hashes
+
+
+def test_seeding_twice_changes_nothing(migrated, small_sets):
+    first = embeddb.seed.run(migrated, "small", directory=small_sets)
+    before = content_hashes(migrated)
+    second = embeddb.seed.run(migrated, "small", directory=small_sets)
+    assert content_hashes(migrated) == before
+    assert first.counts == second.counts and first.counts["users"] == SMALL.users
+    assert first.counts["transactions"] == SMALL.payments
+
+
+def test_same_seed_same_data_other_seed_other_data(migrated, small_sets):
+    one = [(m, list(rows)) for m, rows in marketplace(3, SMALL)]
+    again = [(m, list(rows)) for m, rows in marketplace(3, SMALL)]
+    other = [(m, list(rows)) for m, rows in marketplace(4, SMALL)]
+    assert one == again
+    assert one[0][1][0]["wallet_address"] != other[0][1][0]["wallet_address"]
+    embeddb.seed.run(migrated, "small", directory=small_sets, seed=3)
+    embeddb.seed.run(migrated, "small", directory=small_sets, seed=4)  # disjoint: no clash
+    assert migrated.execute_sql("SELECT count(*) FROM users").fetchone()[0] == 2 * SMALL.users
+
+
+def test_fresh_database_content_is_identical_across_runs(tmp_path, small_sets):
+    hashes = []
+    for name in ("a", "b"):
+        db = embeddb.connect(f"sqlite:///{tmp_path / name}.db")
+        embeddb.migrate.up(db, ROOT / "migrations", backup=False)
+        embeddb.seed.run(db, "small", directory=small_sets, seed=9)
+        hashes.append(content_hashes(db))
+    assert hashes[0] == hashes[1]
+
+
+def test_fresh_empties_the_tables_first(migrated, small_sets):
+    embeddb.seed.run(migrated, "small", directory=small_sets, seed=1)
+    result = embeddb.seed.run(migrated, "small", directory=small_sets, seed=2, fresh=True)
+    assert result.counts["users"] == SMALL.users  # seed 1's rows are gone
+
+
+def test_production_refuses_without_force(migrated, small_sets):
+    with pytest.raises(SeedError, match="--force"):
+        embeddb.seed.run(migrated, "production", directory=small_sets)
+    assert embeddb.seed.run(migrated, "production", directory=small_sets, force=True).total == 0
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [("nope", "no seed set 'nope'"), ("broken", "RuntimeError: boom"),
+     ("nobuild", "must define build"), ("../etc", "no seed set")],
+)
+def test_bad_seed_sets_are_clear_errors(migrated, small_sets, env, message):
+    with pytest.raises(SeedError, match=message):
+        embeddb.seed.run(migrated, env, directory=small_sets)
+
+
+def test_a_constraint_failure_writes_nothing(migrated, small_sets):
+    (small_sets / "dup.py").write_text(
+        "from embeddb.reference.fixtures import handpicked\n"
+        "def build(seed):\n"
+        "    tables = handpicked()\n"
+        "    users = tables[0][1]\n"
+        "    users.append(dict(users[0], id='f' * 32))  # same wallet address, new id\n"
+        "    return tables\n")
+    with pytest.raises(embeddb.IntegrityError):
+        embeddb.seed.run(migrated, "dup", directory=small_sets)
+    assert migrated.execute_sql("SELECT count(*) FROM users").fetchone()[0] == 0
+
+
+def test_the_test_set_has_rows_tests_can_name(migrated):
+    embeddb.seed.run(migrated, "test", directory=ROOT / "seeds")
+    from embeddb.reference import models as m
+    from embeddb.reference.repositories import ServiceRepository, UserRepository
+
+    m.bind(migrated)
+    assert UserRepository().get(fixtures.ALICE).wallet_address == "0xa11ce"
+    assert ServiceRepository().analytics(fixtures.WEATHER_API)["average_rating"] == 5.0
+
+
+def test_setup_migrates_seeds_and_is_safe_to_repeat(cli_db_url, small_sets):
+    db = embeddb.connect(cli_db_url)
+    first = embeddb.setup.run(db, "small", migrations=ROOT / "migrations", seeds=small_sets)
+    assert first.version == 5 and len(first.applied) == 5
+    assert first.rows["users"] == SMALL.users
+    before = content_hashes(db)
+    second = embeddb.setup.run(db, "small", migrations=ROOT / "migrations", seeds=small_sets)
+    assert second.applied == [] and content_hashes(db) == before
+
+
+def test_setup_refuses_production_before_changing_anything(tmp_path, small_sets):
+    db = embeddb.connect(f"sqlite:///{tmp_path / 'p.db'}")
+    with pytest.raises(SeedError):
+        embeddb.setup.run(db, "production", migrations=ROOT / "migrations", seeds=small_sets)
+    assert db.get_tables() == []
+
+
+def test_setup_cli_in_an_empty_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EMBEDDB_DATABASE_URL", raising=False)
+    result = CliRunner().invoke(cli, ["setup", "--env", "test", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["schema_version"] == 5 and summary["rows"]["users"] == 3
+    assert (tmp_path / "embeddb.db").exists()
+    human = CliRunner().invoke(cli, ["setup", "--env", "test"])
+    assert human.exit_code == 0 and "migrations      0 applied now" in human.output
+
+
+def test_seed_cli_summary_and_errors(cli_db_url, small_sets):
+    db = embeddb.connect(cli_db_url)
+    embeddb.migrate.up(db, ROOT / "migrations", backup=False)
+    runner = CliRunner()
+    ok = runner.invoke(cli, ["seed", "small", "--db", cli_db_url, "--seeds", str(small_sets)])
+    assert ok.exit_code == 0 and "Seeded small (seed 1)" in ok.output
+    refused = runner.invoke(cli, ["seed", "production", "--db", cli_db_url,
+                                  "--seeds", str(small_sets)])
+    assert refused.exit_code == 1 and refused.output.startswith("Error: refusing")
