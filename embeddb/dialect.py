@@ -33,17 +33,22 @@ class Dialect:
         """A NULL-safe "values differ" test."""
         raise NotImplementedError
 
-    def upsert_clause(self, table: str, targets: list[str], update: list[str]) -> str:
-        """ON CONFLICT clause that updates ``update`` only when a value really changed.
+    def upsert_clause(
+        self, table: str, targets: list[str], update: list[str], bump: str | None = None
+    ) -> str:
+        """ON CONFLICT clause that updates ``update`` only when a value really changed (and
+        then increments the ``bump`` column, a row version).
 
         Leaving unchanged rows alone (``updated_at`` too) makes repeated upserts no-ops.
         """
-        key = ", ".join(_quote(c) for c in targets)
+        key = ", ".join(quote(c) for c in targets)
         if not update:
             return f"ON CONFLICT ({key}) DO NOTHING"
-        sets = ", ".join(f"{_quote(c)} = excluded.{_quote(c)}" for c in [*update, "updated_at"])
+        sets = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in [*update, "updated_at"])
+        if bump:
+            sets += f", {quote(bump)} = {quote(table)}.{quote(bump)} + 1"
         changed = " OR ".join(
-            self.distinct_from(f"{_quote(table)}.{_quote(c)}", f"excluded.{_quote(c)}")
+            self.distinct_from(f"{quote(table)}.{quote(c)}", f"excluded.{quote(c)}")
             for c in update
         )
         return f"ON CONFLICT ({key}) DO UPDATE SET {sets} WHERE {changed}"
@@ -140,8 +145,8 @@ class SqliteDialect(Dialect):
         self, cursor: Any, table: str, columns: list[str], rows: list[tuple], suffix: str = ""
     ) -> None:
         marks = ", ".join("?" * len(columns))
-        names = ", ".join(_quote(c) for c in columns)
-        cursor.executemany(f"INSERT INTO {_quote(table)} ({names}) VALUES ({marks}) {suffix}", rows)
+        names = ", ".join(quote(c) for c in columns)
+        cursor.executemany(f"INSERT INTO {quote(table)} ({names}) VALUES ({marks}) {suffix}", rows)
 
     def distinct_from(self, left: str, right: str) -> str:
         return f"{left} IS NOT {right}"
@@ -153,9 +158,9 @@ class SqliteDialect(Dialect):
     def search_query(
         self, table: str, fts_key: str, columns: str, where: str, terms: str, limit: int
     ) -> tuple[str, tuple[Any, ...]]:
-        fts = _quote(f"{table}_fts")
+        fts = quote(f"{table}_fts")
         sql = (
-            f"SELECT {columns} FROM {fts} JOIN {_quote(table)} t ON t.id = {fts}.{_quote(fts_key)} "
+            f"SELECT {columns} FROM {fts} JOIN {quote(table)} t ON t.id = {fts}.{quote(fts_key)} "
             f"WHERE {fts} MATCH ? AND {where} ORDER BY bm25({fts}, 0.0, 10.0, 1.0), t.id LIMIT ?"
         )
         return sql, (terms, limit)
@@ -239,8 +244,8 @@ class PostgresDialect(Dialect):
     ) -> None:
         from psycopg2.extras import execute_values
 
-        names = ", ".join(_quote(c) for c in columns)
-        sql = f"INSERT INTO {_quote(table)} ({names}) VALUES %s {suffix}"
+        names = ", ".join(quote(c) for c in columns)
+        sql = f"INSERT INTO {quote(table)} ({names}) VALUES %s {suffix}"
         execute_values(cursor, sql, rows, page_size=max(1, len(rows)))
 
     def distinct_from(self, left: str, right: str) -> str:
@@ -254,7 +259,7 @@ class PostgresDialect(Dialect):
     ) -> tuple[str, tuple[Any, ...]]:
         query = "to_tsquery('simple', %s)"
         sql = (
-            f"SELECT {columns} FROM {_quote(table)} t WHERE t.search_vector @@ {query} "
+            f"SELECT {columns} FROM {quote(table)} t WHERE t.search_vector @@ {query} "
             f"AND {where} ORDER BY ts_rank(t.search_vector, {query}) DESC, t.id LIMIT %s"
         )
         return sql, (terms, terms, limit)
@@ -326,7 +331,8 @@ class PostgresDialect(Dialect):
         return os.path.join(root, "embeddb", f"pg-{digest}")
 
 
-def _quote(name: str) -> str:
+def quote(name: str) -> str:
+    """An SQL identifier, quoted (both backends use double quotes)."""
     return '"' + name.replace('"', '""') + '"'
 
 

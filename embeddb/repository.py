@@ -14,6 +14,7 @@ import json
 import math
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import islice
@@ -22,6 +23,7 @@ from typing import Any, Generic, TypeVar
 import peewee
 
 from .cache.models import family_of, list_tag, model_tag, row_key
+from .dialect import quote
 from .errors import ConflictError, InvalidQueryError, NotFoundError
 from .models import BaseModel, JSONField, MoneyField, SoftDeleteModel, VersionedModel, utcnow
 
@@ -46,6 +48,8 @@ _OPERATORS = {
 }
 _AGGREGATES = {"count", "sum", "avg", "min", "max"}
 _GENERATED = {"id", "created_at", "updated_at"}  # filled in when given as None too
+#: Never overwritten by an upsert: identity, history and the concurrency/soft-delete state.
+_PROTECTED = frozenset({"id", "created_at", "updated_at", "version", "deleted_at"})
 _MISSING = object()
 # Fields whose database value needs no conversion on the way out.
 _PLAIN_FIELDS = (peewee.TextField, peewee.CharField, peewee.IntegerField)
@@ -109,9 +113,15 @@ def batched(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
 class Repository(Generic[M]):
     """Data access for one model.
 
+    Everything runs on ``db``; model-level peewee calls (instance saves, domain queries that
+    join ``related`` models) run inside :meth:`bound`.
+
     ``db`` defaults to the database the model is bound to. Soft-deleted rows (for
     :class:`~embeddb.models.SoftDeleteModel`) are invisible to every read unless asked for.
     """
+
+    #: other models a subclass's queries use (bound to ``db`` together with the model)
+    related: Sequence[type[BaseModel]] = ()
 
     def __init__(self, model: type[M], db: Any = None, cache: Any = None) -> None:
         self.model = model
@@ -148,19 +158,16 @@ class Repository(Generic[M]):
 
     # -- SQL and row plumbing -------------------------------------------------------------
 
-    def _quote(self, name: str) -> str:
-        return f'"{name}"'
-
     @property
     def _table(self) -> str:
-        return self._quote(self.model._meta.table_name)
+        return quote(self.model._meta.table_name)
 
     def _build_get_sql(self) -> str:
-        columns = ", ".join(self._quote(f.column_name) for f in self._fields)
-        sql = f"SELECT {columns} FROM {self._table} WHERE {self._quote(self._pk.column_name)} = "
+        columns = ", ".join(quote(f.column_name) for f in self._fields)
+        sql = f"SELECT {columns} FROM {self._table} WHERE {quote(self._pk.column_name)} = "
         sql += self.db.param
         if self._soft:
-            sql += f" AND {self._quote('deleted_at')} IS NULL"
+            sql += f" AND {quote('deleted_at')} IS NULL"
         return sql
 
     def _compile_hydrator(self, readers: list[Any] | None = None) -> Any:
@@ -477,6 +484,16 @@ class Repository(Generic[M]):
 
     # -- writes ---------------------------------------------------------------------------
 
+    def bound(self) -> Any:
+        """Context in which peewee's model-level calls on this repository's models run on
+        ``self.db``: a no-op when the models are bound to it already (the usual case), else
+        ``db.bind_ctx`` (which rebinds the model classes for the block: do not use one model
+        with two databases from several threads at once)."""
+        models = [self.model, *self.related]
+        if all(m._meta.database is self.db for m in models):
+            return nullcontext()
+        return self.db.bind_ctx(models, bind_refs=False, bind_backrefs=False)
+
     def create(self, **values: Any) -> M:
         """Insert one row and return it.
 
@@ -485,8 +502,9 @@ class Repository(Generic[M]):
         """
         for name in values:
             self.field(name)
-        obj = self.model.create(**values)
-        self._invalidate([obj._pk])
+        with self.bound(), self.db.atomic():
+            obj = self.model.create(**values)
+            self._invalidate([obj._pk])
         return obj
 
     def update(self, obj_or_pk: M | Any, **values: Any) -> M:
@@ -499,8 +517,9 @@ class Repository(Generic[M]):
         for name, value in values.items():
             self.field(name)
             setattr(obj, name, value)
-        obj.save()
-        self._invalidate([obj._pk])
+        with self.bound(), self.db.atomic():
+            obj.save()
+            self._invalidate([obj._pk])
         return obj
 
     def update_where(
@@ -515,22 +534,30 @@ class Repository(Generic[M]):
             expression = hidden if expression is None else expression & hidden
         if expression is not None:
             query = query.where(expression)
-        changed = query.execute(self.db)
-        self._invalidate(every_row=True)
+        with self.db.atomic():
+            changed = query.execute(self.db)
+            self._invalidate(every_row=True)
         return changed
 
     def delete(self, obj_or_pk: M | Any, *, permanent: bool = False) -> bool:
-        """Delete one row: soft delete for soft-delete models unless ``permanent``.
-
-        Returns False when there was no such row.
-        """
-        obj = obj_or_pk if isinstance(obj_or_pk, self.model) else self.get_or_none(obj_or_pk)
+        """Delete one row: soft delete for soft-delete models unless ``permanent`` (which also
+        removes a row already soft-deleted). Returns False when there was no such row."""
+        obj = obj_or_pk
+        if not isinstance(obj, self.model):
+            if permanent and self._soft:
+                found = self.find(with_deleted=True, id=obj_or_pk, limit=1)
+                obj = found[0] if found else None
+            else:
+                obj = self.get_or_none(obj_or_pk)
         if obj is None:
             return False
-        self._invalidate([obj._pk])
-        if self._soft:
-            return bool(obj.delete_instance(permanent=permanent))
-        return bool(obj.delete_instance())
+        with self.bound(), self.db.atomic():
+            if self._soft:
+                deleted = obj.delete_instance(permanent=permanent)
+            else:
+                deleted = obj.delete_instance()
+            self._invalidate([obj._pk])
+        return bool(deleted)
 
     def restore(self, pk: Any) -> M:
         """Bring back a soft-deleted row.
@@ -539,11 +566,13 @@ class Repository(Generic[M]):
         """
         if not self._soft:
             raise InvalidQueryError(f"{self.model.__name__} has no soft delete to restore from")
-        obj = self.model.deleted().where(self._pk == pk).first()
-        if obj is None:
+        found = self._run(self.model.deleted(*self._fields).where(self._pk == pk).limit(1))
+        if not found:
             raise NotFoundError(f"no deleted {self.model.__name__} {pk}")
-        obj.restore()
-        self._invalidate([obj._pk])
+        obj = found[0]
+        with self.bound(), self.db.atomic():
+            obj.restore()
+            self._invalidate([obj._pk])
         return obj
 
     def purge(
@@ -567,7 +596,6 @@ class Repository(Generic[M]):
             query = base()
             return (query.where(expression) if expression is not None else query).count(self.db)
         deleted = 0
-        self._invalidate(every_row=True)
         while True:
             with self.db.atomic():
                 ids = base(self._pk)
@@ -576,6 +604,7 @@ class Repository(Generic[M]):
                 ids = [row[0] for row in ids.limit(batch_size).tuples().execute(self.db)]
                 if ids:
                     deleted += self.model.delete().where(self._pk.in_(ids)).execute(self.db)
+                    self._invalidate(ids)
             if progress is not None:
                 progress(self.model._meta.table_name, deleted)
             if len(ids) < batch_size:
@@ -593,8 +622,8 @@ class Repository(Generic[M]):
         :raises IntegrityError: a constraint rejected a row (nothing is inserted).
         """
         total = 0
-        self._invalidate()
         with self.db.atomic():
+            self._invalidate()  # registered inside: runs once the rows are committed
             for chunk in batched(rows, _positive("batch_size", batch_size)):
                 tuples = self._row_tuples(chunk)
                 self.db.insert_rows(self.model._meta.table_name, self._insert_columns, tuples)
@@ -663,16 +692,16 @@ class Repository(Generic[M]):
         """
         chosen = [self.field(name) for name in fields if name not in ("id", "updated_at")]
         updated_at = self.field("updated_at")
-        assignments = [f"{self._quote(f.column_name)} = {self.db.param}"
+        assignments = [f"{quote(f.column_name)} = {self.db.param}"
                        for f in [*chosen, updated_at]]
-        condition = f"{self._quote(self._pk.column_name)} = {self.db.param}"
+        condition = f"{quote(self._pk.column_name)} = {self.db.param}"
         if self._versioned:
-            assignments.append('"version" = "version" + 1')
-            condition += f' AND "version" = {self.db.param}'
+            assignments.append(f"{quote('version')} = {quote('version')} + 1")
+            condition += f" AND {quote('version')} = {self.db.param}"
         sql = f"UPDATE {self._table} SET {', '.join(assignments)} WHERE {condition}"
         total = 0
-        self._invalidate(every_row=True)
         with self.db.atomic():
+            self._invalidate(every_row=True)  # runs after the commit, never before
             for chunk in batched(objs, _positive("batch_size", batch_size)):
                 now = utcnow()
                 params = []
@@ -712,23 +741,31 @@ class Repository(Generic[M]):
     ) -> int:
         """Insert rows, updating those whose ``conflict_target`` key already exists.
 
-        ``update`` names the fields to overwrite (default: all but the key, id and created_at).
-        A row whose values are unchanged is left alone (``updated_at`` included), so running
-        the same upsert twice changes nothing. Returns the number of rows given.
+        An existing row gets only the fields the rows give (``update`` narrows that further);
+        the key, ``id``, ``created_at``, ``version`` and ``deleted_at`` are never overwritten,
+        and a versioned row's ``version`` is bumped. A row whose values are unchanged is left
+        alone (``updated_at`` included), so running the same upsert twice changes nothing.
+        Returns the number of rows given.
         """
         targets = [self.field(name).column_name for name in conflict_target]
-        protected = {*conflict_target, "id", "created_at", "updated_at"}
-        names = update if update is not None else [n for n in self._names if n not in protected]
-        columns = [self.field(name).column_name for name in names]
+        protected = {*conflict_target, *_PROTECTED}
+        chosen = None if update is None else {self.field(name).name for name in update}
         table = self.model._meta.table_name
-        clause = self.db.dialect.upsert_clause(table, targets, columns)
+        bump = "version" if self._versioned else None
         total = 0
-        self._invalidate(every_row=True)
         with self.db.atomic():
             for chunk in batched(rows, _positive("batch_size", batch_size)):
+                given = set(self._names)
+                for row in chunk:
+                    given &= set(row.__data__ if isinstance(row, BaseModel) else row)
+                names = [n for n in self._names
+                         if n in given and n not in protected and (chosen is None or n in chosen)]
+                columns = [self.model._meta.fields[n].column_name for n in names]
+                clause = self.db.dialect.upsert_clause(table, targets, columns, bump)
                 params = self._row_tuples(chunk)
                 self.db.insert_rows(table, self._insert_columns, params, clause)
                 total += len(params)
+            self._invalidate(every_row=True)
         return total
 
     def transaction(self) -> Any:

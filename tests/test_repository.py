@@ -273,3 +273,52 @@ def test_datetimes_json_decimals_survive_the_fast_paths(repo):
     assert got.attributes == {"a": [1, "é"]}
     assert got.available_at == datetime(2031, 1, 1, 0, 0, tzinfo=UTC)
     assert json.dumps(got.attributes, ensure_ascii=False) == '{"a": [1, "é"]}'
+
+
+def test_upsert_touches_only_the_given_fields_and_bumps_the_version(repo):
+    product = repo.create(sku="p", name="Pen", rank=3, price="2.50", attributes={"ink": "blue"})
+    repo.update(product.id, name="Pen v2")  # version 2
+    stale = repo.get(product.id)
+    repo.upsert({"sku": "p", "name": "Pen v2", "rank": 9}, ["sku"])
+    got = repo.get(product.id)
+    assert (got.name, got.rank, got.price, got.attributes) == (
+        "Pen v2", 9, Decimal("2.50"), {"ink": "blue"})
+    assert got.version == 3
+    stale.name = "lost update"
+    with pytest.raises(ConflictError):
+        stale.save()
+
+
+def test_upsert_leaves_soft_deleted_rows_deleted(repo):
+    product = repo.create(sku="gone", name="G")
+    repo.delete(product.id)
+    repo.upsert_many([{"sku": "gone", "name": "G2"}], ["sku"])
+    assert repo.get_or_none(product.id) is None
+    assert repo.find(with_deleted=True, sku="gone")[0].name == "G2"
+
+
+def test_a_repository_writes_to_its_own_database(tmp_path):
+    import embeddb
+
+    first = embeddb.connect(f"sqlite:///{tmp_path / 'a.db'}")
+    second = embeddb.connect(f"sqlite:///{tmp_path / 'b.db'}")
+    for database in (first, second):
+        database.bind([Product])
+        database.create_tables([Product])
+    first.bind([Product])  # the model class is bound to `first`
+    repo = Repository(Product, second)
+    product = repo.create(sku="b", name="B")
+    repo.update(product.id, name="B2")
+    assert repo.get(product.id).name == "B2"
+    assert Repository(Product, first).count() == 0
+    repo.delete(product.id)
+    assert repo.restore(product.id).name == "B2"
+    assert repo.delete(product.id, permanent=True)
+    assert repo.count() == 0 and Product._meta.database is first
+
+
+def test_permanent_delete_removes_a_soft_deleted_row(repo):
+    product = repo.create(sku="s", name="S")
+    repo.delete(product.id)
+    assert repo.delete(product.id, permanent=True) is True
+    assert repo.find(with_deleted=True) == []

@@ -118,3 +118,60 @@ def test_find_cached_is_invalidated_by_inserts(repo, other):
     assert counter.count == 0
     repo.bulk_create([{"name": "b", "rank": 1}])
     assert sorted(g.name for g in other.find_cached(rank=1)) == ["a", "b"]
+
+
+@pytest.fixture
+def mvcc_pair(cli_db_url, tmp_path):
+    """Two repositories with separate caches on a database where a reader is not blocked by
+    an open write (a SQLite file in WAL mode, or PostgreSQL)."""
+    import embeddb
+
+    db = embeddb.connect(cli_db_url)
+    db.bind([Gadget])
+    db.create_tables([Gadget])
+    caches = [Cache(str(tmp_path / "cache"), db=db) for _ in range(2)]
+    yield [Repository(Gadget, db, cache=c) for c in caches]
+    for cache in caches:
+        cache.close()
+    db.close_all() if hasattr(db, "close_all") else db.close()
+
+
+@pytest.mark.parametrize("write", ["bulk_create", "delete", "purge", "upsert_many"])
+def test_a_read_during_the_write_cannot_leave_a_stale_entry(mvcc_pair, write):
+    """Another thread reads (and caches) the old state while the write is uncommitted; the
+    invalidation must come after the commit, so the next read sees the new state."""
+    import threading
+
+    repo, other = mvcc_pair
+    gadget = repo.create(name="g", rank=1)
+    seen = []
+
+    def read_meanwhile(event) -> None:
+        if event.sql.lstrip().upper().startswith(("INSERT", "DELETE", "UPDATE")) and not seen:
+            def read() -> None:
+                seen.append(len(other.find_cached(rank=1)))
+                other.get_or_none(gadget.id)
+                if not other.db.is_closed():
+                    other.db.close()
+
+            thread = threading.Thread(target=read)
+            thread.start()
+            thread.join()
+
+    repo.db.query_hooks.append(read_meanwhile)
+    try:
+        if write == "bulk_create":
+            repo.bulk_create([{"name": "h", "rank": 1}])
+        elif write == "delete":
+            repo.delete(gadget.id)
+        elif write == "purge":
+            repo.purge(name="g")
+        else:
+            repo.upsert_many([{"id": gadget.id, "name": "g", "rank": 2}], ["id"])
+    finally:
+        repo.db.query_hooks.clear()
+    assert seen  # the read did happen mid-write
+    expected = {"bulk_create": 2, "delete": 0, "purge": 0, "upsert_many": 0}[write]
+    assert len(other.find_cached(rank=1)) == expected
+    if write in ("delete", "purge"):
+        assert other.get_or_none(gadget.id) is None

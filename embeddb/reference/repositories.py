@@ -21,6 +21,7 @@ from ..errors import InvalidQueryError, NotFoundError
 from ..models import utcnow
 from ..repository import Repository
 from .models import (
+    MODELS,
     ApiKey,
     Rating,
     Service,
@@ -58,7 +59,13 @@ class UserOverview:
     recent_payments: list[Transaction] = field(default_factory=list)
 
 
-class UserRepository(Repository[User]):
+class _Reference(Repository):
+    """Base of the domain repositories: their queries join other reference models."""
+
+    related = MODELS
+
+
+class UserRepository(_Reference):
     def __init__(self, db: Any = None) -> None:
         super().__init__(User, db)
 
@@ -77,6 +84,10 @@ class UserRepository(Repository[User]):
     def overview(self, user_id: Any, recent: int = 10) -> UserOverview:
         """The user, their subscriptions with services, and their latest payments."""
         user = self.get(user_id)
+        with self.bound():
+            return self._overview(user, recent)
+
+    def _overview(self, user: User, recent: int) -> UserOverview:
         subscriptions = list(
             Subscription.select(Subscription, Service)
             .join(Service)
@@ -107,7 +118,7 @@ class UserRepository(Repository[User]):
         row = User.select_with_deleted(
             payments.alias("payments"), total.alias("spent"), active.alias("active"),
             ratings.alias("ratings"),
-        ).where(User.id == user_id).tuples().get()
+        ).where(User.id == user_id).tuples().execute(self.db)[0]
         return {
             "payments": row[0],
             "total_spent": Transaction.amount.python_value(row[1] or 0),
@@ -116,7 +127,7 @@ class UserRepository(Repository[User]):
         }
 
 
-class ServiceRepository(Repository[Service]):
+class ServiceRepository(_Reference):
     def __init__(self, db: Any = None) -> None:
         super().__init__(Service, db)
 
@@ -172,7 +183,7 @@ class ServiceRepository(Repository[Service]):
         row = Service.select_with_deleted(
             revenue.alias("revenue"), average.alias("average"), ratings.alias("ratings"),
             subscribers.alias("subscribers"),
-        ).where(Service.id == service_id).tuples().get()
+        ).where(Service.id == service_id).tuples().execute(self.db)[0]
         return {
             "revenue": Transaction.amount.python_value(int(row[0] or 0)),
             "average_rating": round(float(row[1]), 2) if row[1] is not None else None,
@@ -181,7 +192,7 @@ class ServiceRepository(Repository[Service]):
         }
 
 
-class SessionRepository(Repository[Session]):
+class SessionRepository(_Reference):
     """Login sessions; the token is shown once and only its hash is stored."""
 
     def __init__(self, db: Any = None) -> None:
@@ -215,7 +226,7 @@ class SessionRepository(Repository[Session]):
                           dry_run=dry_run, progress=progress)
 
 
-class ApiKeyRepository(Repository[ApiKey]):
+class ApiKeyRepository(_Reference):
     """API keys: ``edb_<prefix>_<secret>``; stored as a hash plus the visible prefix."""
 
     PREFIX = "edb"
@@ -263,7 +274,7 @@ class ApiKeyRepository(Repository[ApiKey]):
         return revoked + expired
 
 
-class ToolExecutionRepository(Repository[ToolExecution]):
+class ToolExecutionRepository(_Reference):
     def __init__(self, db: Any = None) -> None:
         super().__init__(ToolExecution, db)
 
@@ -275,7 +286,7 @@ class ToolExecutionRepository(Repository[ToolExecution]):
                           dry_run=dry_run, progress=progress)
 
 
-class TransactionRepository(Repository[Transaction]):
+class TransactionRepository(_Reference):
     def __init__(self, db: Any = None) -> None:
         super().__init__(Transaction, db)
 
