@@ -26,6 +26,7 @@ from .errors import ConfigurationError, ConnectionFailed, PoolExhausted, transla
 from .url import DatabaseURL, parse
 
 _peewee_logger = logging.getLogger("peewee")
+_logger = logging.getLogger("embeddb")
 _driver_errors = peewee.__exception_wrapper__  # turns DB-API errors into peewee's classes
 
 
@@ -60,6 +61,18 @@ class Engine:
         It never runs if that transaction, or the savepoint it was registered in, rolls back.
         """
         return super().after_commit(fn)
+
+    def _run_commit_callbacks(self) -> None:
+        """Run every after-commit callback even if one raises: the transaction is committed,
+        so an error here must not look like a failed commit (peewee would then try to roll
+        back and drop the remaining callbacks). Errors are logged to the "embeddb" logger."""
+        callbacks = self._state.commit_callbacks
+        todo, callbacks[:] = list(callbacks), []
+        for fn in todo:
+            try:
+                fn()
+            except Exception:
+                _logger.exception("after-commit callback %r failed", fn)
 
     def execute_sql(self, sql: str, params: Any = None) -> Any:
         try:

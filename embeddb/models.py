@@ -248,6 +248,13 @@ class VersionedModel(BaseModel):
 
     version = peewee.IntegerField(default=1)
 
+    @classmethod
+    def update(cls, __data: Any = None, **update: Any) -> peewee.ModelUpdate:
+        """Class-level UPDATEs bump ``version`` too, so a copy read before them conflicts."""
+        query = super().update(__data, **update)
+        query._update.setdefault(cls.version, cls.version + 1)
+        return query
+
     def save(self, force_insert: bool = False, only: Iterable[Any] | None = None) -> int:
         if force_insert or not self._persisted:
             return super().save(force_insert=True, only=only)

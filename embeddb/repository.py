@@ -52,7 +52,8 @@ _GENERATED = {"id", "created_at", "updated_at"}  # filled in when given as None 
 _PROTECTED = frozenset({"id", "created_at", "updated_at", "version", "deleted_at"})
 _MISSING = object()
 # Fields whose database value needs no conversion on the way out.
-_PLAIN_FIELDS = (peewee.TextField, peewee.CharField, peewee.IntegerField)
+_PLAIN_FIELDS = frozenset({peewee.TextField, peewee.CharField, peewee.IntegerField,
+                           peewee.BigIntegerField, peewee.SmallIntegerField, peewee.AutoField})
 
 
 @dataclass(frozen=True)
@@ -133,15 +134,14 @@ class Repository(Generic[M]):
             raise InvalidQueryError(f"{model.__name__} is not bound to a database: pass db=")
         meta = model._meta
         self._pk = meta.primary_key
+        self._uuid_pk = isinstance(self._pk, peewee.UUIDField)
         self._soft = issubclass(model, SoftDeleteModel)
         self._versioned = issubclass(model, VersionedModel)
         self._fields: list[peewee.Field] = list(meta.sorted_fields)
         self._names = [f.name for f in self._fields]
-        self._readers = [
-            None if isinstance(f, _PLAIN_FIELDS) and not isinstance(f, peewee.ForeignKeyField)
-            else f.python_value
-            for f in self._fields
-        ]
+        # Exact classes only: subclasses such as TimestampField or IPField do convert.
+        self._readers = [None if type(f) in _PLAIN_FIELDS else f.python_value
+                         for f in self._fields]
         self._writers = [f.db_value for f in self._fields]
         self._get_sql = self._build_get_sql()
         self._hydrate = self._compile_hydrator()
@@ -238,7 +238,8 @@ class Repository(Generic[M]):
                 raise InvalidQueryError(
                     f"unknown operator {op!r} in {key!r}; known: {', '.join(_OPERATORS)}"
                 )
-            term = _OPERATORS[op](self.field(name), value)
+            field = self.field(name)
+            term = _OPERATORS[op](field, _adapt(field, op, key, value))
             expression = term if expression is None else expression & term
         return expression
 
@@ -270,6 +271,11 @@ class Repository(Generic[M]):
         return obj
 
     def get_or_none(self, pk: Any) -> M | None:
+        if self._uuid_pk and not isinstance(pk, uuid.UUID):
+            try:
+                pk = uuid.UUID(str(pk))
+            except ValueError:
+                return None  # not an id at all: not found, on both backends
         if self.cache is not None:
             return self._cached_get(pk)
         row = self.db.fetch_one(self._get_sql, (self._pk.db_value(pk),))
@@ -440,6 +446,11 @@ class Repository(Generic[M]):
         limit = _positive("limit", limit)
         descending = order_by.startswith("-")
         field = self.field(order_by.lstrip("-"))
+        if field.null:
+            # NULLs compare as unknown, so rows with one would silently drop out of the pages
+            # (and SQLite and PostgreSQL sort them at opposite ends).
+            raise InvalidQueryError(
+                f"cannot page by {field.name!r}: it can be NULL; order by a NOT NULL field")
         query = self._select()
         expression = self.where(filters, **lookups)
         if expression is not None:
@@ -771,6 +782,43 @@ class Repository(Generic[M]):
     def transaction(self) -> Any:
         """``with repo.transaction():`` — a transaction (or savepoint when nested)."""
         return self.db.atomic()
+
+
+def _adapt(field: peewee.Field, op: str, key: str, value: Any) -> Any:
+    """A caller's filter value in the field's own type, so a wrong type is an error here and
+    not a different outcome per backend (SQLite compares anything, PostgreSQL refuses)."""
+    if op == "is_null" or value is None:
+        return value
+    try:
+        if op in ("in", "not_in"):
+            if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+                raise TypeError("expected a list of values")
+            return [_typed(field, v) for v in value]
+        return _typed(field, value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidQueryError(f"bad value for {key}: {value!r} ({exc})") from None
+
+
+def _typed(field: peewee.Field, value: Any) -> Any:
+    """``value`` checked (and converted) for ``field``; raises TypeError/ValueError."""
+    if isinstance(value, peewee.Model):
+        value = value._pk
+    if isinstance(field, peewee.ForeignKeyField):
+        return _typed(field.rel_field, value)
+    if isinstance(field, peewee.IntegerField):
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise TypeError(f"expected an integer, not {type(value).__name__}")
+        return int(value)
+    if isinstance(field, peewee.FloatField):
+        return float(value)
+    if isinstance(field, (peewee.TextField, peewee.CharField)):
+        if not isinstance(value, str):
+            raise TypeError(f"expected text, not {type(value).__name__}")
+        return value
+    if isinstance(field, peewee.UUIDField):
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    field.db_value(value)  # embeddb's fields refuse what they cannot store
+    return value
 
 
 def _positive(name: str, value: Any, allow_zero: bool = False) -> int:

@@ -113,14 +113,33 @@ def test_after_commit_runs_once_after_outer_commit_and_never_for_rolled_back_wor
 
 
 def test_failed_commit_drops_callbacks(db):
-    _make_table(db)
-    db.execute_sql("INSERT INTO item (name) VALUES ('a')")
+    """The COMMIT itself fails (a deferred foreign key): no callback runs."""
+    db.execute_sql("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    db.execute_sql("CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES "
+                   "parent (id) DEFERRABLE INITIALLY DEFERRED)")
     ran = []
     with pytest.raises(IntegrityError):
         with db.atomic():
             db.after_commit(lambda: ran.append("x"))
-            db.execute_sql("INSERT INTO item (name) VALUES ('a')")
+            db.execute_sql("INSERT INTO child VALUES (1, 42)")  # accepted until COMMIT
     assert ran == []
+    assert db.execute_sql("SELECT count(*) FROM child").fetchone()[0] == 0
+
+
+def test_a_failing_callback_does_not_undo_the_commit_or_skip_the_others(db, caplog):
+    _make_table(db)
+    ran = []
+
+    def broken():
+        raise RuntimeError("callback bug")
+
+    with db.atomic():
+        db.execute_sql("INSERT INTO item (name) VALUES ('kept')")
+        db.after_commit(broken)
+        db.after_commit(lambda: ran.append("second"))
+    assert ran == ["second"]
+    assert _count(db) == 1
+    assert "callback bug" in caplog.text
 
 
 def test_driver_errors_are_translated_and_keep_peewee_classes(db):

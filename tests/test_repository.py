@@ -322,3 +322,49 @@ def test_permanent_delete_removes_a_soft_deleted_row(repo):
     repo.delete(product.id)
     assert repo.delete(product.id, permanent=True) is True
     assert repo.find(with_deleted=True) == []
+
+
+@pytest.mark.parametrize("bad", [{"rank": "x"}, {"rank__in": 5}, {"rank__in": "12"},
+                                 {"rank__gt": object()}])
+def test_bad_filter_values_are_the_same_error_on_every_backend(repo, bad):
+    _seed(repo, 3)
+    with pytest.raises(InvalidQueryError, match="bad value"):
+        repo.find(bad)
+
+
+@pytest.mark.parametrize("pk", ["abc", "", "12", None])
+def test_ids_that_are_not_ids_are_not_found(repo, pk):
+    _seed(repo, 2)
+    assert repo.get_or_none(pk) is None
+    with pytest.raises(NotFoundError):
+        repo.get(pk)
+
+
+def test_keyset_refuses_a_nullable_order_field(repo):
+    with pytest.raises(InvalidQueryError, match="can be NULL"):
+        repo.page_after(order_by="available_at")
+
+
+def test_fast_path_converts_field_subclasses():
+    import embeddb
+
+    class Stamp(BaseModel):
+        at = peewee.TimestampField()
+        address = peewee.IPField()
+
+    db = embeddb.connect("sqlite:///:memory:")
+    db.bind([Stamp])
+    db.create_tables([Stamp])
+    stamp = Stamp.create(at=datetime(2030, 1, 1), address="10.0.0.1")
+    got = Repository(Stamp, db).get(stamp.id)
+    assert (got.at, got.address) == (datetime(2030, 1, 1), "10.0.0.1")
+
+
+def test_class_level_update_bumps_the_version(repo):
+    product = repo.create(sku="v", name="V")
+    stale = repo.get(product.id)
+    repo.update_where({"rank": 5}, sku="v")
+    stale.rank = 0
+    with pytest.raises(ConflictError):
+        stale.save()
+    assert repo.get(product.id).rank == 5
