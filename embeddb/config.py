@@ -68,10 +68,12 @@ def resolve_url(url: str | None = None, cwd: str | os.PathLike[str] | None = Non
 
     :raises ConfigurationError: embeddb.toml exists but is unreadable or has no usable URL.
     """
-    if url:
+    if url is not None:  # "" is a mistake to report (by parse), not "use the default"
         return url
     env = os.environ.get(ENV_URL)
-    if env:
+    if env is not None:
+        if not env.strip():
+            raise ConfigurationError(f"${ENV_URL} is set but empty: unset it or give a URL")
         return env
     config = load_config_file(Path(cwd or os.getcwd()) / CONFIG_FILE)
     file_url = config.get("database", {}).get("url")

@@ -146,10 +146,14 @@ class Engine:
     def health(self) -> dict[str, Any]:
         """Run a trivial query and report whether it worked and how long it took."""
         start = time.perf_counter()
+        opened = self.is_closed()
         try:
             self.execute_sql("SELECT 1").fetchone()
         except Exception as exc:  # a health check reports failures instead of raising them
             return {"ok": False, "error": str(translate(exc, self.url.password))}
+        finally:
+            if opened and not self.is_closed() and not self.in_transaction():
+                self.close()  # give a pooled connection back: checks must not hold one
         return {"ok": True, "latency_ms": round((time.perf_counter() - start) * 1000, 3)}
 
     def info(self) -> dict[str, Any]:

@@ -125,6 +125,11 @@ def run(
     except Exception as exc:
         raise SeedError(f"seed set {env!r}: build({seed}) failed: {type(exc).__name__}: {exc}") \
             from exc
+    existing = set(db.get_tables())
+    missing = [m._meta.table_name for m, _ in tables if m._meta.table_name not in existing]
+    if missing:
+        raise SeedError(f"seed set {env!r} needs table(s) {', '.join(missing)}, which do not "
+                        "exist: run `embeddb migrate up` first (or `embeddb setup`)")
     with db.bind_ctx([model for model, _rows in tables]):
         if fresh:
             # Committed before seeding: SQLite upserts run ~8x slower in the transaction that

@@ -80,3 +80,16 @@ def _commands(group: click.Group, prefix: str = ""):
 def test_every_command_has_help_and_is_in_the_readme(path, command):
     assert (command.help or "").strip(), f"embeddb {path} has no help text"
     assert f"embeddb {path}" in README, f"embeddb {path} is not in README.md"
+
+
+def test_database_errors_stay_on_one_line(runner, cli_db_url, tmp_path):
+    """PostgreSQL's messages carry "LINE 1:" and a caret line; the CLI prints one line."""
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_bad.up.sql").write_text("CREATE TABLE ok (x INTEGER);\nSELEC 1;\n")
+    result = runner.invoke(cli, ["migrate", "up", "--db", cli_db_url, "--migrations",
+                                 str(folder), "--no-backup"])
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "0001_bad" in errors[0] and "SELEC" in errors[0]
+    assert result.output.strip().splitlines()[-1] == errors[0]

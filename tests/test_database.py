@@ -255,3 +255,15 @@ def test_postgres_server_that_does_not_answer_times_out():
         assert time.monotonic() - start < 5
     finally:
         listener.close()
+
+
+def test_health_checks_do_not_keep_pooled_connections(pg_schema_url):
+    db = embeddb.connect(pg_schema_url, max_connections=2, timeout=0.2)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(db.health())) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+        thread.join()
+    assert [r["ok"] for r in results] == [True] * 5
+    assert db.pool_stats()["in_use"] == 0
+    db.close_all()

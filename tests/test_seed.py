@@ -167,3 +167,10 @@ def test_seed_cli_summary_and_errors(cli_db_url, small_sets):
     refused = runner.invoke(cli, ["seed", "production", "--db", cli_db_url,
                                   "--seeds", str(small_sets)])
     assert refused.exit_code == 1 and refused.output.startswith("Error: refusing")
+
+
+def test_seeding_an_unmigrated_database_says_what_to_do(cli_db_url):
+    result = CliRunner().invoke(cli, ["seed", "test", "--db", cli_db_url])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "run `embeddb migrate up` first" in lines[0]

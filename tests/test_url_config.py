@@ -93,3 +93,14 @@ def test_settings_from_query_and_overrides():
         config.build_settings(config.SqliteSettings, {"cache_size_kib": "lots"}, {})
     with pytest.raises(ConfigurationError, match="synchronous"):
         config.build_settings(config.SqliteSettings, {}, {"synchronous": "SOMETIMES"})
+
+
+def test_an_empty_url_is_an_error_not_the_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(config.ENV_URL, raising=False)
+    with pytest.raises(ConfigurationError, match="empty database URL"):
+        parse(config.resolve_url(""))
+    monkeypatch.setenv(config.ENV_URL, "")
+    with pytest.raises(ConfigurationError, match="set but empty"):
+        config.resolve_url()
+    assert not (tmp_path / "embeddb.db").exists()

@@ -39,7 +39,8 @@ class EmbeddbGroup(click.Group):
             if state is not None and state.verbose:
                 raise
             if isinstance(exc, EmbeddbError):
-                message = str(exc)
+                # One line: PostgreSQL adds "LINE 1: ..." and a caret line to its messages.
+                message = " ".join(str(exc).split())
             else:
                 message = f"unexpected {type(exc).__name__}: {exc} (rerun with --verbose)"
             click.echo(f"Error: {message}", err=True)

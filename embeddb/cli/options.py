@@ -28,7 +28,7 @@ class CliState:
 
 
 def _store_db(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    if value:
+    if value is not None:
         ctx.ensure_object(CliState).db_url = value
     return value
 
