@@ -118,6 +118,9 @@ class JSONField(peewee.Field):
         return value
 
 
+_MINOR_LIMIT = 2**63  # BIGINT / SQLite INTEGER range
+
+
 class MoneyField(peewee.Field):
     """An exact amount stored as integer minor units (cents for ``decimal_places=2``).
 
@@ -141,6 +144,11 @@ class MoneyField(peewee.Field):
             minor = Decimal(value).scaleb(self.decimal_places)
         except InvalidOperation:
             raise ValueError(f"{self.name}: {value!r} is not an amount") from None
+        if not minor.is_finite():
+            raise ValueError(f"{self.name}: {value!r} is not an amount")
+        if abs(minor) >= _MINOR_LIMIT:
+            raise ValueError(f"{self.name}: {value} is too large for this field "
+                             f"({self.decimal_places} decimal places in a 64-bit integer)")
         if minor != minor.to_integral_value():
             raise ValueError(
                 f"{self.name}: {value} has more than {self.decimal_places} decimal places"

@@ -44,11 +44,12 @@ def run(
     :raises MigrationError: a migration is malformed or fails (nothing of it is applied).
     :raises SeedError: the seed set is unknown, malformed or refused.
     """
-    seed.check_allowed(env, force)  # before anything changes
+    migrations, seeds = _folders(migrations, seeds)
+    seed.check_allowed(env, force)  # refusals and typos are reported before anything changes
+    seed.load(env, seeds)
     started = time.perf_counter()
     info = db.info()
     result = SetupResult(info["backend"], info.get("path") or info["url"])
-    migrations, seeds = _folders(migrations, seeds)
     result.migrations, result.seeds = str(migrations), str(seeds)
     applied = migrate.up(db, migrations, backup=backup, progress=migrate_progress)
     result.applied = [step.name for step in applied.steps]

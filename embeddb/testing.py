@@ -20,6 +20,7 @@ import psycopg2
 
 from . import config, migrate, seed
 from .database import Database, PostgresEngine, SqliteEngine, connect
+from .errors import ConfigurationError
 from .url import DatabaseURL, parse
 
 
@@ -53,7 +54,11 @@ class Template:
 
 
 def _prepare(db: Database, migrations: Any, seed_set: str | None, seeds: Any) -> None:
-    if migrations is not None and Path(migrations).is_dir():
+    if migrations is not None:
+        if not Path(migrations).is_dir():
+            raise ConfigurationError(
+                f"no migrations folder at {migrations}: set the embeddb_migrations ini option "
+                "(pytest.ini / pyproject.toml) to your migrations folder")
         migrate.up(db, migrations, backup=False)
     if seed_set:
         seed.run(db, seed_set, directory=seeds)

@@ -171,3 +171,11 @@ def test_versioned_delete_then_save_conflicts(models):
     with pytest.raises(ConflictError):
         stale.save()
     assert Doc.select_with_deleted().count() == 0
+
+
+@pytest.mark.parametrize("value, message", [("NaN", "not an amount"), ("Infinity", "not an amount"),
+                                            ("1e30", "too large"), ("abc", "not an amount")])
+def test_money_edge_cases_are_clear_errors(models, value, message):
+    with pytest.raises(ValueError, match=message):
+        Note.create(title="bad", price=value)
+    assert Note.select().count() == 0

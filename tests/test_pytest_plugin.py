@@ -99,3 +99,11 @@ def test_copies_are_independent():
     template.discard(first)
     template.discard(second)
     template.close()
+
+
+def test_plugin_reports_a_missing_migrations_folder(pytester):
+    pytester.makeini("[pytest]\nembeddb_migrations = no_such_folder\n")
+    pytester.makepyfile("def test_x(embeddb_db):\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*no migrations folder at*no_such_folder*embeddb_migrations*"])

@@ -174,3 +174,10 @@ def test_seeding_an_unmigrated_database_says_what_to_do(cli_db_url):
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "run `embeddb migrate up` first" in lines[0]
+
+
+def test_setup_with_an_unknown_env_changes_nothing(tmp_path, small_sets):
+    db = embeddb.connect(f"sqlite:///{tmp_path / 'typo.db'}")
+    with pytest.raises(SeedError, match="no seed set 'dve'"):
+        embeddb.setup.run(db, "dve", migrations=ROOT / "migrations", seeds=small_sets)
+    assert db.get_tables() == []

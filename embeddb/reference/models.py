@@ -194,8 +194,6 @@ class AuditLog(BaseModel):
         indexes = ((("table_name", "row_id"), False), (("created_at",), False))
 
 
-AuditLog._meta.remove_field("updated_at")
-
 
 class OutboxEvent(BaseModel):
     topic = peewee.TextField()

@@ -40,7 +40,8 @@ CREATE TABLE audit_log (
     row_id     TEXT NOT NULL,
     old_values JSONB,
     new_values JSONB,
-    created_at TIMESTAMPTZ NOT NULL
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX audit_log_row ON audit_log (table_name, row_id);
 CREATE INDEX audit_log_created ON audit_log (created_at);
