@@ -295,3 +295,24 @@ def test_domain_queries_use_indexes(sqlite_file_url):
                 scans.append((detail, sql))
     assert len(seen) > 10
     assert scans == []
+
+
+def test_wallet_addresses_have_one_spelling_on_every_write_path(ref):
+    users = UserRepository()
+    user = users.create(wallet_address="0xAAA1", chain_id=1)
+    users.update(user.id, wallet_address="0xBbB2")
+    users.bulk_create([{"wallet_address": "0xCCC3", "chain_id": 1}])
+    users.upsert({"wallet_address": "0xDDD4", "chain_id": 1}, ["wallet_address"])
+    stored = sorted(u.wallet_address for u in users.find())
+    assert stored == ["0xbbb2", "0xccc3", "0xddd4"]
+    assert users.by_address("0XBBB2").id == user.id
+    with pytest.raises(IntegrityError):
+        ref.execute_sql("UPDATE users SET wallet_address = '0xMIXED'")
+
+
+def test_search_treats_accents_the_same_on_both_backends(ref):
+    provider = _user()
+    _service(provider.id, "Café Finder", description="Coffee nearby")
+    services = ServiceRepository()
+    assert [s.name for s in services.search("café")] == ["Café Finder"]
+    assert services.search("cafe") == []

@@ -23,8 +23,16 @@ from ..models import (
 AMOUNT_PLACES = 6
 
 
+class AddressField(peewee.TextField):
+    """A wallet address, stored lower-case (EIP-55 only adds a checksum through letter case),
+    so every write path and lookup agrees on one spelling."""
+
+    def db_value(self, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+
 class User(SoftDeleteModel):
-    wallet_address = peewee.TextField(unique=True)
+    wallet_address = AddressField(unique=True)
     chain_id = peewee.IntegerField()
     email = peewee.TextField(null=True, unique=True)
 

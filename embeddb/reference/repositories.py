@@ -69,11 +69,6 @@ class UserRepository(_Reference):
     def __init__(self, db: Any = None) -> None:
         super().__init__(User, db)
 
-    def create(self, **values: Any) -> User:
-        if "wallet_address" in values:
-            values["wallet_address"] = normalize_address(values["wallet_address"])
-        return super().create(**values)
-
     def by_address(self, address: str) -> User:
         """:raises NotFoundError: no user with that wallet address."""
         user = self.first(wallet_address=normalize_address(address))

@@ -3,7 +3,8 @@
 
 CREATE TABLE users (
     id             TEXT PRIMARY KEY NOT NULL,
-    wallet_address TEXT NOT NULL UNIQUE CHECK (length(wallet_address) BETWEEN 3 AND 128),
+    wallet_address TEXT NOT NULL UNIQUE CHECK (length(wallet_address) BETWEEN 3 AND 128
+                                              AND wallet_address = lower(wallet_address)),
     chain_id       INTEGER NOT NULL CHECK (chain_id > 0),
     email          TEXT UNIQUE,
     created_at     TEXT NOT NULL,

@@ -1,4 +1,5 @@
 -- Full-text search over services: an FTS5 index kept in sync by triggers.
+-- Accents are kept, as PostgreSQL's 'simple' configuration does, so both find the same rows.
 -- service_id is UNINDEXED (looked up, not searched); rowids of services are not used because
 -- VACUUM may renumber them in a table without an INTEGER PRIMARY KEY.
 
@@ -6,7 +7,7 @@ CREATE VIRTUAL TABLE services_fts USING fts5(
     service_id UNINDEXED,
     name,
     description,
-    tokenize = 'unicode61 remove_diacritics 2'
+    tokenize = 'unicode61 remove_diacritics 0'
 );
 
 INSERT INTO services_fts (service_id, name, description)
