@@ -49,16 +49,8 @@ class SeedResult:
 
 
 def directory_of(directory: str | os.PathLike[str] | None) -> Path:
-    """The seeds folder: the argument, $EMBEDDB_SEEDS_DIR, ./seeds, or else the reference
-    application's sets installed with embeddb."""
-    chosen = directory or os.environ.get(ENV_DIR)
-    if chosen:
-        return Path(chosen)
-    if Path(DEFAULT_DIR).is_dir():
-        return Path(DEFAULT_DIR)
-    from .reference import SEEDS
-
-    return SEEDS
+    """The seeds folder: the argument, $EMBEDDB_SEEDS_DIR, or ./seeds."""
+    return Path(directory or os.environ.get(ENV_DIR) or DEFAULT_DIR)
 
 
 def available(directory: str | os.PathLike[str] | None = None) -> list[str]:

@@ -44,7 +44,7 @@ def run(
     :raises MigrationError: a migration is malformed or fails (nothing of it is applied).
     :raises SeedError: the seed set is unknown, malformed or refused.
     """
-    migrations, seeds = _folders(migrations, seeds)
+    migrations, seeds = folders(migrations, seeds)
     seed.check_allowed(env, force)  # refusals and typos are reported before anything changes
     seed.load(env, seeds)
     started = time.perf_counter()
@@ -62,20 +62,19 @@ def run(
     return result
 
 
-def _folders(migrations: Any, seeds: Any) -> tuple[Path, Path]:
-    """The folders given, else $EMBEDDB_MIGRATIONS_DIR / $EMBEDDB_SEEDS_DIR, else ./migrations
-    and ./seeds, else the reference application installed with embeddb (so ``embeddb setup``
-    works in an empty directory)."""
-    chosen = []
-    for given, env, local, bundled in (
-        (migrations, migrate.files.ENV_DIRECTORY, "migrations", reference.MIGRATIONS),
-        (seeds, seed.ENV_DIR, "seeds", reference.SEEDS),
-    ):
-        folder = given or os.environ.get(env) or local
-        if not given and not os.environ.get(env) and not Path(local).is_dir():
-            folder = bundled
-        chosen.append(Path(folder))
-    return chosen[0], chosen[1]
+def folders(migrations: Any = None, seeds: Any = None) -> tuple[Path, Path]:
+    """The migrations and seeds folders to use.
+
+    Each is the argument, else $EMBEDDB_MIGRATIONS_DIR / $EMBEDDB_SEEDS_DIR, else ./migrations
+    / ./seeds. When none of these is given and neither folder exists (an empty directory), both
+    are the reference application installed with embeddb, so ``embeddb setup`` works anywhere;
+    a project with only one of the two folders never gets the reference one mixed in.
+    """
+    given = (migrations or os.environ.get(migrate.files.ENV_DIRECTORY),
+             seeds or os.environ.get(seed.ENV_DIR))
+    if not any(given) and not Path("migrations").is_dir() and not Path("seeds").is_dir():
+        return reference.MIGRATIONS, reference.SEEDS
+    return Path(given[0] or "migrations"), Path(given[1] or seed.DEFAULT_DIR)
 
 
 def table_rows(db: Any) -> dict[str, int]:

@@ -181,3 +181,18 @@ def test_setup_with_an_unknown_env_changes_nothing(tmp_path, small_sets):
     with pytest.raises(SeedError, match="no seed set 'dve'"):
         embeddb.setup.run(db, "dve", migrations=ROOT / "migrations", seeds=small_sets)
     assert db.get_tables() == []
+
+
+def test_folders_fall_back_to_the_reference_app_only_in_an_empty_directory(tmp_path,
+                                                                          monkeypatch):
+    from embeddb import reference
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EMBEDDB_MIGRATIONS_DIR", raising=False)
+    monkeypatch.delenv("EMBEDDB_SEEDS_DIR", raising=False)
+    assert embeddb.setup.folders() == (reference.MIGRATIONS, reference.SEEDS)
+    (tmp_path / "migrations").mkdir()  # an app's own project: never mix in the reference
+    assert embeddb.setup.folders() == (Path("migrations"), Path("seeds"))
+    db = embeddb.connect(f"sqlite:///{tmp_path / 'app.db'}")
+    with pytest.raises(SeedError, match="no seed set 'dev' in seeds"):
+        embeddb.setup.run(db)

@@ -68,7 +68,8 @@ def seed(env: str, seeds_dir: str | None, seed_value: int, as_json: bool, fresh:
     """Load seed set ENV (dev, test, staging, production) idempotently."""
     bar = _Bar(not as_json)
     try:
-        result = seed_api.run(database(), env, directory=seeds_dir, seed=seed_value, fresh=fresh,
+        _, folder = setup_api.folders(None, seeds_dir)
+        result = seed_api.run(database(), env, directory=folder, seed=seed_value, fresh=fresh,
                               force=force, progress=bar)
     finally:
         bar.close()
