@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sqlite3
 import time
 import uuid
@@ -26,6 +27,7 @@ from .errors import ConfigurationError, ConnectionFailed, PoolExhausted, transla
 from .url import DatabaseURL, parse
 
 _peewee_logger = logging.getLogger("peewee")
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 _logger = logging.getLogger("embeddb")
 _driver_errors = peewee.__exception_wrapper__  # turns DB-API errors into peewee's classes
 
@@ -275,7 +277,11 @@ class PostgresEngine(Engine, PooledPostgresqlDatabase):
             if getattr(url, key) is not None:
                 params[key] = getattr(url, key)
         if settings.schema:
-            params["options"] = f"-c search_path={settings.schema}"
+            if not _SCHEMA_NAME.fullmatch(settings.schema):
+                raise ConfigurationError(
+                    f"schema={settings.schema!r} is not a plain identifier "
+                    "(letters, digits, _ and $; not starting with a digit)")
+            params["options"] = f'-c search_path="{settings.schema}"'  # quoted: keeps its case
         super().__init__(
             url.database,
             max_connections=settings.max_connections,
@@ -310,6 +316,15 @@ class PostgresEngine(Engine, PooledPostgresqlDatabase):
         # (a top-level JSON string would otherwise be indistinguishable from its encoding).
         psycopg2.extras.register_default_jsonb(conn, loads=str)
         super()._initialize_connection(conn)
+
+    def check_schema(self) -> None:
+        """:raises ConfigurationError: the URL's ``schema`` does not exist on the server."""
+        schema = self.settings.schema
+        if schema and not self.execute_sql(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone():
+            raise ConfigurationError(
+                f"schema {schema!r} does not exist in database {self.database}: "
+                f"create it (CREATE SCHEMA \"{schema}\") or fix the URL")
 
     def pool_stats(self) -> dict[str, int]:
         """Connections checked out, idle in the pool, and the pool's maximum."""
@@ -356,6 +371,8 @@ def connect(url: str | None = None, **options: Any) -> Database:
     try:
         db.connect(reuse_if_open=True)
         db.execute_sql("SELECT 1").fetchone()
+        if isinstance(db, PostgresEngine):
+            db.check_schema()
     except peewee.PeeweeException as exc:
         raise ConnectionFailed(f"cannot use {parsed.redacted()}: {translate(exc)}") from exc
     finally:

@@ -267,3 +267,11 @@ def test_health_checks_do_not_keep_pooled_connections(pg_schema_url):
     assert [r["ok"] for r in results] == [True] * 5
     assert db.pool_stats()["in_use"] == 0
     db.close_all()
+
+
+@pytest.mark.parametrize("schema, message", [("nosuch_zz_schema", "does not exist"),
+                                             ("bad;name", "not a plain identifier")])
+def test_postgres_schema_option_is_checked(pg_url, schema, message):
+    sep = "&" if "?" in pg_url else "?"
+    with pytest.raises(ConfigurationError, match=message):
+        embeddb.connect(f"{pg_url}{sep}schema={schema}")
