@@ -39,7 +39,7 @@ class Difference:
     """One way the database differs from the models."""
 
     table: str
-    kind: str  # missing-table, missing-column, type, nullability, missing-index, extra-column
+    kind: str  # missing-/extra-table, missing-/extra-column, type, nullability, missing-index
     detail: str
 
     def __str__(self) -> str:
@@ -57,8 +57,13 @@ def type_family(sql_type: str) -> str:
 
 def check(db: Any, models: Iterable[type[peewee.Model]]) -> list[Difference]:
     """Every difference between ``models`` and the tables of ``db``; empty when they agree."""
+    models = list(models)
     tables = set(db.get_tables())
     differences: list[Difference] = []
+    modelled = {m._meta.table_name for m in models}
+    for table in sorted(tables - modelled):
+        if not _internal(table, modelled):
+            differences.append(Difference(table, "extra-table", "table is not in the models"))
     for model in models:
         table = model._meta.table_name
         if table not in tables:
@@ -96,12 +101,20 @@ def _check_columns(db: Any, model: type[peewee.Model], table: str) -> list[Diffe
                 table, "nullability", f"column {field.column_name} is "
                 f"{'NULL' if column.null else 'NOT NULL'} in the database, model says "
                 f"{'NULL' if nullable else 'NOT NULL'}"))
+    allowed = set(getattr(model, "database_only_columns", ()))
     for name, column in columns.items():
+        if name in allowed:
+            continue
+        detail = f"column {name} is not in the model"
         if not column.null and column.default is None:
-            differences.append(Difference(
-                table, "extra-column", f"column {name} is NOT NULL without a default and "
-                "not in the model: inserts through the model will fail"))
+            detail += " and is NOT NULL without a default: inserts through the model will fail"
+        differences.append(Difference(table, "extra-column", detail))
     return differences
+
+
+def _internal(table: str, modelled: set[str]) -> bool:
+    """embeddb's bookkeeping and the full-text index tables that belong to a modelled table."""
+    return table.startswith("embeddb_") or any(table.startswith(f"{t}_fts") for t in modelled)
 
 
 def _expected_indexes(model: type[peewee.Model]) -> list[tuple[tuple[str, ...], bool]]:

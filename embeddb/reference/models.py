@@ -79,6 +79,8 @@ class ApiKey(BaseModel):
 
 class Service(SoftDeleteModel, VersionedModel):
     STATUSES = ("active", "inactive", "deprecated")
+    #: maintained by PostgreSQL (generated tsvector), never written through the model
+    database_only_columns = ("search_vector",)
 
     provider = peewee.ForeignKeyField(User, backref="services", on_delete="RESTRICT")
     name = peewee.TextField()
