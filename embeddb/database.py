@@ -24,7 +24,7 @@ from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 
 from . import config, dialect
 from .errors import ConfigurationError, ConnectionFailed, PoolExhausted, translate
-from .url import DatabaseURL, parse
+from .url import DatabaseURL, parse, scrub
 
 _peewee_logger = logging.getLogger("peewee")
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
@@ -304,11 +304,9 @@ class PostgresEngine(Engine, PooledPostgresqlDatabase):
         try:
             return super()._connect()
         except psycopg2.Error as exc:
-            message = " ".join(str(exc).split())
-            if self.url.password:
-                message = message.replace(self.url.password, "***")
             raise ConnectionFailed(
-                f"cannot connect to PostgreSQL at {self.url.redacted()}: {message}"
+                f"cannot connect to PostgreSQL at {self.url.redacted()}: "
+                f"{scrub(str(exc), self.url.password)}"
             ) from None
 
     def _initialize_connection(self, conn: Any) -> None:

@@ -277,11 +277,10 @@ class PostgresDialect(Dialect):
                               check=False)
         if done.returncode:
             from .errors import DatabaseError
+            from .url import scrub
 
-            message = " ".join(done.stderr.split())
-            if db.url.password:
-                message = message.replace(db.url.password, "***")
-            raise DatabaseError(f"pg_dump --schema-only failed: {message}")
+            raise DatabaseError(f"pg_dump --schema-only failed: "
+                                f"{scrub(done.stderr, db.url.password)}")
         # Keep only the schema itself, stable across runs: no comments, no SET preamble, and
         # no \restrict lines (pg_dump 15.14+ puts a random key in them).
         noise = ("--", "SET ", "SELECT pg_catalog.set_config", "\\restrict", "\\unrestrict")

@@ -115,9 +115,7 @@ def translate(exc: Exception, redact: str | None = None) -> Exception:
     """Return the embeddb error for a peewee/driver error (``exc`` itself if already ours)."""
     if isinstance(exc, EmbeddbError):
         return exc
-    message = str(exc)
-    if redact:
-        message = message.replace(redact, "***")
+    message = str(exc).replace(redact, "***") if redact else str(exc)
     for source, target in _TRANSLATIONS:
         if isinstance(exc, source):
             return target(message)

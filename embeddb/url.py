@@ -62,6 +62,13 @@ def redact(url: str) -> str:
     return parts._replace(netloc=f"{user}:***@{hostinfo}").geturl()
 
 
+def scrub(text: str, password: str | None) -> str:
+    """``text`` on one line with ``password`` (if any) replaced by ``***``: for messages built
+    from driver or tool output, which may echo connection details."""
+    text = " ".join(str(text).split())
+    return text.replace(password, "***") if password else text
+
+
 def parse(url: str) -> DatabaseURL:
     """Parse and validate ``url``.
 

@@ -18,6 +18,7 @@ import psycopg2
 
 from .. import __version__
 from ..errors import BackupCorrupt, BackupError, ConfigurationError, DatabaseInUse, ToolNotFound
+from ..url import scrub
 from . import files, manifest
 from .files import CHUNK, Progress
 from .manifest import Manifest
@@ -69,8 +70,7 @@ def client_env(url: Any, database: str | None = None) -> dict[str, str]:
 
 def _stderr_of(handle: IO[bytes], password: str | None) -> str:
     handle.seek(0)
-    text = " ".join(handle.read().decode(errors="replace").split())
-    return text.replace(password, "***") if password else text
+    return scrub(handle.read().decode(errors="replace"), password)
 
 
 # -- create -------------------------------------------------------------------------------------
