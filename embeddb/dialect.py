@@ -169,13 +169,15 @@ class SqliteDialect(Dialect):
     def schema_sql(self, db: Any) -> str:
         rows = db.execute_sql(
             "SELECT type, name, tbl_name, sql FROM sqlite_master "
-            "WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY tbl_name, type DESC, name"
+            "WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY "
+            # replayable: every table before the indexes, views and triggers that use it
+            "CASE type WHEN 'table' THEN 0 WHEN 'index' THEN 1 WHEN 'view' THEN 2 ELSE 3 END, name"
         ).fetchall()
         virtual = {name for kind, name, _, sql in rows if sql.upper().startswith("CREATE VIRTUAL")}
         statements = [
             f"{sql};" for kind, name, _, sql in rows
             # FTS5 creates its own shadow tables; dumping them would break a replay.
-            if not (kind == "table" and any(name.startswith(f"{v}_") for v in virtual))
+            if not (kind == "table" and any(name in _fts_shadows(v) for v in virtual))
         ]
         return "\n\n".join(statements) + "\n"
 
@@ -328,6 +330,11 @@ class PostgresDialect(Dialect):
         digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
         root = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
         return os.path.join(root, "embeddb", f"pg-{digest}")
+
+
+def _fts_shadows(table: str) -> set[str]:
+    """The tables FTS5 creates for virtual table ``table`` (recreated by its CREATE)."""
+    return {f"{table}_{part}" for part in ("data", "idx", "content", "docsize", "config")}
 
 
 def quote(name: str) -> str:

@@ -321,3 +321,14 @@ def test_search_treats_accents_the_same_on_both_backends(ref):
     services = ServiceRepository()
     assert [s.name for s in services.search("café")] == ["Café Finder"]
     assert services.search("cafe") == []
+
+
+def test_sqlite_schema_dump_replays_to_the_same_schema(sqlite_file_url):
+    import sqlite3
+
+    db = embeddb.connect(sqlite_file_url)
+    embeddb.migrate.up(db, MIGRATIONS, backup=False)
+    replay = sqlite3.connect(":memory:")
+    replay.executescript(schema.dump(db))
+    listing = "SELECT type, name FROM sqlite_master ORDER BY type, name"
+    assert replay.execute(listing).fetchall() == db.execute_sql(listing).fetchall()
