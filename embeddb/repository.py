@@ -23,8 +23,9 @@ from typing import Any, Generic, TypeVar
 import peewee
 
 from .cache.models import family_of, list_tag, model_tag, row_key
+from .cache.tiered import shared as shared_cache
 from .dialect import quote
-from .errors import ConflictError, InvalidQueryError, NotFoundError
+from .errors import ConfigurationError, ConflictError, InvalidQueryError, NotFoundError
 from .models import BaseModel, JSONField, MoneyField, SoftDeleteModel, VersionedModel, utcnow
 
 M = TypeVar("M", bound=BaseModel)
@@ -136,6 +137,12 @@ class Repository(Generic[M]):
         self.db = db if db is not None else model._meta.database
         if self.db is None:
             raise InvalidQueryError(f"{model.__name__} is not bound to a database: pass db=")
+        if cache is not None and cache.db is not self.db:
+            # Its in-transaction bypass watches cache.db: bound elsewhere, reads inside this
+            # database's transactions would cache uncommitted rows.
+            raise ConfigurationError(
+                "the cache is not bound to this repository's database: use "
+                "Cache.for_database(db) (or Cache(directory, db=db))")
         meta = model._meta
         self._pk = meta.primary_key
         self._uuid_pk = isinstance(self._pk, peewee.UUIDField)
@@ -331,11 +338,16 @@ class Repository(Generic[M]):
         return [self._hydrate(row) for row in rows]
 
     def _invalidate(self, pks: Iterable[Any] = (), *, every_row: bool = False) -> None:
-        """After commit: drop cached rows ``pks`` (or every row) and every cached query."""
-        if self.cache is None:
+        """After commit: drop cached rows ``pks`` (or every row) and every cached query.
+
+        Without a cache of its own the repository still tells the database's shared cache, if
+        any process on this machine uses one (see :func:`embeddb.cache.tiered.shared`).
+        """
+        cache = self.cache if self.cache is not None else shared_cache(self.db)
+        if cache is None:
             return
         tags = [list_tag(self.model)] + ([model_tag(self.model)] if every_row else [])
-        self.cache.invalidate_after_commit(
+        cache.invalidate_after_commit(
             self.db, [row_key(self.model, pk) for pk in pks], tags=tags,
             family=family_of(self.model),
         )

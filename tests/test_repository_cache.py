@@ -175,3 +175,65 @@ def test_a_read_during_the_write_cannot_leave_a_stale_entry(mvcc_pair, write):
     assert len(other.find_cached(rank=1)) == expected
     if write in ("delete", "purge"):
         assert other.get_or_none(gadget.id) is None
+
+
+def _write_without_cache(url: str, pk: str) -> None:
+    """Another process, no cache of its own: a plain repository write."""
+    import embeddb as e
+
+    db = e.connect(url)
+    db.bind([Gadget])
+    Repository(Gadget, db).update(pk, name="written elsewhere")
+
+
+def test_a_writer_without_a_cache_still_invalidates_other_processes(sqlite_file_url):
+    import multiprocessing
+
+    import embeddb
+
+    db = embeddb.connect(sqlite_file_url)
+    db.bind([Gadget])
+    db.create_tables([Gadget])
+    reader = Repository(Gadget, db, cache=Cache.for_database(db))  # default directory
+    gadget = reader.create(name="g")
+    assert reader.get(gadget.id).name == "g"  # now in this process's L1 and the L2
+    ctx = multiprocessing.get_context("spawn")
+    proc = ctx.Process(target=_write_without_cache, args=(sqlite_file_url, gadget.id.hex))
+    proc.start()
+    proc.join(timeout=60)
+    assert proc.exitcode == 0
+    assert reader.get(gadget.id).name == "written elsewhere"
+    reader.cache.close()
+
+
+def test_a_cache_bound_to_another_database_is_refused(db, tmp_path):
+    import embeddb
+
+    db.bind([Gadget])
+    with pytest.raises(embeddb.ConfigurationError, match="not bound to this repository"):
+        Repository(Gadget, db, cache=Cache(str(tmp_path / "c")))
+
+
+def test_restore_and_migrations_invalidate_everything_cached(sqlite_file_url, tmp_path):
+    import embeddb
+    import embeddb.migrate
+    from embeddb.backup import create_backup, restore_backup
+
+    db = embeddb.connect(sqlite_file_url)
+    db.bind([Gadget])
+    db.create_tables([Gadget])
+    repo = Repository(Gadget, db, cache=Cache.for_database(db))
+    gadget = repo.create(name="v1")
+    backup = create_backup(db, directory=str(tmp_path / "backups"))
+    repo.update(gadget.id, name="v2")
+    assert repo.get(gadget.id).name == "v2"  # cached
+    db.close()
+    restore_backup(db, backup.path)
+    assert repo.get(gadget.id).name == "v1"
+
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_rename.up.sql").write_text("UPDATE gadget SET name = 'migrated';")
+    embeddb.migrate.up(db, folder, backup=False)
+    assert repo.get(gadget.id).name == "migrated"
+    repo.cache.close()

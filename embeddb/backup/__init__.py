@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
 
+from ..cache.tiered import forget
 from ..errors import BackupCorrupt, BackupError, ConfigurationError
 from . import catalog, manifest, postgres, sqlite
 from .catalog import parse_age
@@ -135,6 +136,7 @@ def restore_backup(
         manifest.record_verification(path, record, str(exc))
         raise
     manifest.record_verification(path, record, None)
+    forget(db)  # cached rows describe the replaced contents
     return result
 
 

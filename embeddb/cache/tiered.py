@@ -579,3 +579,26 @@ def _check_value(value: Any) -> None:
 def registered(db: Any) -> Cache | None:
     """The cache already created for ``db`` in this process, if any."""
     return _registry.get(db)
+
+
+def shared(db: Any) -> Cache | None:
+    """The cache other processes on this machine may hold for ``db``: this process's, else
+    the one at ``db``'s default directory if that exists. None when nobody caches ``db``.
+
+    Writers that have no cache of their own use it to tell readers what changed.
+    """
+    cache = registered(db)
+    if cache is not None or not hasattr(db, "dialect"):
+        return cache
+    directory = db.dialect.cache_directory(db)
+    if directory is None or not os.path.isdir(directory):
+        return None
+    return Cache.for_database(db)
+
+
+def forget(db: Any) -> None:
+    """Invalidate everything cached for ``db`` on this machine: after its contents were
+    replaced wholesale (a restore, a migration), no entry can be trusted."""
+    cache = shared(db)
+    if cache is not None:
+        cache.clear()

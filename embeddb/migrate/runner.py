@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..cache.tiered import forget
 from ..errors import ChecksumMismatch, DatabaseError, MigrationError, MigrationFailed
 from . import history
 from .files import Migration, Part, discover, resolve_directory
@@ -95,7 +96,8 @@ def up(
             result.steps = [_preview(db, m, m.up, "up") for m in plan]
         else:
             result.backup = _backup_if(db, backup and bool(plan), progress)
-            result.steps = _apply_all(db, plan, records, progress)
+            with _forgetting(db, bool(plan)):
+                result.steps = _apply_all(db, plan, records, progress)
         result.version = history.current_version(db)
     return result
 
@@ -127,7 +129,8 @@ def down(
             result.steps = [_preview(db, m, m.down, "down") for m in plan]
         else:
             result.backup = _backup_if(db, backup and bool(plan), progress)
-            result.steps = [_revert(db, m, progress) for m in plan]
+            with _forgetting(db, bool(plan)):
+                result.steps = [_revert(db, m, progress) for m in plan]
         result.version = history.current_version(db)
     return result
 
@@ -150,8 +153,9 @@ def redo(
         [target] = _plan_down(migrations, records, 1, None)
         result = RunResult(missing=_missing(migrations, records))
         result.backup = _backup_if(db, backup, progress)
-        result.steps.append(_revert(db, target, progress))
-        result.steps += _apply_all(db, [target], history.read(db), progress)
+        with _forgetting(db, True):
+            result.steps.append(_revert(db, target, progress))
+            result.steps += _apply_all(db, [target], history.read(db), progress)
         result.version = history.current_version(db)
     return result
 
@@ -281,6 +285,17 @@ def _preview(db: Any, migration: Migration, part: Part | None, direction: str) -
     else:
         statements = tuple(s.sql for s in db.dialect.split_script(part.sql))
     return Step(migration.version, migration.label, direction, 0.0, statements, part.transaction)
+
+
+@contextmanager
+def _forgetting(db: Any, changing: bool) -> Iterator[None]:
+    """Migrations rewrite data the cache may hold: once they ran (or failed part-way),
+    invalidate everything cached for ``db`` on this machine."""
+    try:
+        yield
+    finally:
+        if changing:
+            forget(db)
 
 
 def _backup_if(db: Any, wanted: bool, progress: Progress | None) -> str | None:

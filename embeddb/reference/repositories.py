@@ -66,8 +66,8 @@ class _Reference(Repository):
 
 
 class UserRepository(_Reference):
-    def __init__(self, db: Any = None) -> None:
-        super().__init__(User, db)
+    def __init__(self, db: Any = None, cache: Any = None) -> None:
+        super().__init__(User, db, cache)
 
     def by_address(self, address: str) -> User:
         """:raises NotFoundError: no user with that wallet address."""
@@ -123,8 +123,8 @@ class UserRepository(_Reference):
 
 
 class ServiceRepository(_Reference):
-    def __init__(self, db: Any = None) -> None:
-        super().__init__(Service, db)
+    def __init__(self, db: Any = None, cache: Any = None) -> None:
+        super().__init__(Service, db, cache)
 
     def by_provider(self, provider_id: Any) -> list[Service]:
         return self.find(provider=provider_id, order_by="name")
@@ -190,8 +190,8 @@ class ServiceRepository(_Reference):
 class SessionRepository(_Reference):
     """Login sessions; the token is shown once and only its hash is stored."""
 
-    def __init__(self, db: Any = None) -> None:
-        super().__init__(Session, db)
+    def __init__(self, db: Any = None, cache: Any = None) -> None:
+        super().__init__(Session, db, cache)
 
     def open(self, user_id: Any, ttl: timedelta = timedelta(hours=1),
              user_agent: str | None = None) -> tuple[str, Session]:
@@ -226,8 +226,8 @@ class ApiKeyRepository(_Reference):
 
     PREFIX = "edb"
 
-    def __init__(self, db: Any = None) -> None:
-        super().__init__(ApiKey, db)
+    def __init__(self, db: Any = None, cache: Any = None) -> None:
+        super().__init__(ApiKey, db, cache)
 
     def issue(self, user_id: Any, name: str, scopes: Iterable[str] = (), rate_limit: int = 60,
               ttl: timedelta | None = None) -> tuple[str, ApiKey]:
@@ -270,8 +270,8 @@ class ApiKeyRepository(_Reference):
 
 
 class ToolExecutionRepository(_Reference):
-    def __init__(self, db: Any = None) -> None:
-        super().__init__(ToolExecution, db)
+    def __init__(self, db: Any = None, cache: Any = None) -> None:
+        super().__init__(ToolExecution, db, cache)
 
     def cleanup_older_than(self, age: timedelta = timedelta(days=90), *,
                            now: datetime | None = None, batch_size: int = 1000,
@@ -282,8 +282,8 @@ class ToolExecutionRepository(_Reference):
 
 
 class TransactionRepository(_Reference):
-    def __init__(self, db: Any = None) -> None:
-        super().__init__(Transaction, db)
+    def __init__(self, db: Any = None, cache: Any = None) -> None:
+        super().__init__(Transaction, db, cache)
 
     def by_hash(self, tx_hash: str) -> Transaction:
         found = self.first(tx_hash=tx_hash)
