@@ -455,3 +455,19 @@ def test_cli_corrupt_backup_is_one_error_line(shop: Path, tmp_path: Path) -> Non
     assert "Traceback" not in result.output
     missing = CliRunner().invoke(cli, ["backup", "verify", str(tmp_path / "nope.sqlite3")])
     assert missing.exit_code == 1 and "no backup file" in missing.output
+
+
+def test_prune_keeps_the_newest_of_each_database_and_young_orphans(tmp_path: Path) -> None:
+    from embeddb.backup import create_backup, prune_backups
+
+    folder = str(tmp_path / "shared-backups")
+    made = {}
+    for name in ("one", "two"):
+        db = embeddb.connect(f"sqlite:///{tmp_path / name}.db")
+        db.execute_sql("CREATE TABLE t (x INTEGER)")
+        made[name] = [create_backup(db, directory=folder).path for _ in range(2)]
+    young_orphan = Path(folder) / "killed.db.manifest.json"
+    young_orphan.write_text("{}")
+    result = prune_backups(folder, keep=1)
+    assert sorted(result["kept"]) == sorted([made["one"][1], made["two"][1]])
+    assert young_orphan.exists()  # may be a backup about to rename its data into place

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import re
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,11 @@ from ..errors import BackupError, ConfigurationError
 from . import files, manifest
 
 _TEMP = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}" + re.escape(files.TEMP_SUFFIX) + "$")
+
+
+#: A manifest without its data is a killed backup only after this long: a running one writes
+#: its manifest a moment before it renames the data into place.
+ORPHAN_AGE = 600.0
 
 
 def entries(directory: str) -> list[dict[str, Any]]:
@@ -67,7 +73,7 @@ def prune(
     if keep is not None and keep < 0:
         raise ConfigurationError("--keep must be 0 or more")
     backups = entries(directory)
-    candidates = backups[keep:] if keep is not None else backups
+    candidates = _beyond_keep(backups, keep) if keep is not None else backups
     if older_than is not None:
         cutoff = datetime.now(UTC) - older_than
         candidates = [e for e in candidates if datetime.fromisoformat(e["created_at"]) < cutoff]
@@ -87,18 +93,37 @@ def prune(
     }
 
 
+def _beyond_keep(backups: list[dict[str, Any]], keep: int) -> list[dict[str, Any]]:
+    """All but the newest ``keep`` of each kind: per source database, with pre-migration
+    safety copies counted apart, so one database's backups never push out another's."""
+    groups: dict[tuple[Any, bool], list[dict[str, Any]]] = {}
+    for entry in backups:  # newest first
+        key = (entry.get("source"), "-premigrate-" in os.path.basename(entry["path"]))
+        groups.setdefault(key, []).append(entry)
+    doomed = {id(e) for group in groups.values() for e in group[keep:]}
+    return [e for e in backups if id(e) in doomed]
+
+
 def _leftovers(directory: str) -> list[str]:
     if not os.path.isdir(directory):
         return []
     found = []
     for name in sorted(os.listdir(directory)):
         path = os.path.join(directory, name)
-        if name.endswith(manifest.SUFFIX) and not os.path.exists(path[: -len(manifest.SUFFIX)]):
+        if (name.endswith(manifest.SUFFIX) and not os.path.exists(path[: -len(manifest.SUFFIX)])
+                and _older_than(path, ORPHAN_AGE)):  # younger: a backup about to rename its data
             found.append(path)
         match = _TEMP.match(name)
         if match and not _alive(int(match.group(1))):
             found.append(path)
     return found
+
+
+def _older_than(path: str, seconds: float) -> bool:
+    try:
+        return time.time() - os.path.getmtime(path) > seconds
+    except OSError:
+        return False
 
 
 def _alive(pid: int) -> bool:
