@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import time
 import re
+import time
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
