@@ -409,6 +409,19 @@ def test_postgres_dollar_quoted_function_and_trigger(pg, folder):
     assert tables(pg) == {"embeddb_migrations"}
 
 
+def test_postgres_begin_atomic_function_body(pg, folder):
+    """SQL-standard bodies (PostgreSQL 14+) hold ';' and CASE ... END inside BEGIN ATOMIC."""
+    write(folder, "0001_fn.up.sql", (
+        "CREATE TABLE n (x INT);\n"
+        "CREATE FUNCTION sign_of(a INT) RETURNS INT LANGUAGE SQL\n"
+        "BEGIN ATOMIC\n  SELECT CASE WHEN a > 0 THEN 1 WHEN a < 0 THEN -1 ELSE 0 END;\nEND;\n"
+        "INSERT INTO n VALUES (sign_of(-5)), (sign_of(7));\n"
+    ))
+    result = migrate.up(pg, folder)
+    assert result.steps[0].transaction is True  # the body's END is not transaction control
+    assert rows(pg, "SELECT x FROM n ORDER BY x") == [(-1,), (1,)]
+
+
 def test_postgres_failure_names_the_line_and_rolls_back_ddl(pg, folder):
     write(folder, "0001_a.up.sql", "CREATE TABLE a (x INT);\nCREATE INDEX a_x ON a (x);\nSELECT 1/0;")
     with pytest.raises(MigrationFailed, match="0001_a.up.sql line 3: division by zero"):

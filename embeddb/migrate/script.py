@@ -17,7 +17,7 @@ _TRANSACTION_CONTROL = {"BEGIN", "COMMIT", "END", "ROLLBACK", "START", "ABORT"}
 _LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*(?:\n|$))*")
 _NOISE_STARTS = frozenset(" \t\n\r\f\v-/")
 _FIRST_WORD = re.compile(r"[A-Za-z]+")
-_PG_TOKEN = re.compile(r"[;'\"$]|--|/\*")
+_PG_TOKEN = re.compile(r"[;'\"$]|--|/\*|\b(?:BEGIN\s+ATOMIC|CASE|END)\b", re.IGNORECASE)
 _DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_\x80-\uffff][A-Za-z0-9_\x80-\uffff]*)?\$")
 _IDENT_CHAR = re.compile(r"[A-Za-z0-9_$\x80-\uffff]")
 
@@ -93,15 +93,21 @@ def split_sqlite(text: str) -> list[Statement]:
 def split_postgres(text: str) -> list[Statement]:
     """Cut a PostgreSQL script into statements (quotes, comments and $tag$ bodies respected)."""
     collector = _Collector(text, nested_comments=True)
-    start = pos = 0
+    start = pos = depth = 0  # depth: inside BEGIN ATOMIC ... END bodies (and their CASEs)
     while True:
         match = _PG_TOKEN.search(text, pos)
         if match is None:
             break
         token, at = match.group(0), match.start()
+        word = token.upper()
         if token == ";":
-            collector.add(start, at + 1)
-            start = pos = at + 1
+            if depth == 0:
+                collector.add(start, at + 1)
+                start = at + 1
+            pos = at + 1
+        elif word[0] in "BCE":  # BEGIN ATOMIC, CASE, END
+            depth = _atomic_depth(word, depth)
+            pos = match.end()
         elif token == "'":
             pos = _end_of_string(text, at)
         elif token == '"':
@@ -114,6 +120,16 @@ def split_postgres(text: str) -> list[Statement]:
             pos = _end_of_dollar_quote(text, at)
     collector.add(start, len(text))
     return collector.statements
+
+
+def _atomic_depth(word: str, depth: int) -> int:
+    """Track SQL-standard function bodies (PostgreSQL 14+): ``BEGIN ATOMIC`` opens one, its
+    statements end with ``;`` but not the function, and ``END`` (after any ``CASE``) closes."""
+    if word.startswith("BEGIN"):
+        return depth + 1
+    if depth == 0:
+        return 0  # CASE ... END in ordinary statements does not matter
+    return depth + 1 if word == "CASE" else depth - 1
 
 
 def _find_or_end(text: str, needle: str, start: int) -> int:
