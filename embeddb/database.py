@@ -94,22 +94,26 @@ class Engine:
         except peewee.PeeweeException as exc:
             raise translate(exc, self.url.password) from exc
 
-    def fetch_one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        """One row of a prepared statement: the hot path for lookups by key.
+    def execute_fast(self, sql: str, params: Any = ()) -> Any:
+        """:meth:`execute_sql` for hot paths (lookups by key, migration statements).
 
         Skips peewee's per-call bookkeeping unless query hooks (monitoring) or debug logging
         are on, in which case it goes through :meth:`execute_sql` like everything else.
         """
         state = self._state
         if self.query_hooks or state.closed or _peewee_logger.isEnabledFor(logging.DEBUG):
-            return self.execute_sql(sql, params).fetchone()
+            return self.execute_sql(sql, params)
         cursor = state.conn.cursor()
         try:
             with _driver_errors:
                 cursor.execute(sql, params)
         except peewee.PeeweeException as exc:
             raise translate(exc, self.url.password) from exc
-        return cursor.fetchone()
+        return cursor
+
+    def fetch_one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """One row of a prepared statement: the hot path for lookups by key."""
+        return self.execute_fast(sql, params).fetchone()
 
     def execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
         """Run one statement for many parameter rows; the total number of rows changed."""

@@ -78,7 +78,7 @@ def _rows(db: Any) -> dict[int, Record]:
 
 def status_of(db: Any, version: int) -> str | None:
     """The status of one version, read inside the caller's transaction (None: not recorded)."""
-    row = db.execute_sql(_sql(db, _STATUS), (version,)).fetchone()
+    row = db.execute_fast(_sql(db, _STATUS), (version,)).fetchone()
     return row[0] if row else None
 
 
@@ -108,7 +108,7 @@ def write(
     if replace:
         delete(db, version)
     row = (version, name, checksum, datetime.now(UTC).isoformat(), round(duration_ms, 3), status)
-    db.execute_sql(_sql(db, _INSERT), row)
+    db.execute_fast(_sql(db, _INSERT), row)
 
 
 def delete(db: Any, version: int) -> None:

@@ -396,7 +396,7 @@ def _execute(
     db: Any, migration: Migration, part: Part, statement: Statement, direction: str
 ) -> None:
     try:
-        db.execute_sql(statement.sql)
+        db.execute_fast(statement.sql)
     except DatabaseError as exc:
         line = part.first_line - 1 + statement.line
         raise MigrationFailed(
