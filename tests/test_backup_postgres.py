@@ -138,3 +138,48 @@ def test_scratch_databases_are_dropped(shop, pg_url: str, tmp_path: Path) -> Non
     finally:
         conn.close()
     assert leftover == 0
+
+
+@pytest.fixture
+def whole_database(pg_url: str):
+    """A database of its own (no ?schema=): the whole-database backup and restore path."""
+    import uuid
+
+    name = f"embeddb_whole_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(pg_url.split("?")[0])
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    base = pg_url.split("?")[0].rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def test_whole_database_round_trip_and_refusal_while_in_use(whole_database, tmp_path) -> None:
+    db = embeddb.connect(whole_database)
+    db.execute_sql("CREATE TABLE users (id SERIAL PRIMARY KEY, name TEXT NOT NULL)")
+    db.execute_sql("CREATE TABLE orders (id SERIAL PRIMARY KEY, "
+                   "user_id INTEGER NOT NULL REFERENCES users, total BIGINT NOT NULL)")
+    for i in range(1, 21):
+        db.execute_sql("INSERT INTO users (name) VALUES (%s)", (f"user {i}",))
+        db.execute_sql("INSERT INTO orders (user_id, total) VALUES (%s, %s)", (i, i))
+    at_backup = _hashes(db)
+    backup = create_backup(db, directory=str(tmp_path))
+    assert backup.manifest.schema is None
+    db.execute_sql("DELETE FROM orders")
+    db.execute_sql("CREATE TABLE later (x int)")
+
+    other = psycopg2.connect(whole_database)  # another session: the restore must refuse
+    try:
+        with pytest.raises(embeddb.errors.DatabaseInUse, match="other session"):
+            restore_backup(db, backup.path, safety_dir=str(tmp_path / "safety"))
+    finally:
+        other.close()
+    assert db.execute_sql("SELECT count(*) FROM orders").fetchone()[0] == 0  # untouched
+
+    restore_backup(db, backup.path, safety_dir=str(tmp_path / "safety"))
+    assert _hashes(db) == at_backup
+    assert not db.table_exists("later")
+    db.close_all()

@@ -279,8 +279,7 @@ def _replay(path: str, url: Any, schema: str | None) -> None:
     if schema:
         prefix = f'DROP SCHEMA IF EXISTS "{schema}" CASCADE;\n'.encode()
     else:
-        produce[1:1] = ["--clean", "--if-exists"]
-        prefix = b""
+        prefix = _whole_database_reset(path, url).encode()
     consume = [tool("psql"), "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1",
                "--single-transaction", "-f", "-"]
     env = client_env(url)
@@ -301,6 +300,31 @@ def _replay(path: str, url: Any, schema: str | None) -> None:
         if any(codes):
             detail = _stderr_of(err_in, url.password) or _stderr_of(err_out, url.password)
             raise BackupError(f"restore failed and was rolled back: {detail}")
+
+
+def _whole_database_reset(path: str, url: Any) -> str:
+    """SQL that empties the database before a whole-database replay (in the same transaction).
+
+    ``pg_restore --clean`` only drops what the archive holds, so tables created after the
+    backup would survive the restore; instead every user schema is dropped. ``public`` is not
+    in a dump unless it was changed, so it is recreated as PostgreSQL 15 makes it.
+    """
+    conn = _admin(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' "
+                        "AND nspname <> 'information_schema' ORDER BY 1")
+            schemas = [row[0] for row in cur.fetchall()]
+    finally:
+        conn.close()
+    listing = subprocess.run([tool("pg_restore"), "--list", path], capture_output=True,
+                             env=client_env(url), check=False).stdout.decode(errors="replace")
+    statements = [f'DROP SCHEMA "{name}" CASCADE;' for name in schemas]
+    if not any(line.split()[3:6] == ["SCHEMA", "-", "public"] for line in listing.splitlines()
+               if not line.startswith(";") and len(line.split()) >= 6):
+        statements += ["CREATE SCHEMA public AUTHORIZATION pg_database_owner;",
+                       "GRANT USAGE ON SCHEMA public TO PUBLIC;"]
+    return "\n".join(statements) + "\n"
 
 
 def _close_quietly(stream: IO[bytes]) -> None:
