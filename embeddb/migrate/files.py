@@ -18,7 +18,6 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +55,15 @@ class Part:
             self.body = _read(self.path)
         return self.body
 
-    @cached_property
+    @property
     def transaction(self) -> bool:
         """False when the part opts out with ``-- embeddb:no-transaction``."""
-        directive = None if self.python else _directive(self.sql or "")
-        return self.default_transaction if directive is None else directive
+        known = self.__dict__.get("_transaction")  # computed once (cached_property locks)
+        if known is None:
+            directive = None if self.python else _directive(self.sql or "")
+            known = self.default_transaction if directive is None else directive
+            self.__dict__["_transaction"] = known
+        return known
 
 
 @dataclass
@@ -86,13 +89,12 @@ class _File:
     direction: str | None  # "up", "down" or None (single file)
     ext: str
 
-    @property
-    def path(self) -> Path:
-        return self.directory / self.filename
+    path: Path = field(init=False)
+    label: str = field(init=False)  # e.g. 0001_create_users
 
-    @property
-    def label(self) -> str:
-        return self.filename.split(".", 1)[0]
+    def __post_init__(self) -> None:
+        self.path = self.directory / self.filename
+        self.label = self.filename.split(".", 1)[0]
 
 
 def resolve_directory(directory: str | os.PathLike[str] | None) -> Path:
@@ -193,6 +195,11 @@ def _choose(group: list[_File], wanted: set[str]) -> list[_File]:
 
 
 def _check_version(group: list[_File]) -> list[str]:
+    if len(group) == 2:  # the usual up + down pair: nothing to report
+        first, second = group
+        if (first.variant == second.variant and first.label == second.label
+                and {first.direction, second.direction} == {"up", "down"}):
+            return []
     problems = []
     names = sorted({f.label for f in group})
     if len(names) > 1:
