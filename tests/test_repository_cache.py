@@ -237,3 +237,25 @@ def test_restore_and_migrations_invalidate_everything_cached(sqlite_file_url, tm
     embeddb.migrate.up(db, folder, backup=False)
     assert repo.get(gadget.id).name == "migrated"
     repo.cache.close()
+
+
+def test_cli_cache_clear(sqlite_file_url):
+    import embeddb
+    from click.testing import CliRunner
+
+    from embeddb.cli import cli
+
+    db = embeddb.connect(sqlite_file_url)
+    db.bind([Gadget])
+    db.create_tables([Gadget])
+    nothing = CliRunner().invoke(cli, ["cache", "clear", "--db", sqlite_file_url])
+    assert nothing.exit_code == 0 and "No cache in use" in nothing.output
+    repo = Repository(Gadget, db, cache=Cache.for_database(db))
+    gadget = repo.create(name="g")
+    assert repo.get(gadget.id).name == "g"
+    db.execute_sql("UPDATE gadget SET name = 'edited by hand'")  # unseen by the cache
+    assert repo.get(gadget.id).name == "g"
+    result = CliRunner().invoke(cli, ["cache", "clear", "--db", sqlite_file_url, "--json"])
+    assert result.exit_code == 0 and '"cleared": true' in result.output
+    assert repo.get(gadget.id).name == "edited by hand"
+    repo.cache.close()

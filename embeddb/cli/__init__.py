@@ -15,6 +15,7 @@ import click
 from .. import __version__
 from ..errors import EmbeddbError
 from .backup import backup
+from .cache import cache
 from .info import info
 from .maintenance import maintenance
 from .migrate import migrate
@@ -59,6 +60,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
 cli.add_command(info)
 cli.add_command(backup)
+cli.add_command(cache)
 cli.add_command(maintenance)
 cli.add_command(migrate)
 cli.add_command(schema)
