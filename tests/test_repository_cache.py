@@ -240,9 +240,9 @@ def test_restore_and_migrations_invalidate_everything_cached(sqlite_file_url, tm
 
 
 def test_cli_cache_clear(sqlite_file_url):
-    import embeddb
     from click.testing import CliRunner
 
+    import embeddb
     from embeddb.cli import cli
 
     db = embeddb.connect(sqlite_file_url)
