@@ -276,10 +276,9 @@ class PostgresEngine(Engine, PooledPostgresqlDatabase):
     def __init__(self, url: DatabaseURL, settings: config.PostgresSettings) -> None:
         self.url = url
         self.settings = settings
-        params: dict[str, Any] = {"connect_timeout": settings.connect_timeout}
-        for key in ("host", "port", "user", "password"):
-            if getattr(url, key) is not None:
-                params[key] = getattr(url, key)
+        params = url.connect_params()
+        params.pop("dbname")  # peewee takes the database name on its own
+        params["connect_timeout"] = settings.connect_timeout
         if settings.schema:
             if not _SCHEMA_NAME.fullmatch(settings.schema):
                 raise ConfigurationError(

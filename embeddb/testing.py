@@ -109,10 +109,7 @@ class PostgresTemplate(Template):
         return f"{base.rsplit('/', 1)[0]}/{database}" + (f"?{options}" if options else "")
 
     def _admin(self, sql: str) -> None:
-        conn = psycopg2.connect(
-            dbname=self.url.database, host=self.url.host, port=self.url.port,
-            user=self.url.user, password=self.url.password, connect_timeout=5,
-        )
+        conn = psycopg2.connect(**self.url.connect_params(), connect_timeout=5)
         try:
             conn.autocommit = True
             with conn.cursor() as cur:

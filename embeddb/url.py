@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .errors import ConfigurationError
@@ -40,6 +41,15 @@ class DatabaseURL:
     @property
     def is_memory(self) -> bool:
         return self.path == MEMORY
+
+    def connect_params(self, database: str | None = None) -> dict[str, Any]:
+        """psycopg2/libpq keyword arguments for this server (``database`` overrides the name)."""
+        params: dict[str, Any] = {"dbname": database or self.database}
+        for key in ("host", "port", "user", "password"):
+            value = getattr(self, key)
+            if value is not None:
+                params[key] = value
+        return params
 
     def redacted(self) -> str:
         """The URL with any password replaced by ``***``: safe for logs and messages."""

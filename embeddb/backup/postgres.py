@@ -185,11 +185,7 @@ def _admin(url: Any) -> Any:
 
 
 def _params(url: Any, database: str | None = None) -> dict[str, Any]:
-    params = {"dbname": database or url.database, "connect_timeout": 5}
-    for key in ("host", "port", "user", "password"):
-        if getattr(url, key) is not None:
-            params[key] = getattr(url, key)
-    return params
+    return {**url.connect_params(database), "connect_timeout": 5}
 
 
 def _restore_into(path: str, database: str, url: Any) -> None:
