@@ -154,7 +154,6 @@ class Repository(Generic[M]):
         self._readers = [None if type(f) in _PLAIN_FIELDS else f.python_value
                          for f in self._fields]
         self._writers = [f.db_value for f in self._fields]
-        self._cache_readers = self._readers
         plan = _PLANS.get((model, self.db.param))
         if plan is None:  # generated once per model: building it costs ~0.8 ms
             json_fields = [isinstance(f, JSONField) for f in self._fields]
@@ -304,7 +303,7 @@ class Repository(Generic[M]):
             if row is None:
                 raise _Absent  # absent rows are not cached: an insert needs no invalidation
             return tuple(v if r is None or v is None else r(v)
-                         for r, v in zip(self._cache_readers, row))
+                         for r, v in zip(self._readers, row))
 
         key = (self._key_prefix + pk.hex) if type(pk) is uuid.UUID else row_key(self.model, pk)
         try:

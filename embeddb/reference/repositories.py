@@ -43,13 +43,6 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def normalize_address(address: str) -> str:
-    """Wallet addresses compare case-insensitively (EIP-55 only adds a checksum by case)."""
-    if not isinstance(address, str) or not address.strip():
-        raise InvalidQueryError("a wallet address is required")
-    return address.strip().lower()
-
-
 @dataclass
 class UserOverview:
     """A user with subscriptions (services loaded) and recent payments: three queries."""
@@ -70,8 +63,11 @@ class UserRepository(_Reference):
         super().__init__(User, db, cache)
 
     def by_address(self, address: str) -> User:
-        """:raises NotFoundError: no user with that wallet address."""
-        user = self.first(wallet_address=normalize_address(address))
+        """:raises NotFoundError: no user with that wallet address (any letter case: the
+        field lower-cases it)."""
+        if not isinstance(address, str) or not address.strip():
+            raise InvalidQueryError("a wallet address is required")
+        user = self.first(wallet_address=address)
         if user is None:
             raise NotFoundError(f"no user with wallet address {address}")
         return user
