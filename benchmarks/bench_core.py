@@ -12,7 +12,7 @@ import psycopg2
 import psycopg2.extras
 
 import embeddb
-from benchmarks.harness import once, per_op, pg_scratch_schema, pg_url, report, size
+from benchmarks.harness import once, per_op, pg_models, pg_url, report, size
 from embeddb.ids import new_id
 from embeddb.models import BaseModel, UTCDateTimeField, utcnow
 
@@ -81,14 +81,8 @@ def bench_sqlite() -> None:
 
 
 def bench_postgres(url: str) -> None:
-    scratch, drop = pg_scratch_schema(url)
-    try:
-        db = embeddb.connect(scratch)
-        db.bind([Thing])
-        db.create_tables([Thing])
+    with pg_models(url, [Thing]) as (db, raw):
         rows = _rows(ROWS)
-        schema = scratch.rsplit("schema=", 1)[1]
-        raw = psycopg2.connect(url, options=f"-c search_path={schema}")
         raw.cursor().execute("CREATE TABLE raw_thing (LIKE thing)")
         raw.commit()
 
@@ -117,14 +111,8 @@ def bench_postgres(url: str) -> None:
 
         t_raw = per_op(raw_get, LOOKUPS)
         keys = iter(ids * 1000)
-        db.connect(reuse_if_open=True)
         t_model = per_op(lambda: Thing.get_by_id(next(keys)), LOOKUPS)
         report("postgresql.pk_lookup.model_get_by_id", "us/op", t_model * 1e6, t_raw * 1e6)
-        raw.close()
-        db.close()
-        db.close_all()
-    finally:
-        drop()
 
 
 def main() -> None:

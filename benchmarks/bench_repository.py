@@ -20,7 +20,7 @@ import psycopg2
 import psycopg2.extras
 
 import embeddb
-from benchmarks.harness import once, per_op, pg_scratch_schema, pg_url, report, size
+from benchmarks.harness import once, per_op, pg_models, pg_url, report, size
 from embeddb.ids import new_id
 from embeddb.models import BaseModel, JSONField, MoneyField, UTCDateTimeField, utcnow
 from embeddb.repository import Repository
@@ -164,13 +164,7 @@ def bench_sqlite() -> None:
 
 
 def bench_postgres(url: str) -> None:
-    scratch, drop = pg_scratch_schema(url)
-    try:
-        db = embeddb.connect(scratch)
-        db.bind([Listing])
-        db.create_tables([Listing])
-        schema = scratch.rsplit("schema=", 1)[1]
-        raw_conn = psycopg2.connect(url, options=f"-c search_path={schema}")
+    with pg_models(url, [Listing]) as (db, raw_conn):
         raw_conn.autocommit = True
         raw_conn.cursor().execute("CREATE TABLE raw_listing (LIKE listing)")
 
@@ -182,14 +176,8 @@ def bench_postgres(url: str) -> None:
                     cur, "INSERT INTO raw_listing VALUES %s", _raw_tuples(rows), page_size=2000)
                 cur.execute("COMMIT")
 
-        db.connect(reuse_if_open=True)
         _bench(db, raw_conn, raw_insert, "SELECT * FROM listing WHERE id = %s", "postgresql")
         _keyset(db, "postgresql")
-        raw_conn.close()
-        db.close()
-        db.close_all()
-    finally:
-        drop()
 
 
 def main() -> None:

@@ -13,7 +13,8 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 QUICK = os.environ.get("EMBEDDB_BENCH_QUICK") == "1"
@@ -115,3 +116,31 @@ def pg_scratch_schema(url: str) -> tuple[str, Callable[[], None]]:
 
     sep = "&" if "?" in url else "?"
     return f"{url}{sep}schema={schema}", drop
+
+
+@contextmanager
+def pg_models(url: str, models: list[Any]) -> Iterator[tuple[Any, Any]]:
+    """An embeddb database on a scratch schema with ``models``' tables, and a raw psycopg2
+    connection to the same schema; everything is dropped afterwards."""
+    import psycopg2
+
+    import embeddb
+
+    scratch, drop = pg_scratch_schema(url)
+    schema = scratch.rsplit("schema=", 1)[1]
+    db = raw = None
+    try:
+        db = embeddb.connect(scratch)
+        db.bind(models)
+        db.create_tables(models)
+        raw = psycopg2.connect(url, options=f"-c search_path={schema}")
+        db.connect(reuse_if_open=True)
+        yield db, raw
+    finally:
+        if raw is not None:
+            raw.close()
+        if db is not None:
+            if not db.is_closed():
+                db.close()
+            db.close_all()
+        drop()
