@@ -219,9 +219,6 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
 
     def _set_pragmas(self, conn: sqlite3.Connection) -> None:
         if not self.is_memory:
-            # A no-op when the file is in WAL mode already. fetchall() finishes the statement
-            # at once: a statement left open keeps a read lock, and two processes each holding
-            # one while switching a new file to WAL fail with "database is locked" at once.
             mode = self._switch_to_wal(conn)
             if mode.lower() != "wal":
                 raise ConnectionFailed(

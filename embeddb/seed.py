@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .dialect import quote
 from .errors import EmbeddbError
 from .repository import Repository
 
@@ -134,11 +135,15 @@ def run(
             raise
         except Exception as exc:  # a row generator failed: nothing was written
             raise SeedError(f"seed set {env!r}: {type(exc).__name__}: {exc}") from exc
-    for model, _rows in tables:
-        name = model._meta.table_name
-        result.counts[name] = db.execute_sql(f'SELECT count(*) FROM "{name}"').fetchone()[0]
+    result.counts = count_rows(db, [model._meta.table_name for model, _rows in tables])
     result.seconds = time.perf_counter() - started
     return result
+
+
+def count_rows(db: Any, tables: Iterable[str]) -> dict[str, int]:
+    """Rows in each of ``tables`` (soft-deleted rows included)."""
+    return {name: db.execute_sql(f"SELECT count(*) FROM {quote(name)}").fetchone()[0]
+            for name in tables}
 
 
 def _write(db: Any, tables: list[Any], result: SeedResult, progress: Progress | None) -> None:

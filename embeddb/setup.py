@@ -79,9 +79,5 @@ def folders(migrations: Any = None, seeds: Any = None) -> tuple[Path, Path]:
 
 def table_rows(db: Any) -> dict[str, int]:
     """Row count of every table (embeddb's bookkeeping and FTS internals left out)."""
-    counts = {}
-    for table in sorted(db.get_tables()):
-        if table.startswith("embeddb_") or "_fts" in table:
-            continue
-        counts[table] = db.execute_sql(f'SELECT count(*) FROM "{table}"').fetchone()[0]
-    return counts
+    return seed.count_rows(db, [t for t in sorted(db.get_tables())
+                                if not t.startswith("embeddb_") and "_fts" not in t])
