@@ -14,13 +14,13 @@ Under pytest-xdist each worker builds its own templates.
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from .schema import load_models
 from .testing import Template
 
 ENV_URL = "EMBEDDB_TEST_URL"
@@ -54,8 +54,7 @@ def _models(config: pytest.Config) -> list[Any]:
     spec = config.getini("embeddb_models")
     if not spec:
         return []
-    module, _, name = spec.partition(":")
-    return list(getattr(importlib.import_module(module), name or "MODELS"))
+    return load_models(spec)
 
 
 def _copies(template: Template, config: pytest.Config) -> Iterator[Any]:

@@ -7,11 +7,14 @@ migration created. ``dump`` writes the schema for review in diffs, like dbmate's
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import peewee
+
+from .errors import ConfigurationError
 
 _FAMILIES = (
     ("uuid", "uuid"),
@@ -44,6 +47,21 @@ class Difference:
 
     def __str__(self) -> str:
         return f"{self.table}: {self.detail}"
+
+
+def load_models(spec: str) -> list[Any]:
+    """``package.module:NAME`` -> the list of models it names (NAME defaults to MODELS).
+
+    :raises ConfigurationError: the module or attribute does not exist.
+    """
+    module_name, _, attribute = spec.partition(":")
+    try:
+        models = getattr(importlib.import_module(module_name), attribute or "MODELS")
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(
+            f"cannot load models from {spec!r}: {exc} (use package.module:NAME)"
+        ) from None
+    return list(models)
 
 
 def type_family(sql_type: str) -> str:

@@ -46,7 +46,7 @@ def _ms(value: float | None) -> str:
     return f"{value:.0f}ms" if value >= 10 else f"{value:.1f}ms"
 
 
-def _printer(as_json: bool) -> Callable[[api.Event], None] | None:
+def migration_printer(as_json: bool) -> Callable[[api.Event], None] | None:
     if as_json:
         return None
 
@@ -99,7 +99,7 @@ def up(
     """Apply pending migrations in order."""
     result = api.up(
         database(), directory, to=to, dry_run=dry_run, backup=not no_backup,
-        allow_out_of_order=allow_out_of_order, progress=_printer(as_json),
+        allow_out_of_order=allow_out_of_order, progress=migration_printer(as_json),
     )
     _finish(result, as_json)
 
@@ -117,7 +117,7 @@ def down(
     """Revert the newest migration (or --steps N, or --to VERSION)."""
     result = api.down(
         database(), directory, steps, to, dry_run=dry_run, backup=not no_backup,
-        progress=_printer(as_json),
+        progress=migration_printer(as_json),
     )
     _finish(result, as_json)
 
@@ -127,7 +127,7 @@ def down(
 @_no_backup
 def redo(directory: str | None, as_json: bool, no_backup: bool) -> None:
     """Revert the newest migration and apply it again."""
-    result = api.redo(database(), directory, backup=not no_backup, progress=_printer(as_json))
+    result = api.redo(database(), directory, backup=not no_backup, progress=migration_printer(as_json))
     _finish(result, as_json)
 
 

@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from typing import Any
 
 import click
 
 from .. import schema as schema_api
-from ..errors import ConfigurationError
 from .options import database, db_option, emit_json, json_option
 
 DEFAULT_MODELS = "embeddb.reference.models:MODELS"
-
-
-def load_models(spec: str) -> list[Any]:
-    """``package.module:NAME`` -> the list of models it names.
-
-    :raises ConfigurationError: the module or attribute does not exist.
-    """
-    module_name, _, attribute = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-        models = getattr(module, attribute or "MODELS")
-    except (ImportError, AttributeError) as exc:
-        raise ConfigurationError(
-            f"cannot load models from {spec!r}: {exc} (use --models package.module:NAME)"
-        ) from None
-    return list(models)
 
 
 @click.group()
@@ -43,7 +24,7 @@ def schema() -> None:
               metavar="MODULE:NAME", help="The list of peewee models to compare.")
 def check(as_json: bool, models_spec: str) -> None:
     """Exit 1 naming each difference between the models and the database."""
-    differences = schema_api.check(database(), load_models(models_spec))
+    differences = schema_api.check(database(), schema_api.load_models(models_spec))
     if as_json:
         emit_json([d.__dict__ for d in differences])
     elif not differences:

@@ -11,7 +11,7 @@ import click
 
 from .. import seed as seed_api
 from .. import setup as setup_api
-from .migrate import _printer, migrations_option
+from .migrate import migration_printer, migrations_option
 from .options import database, db_option, emit_json, json_option
 
 
@@ -99,7 +99,7 @@ def setup(directory: str | None, seeds_dir: str | None, seed_value: int, as_json
     try:
         result = setup_api.run(
             database(), env, migrations=directory, seeds=seeds_dir, seed_value=seed_value,
-            force=force, backup=not no_backup, migrate_progress=_printer(as_json),
+            force=force, backup=not no_backup, migrate_progress=migration_printer(as_json),
             seed_progress=bar)
     finally:
         bar.close()
