@@ -33,6 +33,14 @@ class Dialect:
         """A NULL-safe "values differ" test."""
         raise NotImplementedError
 
+    def rebuildable_indexes(self, db: Any, table: str) -> list[tuple[str, str]]:
+        """``(name, CREATE statement)`` of the indexes a bulk load into empty ``table`` may
+        drop and build afterwards, inside the load's transaction (none by default).
+
+        Only plain, non-unique indexes: unique ones enforce the data and serve ON CONFLICT.
+        """
+        return []
+
     def upsert_clause(
         self, table: str, targets: list[str], update: list[str], bump: str | None = None
     ) -> str:
@@ -150,6 +158,20 @@ class SqliteDialect(Dialect):
 
     def distinct_from(self, left: str, right: str) -> str:
         return f"{left} IS NOT {right}"
+
+    def rebuildable_indexes(self, db: Any, table: str) -> list[tuple[str, str]]:
+        """SQLite builds an index from sorted data several times faster than it maintains it
+        row by row, and its DDL is transactional, so a failed load restores the indexes.
+        (PostgreSQL keeps the default: DROP INDEX would lock readers out for the whole load.)"""
+        names = [row[1] for row in db.execute_sql(f"PRAGMA index_list({quote(table)})")
+                 if row[3] == "c" and not row[2]]
+        if not names:
+            return []
+        marks = ", ".join("?" * len(names))
+        found = dict(db.execute_sql(
+            f"SELECT name, sql FROM sqlite_master WHERE type = 'index' AND name IN ({marks})",
+            names).fetchall())
+        return [(name, found[name]) for name in names if found.get(name)]
 
     def search_terms(self, words: list[str]) -> str:
         # Each word quoted as an FTS5 string: operators typed by a user stay plain words.

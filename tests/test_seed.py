@@ -119,6 +119,50 @@ def test_a_constraint_failure_writes_nothing(migrated, small_sets):
     assert migrated.execute_sql("SELECT count(*) FROM users").fetchone()[0] == 0
 
 
+def test_seeding_an_empty_database_leaves_the_schema_as_migrated(migrated, small_sets):
+    """Plain indexes are built after the load on SQLite; the schema must end up identical."""
+    before = migrated.dialect.schema_sql(migrated)
+    embeddb.seed.run(migrated, "small", directory=small_sets)
+    assert migrated.dialect.schema_sql(migrated) == before
+    if migrated.dialect.name == "sqlite":
+        plan = migrated.execute_sql(
+            "EXPLAIN QUERY PLAN SELECT id FROM transactions WHERE seller_id = ?", ["x" * 32]
+        ).fetchall()
+        assert "transactions_seller" in str(plan)
+
+
+def test_a_failure_after_indexes_were_dropped_restores_them(migrated, small_sets):
+    """The last table breaks a constraint after earlier tables were loaded index-less."""
+    (small_sets / "late.py").write_text(
+        "from embeddb.reference.fixtures import Sizes, marketplace\n"
+        f"SMALL = Sizes(**{SMALL.__dict__!r})\n"
+        "def build(seed):\n"
+        "    tables = marketplace(seed, SMALL)\n"
+        "    model, rows = tables[-1]\n"
+        "    rows = list(rows)\n"
+        "    rows.append(dict(rows[0], id='e' * 32, user='0' * 32))  # no such user\n"
+        "    return [*tables[:-1], (model, rows)]\n")
+    before = migrated.dialect.schema_sql(migrated)
+    with pytest.raises(embeddb.IntegrityError):
+        embeddb.seed.run(migrated, "late", directory=small_sets)
+    assert migrated.dialect.schema_sql(migrated) == before
+    assert migrated.execute_sql("SELECT count(*) FROM transactions").fetchone()[0] == 0
+
+
+def test_seeding_a_table_that_has_rows_keeps_its_indexes(migrated, small_sets):
+    """A second run upserts into full tables: nothing is dropped, nothing changes."""
+    embeddb.seed.run(migrated, "small", directory=small_sets)
+    migrated.execute_sql("CREATE TABLE dropped_indexes (name TEXT)")
+    if migrated.dialect.name == "sqlite":
+        migrated.execute_sql(
+            "CREATE TEMP TRIGGER spy AFTER INSERT ON transactions BEGIN "
+            "INSERT INTO dropped_indexes SELECT 'missing' WHERE NOT EXISTS ("
+            "SELECT 1 FROM sqlite_master WHERE name = 'transactions_seller'); END")
+    second = embeddb.seed.run(migrated, "small", directory=small_sets, seed=2)
+    assert second.counts["transactions"] == 2 * SMALL.payments
+    assert migrated.execute_sql("SELECT count(*) FROM dropped_indexes").fetchone()[0] == 0
+
+
 def test_the_test_set_has_rows_tests_can_name(migrated):
     embeddb.seed.run(migrated, "test", directory=ROOT / "seeds")
     from embeddb.reference import models as m
