@@ -70,7 +70,10 @@ class UTCDateTimeField(peewee.Field):
         memo = self._memo  # rows often repeat one datetime (created_at == updated_at)
         if memo[0] is value:
             return memo[1]
-        text = self._to_text(value)
+        if type(value) is datetime and value.tzinfo is UTC:
+            text = value.isoformat(" ", "microseconds")
+        else:
+            text = self._to_text(value)
         if isinstance(value, datetime):
             UTCDateTimeField._memo = (value, text)
         return text
@@ -102,6 +105,10 @@ class UTCDateTimeField(peewee.Field):
         return value.astimezone(UTC)
 
 
+#: Built once: ``json.dumps`` with options makes a new encoder on every call.
+_to_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 class JSONField(peewee.Field):
     """Any JSON-serialisable value: ``jsonb`` on PostgreSQL, TEXT on SQLite."""
 
@@ -110,7 +117,7 @@ class JSONField(peewee.Field):
     def db_value(self, value: Any) -> str | None:
         if value is None:
             return None
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        return _to_json(value)
 
     def python_value(self, value: Any) -> Any:
         if isinstance(value, (str, bytes)):

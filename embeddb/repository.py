@@ -52,9 +52,28 @@ _GENERATED = {"id", "created_at", "updated_at"}  # filled in when given as None 
 #: Never overwritten by an upsert: identity, history and the concurrency/soft-delete state.
 _PROTECTED = frozenset({"id", "created_at", "updated_at", "version", "deleted_at"})
 _MISSING = object()
+
 # Fields whose database value needs no conversion on the way out.
 _PLAIN_FIELDS = frozenset({peewee.TextField, peewee.CharField, peewee.IntegerField,
                            peewee.BigIntegerField, peewee.SmallIntegerField, peewee.AutoField})
+
+
+def _ready_test(field: peewee.Field) -> str | None:
+    """A Python expression (over ``{v}``) true when a value already is what ``field.db_value``
+    would return unchanged, so bulk writes skip the call; None: always convert.
+
+    Exact classes only, mirroring peewee's own fast paths: a subclass may convert differently.
+    """
+    kind = type(field)
+    if kind is peewee.ForeignKeyField:
+        kind = type(field.rel_field)
+    if kind in (peewee.TextField, peewee.CharField):
+        return "type({v}) is str"
+    if kind in (peewee.IntegerField, peewee.BigIntegerField, peewee.SmallIntegerField):
+        return "type({v}) is int"
+    if kind.db_value is peewee.UUIDField.db_value:  # a 32-digit hex string passes as is
+        return "(type({v}) is str and len({v}) == 32)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -701,11 +720,15 @@ class Repository(Generic[M]):
                 namespace[f"m{i}"] = field.default
                 missing = f"w{i}(m{i}())"
             absent = f"v{i} is MISSING" + (f" or v{i} is None" if name in _GENERATED else "")
+            convert = f"v{i} is not None"
+            ready = _ready_test(field)
+            if ready:
+                convert += f" and not {ready.format(v=f'v{i}')}"
             lines += [
                 f"    v{i} = get({name!r}, MISSING)",
                 f"    if {absent}:",
                 f"        v{i} = {missing}",
-                f"    elif v{i} is not None:",
+                f"    elif {convert}:",
                 f"        v{i} = w{i}(v{i})",
             ]
         lines.append(f"    return ({''.join(f'v{i}, ' for i in range(len(self._names)))})")

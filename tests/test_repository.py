@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -200,6 +201,27 @@ def test_bulk_create_fills_defaults_and_is_atomic(repo):
     assert repo.count() == 10 and not repo.exists(sku="ok1")
     with pytest.raises(InvalidQueryError, match="unknown field"):
         repo.bulk_create([{"sku": "z", "name": "z", "colour": "red"}])
+
+
+def test_bulk_writes_convert_values_that_are_not_yet_database_values(repo, db):
+    """Values already in database form skip conversion; everything else is still converted."""
+    pid = uuid.uuid4()
+    when = datetime(2026, 3, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+    repo.bulk_create([
+        {"id": pid.hex, "sku": "hex-id", "name": "plain", "rank": 3},
+        {"id": str(uuid.uuid4()), "sku": 42, "name": b"bytes", "rank": "7", "active": 0,
+         "available_at": when},
+        {"id": uuid.uuid4(), "sku": "uuid-object", "name": "n", "rank": True},
+    ])
+    assert repo.get(pid).rank == 3
+    converted = repo.first(sku="42")
+    assert (converted.name, converted.rank, converted.active) == ("bytes", 7, False)
+    assert converted.available_at == when and converted.available_at.tzinfo is UTC
+    assert repo.first(sku="uuid-object").rank == 1
+    stored = db.execute_sql("SELECT id, rank FROM product").fetchall()
+    assert {type(row[1]) for row in stored} == {int}
+    if db.dialect.name == "sqlite":  # one id format, whatever form it was given in
+        assert {len(row[0]) for row in stored} == {32}
 
 
 def test_bulk_create_streams_in_batches(repo, db):
