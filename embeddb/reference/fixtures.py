@@ -33,8 +33,9 @@ TOOLS = ("http.get", "llm.complete", "chain.read", "price.quote", "image.tag")
 CHAINS = (1, 10, 137, 8453)
 
 Table = tuple[type[BaseModel], Iterable[dict[str, Any]]]
-#: Ids remembered for foreign keys; bounds memory for any size (later ids are recomputed).
-_ID_MEMO = 200_000
+#: Ids remembered per table for foreign keys; bounds memory for any size (later ids are
+#: recomputed).
+_ID_MEMO = 50_000
 
 
 @dataclass(frozen=True)
@@ -57,36 +58,48 @@ class _Derive:
     """Deterministic values for (seed, table, row number).
 
     One 64-byte digest per row gives eight independent 64-bit numbers (``row``); ids are hex
-    UUIDs (version 4 layout) and memoised, since foreign keys ask for the same ones often.
+    UUIDs (version 4 layout), looked up per table as ``d.ids[table][i]`` and memoised, since
+    foreign keys ask for the same ones often.
     """
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
-        self._ids: dict[tuple[str, int], str] = {}
+        self.ids: dict[str, _Ids] = _IdTables(seed)
 
     def row(self, label: str, i: int) -> tuple[int, ...]:
         digest = hashlib.blake2b(f"{self.seed}:{label}:{i}".encode(), digest_size=64).digest()
         return struct.unpack(">8Q", digest)
 
-    def number(self, label: str, i: int) -> int:
-        return self.row(label, i)[0]
-
-    def id(self, table: str, i: int) -> str:
-        key = (table, i)
-        found = self._ids.get(key)
-        if found is None:
-            raw = bytearray(hashlib.blake2b(f"{self.seed}:{table}:{i}".encode(),
-                                            digest_size=16).digest())
-            raw[6] = (raw[6] & 0x0F) | 0x40
-            raw[8] = (raw[8] & 0x3F) | 0x80
-            found = raw.hex()
-            if len(self._ids) < _ID_MEMO:
-                self._ids[key] = found
-        return found
-
     def hex(self, label: str, i: int, length: int) -> str:
         digest = hashlib.blake2b(f"{self.seed}:{label}:{i}".encode(), digest_size=32).hexdigest()
         return digest[:length]
+
+
+class _Ids(dict):
+    """Row number -> id of one table, computed on first use (a plain dict lookup after)."""
+
+    def __init__(self, seed: int, table: str) -> None:
+        super().__init__()
+        self.prefix = f"{seed}:{table}:"
+
+    def __missing__(self, i: int) -> str:
+        raw = bytearray(hashlib.blake2b(f"{self.prefix}{i}".encode(), digest_size=16).digest())
+        raw[6] = (raw[6] & 0x0F) | 0x40
+        raw[8] = (raw[8] & 0x3F) | 0x80
+        found = raw.hex()
+        if len(self) < _ID_MEMO:
+            self[i] = found
+        return found
+
+
+class _IdTables(dict):
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.seed = seed
+
+    def __missing__(self, table: str) -> _Ids:
+        ids = self[table] = _Ids(self.seed, table)
+        return ids
 
 
 def _pick(value: int, options: tuple[Any, ...]) -> Any:
@@ -118,10 +131,11 @@ def _stamps(when: datetime) -> dict[str, datetime]:
 
 
 def _users(d: _Derive, sizes: Sizes) -> Iterator[dict[str, Any]]:
+    user_ids = d.ids["users"]
     for i in range(sizes.users):
         r = d.row("users", i)
         yield {
-            "id": d.id("users", i),
+            "id": user_ids[i],
             "wallet_address": "0x" + d.hex("wallet", i, 40),
             "chain_id": _pick(r[0], CHAINS),
             "email": f"user{i}.{d.seed}@example.test" if i % 3 else None,
@@ -130,11 +144,13 @@ def _users(d: _Derive, sizes: Sizes) -> Iterator[dict[str, Any]]:
 
 
 def _profiles(d: _Derive, sizes: Sizes) -> Iterator[dict[str, Any]]:
+    profile_ids = d.ids["user_profiles"]
+    user_ids = d.ids["users"]
     for i in range(sizes.users):
         r, created = d.row("user_profiles", i), _ago(d.row("users", i)[1], 730)
         yield {
-            "id": d.id("user_profiles", i),
-            "user": d.id("users", i),
+            "id": profile_ids[i],
+            "user": user_ids[i],
             "display_name": f"User {i}",
             "bio": f"Builds with {_pick(r[0], WORDS)} and {_pick(r[1], WORDS)}.",
             "settings": {"theme": _pick(r[2], ("light", "dark"))},
@@ -146,16 +162,17 @@ def _service_row(d: _Derive, sizes: Sizes, service: int) -> tuple[str, Decimal, 
     """A service's provider id, price and random numbers (payments need the first two)."""
     r = d.row("services", service)
     providers = max(1, sizes.users // 10)  # a tenth of the users sell services
-    return d.id("users", r[0] % providers), Decimal(r[1] % 5_000_000).scaleb(-6), r
+    return d.ids["users"][r[0] % providers], Decimal(r[1] % 5_000_000).scaleb(-6), r
 
 
 def _services(d: _Derive, sizes: Sizes) -> Iterator[dict[str, Any]]:
+    service_ids = d.ids["services"]
     for i in range(sizes.services):
         provider, price, r = _service_row(d, sizes, i)
         noun = _pick(r[2], NOUNS)
         words = " ".join(WORDS[(r[3] >> (4 * k)) % len(WORDS)] for k in range(6))
         yield {
-            "id": d.id("services", i),
+            "id": service_ids[i],
             "provider": provider,
             "name": f"{_pick(r[4], ADJECTIVES)} {noun} {i}",
             "description": f"{noun} API for {words}.",
@@ -181,6 +198,9 @@ _SUBSCRIPTION_STATUSES = ("active",) * 7 + ("paused", "cancelled", "expired")
 
 
 def _subscriptions(d: _Derive, sizes: Sizes) -> Iterator[dict[str, Any]]:
+    service_ids = d.ids["services"]
+    subscription_ids = d.ids["subscriptions"]
+    user_ids = d.ids["users"]
     limit = min(sizes.subscriptions, sizes.users * sizes.services)
     step = _subscription_step(sizes.users, sizes.services)
     for k in range(limit):
@@ -189,9 +209,9 @@ def _subscriptions(d: _Derive, sizes: Sizes) -> Iterator[dict[str, Any]]:
         started = _ago(r[0], 365)
         status = _pick(r[1], _SUBSCRIPTION_STATUSES)
         yield {
-            "id": d.id("subscriptions", k),
-            "user": d.id("users", user),
-            "service": d.id("services", (user + round_ * step) % sizes.services),
+            "id": subscription_ids[k],
+            "user": user_ids[user],
+            "service": service_ids[(user + round_ * step) % sizes.services],
             "tier": _pick(r[2], ("basic", "pro", "enterprise")),
             "status": status,
             "started_at": started,
@@ -210,36 +230,45 @@ def _payment_parts(d: _Derive, sizes: Sizes, i: int) -> tuple[int, int, str, tup
 
 
 def _payments(d: _Derive, sizes: Sizes) -> Iterator[dict[str, Any]]:
+    service_ids = d.ids["services"]
+    payment_ids = d.ids["transactions"]
+    user_ids = d.ids["users"]
+    sellers = [_service_row(d, sizes, service)[:2] for service in range(sizes.services)]
     for i in range(sizes.payments):
         buyer, service, status, r = _payment_parts(d, sizes, i)
-        seller, price, _ = _service_row(d, sizes, service)
+        seller, price = sellers[service]
         created = _ago(r[3], 365)
         yield {
-            "id": d.id("transactions", i),
-            "buyer": d.id("users", buyer),
+            "id": payment_ids[i],
+            "buyer": user_ids[buyer],
             "seller": seller,
-            "service": d.id("services", service),
+            "service": service_ids[service],
             "amount": price * (1 + r[4] % 5),
             "token": "USDC",
             "chain_id": _pick(r[5], CHAINS),
             "status": status,
             "tx_hash": "0x" + d.hex("tx", i, 64),
             "confirmed_at": created + timedelta(seconds=30) if status == "completed" else None,
-            **_stamps(created),
+            "created_at": created,
+            "updated_at": created,
         }
 
 
 def _ratings(d: _Derive, sizes: Sizes) -> Iterator[dict[str, Any]]:
+    rating_ids = d.ids["ratings"]
+    service_ids = d.ids["services"]
+    payment_ids = d.ids["transactions"]
+    user_ids = d.ids["users"]
     for i in range(0, sizes.payments, 4):  # a quarter of completed payments get a rating
         buyer, service, status, r = _payment_parts(d, sizes, i)
         if status != "completed":
             continue
         score = 1 + r[6] % 5
         yield {
-            "id": d.id("ratings", i),
-            "transaction": d.id("transactions", i),
-            "user": d.id("users", buyer),
-            "service": d.id("services", service),
+            "id": rating_ids[i],
+            "transaction": payment_ids[i],
+            "user": user_ids[buyer],
+            "service": service_ids[service],
             "score": score,
             "title": ("Poor", "Meh", "Fine", "Good", "Great")[score - 1],
             "body": f"The {_pick(r[7], WORDS)} part works as described.",
@@ -248,14 +277,16 @@ def _ratings(d: _Derive, sizes: Sizes) -> Iterator[dict[str, Any]]:
 
 
 def _invoices(d: _Derive, sizes: Sizes) -> Iterator[dict[str, Any]]:
+    invoice_ids = d.ids["invoices"]
+    user_ids = d.ids["users"]
     for i in range(sizes.invoices):
         r = d.row("invoices", i)
         due = _ago(r[0], 180)
         status = _pick(r[1], ("paid", "paid", "open", "overdue", "void"))
         amount = Decimal(r[2] % 100_000_000).scaleb(-6)
         yield {
-            "id": d.id("invoices", i),
-            "user": d.id("users", r[3] % sizes.users),
+            "id": invoice_ids[i],
+            "user": user_ids[r[3] % sizes.users],
             "number": f"INV-{d.seed}-{i:07d}",
             "items": [{"description": "API usage", "amount": str(amount)}],
             "amount": amount,
@@ -270,13 +301,16 @@ _EXECUTION_STATUSES = ("succeeded",) * 8 + ("failed", "timeout")
 
 
 def _executions(d: _Derive, sizes: Sizes) -> Iterator[dict[str, Any]]:
+    service_ids = d.ids["services"]
+    execution_ids = d.ids["tool_executions"]
+    user_ids = d.ids["users"]
     for i in range(sizes.executions):
         r = d.row("tool_executions", i)
         status = _pick(r[0], _EXECUTION_STATUSES)
         yield {
-            "id": d.id("tool_executions", i),
-            "user": d.id("users", r[1] % sizes.users),
-            "service": d.id("services", r[2] % sizes.services),
+            "id": execution_ids[i],
+            "user": user_ids[r[1] % sizes.users],
+            "service": service_ids[r[2] % sizes.services],
             "tool_id": _pick(r[3], TOOLS),
             "parameters": {"q": _pick(r[4], WORDS)},
             "result": {"ok": True} if status == "succeeded" else None,
@@ -288,11 +322,13 @@ def _executions(d: _Derive, sizes: Sizes) -> Iterator[dict[str, Any]]:
 
 
 def _alerts(d: _Derive, sizes: Sizes) -> Iterator[dict[str, Any]]:
+    alert_ids = d.ids["alerts"]
+    user_ids = d.ids["users"]
     for i in range(sizes.alerts):
         r = d.row("alerts", i)
         yield {
-            "id": d.id("alerts", i),
-            "user": d.id("users", r[0] % sizes.users),
+            "id": alert_ids[i],
+            "user": user_ids[r[0] % sizes.users],
             "type": _pick(r[1], ("price_above", "price_below", "usage", "error_rate")),
             "config": {"threshold": r[2] % 1000},
             "status": _pick(r[3], ("active", "active", "paused", "triggered")),
