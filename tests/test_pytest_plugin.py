@@ -80,6 +80,39 @@ def test_plugin_fixtures_on_postgres(suite, pg_url):
     result.assert_outcomes(passed=6)
 
 
+WORKERS = """
+import os
+
+import pytest
+
+
+@pytest.mark.parametrize("n", range(6))
+def test_record_worker(embeddb_db, n):
+    embeddb_db.execute_sql(
+        "INSERT INTO users (id, wallet_address, chain_id, created_at, updated_at) "
+        f"VALUES ('{n:032d}', '0xfeed{n}', 1, '2026-01-01 00:00:00+00:00', "
+        "'2026-01-01 00:00:00+00:00')")
+    assert embeddb_db.execute_sql("SELECT count(*) FROM users").fetchone()[0] == 1
+    with open(os.environ["WORKER_LOG"], "a") as log:
+        log.write(f"{os.environ['PYTEST_XDIST_WORKER']}\\n")
+"""
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_plugin_under_xdist(suite, request, backend, monkeypatch):
+    """Two workers, each with its own templates: every test still gets a clean database."""
+    pytest.importorskip("xdist", reason="pytest-xdist is not installed")
+    args = ["-p", "no:cacheprovider", "-n", "2"]
+    if backend == "postgresql":
+        args += ["--embeddb-url", request.getfixturevalue("pg_url")]
+    log = suite.path / "workers.log"
+    monkeypatch.setenv("WORKER_LOG", str(log))
+    suite.makepyfile(test_workers=WORKERS)
+    result = suite.runpytest_subprocess(*args)
+    result.assert_outcomes(passed=6 + 6)
+    assert set(log.read_text().split()) == {"gw0", "gw1"}
+
+
 def test_plugin_reports_a_broken_migration(pytester):
     folder = pytester.mkdir("bad_migrations")
     (folder / "0001_broken.up.sql").write_text("CREATE TABLE t (x INTEGER);\nNOT SQL AT ALL;\n")
