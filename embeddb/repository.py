@@ -18,7 +18,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import islice
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import peewee
 
@@ -74,6 +74,13 @@ def _ready_test(field: peewee.Field) -> str | None:
     if kind.db_value is peewee.UUIDField.db_value:  # a 32-digit hex string passes as is
         return "(type({v}) is str and len({v}) == 32)"
     return None
+
+
+class UpsertBatch(NamedTuple):
+    """Rows in database form and the ON CONFLICT clause to insert them with."""
+
+    clause: str
+    rows: list[tuple[Any, ...]]
 
 
 @dataclass(frozen=True)
@@ -800,24 +807,49 @@ class Repository(Generic[M]):
         alone (``updated_at`` included), so running the same upsert twice changes nothing.
         Returns the number of rows given.
         """
+        batches = self.upsert_batches(rows, conflict_target, update=update, batch_size=batch_size)
+        return self.write_batches(batches)
+
+    def upsert_batches(
+        self,
+        rows: Iterable[Mapping[str, Any]],
+        conflict_target: Sequence[str],
+        *,
+        update: Sequence[str] | None = None,
+        batch_size: int = BATCH_SIZE,
+    ) -> Iterator[UpsertBatch]:
+        """The batches :meth:`upsert_many` writes, prepared without touching the database (so
+        another process may prepare them): one ON CONFLICT clause and its rows, as database
+        values, per ``batch_size`` rows.
+
+        :raises InvalidQueryError: a name is not a field of the model.
+        """
         targets = [self.field(name).column_name for name in conflict_target]
         protected = {*conflict_target, *_PROTECTED}
         chosen = None if update is None else {self.field(name).name for name in update}
         table = self.model._meta.table_name
         bump = "version" if self._versioned else None
+        for chunk in batched(rows, _positive("batch_size", batch_size)):
+            given = set(self._names)
+            for row in chunk:
+                given &= set(row.__data__ if isinstance(row, BaseModel) else row)
+            names = [n for n in self._names
+                     if n in given and n not in protected and (chosen is None or n in chosen)]
+            columns = [self.model._meta.fields[n].column_name for n in names]
+            clause = self.db.dialect.upsert_clause(table, targets, columns, bump)
+            yield UpsertBatch(clause, self._row_tuples(chunk))
+
+    def write_batches(self, batches: Iterable[UpsertBatch]) -> int:
+        """Write batches from :meth:`upsert_batches` in one transaction; the number of rows.
+
+        Cached rows and queries of the model are dropped once the transaction commits.
+        """
+        table = self.model._meta.table_name
         total = 0
         with self.db.atomic():
-            for chunk in batched(rows, _positive("batch_size", batch_size)):
-                given = set(self._names)
-                for row in chunk:
-                    given &= set(row.__data__ if isinstance(row, BaseModel) else row)
-                names = [n for n in self._names
-                         if n in given and n not in protected and (chosen is None or n in chosen)]
-                columns = [self.model._meta.fields[n].column_name for n in names]
-                clause = self.db.dialect.upsert_clause(table, targets, columns, bump)
-                params = self._row_tuples(chunk)
-                self.db.insert_rows(table, self._insert_columns, params, clause)
-                total += len(params)
+            for batch in batches:
+                self.db.insert_rows(table, self._insert_columns, batch.rows, batch.clause)
+                total += len(batch.rows)
             self._invalidate(every_row=True)
         return total
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,7 @@ import embeddb.migrate
 import embeddb.seed
 import embeddb.setup
 from embeddb.cli import cli
+from embeddb.errors import InvalidQueryError
 from embeddb.reference import fixtures
 from embeddb.reference.fixtures import Sizes, marketplace
 from embeddb.seed import SeedError
@@ -161,6 +165,117 @@ def test_seeding_a_table_that_has_rows_keeps_its_indexes(migrated, small_sets):
     second = embeddb.seed.run(migrated, "small", directory=small_sets, seed=2)
     assert second.counts["transactions"] == 2 * SMALL.payments
     assert migrated.execute_sql("SELECT count(*) FROM dropped_indexes").fetchone()[0] == 0
+
+
+def _children() -> set[int]:
+    path = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+    if not path.exists():
+        pytest.skip("this kernel does not list a process's children")
+    return {int(pid) for pid in path.read_text().split()}
+
+
+def _write_set(folder: Path, name: str, body: str) -> None:
+    (folder / f"{name}.py").write_text(
+        "import os\n"
+        "from embeddb.reference.fixtures import Sizes, marketplace\n"
+        f"SMALL = Sizes(**{SMALL.__dict__!r})\n" + body)
+
+
+def test_rows_prepared_in_a_worker_process_are_the_same(tmp_path, small_sets):
+    hashes = []
+    for parallel in (True, False):
+        db = embeddb.connect(f"sqlite:///{tmp_path / str(parallel)}.db")
+        embeddb.migrate.up(db, ROOT / "migrations", backup=False)
+        result = embeddb.seed.run(db, "small", directory=small_sets, seed=5, parallel=parallel)
+        assert result.written["transactions"] == SMALL.payments
+        hashes.append(content_hashes(db))
+    assert hashes[0] == hashes[1]
+
+
+def test_the_worker_runs_only_when_forking_is_safe(migrated, small_sets, tmp_path):
+    """Rows are generated in a child process, unless asked not to or other threads run."""
+    pids = tmp_path / "pids"
+    _write_set(small_sets, "pids", (
+        "def build(seed):\n"
+        "    def users():\n"
+        f"        open({str(pids)!r}, 'a').write(f'{{os.getpid()}}\\n')\n"
+        "        yield from marketplace(seed, SMALL)[0][1]\n"
+        "    return [(marketplace(seed, SMALL)[0][0], users())]\n"))
+
+    def generated_in() -> set[int]:
+        found = {int(pid) for pid in pids.read_text().split()}
+        pids.unlink()
+        return found
+
+    before = _children()
+    embeddb.seed.run(migrated, "pids", directory=small_sets)
+    assert os.getpid() not in generated_in() and _children() == before
+    embeddb.seed.run(migrated, "pids", directory=small_sets, parallel=False)
+    assert generated_in() == {os.getpid()}
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        embeddb.seed.run(migrated, "pids", directory=small_sets)
+    finally:
+        stop.set()
+        other.join()
+    assert generated_in() == {os.getpid()}
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_a_failing_row_generator_writes_nothing_and_names_the_error(migrated, small_sets,
+                                                                   parallel):
+    _write_set(small_sets, "late_failure", (
+        "def build(seed):\n"
+        "    tables = marketplace(seed, SMALL)\n"
+        "    def broken():\n"
+        "        yield from tables[-1][1]\n"
+        "        raise LookupError('no more alerts')\n"
+        "    return [*tables[:-1], (tables[-1][0], broken())]\n"))
+    before = _children()
+    with pytest.raises(SeedError, match="seed set 'late_failure': LookupError: no more alerts"):
+        embeddb.seed.run(migrated, "late_failure", directory=small_sets, parallel=parallel)
+    assert migrated.execute_sql("SELECT count(*) FROM transactions").fetchone()[0] == 0
+    assert _children() == before
+
+
+def test_errors_keep_their_type_across_the_worker(migrated, small_sets):
+    _write_set(small_sets, "unknown_field", (
+        "def build(seed):\n"
+        "    model, rows = marketplace(seed, SMALL)[0]\n"
+        "    return [(model, [dict(next(iter(rows)), nickname='x')])]\n"))
+    with pytest.raises(InvalidQueryError, match="unknown field.*nickname"):
+        embeddb.seed.run(migrated, "unknown_field", directory=small_sets)
+    _write_set(small_sets, "unpicklable", (
+        "class Odd(Exception):  # pickles, but cannot be rebuilt from its args\n"
+        "    def __init__(self, a, b):\n"
+        "        super().__init__(f'{a}/{b}')\n"
+        "def build(seed):\n"
+        "    def rows():\n"
+        "        raise Odd(1, 2)\n"
+        "        yield\n"
+        "    return [(marketplace(seed, SMALL)[0][0], rows())]\n"))
+    with pytest.raises(SeedError, match="^seed set 'unpicklable': Odd: 1/2$"):
+        embeddb.seed.run(migrated, "unpicklable", directory=small_sets)
+
+
+def test_a_write_failure_stops_the_worker_early(migrated, small_sets):
+    """The first table breaks a constraint while the child still has a large set to make."""
+    _write_set(small_sets, "early_clash", (
+        "def build(seed):\n"
+        "    tables = marketplace(seed, Sizes().scaled(20))\n"
+        "    model, rows = tables[0]\n"
+        "    first = next(iter(rows))\n"
+        "    clash = [first, dict(first, id='f' * 32)]  # same wallet address, new id\n"
+        "    return [(model, clash), *tables[1:]]\n"))
+    before = _children()
+    started = time.perf_counter()
+    with pytest.raises(embeddb.IntegrityError):
+        embeddb.seed.run(migrated, "early_clash", directory=small_sets)
+    assert time.perf_counter() - started < 5  # 780k rows would take far longer to make
+    assert _children() == before
+    assert migrated.execute_sql("SELECT count(*) FROM users").fetchone()[0] == 0
 
 
 def test_the_test_set_has_rows_tests_can_name(migrated):
