@@ -27,7 +27,7 @@ from .memory import MISSING, MemoryTier
 from .stats import LoadStats
 
 T = TypeVar("T")
-FORMAT = 1  # bump when the entry layout changes: old entries are then never read
+FORMAT = 2  # bump when the entry layout changes: old entries are then never read
 CONSISTENCY = ("strict", "bounded")
 
 _registry: weakref.WeakKeyDictionary[Any, Cache] = weakref.WeakKeyDictionary()
