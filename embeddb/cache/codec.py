@@ -3,7 +3,7 @@
 An entry is ``(slots, token, value)``. Rows (dicts) are the common value, and in a pickle their
 UUIDs and UTC datetimes are the slow part: each class a pickle names is looked up through the
 import machinery on every load (~1 µs each), and each object is rebuilt by a Python call. So a
-dict's top-level UUIDs and UTC datetimes are stored as plain ints and tuples, with the names of
+dict's top-level UUIDs and UTC datetimes are stored as ints and ISO strings, with the names of
 the fields to rebuild next to them; the pickle then names no class at all. Anything else (nested
 values, other types) goes through the pickler, which still has cheaper reducers for the two types.
 
@@ -24,6 +24,20 @@ _UUID = uuid.UUID
 _UNKNOWN = uuid.SafeUUID.unknown
 _new = object.__new__
 _set = object.__setattr__
+_from_iso = datetime.fromisoformat  # "+00:00" gives back the UTC singleton
+
+
+def _slot_setter(name: str) -> Any:
+    """A setter for UUID's ``name`` slot: 0.26 µs for a rebuilt UUID, against 0.54 through
+    object.__setattr__ and 1 µs through UUID(int=...)."""
+    descriptor = _UUID.__dict__.get(name)
+    if hasattr(descriptor, "__set__"):
+        return descriptor.__set__
+    return lambda obj, value: _set(obj, name, value)
+
+
+_set_int = _slot_setter("int")
+_set_safe = _slot_setter("is_safe")
 
 
 def dumps(slots: tuple[int, ...], token: int, value: Any) -> bytes:
@@ -45,11 +59,11 @@ def loads(data: bytes) -> tuple[tuple[int, ...], int, Any]:
     slots, token, value, uuids, times = pickle.loads(data)
     for name in uuids:
         rebuilt = _new(_UUID)
-        _set(rebuilt, "int", value[name])
-        _set(rebuilt, "is_safe", _UNKNOWN)
+        _set_int(rebuilt, value[name])
+        _set_safe(rebuilt, _UNKNOWN)
         value[name] = rebuilt
     for name in times:
-        value[name] = datetime(*value[name], UTC)
+        value[name] = _from_iso(value[name])
     return slots, token, value
 
 
@@ -62,8 +76,7 @@ def _flatten(row: dict) -> tuple[dict, tuple[Any, ...], tuple[Any, ...]]:
             flat[name] = field.int
             uuids.append(name)
         elif kind is datetime and field.tzinfo is UTC and not field.fold:
-            flat[name] = (field.year, field.month, field.day, field.hour, field.minute,
-                          field.second, field.microsecond)
+            flat[name] = field.isoformat()
             times.append(name)
     return flat, tuple(uuids), tuple(times)
 
@@ -84,8 +97,8 @@ class _Pickler(pickle.Pickler):
 
 def _uuid(number: int) -> uuid.UUID:
     value = _new(_UUID)
-    _set(value, "int", number)
-    _set(value, "is_safe", _UNKNOWN)
+    _set_int(value, number)
+    _set_safe(value, _UNKNOWN)
     return value
 
 
