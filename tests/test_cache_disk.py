@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sqlite3
+import sys
 import threading
 
 import pytest
@@ -98,7 +99,7 @@ def test_each_thread_reads_on_its_own_connection(writer, reader):
 
 
 def _forked_reader(reader, out):
-    out.put(hasattr(reader.l2._local, "cursor"))  # the parent's connection was left behind
+    out.put(hasattr(reader.l2._local, "con"))  # the parent's connection was left behind
     out.put(reader.get("k"))
     out.put(reader.stats()["l2"]["hits"])
 
@@ -113,3 +114,23 @@ def test_a_forked_child_opens_its_own_connection(writer, reader):
     child.join(WAIT)
     assert child.exitcode == 0
     assert reader.get("k") == "v"
+
+
+def test_a_read_nested_inside_a_read_gets_its_own_statement(writer, reader):
+    # Code can run in the middle of a read on the same thread (a signal handler, a finalizer);
+    # a profile hook makes that happen deterministically, right before the row is fetched.
+    writer.set("outer", "v1")
+    writer.set("inner", "v2")
+    nested = []
+
+    def hook(frame, event, arg):
+        if event == "c_call" and getattr(arg, "__name__", "") == "fetchone" and not nested:
+            nested.append(None)  # first: the nested read calls fetchone too
+            nested[0] = reader.get("inner")
+
+    sys.setprofile(hook)
+    try:
+        outer = reader.get("outer")
+    finally:
+        sys.setprofile(None)
+    assert (outer, nested) == ("v1", ["v2"])

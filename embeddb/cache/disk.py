@@ -45,7 +45,7 @@ class DiskTier:
         self._cache = diskcache.Cache(directory, size_limit=size_limit, timeout=timeout)
         self._path = os.path.join(directory, "cache.db")
         self._timeout = timeout
-        self._local = threading.local()  # per thread: a read cursor on cache.db
+        self._local = threading.local()  # per thread: a read connection to cache.db
         _tiers.add(self)
 
     def lookup(self, key: str, counters: memoryview) -> tuple[Any, float, tuple[int, ...], int]:
@@ -56,10 +56,10 @@ class DiskTier:
         stats = self.stats
         try:
             try:
-                cursor = self._local.cursor
+                con = self._local.con
             except AttributeError:
-                cursor = self._open_cursor()
-            row = cursor.execute(_HIT_SQL, (key,)).fetchone()
+                con = self._connect()
+            row = con.execute(_HIT_SQL, (key,)).fetchone()
         except Exception:  # noqa: BLE001 - any L2 failure is a miss, see the module docstring
             return self._failed(key)
         if row is None:
@@ -96,12 +96,12 @@ class DiskTier:
         stats.hits += 1
         return value, left, slots, token
 
-    def _open_cursor(self) -> sqlite3.Cursor:
+    def _connect(self) -> sqlite3.Connection:
         # mode=rw: a removed cache.db is an error here, not a new empty database.
         uri = f"file:{urllib.parse.quote(self._path)}?mode=rw"
         con = sqlite3.connect(uri, uri=True, timeout=self._timeout, isolation_level=None)
-        cursor = self._local.cursor = con.cursor()
-        return cursor
+        self._local.con = con
+        return con
 
     def _failed(self, key: str) -> tuple[Any, float, tuple[int, ...], int]:
         self.stats.errors += 1
