@@ -71,6 +71,14 @@ def test_hits_write_nothing(writer, reader, cache_dir):
     assert _table(cache_dir, "SELECT access_time, access_count FROM Cache") == before
 
 
+def test_reads_use_diskcache_settings(writer, reader):
+    writer.set("k", "v")
+    assert reader.get("k") == "v"
+    con, settings = reader.l2._local.con, reader.l2._cache
+    assert con.execute("PRAGMA mmap_size").fetchone()[0] == settings.sqlite_mmap_size
+    assert con.execute("PRAGMA cache_size").fetchone()[0] == settings.sqlite_cache_size
+
+
 def test_removed_database_file_is_a_counted_miss(writer, reader, cache_dir):
     writer.set("k", "v")
     path = os.path.join(cache_dir, "l2", "cache.db")
