@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from embeddb.cache import Cache, codec
+from embeddb.cache import Cache, codec, tiered
 
 ID = uuid.UUID("01a2018b-4ee3-72a1-ace7-b32a65ef3432")
 WHEN = datetime(2024, 2, 29, 23, 59, 58, 999_999, tzinfo=UTC)
@@ -90,3 +90,14 @@ def test_rows_read_from_l2_in_another_cache(tmp_path):
     assert reader.stats()["l2"]["hits"] == 2
     writer.close()
     reader.close()
+
+
+def test_entries_of_another_layout_are_never_read(tmp_path):
+    c = Cache(str(tmp_path), l1_size=0)
+    full = c._key("k", None)
+    assert full.startswith(f"embeddb:{tiered.FORMAT}:0:")
+    older = full.replace(f"embeddb:{tiered.FORMAT}:", f"embeddb:{tiered.FORMAT - 1}:", 1)
+    c.l2._cache.set(older, pickle.dumps(((0,), c.generations.total((0,)), "old layout")))
+    assert c.get("k") is None
+    assert c.stats()["l2"]["errors"] == 0
+    c.close()
