@@ -8,22 +8,22 @@ are ``(slots, token, value)`` and are checked against the generation counters li
 from __future__ import annotations
 
 import contextlib
-import io
 import os
-import pickle
 import sqlite3
 import threading
 import time
-import uuid
-from datetime import UTC, datetime
+import urllib.parse
+import weakref
 from typing import Any
 
 import diskcache
 
+from . import codec
 from .memory import MISSING
 from .stats import TierStats
 
 _ABSENT: tuple[Any, float, tuple[int, ...], int] = (MISSING, 0.0, (), 0)
+_FOREVER = float("inf")
 # Hits read diskcache's table directly (its documented file, cache.db): the public get() costs
 # ~4 µs more per hit. Entries kept in separate files (values over 32 KiB) go through get().
 _HIT_SQL = "SELECT expire_time, value FROM Cache WHERE key = ? AND raw = 1"
@@ -45,61 +45,80 @@ class DiskTier:
         self._cache = diskcache.Cache(directory, size_limit=size_limit, timeout=timeout)
         self._path = os.path.join(directory, "cache.db")
         self._timeout = timeout
-        self._local = threading.local()
+        self._local = threading.local()  # per thread: a read connection to cache.db
+        _tiers.add(self)
 
-    def lookup(
-        self, key: str, counters: memoryview
-    ) -> tuple[Any, float, tuple[int, ...], int]:
-        """``(value, seconds left, slots, token)`` for a live entry, else ``(MISSING, 0, (), 0)``."""
+    def lookup(self, key: str, counters: memoryview) -> tuple[Any, float, tuple[int, ...], int]:
+        """``(value, seconds left, slots, token)`` for a live entry, else ``(MISSING, 0, (), 0)``.
+
+        The hit path: one prepared SELECT on this thread's connection, one decode, one sum.
+        """
+        stats = self.stats
         try:
-            found = self._read(key)
+            try:
+                con = self._local.con
+            except AttributeError:
+                con = self._connect()
+            row = con.execute(_HIT_SQL, (key,)).fetchone()
         except Exception:  # noqa: BLE001 - any L2 failure is a miss, see the module docstring
-            self.stats.errors += 1
-            self.stats.misses += 1
-            self._drop(key)
+            return self._failed(key)
+        if row is None:
+            stats.misses += 1
             return _ABSENT
-        if found is None:
-            self.stats.misses += 1
-            return _ABSENT
-        expire_time, data = found
+        expire_time, data = row
+        left = _FOREVER
+        if expire_time is not None:
+            left = expire_time - time.time()
+            if left <= 0:
+                stats.misses += 1
+                return _ABSENT
+        if data is None:  # kept in a file of its own
+            try:
+                data = self._cache.get(key)
+            except Exception:  # noqa: BLE001
+                return self._failed(key)
+            if data is None:
+                stats.misses += 1
+                return _ABSENT
         try:
-            slots, token, value = _loads(data)
-            live = sum([counters[s] for s in slots]) == token
+            slots, token, value = codec.loads(data)
+            total = 0
+            for slot in slots:
+                total += counters[slot]
         except Exception:  # noqa: BLE001 - an entry that does not decode is corrupt
-            self.stats.errors += 1
+            stats.errors += 1
             self._drop(key)
-            live = False
-        if not live:
-            self.stats.stale += 1
-            self.stats.misses += 1
+            total, token = 0, -1
+        if total != token:
+            stats.stale += 1
+            stats.misses += 1
             return _ABSENT
-        self.stats.hits += 1
-        left = expire_time - time.time() if expire_time is not None else float("inf")
+        stats.hits += 1
         return value, left, slots, token
 
-    def _read(self, key: str) -> tuple[float | None, bytes] | None:
-        local = self._local
-        if getattr(local, "pid", None) != os.getpid():
-            local.con = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None)
-            local.pid = os.getpid()
-        row = local.con.execute(_HIT_SQL, (key,)).fetchone()
-        if row is None:
-            return None
-        expire_time, data = row
-        if expire_time is not None and expire_time <= time.time():
-            return None
-        if data is None:  # kept in a file of its own
-            data = self._cache.get(key)
-            if data is None:
-                return None
-        return expire_time, data
+    def _connect(self) -> sqlite3.Connection:
+        # mode=rw: a removed cache.db is an error here, not a new empty database.
+        uri = f"file:{urllib.parse.quote(self._path)}?mode=rw"
+        con = sqlite3.connect(uri, uri=True, timeout=self._timeout, isolation_level=None)
+        # Read the way diskcache's own connections do: with a 70 MB L2, hits on random keys
+        # took 17.4 µs with SQLite's default page cache and no mmap, 14.8 µs with these.
+        con.execute(f"PRAGMA mmap_size = {int(self._cache.sqlite_mmap_size)}")
+        con.execute(f"PRAGMA cache_size = {int(self._cache.sqlite_cache_size)}")
+        self._local.con = con
+        return con
+
+    def _failed(self, key: str) -> tuple[Any, float, tuple[int, ...], int]:
+        self.stats.errors += 1
+        self.stats.misses += 1
+        self._drop(key)
+        return _ABSENT
 
     def store(
         self, key: str, value: Any, ttl: float, slots: tuple[int, ...], token: int
     ) -> None:
         """Keep ``value`` for ``ttl`` seconds; a failure is counted, not raised."""
         try:
-            self._cache.set(key, _dumps((slots, token, value)), expire=ttl)
+            self._cache.set(key, codec.dumps(slots, token, value), expire=ttl)
         except Exception:  # noqa: BLE001
             self.stats.errors += 1
             return
@@ -130,6 +149,7 @@ class DiskTier:
             return 0
 
     def close(self) -> None:
+        self._local = threading.local()  # every thread's read connection goes with it
         with contextlib.suppress(Exception):  # closing a broken L2 has nothing to report
             self._cache.close()
 
@@ -140,36 +160,13 @@ class DiskTier:
             self.stats.errors += 1
 
 
-class _Pickler(pickle.Pickler):
-    """Pickles UUIDs and UTC datetimes (every row has them) into cheaper-to-load forms:
-    their default pickles cost ~2.5 and ~3 µs each to load, these well under 1 µs."""
-
-    def reducer_override(self, obj: Any) -> Any:
-        kind = type(obj)
-        if kind is uuid.UUID:
-            return _uuid, (obj.int,)
-        if kind is datetime and obj.tzinfo is UTC:
-            return _utc, (obj.year, obj.month, obj.day, obj.hour, obj.minute, obj.second,
-                          obj.microsecond)
-        return NotImplemented
+_tiers: weakref.WeakSet[DiskTier] = weakref.WeakSet()
 
 
-def _dumps(value: Any) -> bytes:
-    buffer = io.BytesIO()
-    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
-    return buffer.getvalue()
+def _forget_connections() -> None:
+    """In a forked child: SQLite connections must not cross a fork, each tier opens new ones."""
+    for tier in list(_tiers):
+        tier._local = threading.local()
 
 
-def _loads(data: bytes) -> Any:
-    return pickle.loads(data)
-
-
-def _uuid(number: int) -> uuid.UUID:
-    value = object.__new__(uuid.UUID)
-    object.__setattr__(value, "int", number)
-    object.__setattr__(value, "is_safe", uuid.SafeUUID.unknown)
-    return value
-
-
-def _utc(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=UTC)
+os.register_at_fork(after_in_child=_forget_connections)

@@ -27,7 +27,7 @@ from .memory import MISSING, MemoryTier
 from .stats import LoadStats
 
 T = TypeVar("T")
-FORMAT = 1  # bump when the entry layout changes: old entries are then never read
+FORMAT = 2  # bump when the entry layout changes: old entries are then never read
 CONSISTENCY = ("strict", "bounded")
 
 _registry: weakref.WeakKeyDictionary[Any, Cache] = weakref.WeakKeyDictionary()
@@ -180,7 +180,7 @@ class Cache:
         full = self._key(key, family)
         value = self.l1.lookup(full, counters, monotonic())
         if value is MISSING:
-            value = self._from_l2(full)
+            value = self._from_l2(full, counters)
         return default if value is MISSING else value
 
     def get_or_set(
@@ -210,7 +210,7 @@ class Cache:
         value = self.l1.lookup(full, counters, monotonic())
         if value is not MISSING:
             return value
-        value = self._from_l2(full)
+        value = self._from_l2(full, counters)
         if value is not MISSING:
             return value
         slots = self._slots(full, tags)
@@ -228,23 +228,26 @@ class Cache:
             return None
         return gens.counters
 
-    def _from_l2(self, full: str) -> Any:
-        if self.l2 is None:
+    def _from_l2(self, full: str, counters: memoryview) -> Any:
+        l2 = self.l2
+        if l2 is None:
             return MISSING
-        self._follow_generation_file()
-        value, left, slots, token = self.l2.lookup(full, self.generations.counters)
-        if value is not MISSING and left > 0:
+        if self.generations.opened != self._generation_file:
+            l2 = self._follow_generation_file()
+            if l2 is None:
+                return MISSING
+        value, left, slots, token = l2.lookup(full, counters)
+        if value is not MISSING:
             self.l1.store(full, value, self._l1_ttl(left), slots, token)
         return value
 
-    def _follow_generation_file(self) -> None:
+    def _follow_generation_file(self) -> DiskTier | None:
         # The cache directory was removed and recreated: the L2 moved with it.
-        gens = self.generations
-        if gens is not None and gens.opened != self._generation_file:
-            self._generation_file = gens.opened
-            if self.l2 is not None:
-                self.l2.close()
-            self._open_l2()
+        self._generation_file = self.generations.opened
+        if self.l2 is not None:
+            self.l2.close()
+        self._open_l2()
+        return self.l2
 
     def _load(
         self,
@@ -281,7 +284,7 @@ class Cache:
             if not alone:
                 self.l2.stats.errors += 1  # lock timeout: load without protection
             else:
-                value = self._from_l2(full)
+                value = self._from_l2(full, self.generations.counters)
                 if value is not MISSING:
                     return value
             return self._load_and_store(full, slots, loader, ttl)
