@@ -163,9 +163,15 @@ class DiskTier:
 _tiers: weakref.WeakSet[DiskTier] = weakref.WeakSet()
 
 
+#: In a forked child, the parent's read connections: kept referenced, never used or closed
+#: (closing one could act on locks and files the parent still relies on).
+_inherited: list[threading.local] = []
+
+
 def _forget_connections() -> None:
     """In a forked child: SQLite connections must not cross a fork, each tier opens new ones."""
     for tier in list(_tiers):
+        _inherited.append(tier._local)
         tier._local = threading.local()
 
 
