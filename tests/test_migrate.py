@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 import embeddb
 from embeddb import migrate
 from embeddb.errors import ChecksumMismatch, MigrationError, MigrationFailed, MigrationLockTimeout
+from embeddb.migrate.files import checksum
 
 
 @pytest.fixture
@@ -303,6 +305,69 @@ def test_lock_held_elsewhere_times_out_with_a_clear_error(db, folder):
     with db.dialect.migration_lock(db, 5), pytest.raises(MigrationLockTimeout, match="held"):
         migrate.up(db, folder, lock_timeout=0.2)
     assert migrate.up(db, folder).names == ["0001_users", "0002_posts", "0003_tags"]
+
+
+def _apply_elsewhere(db, folder: Path, name: str) -> None:
+    """Apply migration file ``name`` the way a runner that skipped the lock would: on another
+    thread's connection, committed before this runner's own transaction starts."""
+
+    def run() -> None:
+        try:
+            text = (folder / name).read_text()
+            version, label = int(name[:4]), name.split(".")[0]
+            with db.atomic():
+                db.execute_sql(text)
+                db.execute_sql(
+                    "INSERT INTO embeddb_migrations (version, name, checksum, applied_at, "
+                    f"duration_ms, status) VALUES ({', '.join([db.param] * 6)})",
+                    (version, label, checksum(text), "2024-01-01T00:00:00+00:00", 1.0, "applied"),
+                )
+        except Exception as exc:  # noqa: BLE001 - re-raised in the test's thread
+            errors.append(exc)
+        finally:
+            db.close()
+
+    errors: list[Exception] = []
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert not errors, errors
+
+
+def test_a_version_applied_meanwhile_without_the_lock_is_not_applied_again(db, folder):
+    write(folder, "0001_hits.up.sql", "CREATE TABLE hits (n INTEGER);")
+    write(folder, "0002_hit.up.sql", "INSERT INTO hits (n) VALUES (1);")  # would succeed twice
+    write(folder, "0003_more.up.sql", "CREATE TABLE more_hits (n INTEGER);")  # would fail
+
+    def behind_our_back(event: migrate.Event) -> None:
+        if event.kind == "applying" and event.version > 1:
+            _apply_elsewhere(db, folder, f"{event.name}.up.sql")
+
+    result = migrate.up(db, folder, progress=behind_our_back)
+    assert result.names == ["0001_hits"]
+    assert result.version == 3
+    assert rows(db, "SELECT COUNT(*) FROM hits") == [(1,)]
+    assert [e.state for e in migrate.status(db, folder)] == ["applied"] * 3
+    assert migrate.up(db, folder).names == []
+
+
+def test_rerun_of_a_failed_version_does_not_overwrite_a_success_recorded_meanwhile(db, folder):
+    write(folder, "0001_hits.up.sql", "CREATE TABLE hits (n INTEGER);")
+    write(folder, "0002_nt.up.sql", (
+        "-- embeddb:no-transaction\nCREATE TABLE nt (x INTEGER);\nINSERT INTO nowhere VALUES (1);"))
+    with pytest.raises(MigrationFailed):
+        migrate.up(db, folder)
+    assert [e.state for e in migrate.status(db, folder)] == ["applied", "failed"]
+    write(folder, "0002_nt.up.sql", "INSERT INTO hits (n) VALUES (2);")
+
+    def behind_our_back(event: migrate.Event) -> None:
+        if event.kind == "applying":
+            db.execute_sql("DELETE FROM embeddb_migrations WHERE version = 2")
+            _apply_elsewhere(db, folder, "0002_nt.up.sql")
+
+    assert migrate.up(db, folder, progress=behind_our_back).names == []
+    assert rows(db, "SELECT n FROM hits") == [(2,)]
+    assert [e.state for e in migrate.status(db, folder)] == ["applied", "applied"]
 
 
 def test_new_writes_the_next_numbered_pair(folder):

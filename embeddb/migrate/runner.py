@@ -1,8 +1,8 @@
 """Applying and reverting migrations: up, down, redo, status, verify, repair, resolve.
 
-Every command that changes something holds the migration lock for its whole run. A migration
-runs in one transaction together with its bookkeeping row, re-reading that row first inside the
-transaction, so it is either applied and recorded or leaves no trace.
+Every command that changes something holds the migration lock for its whole run and plans from
+the history read under it. A migration runs in one transaction together with its bookkeeping
+row, so it is either applied and recorded or leaves no trace.
 """
 
 from __future__ import annotations
@@ -322,25 +322,48 @@ def _apply_all(
 
 
 def _apply(db: Any, migration: Migration, replace: bool) -> Step | None:
+    """Apply one migration with its bookkeeping row; None if another runner applied it first.
+
+    The plan comes from the history read under the migration lock, which every embeddb
+    command that writes the history holds, so the history is not re-read here. A runner that
+    did not take the lock (another tool, a database reached through two paths) still cannot
+    apply a version twice: the row's INSERT fails on the primary key and the transaction
+    rolls back with the migration's work. Only then, on that failure path, is the history
+    read again, to tell "applied meanwhile" (skipped, as the lock would have made it) from a
+    real error.
+    """
     part = migration.up
     statements = _statements(db, part)
     start = time.perf_counter()
+    replacing = FAILED if replace else None
 
     def record(duration_ms: float | None = None, status: str = APPLIED) -> None:
         elapsed = duration_ms if duration_ms is not None else _ms(start)
         history.write(
-            db, migration.version, migration.label, migration.checksum, elapsed, status, replace
+            db, migration.version, migration.label, migration.checksum, elapsed, status, replacing
         )
 
     if part.transaction and not _manages_transactions(statements):
-        with db.atomic():
-            if history.status_of(db, migration.version) == APPLIED:
-                return None  # applied by another runner meanwhile
-            _run_part(db, migration, part, statements)
-            record()
+        try:
+            with db.atomic():
+                _run_part(db, migration, part, statements)
+                record()
+        except (MigrationFailed, DatabaseError):
+            if _applied_elsewhere(db, migration.version):
+                return None
+            raise
     else:
         _run_outside(db, migration, part, statements, record, lambda: record(status=FAILED))
     return Step(migration.version, migration.label, "up", _ms(start), (), part.transaction)
+
+
+def _applied_elsewhere(db: Any, version: int) -> bool:
+    """After a failed (rolled back) attempt: whether the history now says ``version`` is
+    applied. A history that cannot be read says no, so the original error is raised."""
+    try:
+        return history.status_of(db, version) == APPLIED
+    except DatabaseError:
+        return False
 
 
 def _revert(db: Any, migration: Migration, progress: Progress | None) -> Step:
@@ -355,7 +378,7 @@ def _revert(db: Any, migration: Migration, progress: Progress | None) -> Step:
 
     def mark_failed() -> None:
         history.write(
-            db, migration.version, migration.label, migration.checksum, _ms(start), FAILED, True
+            db, migration.version, migration.label, migration.checksum, _ms(start), FAILED, APPLIED
         )
 
     if part.transaction and not _manages_transactions(statements):
