@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 from pathlib import Path
@@ -11,7 +12,8 @@ import pytest
 import embeddb
 from embeddb import migrate
 from embeddb.errors import ChecksumMismatch, MigrationError, MigrationFailed, MigrationLockTimeout
-from embeddb.migrate.files import checksum
+from embeddb.migrate.files import checksum, discover
+from embeddb.migrate.script import normalize
 
 
 @pytest.fixture
@@ -368,6 +370,25 @@ def test_rerun_of_a_failed_version_does_not_overwrite_a_success_recorded_meanwhi
     assert migrate.up(db, folder, progress=behind_our_back).names == []
     assert rows(db, "SELECT n FROM hits") == [(2,)]
     assert [e.state for e in migrate.status(db, folder)] == ["applied", "applied"]
+
+
+@pytest.mark.parametrize("raw", [
+    b"CREATE TABLE a (x TEXT DEFAULT '\xc3\xa9');\nCREATE TABLE b (y INT);\n",
+    b"\xef\xbb\xbfCREATE TABLE a (x TEXT DEFAULT '\xc3\xa9');\r\nCREATE TABLE b (y INT);\r\n",
+    b"CREATE TABLE a (x TEXT DEFAULT '\xc3\xa9');\rCREATE TABLE b (y INT);\r",
+    b"\xef\xbc\x81 is not a BOM;\r\n",  # starts with the BOM's first byte
+])
+def test_discovered_checksum_and_text_match_the_normalized_file(folder, raw):
+    (folder / "0001_a.up.sql").write_bytes(raw)
+    (folder / "0001_a.down.sql").write_bytes(raw)
+    (folder / "0002_b.sql").write_bytes(b"-- migrate:up\r\n" + raw)
+    (folder / "0003_c.py").write_bytes(b"\xef\xbb\xbfdef up(db):\r\n    pass\r")
+    text = normalize(raw.decode())
+    first, sections, python = discover(folder, ("sqlite",))
+    assert first.up.sql == first.down.sql == text
+    assert first.checksum == checksum(text) == hashlib.sha256(text.encode()).hexdigest()
+    assert sections.checksum == checksum("\n" + raw.decode())  # a BOM mid-file stays
+    assert python.checksum == checksum("def up(db):\n    pass\n")
 
 
 def test_new_writes_the_next_numbered_pair(folder):
