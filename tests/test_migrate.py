@@ -11,7 +11,13 @@ import pytest
 
 import embeddb
 from embeddb import migrate
-from embeddb.errors import ChecksumMismatch, MigrationError, MigrationFailed, MigrationLockTimeout
+from embeddb.errors import (
+    ChecksumMismatch,
+    DatabaseError,
+    MigrationError,
+    MigrationFailed,
+    MigrationLockTimeout,
+)
 from embeddb.migrate.files import checksum, discover
 from embeddb.migrate.script import normalize
 
@@ -427,6 +433,57 @@ def test_sqlite_trigger_strings_comments_and_crlf(folder, tmp_path):
     migrate.up(db, folder)
     assert rows(db, "SELECT body FROM notes") == [("a;b;",)]
     assert rows(db, "SELECT note_id, what FROM log") == [(1, "inserted; ok")]
+
+
+def test_sqlite_run_script_is_one_transaction_with_its_finish(tmp_path):
+    db = embeddb.connect(f"sqlite:///{tmp_path / 'x.db'}")
+    db.execute_sql("CREATE TABLE done (v INTEGER)")
+
+    def finish() -> None:
+        db.execute_sql("INSERT INTO done VALUES (1)")
+
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    script = "-- one\nCREATE TABLE a (x INT);\nINSERT INTO a VALUES (1) /* two */;\n-- three\n"
+    assert db.dialect.run_script(db, script, finish)
+    assert rows(db, "SELECT x FROM a") == [(1,)] and rows(db, "SELECT v FROM done") == [(1,)]
+    with pytest.raises(DatabaseError, match="no_such"):
+        db.dialect.run_script(db, "CREATE TABLE b (x INT); INSERT INTO no_such VALUES (1);", finish)
+    with pytest.raises(RuntimeError, match="boom"):
+        db.dialect.run_script(db, "CREATE TABLE c (x INT);", boom)
+    with db.atomic():
+        assert not db.dialect.run_script(db, "CREATE TABLE d (x INT);", finish)
+    db.query_hooks.append(lambda event: None)
+    assert not db.dialect.run_script(db, "CREATE TABLE d (x INT);", finish)
+    assert tables(db) == {"a", "done"}
+    assert rows(db, "SELECT v FROM done") == [(1,)]
+    assert not db.in_transaction() and not db.connection().in_transaction
+    db.close()
+
+
+def test_sqlite_one_call_and_statement_by_statement_runs_agree(folder, tmp_path):
+    write(folder, "0001_a.up.sql", (
+        "CREATE TABLE a (x TEXT DEFAULT 'p;q');\nINSERT INTO a VALUES ('r; s');\n-- done\n"))
+    write(folder, "0002_b.up.sql", "CREATE TABLE b (y INT);\n/* c; */ CREATE INDEX b_y ON b (y);")
+    write(folder, "0002_b.down.sql", "DROP TABLE b;")
+    outcomes, seen = [], []
+    for observed in (False, True):
+        db = embeddb.connect(f"sqlite:///{tmp_path / f'{observed}.db'}")
+        if observed:  # query hooks must see every statement: they get the statement-by-statement run
+            db.query_hooks.append(lambda event: seen.append(event.sql))
+        migrate.up(db, folder)
+        migrate.down(db, folder)
+        outcomes.append((
+            db.dialect.schema_sql(db), rows(db, "SELECT x FROM a"),
+            rows(db, "SELECT version, name, checksum, status FROM embeddb_migrations"),
+        ))
+        db.close()
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][1:] == ([("r; s",)], [(1, "0001_a", checksum(
+        "CREATE TABLE a (x TEXT DEFAULT 'p;q');\nINSERT INTO a VALUES ('r; s');\n-- done\n"),
+        "applied")])
+    assert {"INSERT INTO a VALUES ('r; s');", "CREATE INDEX b_y ON b (y);", "DROP TABLE b;"} <= set(seen)
 
 
 def test_sqlite_no_transaction_pragma_and_vacuum(folder, tmp_path):

@@ -22,7 +22,7 @@ from ..errors import ChecksumMismatch, DatabaseError, MigrationError, MigrationF
 from . import history
 from .files import Migration, Part, discover, resolve_directory
 from .history import APPLIED, FAILED, Record
-from .script import Statement
+from .script import Statement, may_control_transaction
 
 #: How long a second runner waits for the first before giving up (seconds).
 LOCK_TIMEOUT = 60.0
@@ -333,7 +333,6 @@ def _apply(db: Any, migration: Migration, replace: bool) -> Step | None:
     real error.
     """
     part = migration.up
-    statements = _statements(db, part)
     start = time.perf_counter()
     replacing = FAILED if replace else None
 
@@ -343,6 +342,10 @@ def _apply(db: Any, migration: Migration, replace: bool) -> Step | None:
             db, migration.version, migration.label, migration.checksum, elapsed, status, replacing
         )
 
+    if _run_in_one_call(db, part, record):
+        return Step(migration.version, migration.label, "up", _ms(start), (), True)
+    start = time.perf_counter()
+    statements = _statements(db, part)
     if part.transaction and not _manages_transactions(statements):
         try:
             with db.atomic():
@@ -355,6 +358,19 @@ def _apply(db: Any, migration: Migration, replace: bool) -> Step | None:
     else:
         _run_outside(db, migration, part, statements, record, lambda: record(status=FAILED))
     return Step(migration.version, migration.label, "up", _ms(start), (), part.transaction)
+
+
+def _run_in_one_call(db: Any, part: Part, finish: Callable[[], None]) -> bool:
+    """Run a transactional SQL part and ``finish`` through the dialect's one-call path, when it
+    has one and the script surely leaves the transaction alone; False otherwise, and when it
+    failed (rolled back): the statement-by-statement run that follows names the failing line,
+    or finds the version applied meanwhile."""
+    if part.python or not part.transaction or may_control_transaction(part.sql or ""):
+        return False
+    try:
+        return db.dialect.run_script(db, part.sql, finish)
+    except DatabaseError:
+        return False
 
 
 def _applied_elsewhere(db: Any, version: int) -> bool:
@@ -370,11 +386,17 @@ def _revert(db: Any, migration: Migration, progress: Progress | None) -> Step:
     part = migration.down
     assert part is not None
     _notify(progress, "reverting", migration)
-    statements = _statements(db, part)
     start = time.perf_counter()
 
     def forget() -> None:
         history.delete(db, migration.version)
+
+    if _run_in_one_call(db, part, forget):
+        duration = _ms(start)
+        _notify(progress, "reverted", migration, duration)
+        return Step(migration.version, migration.label, "down", duration, (), True)
+    start = time.perf_counter()
+    statements = _statements(db, part)
 
     def mark_failed() -> None:
         history.write(

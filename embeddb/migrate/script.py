@@ -14,6 +14,7 @@ import sqlite3
 from typing import NamedTuple
 
 _TRANSACTION_CONTROL = {"BEGIN", "COMMIT", "END", "ROLLBACK", "START", "ABORT"}
+_TRANSACTION_WORD = re.compile(r"\b(?:" + "|".join(_TRANSACTION_CONTROL) + r")\b", re.IGNORECASE)
 _LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*(?:\n|$))*")
 _NOISE_STARTS = frozenset(" \t\n\r\f\v-/")
 _FIRST_WORD = re.compile(r"[A-Za-z]+")
@@ -33,6 +34,13 @@ class Statement(NamedTuple):
     def controls_transaction(self) -> bool:
         """Whether this is the script's own BEGIN / COMMIT / ROLLBACK."""
         return self.keyword in _TRANSACTION_CONTROL
+
+
+def may_control_transaction(text: str) -> bool:
+    """Whether ``text`` might hold its own BEGIN / COMMIT / ROLLBACK: True as soon as one of
+    those words appears anywhere (a trigger body, a string, a comment), so False is certain.
+    A quick test that spares splitting most scripts."""
+    return _TRANSACTION_WORD.search(text) is not None
 
 
 def normalize(text: str) -> str:
