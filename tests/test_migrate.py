@@ -166,8 +166,9 @@ def test_dry_run_and_to(db, folder):
     assert result.dry_run and result.names == ["0001_users", "0002_posts", "0003_tags"]
     assert result.steps[0].statements == (
         "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);",)
-    assert tables(db) == set()
-    assert migrate.up(db, folder, to=2).names == ["0001_users", "0002_posts"]
+    assert tables(db) == set() and result.version is None
+    up_to_2 = migrate.up(db, folder, to=2)
+    assert up_to_2.names == ["0001_users", "0002_posts"] and up_to_2.version == 2
     assert migrate.current_version(db) == 2
     assert migrate.down(db, folder, dry_run=True).names == ["0002_posts"]
     assert migrate.current_version(db) == 2

@@ -88,8 +88,11 @@ def current_version(db: Any) -> int | None:
 
     This is what backups stamp into their manifest.
     """
-    if not exists(db):
-        return None
+    return newest_applied(db) if exists(db) else None
+
+
+def newest_applied(db: Any) -> int | None:
+    """:func:`current_version` of a database whose table is known to exist (no catalog query)."""
     row = db.execute_sql(
         f"SELECT MAX(version) FROM {TABLE} WHERE status = {db.param}", (APPLIED,)
     ).fetchone()

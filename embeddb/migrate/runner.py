@@ -98,7 +98,7 @@ def up(
             result.backup = _backup_if(db, backup and bool(plan), progress)
             with _forgetting(db, bool(plan)):
                 result.steps = _apply_all(db, plan, records, progress)
-        result.version = history.current_version(db)
+        result.version = _version(db, dry_run)
     return result
 
 
@@ -131,7 +131,7 @@ def down(
             result.backup = _backup_if(db, backup and bool(plan), progress)
             with _forgetting(db, bool(plan)):
                 result.steps = [_revert(db, m, progress) for m in plan]
-        result.version = history.current_version(db)
+        result.version = _version(db, dry_run)
     return result
 
 
@@ -156,7 +156,7 @@ def redo(
         with _forgetting(db, True):
             result.steps.append(_revert(db, target, progress))
             result.steps += _apply_all(db, [target], history.read(db), progress)
-        result.version = history.current_version(db)
+        result.version = _version(db, dry_run=False)
     return result
 
 
@@ -185,6 +185,12 @@ def _session(db: Any, lock_timeout: float, locked: bool) -> Iterator[dict[int, R
     finally:
         if opened and not db.is_closed():
             db.close()
+
+
+def _version(db: Any, dry_run: bool) -> int | None:
+    """The version after the run; the table exists unless this was a dry run (no lock, no
+    CREATE)."""
+    return history.current_version(db) if dry_run else history.newest_applied(db)
 
 
 def _plan_up(

@@ -40,7 +40,9 @@ def may_control_transaction(text: str) -> bool:
     """Whether ``text`` might hold its own BEGIN / COMMIT / ROLLBACK: True as soon as one of
     those words appears anywhere (a trigger body, a string, a comment), so False is certain.
     A quick test that spares splitting most scripts."""
-    return _TRANSACTION_WORD.search(text) is not None
+    upper = text.upper()  # substring tests first: the regex alone costs ~5x more
+    return (any(word in upper for word in _TRANSACTION_CONTROL)
+            and _TRANSACTION_WORD.search(text) is not None)
 
 
 def normalize(text: str) -> str:
