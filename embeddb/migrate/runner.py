@@ -350,7 +350,7 @@ def _apply(db: Any, migration: Migration, replace: bool) -> Step | None:
 
     if _run_in_one_call(db, part, record):
         return Step(migration.version, migration.label, "up", _ms(start), (), True)
-    start = time.perf_counter()
+    start = time.perf_counter()  # timing starts over with the statement-by-statement run
     statements = _statements(db, part)
     if part.transaction and not _manages_transactions(statements):
         try:
@@ -368,13 +368,17 @@ def _apply(db: Any, migration: Migration, replace: bool) -> Step | None:
 
 def _run_in_one_call(db: Any, part: Part, finish: Callable[[], None]) -> bool:
     """Run a transactional SQL part and ``finish`` through the dialect's one-call path, when it
-    has one and the script surely leaves the transaction alone; False otherwise, and when it
-    failed (rolled back): the statement-by-statement run that follows names the failing line,
-    or finds the version applied meanwhile."""
-    if part.python or not part.transaction or may_control_transaction(part.sql or ""):
+    has one and the script surely leaves the transaction alone; False otherwise.
+
+    False too when it failed (and was rolled back): the statement-by-statement run that
+    follows names the failing line, or finds the version applied meanwhile. A failing script
+    thus runs twice, the price of not splitting every other one.
+    """
+    sql = part.sql
+    if sql is None or not part.transaction or may_control_transaction(sql):
         return False
     try:
-        return db.dialect.run_script(db, part.sql, finish)
+        return db.dialect.run_script(db, sql, finish)
     except DatabaseError:
         return False
 
@@ -397,24 +401,20 @@ def _revert(db: Any, migration: Migration, progress: Progress | None) -> Step:
     def forget() -> None:
         history.delete(db, migration.version)
 
-    if _run_in_one_call(db, part, forget):
-        duration = _ms(start)
-        _notify(progress, "reverted", migration, duration)
-        return Step(migration.version, migration.label, "down", duration, (), True)
-    start = time.perf_counter()
-    statements = _statements(db, part)
-
     def mark_failed() -> None:
         history.write(
             db, migration.version, migration.label, migration.checksum, _ms(start), FAILED, APPLIED
         )
 
-    if part.transaction and not _manages_transactions(statements):
-        with db.atomic():
-            _run_part(db, migration, part, statements, direction="down")
-            forget()
-    else:
-        _run_outside(db, migration, part, statements, forget, mark_failed, direction="down")
+    if not _run_in_one_call(db, part, forget):
+        start = time.perf_counter()  # timing starts over with the statement-by-statement run
+        statements = _statements(db, part)
+        if part.transaction and not _manages_transactions(statements):
+            with db.atomic():
+                _run_part(db, migration, part, statements, direction="down")
+                forget()
+        else:
+            _run_outside(db, migration, part, statements, forget, mark_failed, direction="down")
     duration = _ms(start)
     _notify(progress, "reverted", migration, duration)
     return Step(migration.version, migration.label, "down", duration, (), part.transaction)
