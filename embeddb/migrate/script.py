@@ -1,10 +1,12 @@
 """Cutting a migration script into statements, so each runs inside the migration's transaction.
 
-Python's ``executescript`` commits whatever is open first, so a script cannot be handed to it
-whole. SQLite scripts are cut where SQLite's own tokenizer (``sqlite3.complete_statement``) says
-a statement is complete, which copes with trigger bodies, quotes and comments. PostgreSQL
-scripts are cut by a small scanner that knows quotes, comments (nested ``/* */``) and
-dollar-quoted bodies.
+Python's ``executescript`` commits whatever is open first, so it only takes a plain script with
+the BEGIN put in front (``SqliteDialect.run_script``); a script that controls its transaction,
+a no-transaction one, a failed one (to name the failing line) and every PostgreSQL script run
+statement by statement. SQLite scripts are cut where SQLite's own tokenizer
+(``sqlite3.complete_statement``) says a statement is complete, which copes with trigger bodies,
+quotes and comments. PostgreSQL scripts are cut by a small scanner that knows quotes, comments
+(nested ``/* */``) and dollar-quoted bodies.
 """
 
 from __future__ import annotations
