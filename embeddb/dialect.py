@@ -237,8 +237,11 @@ class SqliteDialect(Dialect):
             finish()
             conn.execute("COMMIT")
         except BaseException as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except sqlite3.Error as failed:
+                raise DatabaseError(f"{exc}; then ROLLBACK failed: {failed}") from exc
             if isinstance(exc, sqlite3.Error):
                 raise DatabaseError(str(exc)) from exc
             raise
