@@ -94,11 +94,17 @@ class Engine:
         except peewee.PeeweeException as exc:
             raise translate(exc, self.url.password) from exc
 
+    @property
+    def observed(self) -> bool:
+        """Whether each statement must go through :meth:`execute_sql`, where query hooks
+        (monitoring) and peewee's debug log see it."""
+        return bool(self.query_hooks) or _peewee_logger.isEnabledFor(logging.DEBUG)
+
     def execute_fast(self, sql: str, params: Any = ()) -> Any:
         """:meth:`execute_sql` for hot paths (lookups by key, migration statements).
 
-        Skips peewee's per-call bookkeeping unless query hooks (monitoring) or debug logging
-        are on, in which case it goes through :meth:`execute_sql` like everything else.
+        Skips peewee's per-call bookkeeping unless the database is :attr:`observed`, in which
+        case it goes through :meth:`execute_sql` like everything else.
         """
         state = self._state
         if self.query_hooks or state.closed or _peewee_logger.isEnabledFor(logging.DEBUG):

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 
 import embeddb
 from embeddb import migrate
-from embeddb.errors import ChecksumMismatch, MigrationError, MigrationFailed, MigrationLockTimeout
+from embeddb.errors import (
+    ChecksumMismatch,
+    DatabaseError,
+    MigrationError,
+    MigrationFailed,
+    MigrationLockTimeout,
+)
+from embeddb.migrate.files import checksum, discover
+from embeddb.migrate.script import normalize
 
 
 @pytest.fixture
@@ -156,8 +166,9 @@ def test_dry_run_and_to(db, folder):
     assert result.dry_run and result.names == ["0001_users", "0002_posts", "0003_tags"]
     assert result.steps[0].statements == (
         "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);",)
-    assert tables(db) == set()
-    assert migrate.up(db, folder, to=2).names == ["0001_users", "0002_posts"]
+    assert tables(db) == set() and result.version is None
+    up_to_2 = migrate.up(db, folder, to=2)
+    assert up_to_2.names == ["0001_users", "0002_posts"] and up_to_2.version == 2
     assert migrate.current_version(db) == 2
     assert migrate.down(db, folder, dry_run=True).names == ["0002_posts"]
     assert migrate.current_version(db) == 2
@@ -305,6 +316,88 @@ def test_lock_held_elsewhere_times_out_with_a_clear_error(db, folder):
     assert migrate.up(db, folder).names == ["0001_users", "0002_posts", "0003_tags"]
 
 
+def _apply_elsewhere(db, folder: Path, name: str) -> None:
+    """Apply migration file ``name`` the way a runner that skipped the lock would: on another
+    thread's connection, committed before this runner's own transaction starts."""
+
+    def run() -> None:
+        try:
+            text = (folder / name).read_text()
+            version, label = int(name[:4]), name.split(".")[0]
+            with db.atomic():
+                db.execute_sql(text)
+                db.execute_sql(
+                    "INSERT INTO embeddb_migrations (version, name, checksum, applied_at, "
+                    f"duration_ms, status) VALUES ({', '.join([db.param] * 6)})",
+                    (version, label, checksum(text), "2024-01-01T00:00:00+00:00", 1.0, "applied"),
+                )
+        except Exception as exc:  # noqa: BLE001 - re-raised in the test's thread
+            errors.append(exc)
+        finally:
+            db.close()
+
+    errors: list[Exception] = []
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert not errors, errors
+
+
+def test_a_version_applied_meanwhile_without_the_lock_is_not_applied_again(db, folder):
+    write(folder, "0001_hits.up.sql", "CREATE TABLE hits (n INTEGER);")
+    write(folder, "0002_hit.up.sql", "INSERT INTO hits (n) VALUES (1);")  # would succeed twice
+    write(folder, "0003_more.up.sql", "CREATE TABLE more_hits (n INTEGER);")  # would fail
+
+    def behind_our_back(event: migrate.Event) -> None:
+        if event.kind == "applying" and event.version > 1:
+            _apply_elsewhere(db, folder, f"{event.name}.up.sql")
+
+    result = migrate.up(db, folder, progress=behind_our_back)
+    assert result.names == ["0001_hits"]
+    assert result.version == 3
+    assert rows(db, "SELECT COUNT(*) FROM hits") == [(1,)]
+    assert [e.state for e in migrate.status(db, folder)] == ["applied"] * 3
+    assert migrate.up(db, folder).names == []
+
+
+def test_rerun_of_a_failed_version_does_not_overwrite_a_success_recorded_meanwhile(db, folder):
+    write(folder, "0001_hits.up.sql", "CREATE TABLE hits (n INTEGER);")
+    write(folder, "0002_nt.up.sql", (
+        "-- embeddb:no-transaction\nCREATE TABLE nt (x INTEGER);\nINSERT INTO nowhere VALUES (1);"))
+    with pytest.raises(MigrationFailed):
+        migrate.up(db, folder)
+    assert [e.state for e in migrate.status(db, folder)] == ["applied", "failed"]
+    write(folder, "0002_nt.up.sql", "INSERT INTO hits (n) VALUES (2);")
+
+    def behind_our_back(event: migrate.Event) -> None:
+        if event.kind == "applying":
+            db.execute_sql("DELETE FROM embeddb_migrations WHERE version = 2")
+            _apply_elsewhere(db, folder, "0002_nt.up.sql")
+
+    assert migrate.up(db, folder, progress=behind_our_back).names == []
+    assert rows(db, "SELECT n FROM hits") == [(2,)]
+    assert [e.state for e in migrate.status(db, folder)] == ["applied", "applied"]
+
+
+@pytest.mark.parametrize("raw", [
+    b"CREATE TABLE a (x TEXT DEFAULT '\xc3\xa9');\nCREATE TABLE b (y INT);\n",
+    b"\xef\xbb\xbfCREATE TABLE a (x TEXT DEFAULT '\xc3\xa9');\r\nCREATE TABLE b (y INT);\r\n",
+    b"CREATE TABLE a (x TEXT DEFAULT '\xc3\xa9');\rCREATE TABLE b (y INT);\r",
+    b"\xef\xbc\x81 is not a BOM;\r\n",  # starts with the BOM's first byte
+])
+def test_discovered_checksum_and_text_match_the_normalized_file(folder, raw):
+    (folder / "0001_a.up.sql").write_bytes(raw)
+    (folder / "0001_a.down.sql").write_bytes(raw)
+    (folder / "0002_b.sql").write_bytes(b"-- migrate:up\r\n" + raw)
+    (folder / "0003_c.py").write_bytes(b"\xef\xbb\xbfdef up(db):\r\n    pass\r")
+    text = normalize(raw.decode())
+    first, sections, python = discover(folder, ("sqlite",))
+    assert first.up.sql == first.down.sql == text
+    assert first.checksum == checksum(text) == hashlib.sha256(text.encode()).hexdigest()
+    assert sections.checksum == checksum("\n" + raw.decode())  # a BOM mid-file stays
+    assert python.checksum == checksum("def up(db):\n    pass\n")
+
+
 def test_new_writes_the_next_numbered_pair(folder):
     write(folder, "0007_old.up.sql", "")
     up_path, down_path = migrate.new(folder, "Add Users!")
@@ -341,6 +434,57 @@ def test_sqlite_trigger_strings_comments_and_crlf(folder, tmp_path):
     migrate.up(db, folder)
     assert rows(db, "SELECT body FROM notes") == [("a;b;",)]
     assert rows(db, "SELECT note_id, what FROM log") == [(1, "inserted; ok")]
+
+
+def test_sqlite_run_script_is_one_transaction_with_its_finish(tmp_path):
+    db = embeddb.connect(f"sqlite:///{tmp_path / 'x.db'}")
+    db.execute_sql("CREATE TABLE done (v INTEGER)")
+
+    def finish() -> None:
+        db.execute_sql("INSERT INTO done VALUES (1)")
+
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    script = "-- one\nCREATE TABLE a (x INT);\nINSERT INTO a VALUES (1) /* two */;\n-- three\n"
+    assert db.dialect.run_script(db, script, finish)
+    assert rows(db, "SELECT x FROM a") == [(1,)] and rows(db, "SELECT v FROM done") == [(1,)]
+    with pytest.raises(DatabaseError, match="no_such"):
+        db.dialect.run_script(db, "CREATE TABLE b (x INT); INSERT INTO no_such VALUES (1);", finish)
+    with pytest.raises(RuntimeError, match="boom"):
+        db.dialect.run_script(db, "CREATE TABLE c (x INT);", boom)
+    with db.atomic():
+        assert not db.dialect.run_script(db, "CREATE TABLE d (x INT);", finish)
+    db.query_hooks.append(lambda event: None)
+    assert not db.dialect.run_script(db, "CREATE TABLE d (x INT);", finish)
+    assert tables(db) == {"a", "done"}
+    assert rows(db, "SELECT v FROM done") == [(1,)]
+    assert not db.in_transaction() and not db.connection().in_transaction
+    db.close()
+
+
+def test_sqlite_one_call_and_statement_by_statement_runs_agree(folder, tmp_path):
+    write(folder, "0001_a.up.sql", (
+        "CREATE TABLE a (x TEXT DEFAULT 'p;q');\nINSERT INTO a VALUES ('r; s');\n-- done\n"))
+    write(folder, "0002_b.up.sql", "CREATE TABLE b (y INT);\n/* c; */ CREATE INDEX b_y ON b (y);")
+    write(folder, "0002_b.down.sql", "DROP TABLE b;")
+    outcomes, seen = [], []
+    for observed in (False, True):
+        db = embeddb.connect(f"sqlite:///{tmp_path / f'{observed}.db'}")
+        if observed:  # query hooks must see every statement: they get the statement-by-statement run
+            db.query_hooks.append(lambda event: seen.append(event.sql))
+        migrate.up(db, folder)
+        migrate.down(db, folder)
+        outcomes.append((
+            db.dialect.schema_sql(db), rows(db, "SELECT x FROM a"),
+            rows(db, "SELECT version, name, checksum, status FROM embeddb_migrations"),
+        ))
+        db.close()
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][1:] == ([("r; s",)], [(1, "0001_a", checksum(
+        "CREATE TABLE a (x TEXT DEFAULT 'p;q');\nINSERT INTO a VALUES ('r; s');\n-- done\n"),
+        "applied")])
+    assert {"INSERT INTO a VALUES ('r; s');", "CREATE INDEX b_y ON b (y);", "DROP TABLE b;"} <= set(seen)
 
 
 def test_sqlite_no_transaction_pragma_and_vacuum(folder, tmp_path):

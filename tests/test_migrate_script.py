@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from embeddb.migrate.files import checksum
-from embeddb.migrate.script import normalize, split_postgres, split_sqlite
+from embeddb.migrate.script import may_control_transaction, normalize, split_postgres, split_sqlite
 
 
 def sqls(statements):
@@ -68,3 +68,18 @@ def test_line_endings_do_not_change_the_checksum_or_the_lines():
     assert checksum(text) == checksum(crlf) == checksum("\ufeff" + crlf)
     assert checksum(text) != checksum(text + "-- edit\n")
     assert [s.line for s in split_sqlite(normalize(crlf))] == [1, 3]
+
+
+@pytest.mark.parametrize("text, maybe", [
+    ("CREATE TABLE a (x INT);\nINSERT INTO a VALUES ('beginning', 'ended');", False),
+    ("CREATE TABLE legend (end_date TEXT, committed INT, rollbacks INT);", False),
+    ("BEGIN;\nCREATE TABLE a (x INT);\ncommit;", True),
+    ("SELECT CASE WHEN 1 THEN 2 END;", True),
+    ("CREATE TRIGGER t AFTER INSERT ON a BEGIN SELECT 1; END;", True),
+    ("INSERT INTO a VALUES ('rollback'); -- or a comment: End", True),
+])
+def test_may_control_transaction_is_never_wrong_when_it_says_no(text, maybe):
+    assert may_control_transaction(text) is maybe
+    if not maybe:
+        for split in (split_sqlite, split_postgres):
+            assert not any(s.controls_transaction for s in split(text))

@@ -30,6 +30,8 @@ NO_TRANSACTION = "-- embeddb:no-transaction"
 _VARIANTS = {"sqlite": "sqlite", "postgres": "postgres", "postgresql": "postgres"}
 _STEM = re.compile(r"^(?P<version>\d+)_(?P<name>[A-Za-z0-9][A-Za-z0-9_\-]*)$")
 _FIRST_LINE = re.compile(r"\s*([^\n]*)")
+_BOM = "\ufeff".encode()
+_READ_SIZE = 1 << 16
 _SECTION = re.compile(r"^--\s*migrate:(up|down)\b.*$", re.MULTILINE | re.IGNORECASE)
 
 
@@ -40,11 +42,16 @@ class Part:
     A separate ``.down.sql`` file is read only when it is needed (``down``, ``redo``).
     """
 
-    path: Path
-    body: str | None = None  # the SQL, read from ``path`` on first use
+    directory: str
+    filename: str
+    body: str | None = None  # the SQL, read from the file on first use
     first_line: int = 1  # line of the file where the SQL starts
     default_transaction: bool = True
     python: bool = False
+
+    @property
+    def path(self) -> Path:
+        return Path(self.directory, self.filename)
 
     @property
     def sql(self) -> str | None:
@@ -52,7 +59,7 @@ class Part:
         if self.python:
             return None
         if self.body is None:
-            self.body = _read(self.path)
+            self.body = _read(self.directory, self.filename)[0]
         return self.body
 
     @property
@@ -79,9 +86,8 @@ class Migration:
     module: Any = field(default=None, repr=False)  # a loaded Python migration
 
 
-@dataclass
+@dataclass(slots=True)
 class _File:
-    directory: Path
     filename: str
     version: int
     name: str
@@ -89,12 +95,10 @@ class _File:
     direction: str | None  # "up", "down" or None (single file)
     ext: str
 
-    path: Path = field(init=False)
-    label: str = field(init=False)  # e.g. 0001_create_users
-
-    def __post_init__(self) -> None:
-        self.path = self.directory / self.filename
-        self.label = self.filename.split(".", 1)[0]
+    @property
+    def label(self) -> str:
+        """e.g. 0001_create_users"""
+        return self.filename.split(".", 1)[0]
 
 
 def resolve_directory(directory: str | os.PathLike[str] | None) -> Path:
@@ -116,12 +120,22 @@ def checksum(text: str) -> str:
     return hashlib.sha256(normalize(text).encode()).hexdigest()
 
 
+def _normalize_bytes(data: bytes) -> bytes:
+    """:func:`normalize` on UTF-8 bytes (a BOM, CR and LF are the same bytes in any text)."""
+    while data.startswith(_BOM):
+        data = data[len(_BOM):]
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return data
+
+
 def discover(directory: Path, variants: tuple[str, ...]) -> list[Migration]:
     """The migrations that apply to a backend whose variant names are ``variants``, in order.
 
     :raises MigrationError: anything ambiguous or malformed in the folder, all listed at once.
     """
     files, problems = _scan(directory)
+    folder = os.fspath(directory)
     by_version: dict[int, list[_File]] = {}
     for item in files:
         by_version.setdefault(item.version, []).append(item)
@@ -134,7 +148,7 @@ def discover(directory: Path, variants: tuple[str, ...]) -> list[Migration]:
         if chosen and not any(f.direction in ("up", None) for f in chosen):
             problems.append(f"{chosen[0].filename} has no up migration for this database")
         elif chosen and not problems:
-            migrations.append(_load(chosen))
+            migrations.append(_load(folder, chosen))
     if problems:
         raise MigrationError(f"{directory}: " + "; ".join(problems))
     return migrations
@@ -156,7 +170,7 @@ def _scan(directory: Path) -> tuple[list[_File], list[str]]:
     for name in names:
         if name.startswith((".", "_")) or name.rsplit(".", 1)[-1] not in ("sql", "py"):
             continue
-        parsed = _parse_name(directory, name)
+        parsed = _parse_name(name)
         if isinstance(parsed, str):
             problems.append(parsed)
         else:
@@ -164,7 +178,7 @@ def _scan(directory: Path) -> tuple[list[_File], list[str]]:
     return files, problems
 
 
-def _parse_name(directory: Path, filename: str) -> _File | str:
+def _parse_name(filename: str) -> _File | str:
     stem, *middle, ext = filename.split(".")
     direction = middle.pop() if middle and middle[-1] in ("up", "down") else None
     variant = middle.pop(0) if middle else None
@@ -177,7 +191,7 @@ def _parse_name(directory: Path, filename: str) -> _File | str:
     if ext == "py" and direction:
         return f"{filename}: a Python migration is one file defining up(db) and down(db)"
     return _File(
-        directory, filename, int(match["version"]), match["name"],
+        filename, int(match["version"]), match["name"],
         variant and _VARIANTS[variant], direction, ext,
     )
 
@@ -223,26 +237,26 @@ def _check_variant(files: list[_File]) -> list[str]:
     return []
 
 
-def _load(files: list[_File]) -> Migration:
+def _load(folder: str, files: list[_File]) -> Migration:
     first = files[0]
     if first.ext == "py":
-        return _load_python(first)
+        return _load_python(folder, first)
     if first.direction is None:
-        return _load_sections(first)
+        return _load_sections(folder, first)
     up = next(f for f in files if f.direction == "up")
     down = next((f for f in files if f.direction == "down"), None)
-    up_text = _read(up.path)
-    down_part = Part(down.path) if down is not None else None
-    return Migration(up.version, up.name, up.label, Part(up.path, up_text), down_part,
-                     checksum(up_text))
+    up_text, up_checksum = _read(folder, up.filename)
+    down_part = Part(folder, down.filename) if down is not None else None
+    return Migration(up.version, up.name, up.label, Part(folder, up.filename, up_text), down_part,
+                     up_checksum)
 
 
-def _load_sections(item: _File) -> Migration:
-    text = _read(item.path)
+def _load_sections(folder: str, item: _File) -> Migration:
+    text = _read(folder, item.filename)[0]
     markers = list(_SECTION.finditer(text))
     if not markers or markers[0].group(1).lower() != "up":
         raise MigrationError(
-            f"{item.path.name} has no '-- migrate:up' line before its SQL: add one "
+            f"{item.filename} has no '-- migrate:up' line before its SQL: add one "
             f"(and '-- migrate:down' for the revert), or name it {item.label}.up.sql"
         )
     whole_file = _directive(text) is False
@@ -251,25 +265,25 @@ def _load_sections(item: _File) -> Migration:
         end = markers[index + 1].start() if index + 1 < len(markers) else len(text)
         direction = marker.group(1).lower()
         if direction in parts:
-            raise MigrationError(f"{item.path.name} has two '-- migrate:{direction}' sections")
+            raise MigrationError(f"{item.filename} has two '-- migrate:{direction}' sections")
         body = text[marker.end():end]
         first_line = text.count("\n", 0, marker.end()) + 1
-        parts[direction] = Part(item.path, body, first_line, not whole_file)
+        parts[direction] = Part(folder, item.filename, body, first_line, not whole_file)
     up_body = parts["up"].sql or ""
     return Migration(
         item.version, item.name, item.label, parts["up"], parts.get("down"), checksum(up_body)
     )
 
 
-def _load_python(item: _File) -> Migration:
-    source = _read(item.path)
+def _load_python(folder: str, item: _File) -> Migration:
+    source, source_checksum = _read(folder, item.filename)
     try:
-        tree = ast.parse(source, str(item.path))
+        tree = ast.parse(source, os.path.join(folder, item.filename))
     except SyntaxError as exc:
-        raise MigrationError(f"{item.path.name} line {exc.lineno}: {exc.msg}") from exc
+        raise MigrationError(f"{item.filename} line {exc.lineno}: {exc.msg}") from exc
     functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     if "up" not in functions:
-        raise MigrationError(f"{item.path.name} defines no up(db) function")
+        raise MigrationError(f"{item.filename} defines no up(db) function")
     transaction = not any(
         isinstance(n, ast.Assign)
         and any(isinstance(t, ast.Name) and t.id == "transaction" for t in n.targets)
@@ -277,9 +291,10 @@ def _load_python(item: _File) -> Migration:
         and n.value.value is False
         for n in tree.body
     )
-    up = Part(item.path, None, 1, transaction, python=True)
-    down = Part(item.path, None, 1, transaction, python=True) if "down" in functions else None
-    return Migration(item.version, item.name, item.label, up, down, checksum(source))
+    up = Part(folder, item.filename, None, 1, transaction, python=True)
+    down = (Part(folder, item.filename, None, 1, transaction, python=True)
+            if "down" in functions else None)
+    return Migration(item.version, item.name, item.label, up, down, source_checksum)
 
 
 def _directive(text: str) -> bool | None:
@@ -288,10 +303,23 @@ def _directive(text: str) -> bool | None:
     return False if first and first.group(1).strip().lower() == NO_TRANSACTION else None
 
 
-def _read(path: Path) -> str:
+def _read(folder: str, filename: str) -> tuple[str, str]:
+    """A file's text with line endings normalized, and its :func:`checksum`.
+
+    Read as bytes and hashed before decoding: the same digest as hashing the text, without
+    a text-mode file object or a second normalization per file.
+    """
+    path = os.path.join(folder, filename)
     try:
-        with open(path, encoding="utf-8") as fh:
-            return normalize(fh.read())
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            chunks = []
+            while chunk := os.read(fd, _READ_SIZE):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        data = _normalize_bytes(b"".join(chunks))
+        return data.decode("utf-8"), hashlib.sha256(data).hexdigest()
     except (OSError, UnicodeDecodeError) as exc:
         raise MigrationError(f"cannot read {path}: {exc}") from exc
 

@@ -32,6 +32,7 @@ _INSERT = (
     f"INSERT INTO {TABLE} (version, name, checksum, applied_at, duration_ms, status) "
     "VALUES ({p}, {p}, {p}, {p}, {p}, {p})"
 )
+_DELETE_WITH_STATUS = f"DELETE FROM {TABLE} WHERE version = {{p}} AND status = {{p}}"
 _by_param: dict[tuple[str, str], str] = {}
 
 
@@ -77,7 +78,7 @@ def _rows(db: Any) -> dict[int, Record]:
 
 
 def status_of(db: Any, version: int) -> str | None:
-    """The status of one version, read inside the caller's transaction (None: not recorded)."""
+    """The status of one version (None: not recorded)."""
     row = db.execute_fast(_sql(db, _STATUS), (version,)).fetchone()
     return row[0] if row else None
 
@@ -87,8 +88,11 @@ def current_version(db: Any) -> int | None:
 
     This is what backups stamp into their manifest.
     """
-    if not exists(db):
-        return None
+    return newest_applied(db) if exists(db) else None
+
+
+def newest_applied(db: Any) -> int | None:
+    """:func:`current_version` of a database whose table is known to exist (no catalog query)."""
     row = db.execute_sql(
         f"SELECT MAX(version) FROM {TABLE} WHERE status = {db.param}", (APPLIED,)
     ).fetchone()
@@ -102,11 +106,16 @@ def write(
     checksum: str,
     duration_ms: float,
     status: str = APPLIED,
-    replace: bool = False,
+    replacing: str | None = None,
 ) -> None:
-    """Insert the row of ``version``; ``replace`` first drops an existing (failed) row."""
-    if replace:
-        delete(db, version)
+    """Insert the row of ``version``.
+
+    ``replacing`` is the status of the row this one takes the place of, deleted first; a row
+    in any other state stays, and the INSERT then fails on the primary key. That is what stops
+    a re-run of a failed migration from overwriting a row another runner wrote meanwhile.
+    """
+    if replacing is not None:
+        db.execute_fast(_sql(db, _DELETE_WITH_STATUS), (version, replacing))
     row = (version, name, checksum, datetime.now(UTC).isoformat(), round(duration_ms, 3), status)
     db.execute_fast(_sql(db, _INSERT), row)
 

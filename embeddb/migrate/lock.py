@@ -6,9 +6,9 @@ waits for every older transaction to finish) does not wait for it. A transaction
 lock or a locked row would keep a transaction open for the whole run and deadlock with it.
 
 SQLite: an exclusive ``flock`` on a lock file beside the database (never on the database file
-itself, whose POSIX locks a close() of another descriptor would drop). Each migration also re-reads
-the bookkeeping table inside its BEGIN IMMEDIATE transaction, so even a runner that bypassed the
-lock could not apply a version twice.
+itself, whose POSIX locks a close() of another descriptor would drop). Even a runner that bypassed
+the lock could not apply a version twice: each migration commits together with its bookkeeping
+row, whose INSERT fails on the primary key if that version was recorded meanwhile.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Applying and reverting migrations: up, down, redo, status, verify, repair, resolve.
 
-Every command that changes something holds the migration lock for its whole run. A migration
-runs in one transaction together with its bookkeeping row, re-reading that row first inside the
-transaction, so it is either applied and recorded or leaves no trace.
+Every command that changes something holds the migration lock for its whole run and plans from
+the history read under it. A migration runs in one transaction together with its bookkeeping
+row, so it is either applied and recorded or leaves no trace.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ..errors import ChecksumMismatch, DatabaseError, MigrationError, MigrationF
 from . import history
 from .files import Migration, Part, discover, resolve_directory
 from .history import APPLIED, FAILED, Record
-from .script import Statement
+from .script import Statement, may_control_transaction
 
 #: How long a second runner waits for the first before giving up (seconds).
 LOCK_TIMEOUT = 60.0
@@ -98,7 +98,7 @@ def up(
             result.backup = _backup_if(db, backup and bool(plan), progress)
             with _forgetting(db, bool(plan)):
                 result.steps = _apply_all(db, plan, records, progress)
-        result.version = history.current_version(db)
+        result.version = _version(db, dry_run)
     return result
 
 
@@ -131,7 +131,7 @@ def down(
             result.backup = _backup_if(db, backup and bool(plan), progress)
             with _forgetting(db, bool(plan)):
                 result.steps = [_revert(db, m, progress) for m in plan]
-        result.version = history.current_version(db)
+        result.version = _version(db, dry_run)
     return result
 
 
@@ -156,7 +156,7 @@ def redo(
         with _forgetting(db, True):
             result.steps.append(_revert(db, target, progress))
             result.steps += _apply_all(db, [target], history.read(db), progress)
-        result.version = history.current_version(db)
+        result.version = _version(db, dry_run=False)
     return result
 
 
@@ -185,6 +185,12 @@ def _session(db: Any, lock_timeout: float, locked: bool) -> Iterator[dict[int, R
     finally:
         if opened and not db.is_closed():
             db.close()
+
+
+def _version(db: Any, dry_run: bool) -> int | None:
+    """The version after the run; the table exists unless this was a dry run (no lock, no
+    CREATE)."""
+    return history.current_version(db) if dry_run else history.newest_applied(db)
 
 
 def _plan_up(
@@ -322,32 +328,74 @@ def _apply_all(
 
 
 def _apply(db: Any, migration: Migration, replace: bool) -> Step | None:
+    """Apply one migration with its bookkeeping row; None if another runner applied it first.
+
+    The plan comes from the history read under the migration lock, which every embeddb
+    command that writes the history holds, so the history is not re-read here. A runner that
+    did not take the lock (another tool, a database reached through two paths) still cannot
+    apply a version twice: the row's INSERT fails on the primary key and the transaction
+    rolls back with the migration's work. Only then, on that failure path, is the history
+    read again, to tell "applied meanwhile" (skipped, as the lock would have made it) from a
+    real error.
+    """
     part = migration.up
-    statements = _statements(db, part)
     start = time.perf_counter()
+    replacing = FAILED if replace else None
 
     def record(duration_ms: float | None = None, status: str = APPLIED) -> None:
         elapsed = duration_ms if duration_ms is not None else _ms(start)
         history.write(
-            db, migration.version, migration.label, migration.checksum, elapsed, status, replace
+            db, migration.version, migration.label, migration.checksum, elapsed, status, replacing
         )
 
+    if _run_in_one_call(db, part, record):
+        return Step(migration.version, migration.label, "up", _ms(start), (), True)
+    start = time.perf_counter()  # timing starts over with the statement-by-statement run
+    statements = _statements(db, part)
     if part.transaction and not _manages_transactions(statements):
-        with db.atomic():
-            if history.status_of(db, migration.version) == APPLIED:
-                return None  # applied by another runner meanwhile
-            _run_part(db, migration, part, statements)
-            record()
+        try:
+            with db.atomic():
+                _run_part(db, migration, part, statements)
+                record()
+        except (MigrationFailed, DatabaseError):
+            if _applied_elsewhere(db, migration.version):
+                return None
+            raise
     else:
         _run_outside(db, migration, part, statements, record, lambda: record(status=FAILED))
     return Step(migration.version, migration.label, "up", _ms(start), (), part.transaction)
+
+
+def _run_in_one_call(db: Any, part: Part, finish: Callable[[], None]) -> bool:
+    """Run a transactional SQL part and ``finish`` through the dialect's one-call path, when it
+    has one and the script surely leaves the transaction alone; False otherwise.
+
+    False too when it failed (and was rolled back): the statement-by-statement run that
+    follows names the failing line, or finds the version applied meanwhile. A failing script
+    thus runs twice, the price of not splitting every other one.
+    """
+    sql = part.sql
+    if sql is None or not part.transaction or may_control_transaction(sql):
+        return False
+    try:
+        return db.dialect.run_script(db, sql, finish)
+    except DatabaseError:
+        return False
+
+
+def _applied_elsewhere(db: Any, version: int) -> bool:
+    """After a failed (rolled back) attempt: whether the history now says ``version`` is
+    applied. A history that cannot be read says no, so the original error is raised."""
+    try:
+        return history.status_of(db, version) == APPLIED
+    except DatabaseError:
+        return False
 
 
 def _revert(db: Any, migration: Migration, progress: Progress | None) -> Step:
     part = migration.down
     assert part is not None
     _notify(progress, "reverting", migration)
-    statements = _statements(db, part)
     start = time.perf_counter()
 
     def forget() -> None:
@@ -355,15 +403,18 @@ def _revert(db: Any, migration: Migration, progress: Progress | None) -> Step:
 
     def mark_failed() -> None:
         history.write(
-            db, migration.version, migration.label, migration.checksum, _ms(start), FAILED, True
+            db, migration.version, migration.label, migration.checksum, _ms(start), FAILED, APPLIED
         )
 
-    if part.transaction and not _manages_transactions(statements):
-        with db.atomic():
-            _run_part(db, migration, part, statements, direction="down")
-            forget()
-    else:
-        _run_outside(db, migration, part, statements, forget, mark_failed, direction="down")
+    if not _run_in_one_call(db, part, forget):
+        start = time.perf_counter()  # timing starts over with the statement-by-statement run
+        statements = _statements(db, part)
+        if part.transaction and not _manages_transactions(statements):
+            with db.atomic():
+                _run_part(db, migration, part, statements, direction="down")
+                forget()
+        else:
+            _run_outside(db, migration, part, statements, forget, mark_failed, direction="down")
     duration = _ms(start)
     _notify(progress, "reverted", migration, duration)
     return Step(migration.version, migration.label, "down", duration, (), part.transaction)
