@@ -8,6 +8,7 @@ empties the set's tables first, and the production set refuses to run without ``
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib.util
 import multiprocessing
@@ -18,7 +19,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,10 @@ DEFAULT_DIR = "seeds"
 PROTECTED = frozenset({"production", "prod"})
 #: The seed used when none is given, so that a set's data is the same on every machine.
 DEFAULT_SEED = 1
+#: Rows per INSERT batch: small enough for the writer and the worker to overlap well.
+BATCH_ROWS = 1000
+#: Bytes of prepared batches the worker may have in flight (the pipe's buffer).
+PIPE_BYTES = 1 << 20
 
 Progress = Callable[[str, int], None]
 
@@ -167,7 +171,7 @@ def _write(
                 name = model._meta.table_name
                 repo = Repository(model, db)
                 batches = (worker.batches() if worker is not None
-                           else repo.upsert_batches(rows, ["id"]))
+                           else repo.upsert_batches(rows, ["id"], batch_size=BATCH_ROWS))
                 counted = _counting(batches, name, progress)
                 with _indexes_built_after(db, name):
                     result.written[name] = repo.write_batches(counted)
@@ -176,7 +180,7 @@ def _write(
             worker.close()
 
 
-@contextmanager
+@contextlib.contextmanager
 def _indexes_built_after(db: Any, table: str) -> Iterator[None]:
     """Into an empty table, load first and build its plain indexes afterwards (on SQLite,
     ~25% faster for the dev set). Runs inside the seed's transaction: if the load fails, the
@@ -227,7 +231,12 @@ class _Worker:
     """
 
     def __init__(self, db: Any, tables: list[Any], env: str) -> None:
+        import fcntl  # Linux only, like the worker itself
+
         receive, send = multiprocessing.Pipe(duplex=False)
+        # With the default 64 KiB the child stalls whenever the parent builds an index.
+        with contextlib.suppress(OSError):  # capped by /proc/sys/fs/pipe-max-size
+            fcntl.fcntl(send.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child; coverage cannot see it
             gc.freeze()  # never collect (and so close) a connection the parent left as garbage
@@ -268,7 +277,7 @@ def _prepare(db: Any, tables: list[Any], env: str, send: Any) -> None:
     """The child's work: every table's batches, then None, or the error that stopped it."""
     try:
         for model, rows in tables:
-            for batch in Repository(model, db).upsert_batches(rows, ["id"]):
+            for batch in Repository(model, db).upsert_batches(rows, ["id"], batch_size=BATCH_ROWS):
                 send.send(batch)
             send.send(None)
     except Exception as exc:
