@@ -3,9 +3,13 @@ backends."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import pty
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -326,6 +330,29 @@ def test_seed_cli_summary_and_errors(cli_db_url, small_sets):
     refused = runner.invoke(cli, ["seed", "production", "--db", cli_db_url,
                                   "--seeds", str(small_sets)])
     assert refused.exit_code == 1 and refused.output.startswith("Error: refusing")
+
+
+def test_setup_on_a_terminal_shows_progress(tmp_path, small_sets):
+    """On a real (pseudo-)terminal the CLI draws a progress bar per table."""
+    primary, secondary = pty.openpty()
+    url = f"sqlite:///{tmp_path / 'tty.db'}"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", "from embeddb.cli import main; main()", "setup", "--env", "small",
+             "--db", url,
+             "--migrations", str(ROOT / "migrations"), "--seeds", str(small_sets)],
+            stdin=secondary, stdout=secondary, stderr=secondary, timeout=120, check=False)
+        os.close(secondary)
+        output = b""
+        with contextlib.suppress(OSError):  # EIO once everything written has been read
+            while chunk := os.read(primary, 65536):
+                output += chunk
+    finally:
+        os.close(primary)
+    text = output.decode(errors="replace")
+    assert done.returncode == 0, text
+    assert "seeding transactions" in text and f"{SMALL.payments}" in text
+    assert "Error" not in text
 
 
 def test_seeding_an_unmigrated_database_says_what_to_do(cli_db_url):

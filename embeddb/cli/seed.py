@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -39,8 +40,10 @@ class _Bar:
         if table != self.table:
             self.close()
             self.table = table
-            self.bar = click.progressbar(length=None, label=f"seeding {table}", file=sys.stderr,
-                                         show_pos=True)
+            # The total is unknown (rows come from generators): an endless iterable makes click
+            # show the running count instead of a fraction.
+            self.bar = click.progressbar(itertools.repeat(None), label=f"seeding {table}",
+                                         file=sys.stderr, show_pos=True)
             self.bar.__enter__()
         self.bar.update(rows)
 
