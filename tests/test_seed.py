@@ -336,21 +336,21 @@ def test_setup_on_a_terminal_shows_progress(tmp_path, small_sets):
     """On a real (pseudo-)terminal the CLI draws a progress bar per table."""
     primary, secondary = pty.openpty()
     url = f"sqlite:///{tmp_path / 'tty.db'}"
+    command = [sys.executable, "-c", "from embeddb.cli import main; main()", "setup",
+               "--env", "small", "--db", url, "--migrations", str(ROOT / "migrations"),
+               "--seeds", str(small_sets)]
     try:
-        done = subprocess.run(
-            [sys.executable, "-c", "from embeddb.cli import main; main()", "setup", "--env", "small",
-             "--db", url,
-             "--migrations", str(ROOT / "migrations"), "--seeds", str(small_sets)],
-            stdin=secondary, stdout=secondary, stderr=secondary, timeout=120, check=False)
+        process = subprocess.Popen(command, stdin=secondary, stdout=secondary, stderr=secondary)
         os.close(secondary)
         output = b""
-        with contextlib.suppress(OSError):  # EIO once everything written has been read
-            while chunk := os.read(primary, 65536):
+        with contextlib.suppress(OSError):  # EIO once the process has closed the terminal
+            while chunk := os.read(primary, 65536):  # read as it writes: the buffer is small
                 output += chunk
+        returncode = process.wait(timeout=120)
     finally:
         os.close(primary)
     text = output.decode(errors="replace")
-    assert done.returncode == 0, text
+    assert returncode == 0, text
     assert "seeding transactions" in text and f"{SMALL.payments}" in text
     assert "Error" not in text
 
