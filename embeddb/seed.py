@@ -4,6 +4,10 @@ A seed set is a Python file ``<directory>/<env>.py`` defining ``build(seed: int)
 ``[(Model, rows), ...]`` in foreign-key order, rows being dicts (a generator keeps memory flat).
 Rows are upserted by id in one transaction: running a set twice changes nothing, ``--fresh``
 empties the set's tables first, and the production set refuses to run without ``force``.
+
+A set whose rows are pure data made from the seed (its generators read no database, open no
+files, need no live objects) may say so with ``PARALLEL = True``: on Linux its rows are then
+generated and converted in a forked worker process while this one writes them.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import importlib.util
 import multiprocessing
 import os
 import pickle
+import random
 import signal
 import sys
 import threading
@@ -112,19 +117,22 @@ def run(
     fresh: bool = False,
     force: bool = False,
     progress: Progress | None = None,
-    parallel: bool = True,
+    parallel: bool | None = None,
 ) -> SeedResult:
     """Apply seed set ``env`` to ``db`` (already migrated) in one transaction.
 
     ``fresh`` first empties the set's tables (committed on its own, in batches).
     ``parallel`` prepares the rows in a forked process while this one writes them (on Linux,
-    in a process with no other thread; elsewhere everything runs here).
+    in a process with no other thread; elsewhere everything runs here); None (the default)
+    follows the set's ``PARALLEL`` flag.
 
     :raises SeedError: unknown set, a protected set without ``force``, or a malformed set.
     :raises IntegrityError: the data breaks a constraint (nothing is written).
     """
     check_allowed(env, force)
     build = load(env, directory)
+    if parallel is None:
+        parallel = build.__globals__.get("PARALLEL") is True
     started = time.perf_counter()
     result = SeedResult(env, seed)
     try:
@@ -214,6 +222,9 @@ def _can_fork() -> bool:
     return sys.platform == "linux" and threading.active_count() == 1
 
 
+_END = pickle.dumps(None)  # what the worker sends after a table's last batch
+
+
 class _Failed:
     """What the worker sends instead of a batch when preparing rows raised."""
 
@@ -226,8 +237,9 @@ class _Worker:
     values) in a forked child while this process writes them.
 
     The two halves cost about the same, so with a second core a seed takes little more than
-    its writes. The child touches no connection; it sends batches through a pipe, whose
-    buffer bounds memory, and ends each table with None.
+    its writes. The set's generators must not use the database (see the module docstring):
+    the child never touches a connection. Batches go through a pipe, whose buffer bounds
+    memory, and each table ends with None.
     """
 
     def __init__(self, db: Any, tables: list[Any], env: str) -> None:
@@ -237,15 +249,25 @@ class _Worker:
         # With the default 64 KiB the child stalls whenever the parent builds an index.
         with contextlib.suppress(OSError):  # capped by /proc/sys/fs/pipe-max-size
             fcntl.fcntl(send.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-        pid = os.fork()
+        state = random.getstate()  # the child's global random would be reseeded
+        # A Ctrl-C between fork and the child's SIG_IGN would run the caller's code twice.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            raise
         if pid == 0:  # pragma: no cover - the child; coverage cannot see it
-            gc.freeze()  # never collect (and so close) a connection the parent left as garbage
-            receive.close()
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
             try:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+                gc.freeze()  # never collect (so close) a connection the parent left as garbage
+                random.setstate(state)
+                receive.close()
                 _prepare(db, tables, env, send)
             finally:
                 os._exit(0)  # no atexit handlers, no flushing of the parent's buffers
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         send.close()
         self.pid, self.receive = pid, receive
 
@@ -256,7 +278,8 @@ class _Worker:
                 message = self.receive.recv()
             except EOFError:
                 raise SeedError("the process preparing the seed rows exited unexpectedly; "
-                                "nothing was written") from None
+                                "nothing was written (parallel=False / --no-parallel runs "
+                                "everything in this process)") from None
             if message is None:
                 return
             if isinstance(message, _Failed):
@@ -264,22 +287,35 @@ class _Worker:
             yield message
 
     def close(self) -> None:
-        """Stop the child (it may still be preparing if a write failed) and reap it."""
+        """Stop the child (it may still be preparing if a write failed) and reap it.
+
+        An application that reaps children itself (SIGCHLD ignored or handled) may have done
+        so already: then the pid may belong to another process and is left alone.
+        """
         self.receive.close()
         try:
-            os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
+            if os.waitpid(self.pid, os.WNOHANG) == (0, 0):  # still running
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+        except ChildProcessError:
             pass
-        os.waitpid(self.pid, 0)
 
 
 def _prepare(db: Any, tables: list[Any], env: str, send: Any) -> None:
     """The child's work: every table's batches, then None, or the error that stopped it."""
     try:
         for model, rows in tables:
-            for batch in Repository(model, db).upsert_batches(rows, ["id"], batch_size=BATCH_ROWS):
-                send.send(batch)
-            send.send(None)
+            repo = Repository(model, db)
+            for batch in repo.upsert_batches(rows, ["id"], batch_size=BATCH_ROWS):
+                try:
+                    data = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+                except Exception as exc:
+                    raise SeedError(
+                        f"seed set {env!r}: rows of {model._meta.table_name} cannot be sent to "
+                        f"the worker process ({type(exc).__name__}: {exc}); set PARALLEL = "
+                        "False in the set or pass --no-parallel") from None
+                send.send_bytes(data)
+            send.send_bytes(_END)
     except Exception as exc:
         try:
             pickle.loads(pickle.dumps(exc))

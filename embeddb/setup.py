@@ -38,6 +38,7 @@ def run(
     backup: bool = True,
     migrate_progress: migrate.runner.Progress | None = None,
     seed_progress: seed.Progress | None = None,
+    parallel: bool | None = None,
 ) -> SetupResult:
     """Apply pending migrations, then seed set ``env``; safe and quick to run again.
 
@@ -56,7 +57,7 @@ def run(
     result.backup = applied.backup
     result.version = migrate.current_version(db)
     result.seeded = seed.run(db, env, directory=seeds, seed=seed_value, force=force,
-                             progress=seed_progress)
+                             progress=seed_progress, parallel=parallel)
     result.rows = table_rows(db)
     result.seconds = time.perf_counter() - started
     return result

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import pty
+import signal
 import subprocess
 import sys
 import threading
@@ -130,9 +131,21 @@ def test_a_constraint_failure_writes_nothing(migrated, small_sets):
 def test_seeding_an_empty_database_leaves_the_schema_as_migrated(migrated, small_sets):
     """Plain indexes are built after the load on SQLite; the schema must end up identical."""
     before = migrated.dialect.schema_sql(migrated)
+    sqlite = migrated.dialect.name == "sqlite"
+    if sqlite:  # a spy: during the load the plain index is gone, the unique one stays
+        migrated.execute_sql("CREATE TEMP TABLE seen (name TEXT)")
+        migrated.execute_sql(
+            "CREATE TEMP TRIGGER spy AFTER INSERT ON transactions BEGIN "
+            "INSERT INTO seen SELECT name FROM sqlite_master WHERE tbl_name = 'transactions' "
+            "AND type = 'index'; END")
     embeddb.seed.run(migrated, "small", directory=small_sets)
+    if sqlite:
+        seen = {row[0] for row in migrated.execute_sql("SELECT name FROM seen")}
+        assert "transactions_seller" not in seen and "sqlite_autoindex_transactions_2" in seen
+        migrated.execute_sql("DROP TRIGGER temp.spy")
+        migrated.execute_sql("DROP TABLE temp.seen")
     assert migrated.dialect.schema_sql(migrated) == before
-    if migrated.dialect.name == "sqlite":
+    if sqlite:
         plan = migrated.execute_sql(
             "EXPLAIN QUERY PLAN SELECT id FROM transactions WHERE seller_id = ?", ["x" * 32]
         ).fetchall()
@@ -199,12 +212,13 @@ def test_rows_prepared_in_a_worker_process_are_the_same(tmp_path, small_sets):
 def test_the_worker_runs_only_when_forking_is_safe(migrated, small_sets, tmp_path):
     """Rows are generated in a child process, unless asked not to or other threads run."""
     pids = tmp_path / "pids"
-    _write_set(small_sets, "pids", (
-        "def build(seed):\n"
-        "    def users():\n"
-        f"        open({str(pids)!r}, 'a').write(f'{{os.getpid()}}\\n')\n"
-        "        yield from marketplace(seed, SMALL)[0][1]\n"
-        "    return [(marketplace(seed, SMALL)[0][0], users())]\n"))
+    body = ("def build(seed):\n"
+            "    def users():\n"
+            f"        open({str(pids)!r}, 'a').write(f'{{os.getpid()}}\\n')\n"
+            "        yield from marketplace(seed, SMALL)[0][1]\n"
+            "    return [(marketplace(seed, SMALL)[0][0], users())]\n")
+    _write_set(small_sets, "pids", "PARALLEL = True\n" + body)
+    _write_set(small_sets, "not_declared", body)
 
     def generated_in() -> set[int]:
         found = {int(pid) for pid in pids.read_text().split()}
@@ -215,6 +229,8 @@ def test_the_worker_runs_only_when_forking_is_safe(migrated, small_sets, tmp_pat
     embeddb.seed.run(migrated, "pids", directory=small_sets)
     assert os.getpid() not in generated_in() and _children() == before
     embeddb.seed.run(migrated, "pids", directory=small_sets, parallel=False)
+    assert generated_in() == {os.getpid()}
+    embeddb.seed.run(migrated, "not_declared", directory=small_sets)  # opt-in only
     assert generated_in() == {os.getpid()}
     stop = threading.Event()
     other = threading.Thread(target=stop.wait)
@@ -250,7 +266,7 @@ def test_errors_keep_their_type_across_the_worker(migrated, small_sets):
         "    model, rows = marketplace(seed, SMALL)[0]\n"
         "    return [(model, [dict(next(iter(rows)), nickname='x')])]\n"))
     with pytest.raises(InvalidQueryError, match="unknown field.*nickname"):
-        embeddb.seed.run(migrated, "unknown_field", directory=small_sets)
+        embeddb.seed.run(migrated, "unknown_field", directory=small_sets, parallel=True)
     _write_set(small_sets, "unpicklable", (
         "class Odd(Exception):  # pickles, but cannot be rebuilt from its args\n"
         "    def __init__(self, a, b):\n"
@@ -261,7 +277,58 @@ def test_errors_keep_their_type_across_the_worker(migrated, small_sets):
         "        yield\n"
         "    return [(marketplace(seed, SMALL)[0][0], rows())]\n"))
     with pytest.raises(SeedError, match="^seed set 'unpicklable': Odd: 1/2$"):
-        embeddb.seed.run(migrated, "unpicklable", directory=small_sets)
+        embeddb.seed.run(migrated, "unpicklable", directory=small_sets, parallel=True)
+
+
+def test_a_set_using_the_global_random_module_is_the_same_in_the_worker(tmp_path, small_sets):
+    _write_set(small_sets, "randomised", (
+        "import random\n"
+        "PARALLEL = True\n"
+        "def build(seed):\n"
+        "    random.seed(seed)\n"
+        "    model, rows = marketplace(seed, SMALL)[0]\n"
+        "    def users():\n"
+        "        for row in rows:\n"
+        "            yield dict(row, chain_id=random.randint(1, 10**9))\n"
+        "    return [(model, users())]\n"))
+    chains = []
+    for parallel in (True, True, False):
+        db = embeddb.connect(f"sqlite:///{tmp_path / f'r{len(chains)}'}.db")
+        embeddb.migrate.up(db, ROOT / "migrations", backup=False)
+        embeddb.seed.run(db, "randomised", directory=small_sets, parallel=parallel)
+        chains.append(db.execute_sql("SELECT chain_id FROM users ORDER BY id").fetchall())
+    assert chains[0] == chains[1] == chains[2]
+
+
+def test_the_worker_under_an_application_that_reaps_children_itself(migrated, small_sets):
+    """With SIGCHLD ignored the kernel reaps the worker: the committed seed still succeeds."""
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        result = embeddb.seed.run(migrated, "small", directory=small_sets, parallel=True)
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+    assert result.counts["users"] == SMALL.users
+
+
+def test_rows_that_cannot_cross_to_the_worker_say_what_to_do(migrated, small_sets):
+    """A blob's database value (a memoryview or psycopg2 Binary) cannot be pickled."""
+    (small_sets / "blobs.py").write_text(
+        "import peewee\n"
+        "from embeddb.models import BaseModel\n"
+        "class Attachment(BaseModel):\n"
+        "    data = peewee.BlobField()\n"
+        "PARALLEL = True\n"
+        "def build(seed):\n"
+        "    return [(Attachment, [{'data': b'\\x00\\x01'}])]\n")
+    attachment = embeddb.seed.load("blobs", small_sets).__globals__["Attachment"]
+    migrated.bind([attachment])
+    migrated.create_tables([attachment])
+    with pytest.raises(SeedError, match="rows of attachment cannot be sent to the worker "
+                                        "process.*--no-parallel"):
+        embeddb.seed.run(migrated, "blobs", directory=small_sets)
+    assert migrated.execute_sql("SELECT count(*) FROM attachment").fetchone()[0] == 0
+    embeddb.seed.run(migrated, "blobs", directory=small_sets, parallel=False)
+    assert migrated.execute_sql("SELECT count(*) FROM attachment").fetchone()[0] == 1
 
 
 def test_a_write_failure_stops_the_worker_early(migrated, small_sets):
@@ -276,7 +343,7 @@ def test_a_write_failure_stops_the_worker_early(migrated, small_sets):
     before = _children()
     started = time.perf_counter()
     with pytest.raises(embeddb.IntegrityError):
-        embeddb.seed.run(migrated, "early_clash", directory=small_sets)
+        embeddb.seed.run(migrated, "early_clash", directory=small_sets, parallel=True)
     assert time.perf_counter() - started < 5  # 780k rows would take far longer to make
     assert _children() == before
     assert migrated.execute_sql("SELECT count(*) FROM users").fetchone()[0] == 0

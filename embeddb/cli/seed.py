@@ -21,6 +21,12 @@ def _seeds_option(fn: Callable[..., Any]) -> Callable[..., Any]:
                         help="Seed sets folder (default: $EMBEDDB_SEEDS_DIR or ./seeds).")(fn)
 
 
+def _parallel_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--parallel/--no-parallel", default=None,
+                        help="Generate rows in a worker process while writing (default: what "
+                             "the seed set's PARALLEL says).")(fn)
+
+
 def _seed_value_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--seed", "seed_value", type=int, default=seed_api.DEFAULT_SEED,
                         show_default=True, help="Generate this data set (same seed, same rows).")(fn)
@@ -66,14 +72,15 @@ def _summary(result: seed_api.SeedResult) -> dict[str, Any]:
 @json_option
 @click.option("--fresh", is_flag=True, help="Empty the set's tables first.")
 @click.option("--force", is_flag=True, help="Allow the production set.")
+@_parallel_option
 def seed(env: str, seeds_dir: str | None, seed_value: int, as_json: bool, fresh: bool,
-         force: bool) -> None:
+         force: bool, parallel: bool | None) -> None:
     """Load seed set ENV (dev, test, staging, production) idempotently."""
     bar = _Bar(not as_json)
     try:
         _, folder = setup_api.folders(None, seeds_dir)
         result = seed_api.run(database(), env, directory=folder, seed=seed_value, fresh=fresh,
-                              force=force, progress=bar)
+                              force=force, progress=bar, parallel=parallel)
     finally:
         bar.close()
     if as_json:
@@ -95,15 +102,16 @@ def seed(env: str, seeds_dir: str | None, seed_value: int, as_json: bool, fresh:
 @click.option("--env", default="dev", show_default=True, help="Seed set to load.")
 @click.option("--force", is_flag=True, help="Allow the production seed set.")
 @click.option("--no-backup", is_flag=True, help="Skip the safety copy before migrating.")
+@_parallel_option
 def setup(directory: str | None, seeds_dir: str | None, seed_value: int, as_json: bool,
-          env: str, force: bool, no_backup: bool) -> None:
+          env: str, force: bool, no_backup: bool, parallel: bool | None) -> None:
     """Create the database if needed, migrate it, seed it, and summarise."""
     bar = _Bar(not as_json)
     try:
         result = setup_api.run(
             database(), env, migrations=directory, seeds=seeds_dir, seed_value=seed_value,
             force=force, backup=not no_backup, migrate_progress=migration_printer(as_json),
-            seed_progress=bar)
+            seed_progress=bar, parallel=parallel)
     finally:
         bar.close()
     if as_json:

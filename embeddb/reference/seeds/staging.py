@@ -2,6 +2,9 @@
 
 from embeddb.reference.fixtures import Sizes, marketplace
 
+#: Rows are pure data derived from the seed: a worker process may generate them.
+PARALLEL = True
+
 
 def build(seed: int):
     return marketplace(seed, Sizes().scaled(10))
