@@ -107,7 +107,7 @@ class Engine:
         case it goes through :meth:`execute_sql` like everything else.
         """
         state = self._state
-        if self.query_hooks or state.closed or _peewee_logger.isEnabledFor(logging.DEBUG):
+        if state.closed or self.observed:
             return self.execute_sql(sql, params)
         cursor = state.conn.cursor()
         try:

@@ -105,8 +105,9 @@ class Dialect:
         allows. False when there is no such path here: the caller then runs the script
         statement by statement.
 
-        :raises DatabaseError: a statement or ``finish`` failed; the transaction was rolled
-            back. Which statement is not known: running it statement by statement tells.
+        :raises DatabaseError: a statement failed and the transaction was rolled back; which
+            one is not known: running the script statement by statement tells. An error raised
+            by ``finish`` propagates as it is, after the same rollback.
         """
         return False
 

@@ -585,3 +585,39 @@ def test_postgres_create_index_concurrently_while_holding_the_lock(pg, folder):
     assert valid == [(True,)]
     assert migrate.down(pg, folder).names == ["0002_idx"]
     assert rows(pg, "SELECT to_regclass('t_x')") == [(None,)]
+
+
+def test_plain_sqlite_scripts_take_the_one_call_path(tmp_path, folder, monkeypatch):
+    """Only scripts without transaction words or parameter markers go in one call."""
+    from embeddb.dialect import SqliteDialect
+
+    taken: list[str] = []
+    original = SqliteDialect.run_script
+
+    def spy(self, db, script, finish):
+        done = original(self, db, script, finish)
+        if done:
+            taken.append(script.strip().splitlines()[0])
+        return done
+
+    monkeypatch.setattr(SqliteDialect, "run_script", spy)
+    write(folder, "0001_plain.up.sql", "CREATE TABLE a (x INT);\nINSERT INTO a VALUES (1);\n")
+    write(folder, "0002_words.up.sql", "CREATE TABLE b (x INT);\n"
+          "CREATE TRIGGER b_t AFTER INSERT ON b BEGIN SELECT 1; END;\n")
+    write(folder, "0003_marker.up.sql", "CREATE TABLE c (x TEXT DEFAULT 'a?b');\n")
+    write(folder, "0004_plain.up.sql", "CREATE TABLE d (x INT);\n")
+    db = embeddb.connect(f"sqlite:///{tmp_path / 'x.db'}")
+    migrate.up(db, folder, backup=False)
+    assert taken == ["CREATE TABLE a (x INT);", "CREATE TABLE d (x INT);"]
+    assert {"a", "b", "c", "d"} <= tables(db)
+
+
+def test_a_stray_parameter_marker_is_an_error_not_a_null(sqlite_file_url, folder):
+    """executescript would store NULL for ``?``; the migration must fail the same way always."""
+    write(folder, "0001_settings.up.sql",
+          "CREATE TABLE settings (name TEXT, value TEXT);\n"
+          "INSERT INTO settings VALUES ('mode', ?);\n")
+    db = embeddb.connect(sqlite_file_url)
+    with pytest.raises(MigrationFailed, match="0001_settings.*line 2.*bindings"):
+        migrate.up(db, folder, backup=False)
+    assert "settings" not in tables(db) and migrate.current_version(db) is None

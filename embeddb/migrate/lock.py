@@ -7,8 +7,9 @@ lock or a locked row would keep a transaction open for the whole run and deadloc
 
 SQLite: an exclusive ``flock`` on a lock file beside the database (never on the database file
 itself, whose POSIX locks a close() of another descriptor would drop). Even a runner that bypassed
-the lock could not apply a version twice: each migration commits together with its bookkeeping
-row, whose INSERT fails on the primary key if that version was recorded meanwhile.
+the lock could not apply a transactional migration twice: it commits together with its
+bookkeeping row, whose INSERT fails on the primary key if that version was recorded meanwhile.
+A migration that commits on its own (no-transaction, or its own COMMIT) relies on the lock.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from ..errors import ChecksumMismatch, DatabaseError, MigrationError, MigrationF
 from . import history
 from .files import Migration, Part, discover, resolve_directory
 from .history import APPLIED, FAILED, Record
-from .script import Statement, may_control_transaction
+from .script import Statement, may_control_transaction, may_hold_parameters
 
 #: How long a second runner waits for the first before giving up (seconds).
 LOCK_TIMEOUT = 60.0
@@ -333,10 +333,11 @@ def _apply(db: Any, migration: Migration, replace: bool) -> Step | None:
     The plan comes from the history read under the migration lock, which every embeddb
     command that writes the history holds, so the history is not re-read here. A runner that
     did not take the lock (another tool, a database reached through two paths) still cannot
-    apply a version twice: the row's INSERT fails on the primary key and the transaction
-    rolls back with the migration's work. Only then, on that failure path, is the history
-    read again, to tell "applied meanwhile" (skipped, as the lock would have made it) from a
-    real error.
+    apply a transactional migration twice: the row's INSERT fails on the primary key and the
+    transaction rolls back with the migration's work. Only then, on that failure path, is the
+    history read again, to tell "applied meanwhile" (skipped, as the lock would have made it)
+    from a real error. A part that commits on its own (no-transaction, or its own COMMIT) is
+    checked just before it runs instead; only the lock fully protects those.
     """
     part = migration.up
     start = time.perf_counter()
@@ -362,20 +363,24 @@ def _apply(db: Any, migration: Migration, replace: bool) -> Step | None:
                 return None
             raise
     else:
+        if _applied_elsewhere(db, migration.version):  # its statements commit on their own
+            return None
         _run_outside(db, migration, part, statements, record, lambda: record(status=FAILED))
     return Step(migration.version, migration.label, "up", _ms(start), (), part.transaction)
 
 
 def _run_in_one_call(db: Any, part: Part, finish: Callable[[], None]) -> bool:
     """Run a transactional SQL part and ``finish`` through the dialect's one-call path, when it
-    has one and the script surely leaves the transaction alone; False otherwise.
+    has one and the script surely leaves the transaction alone and binds no parameters; False
+    otherwise.
 
     False too when it failed (and was rolled back): the statement-by-statement run that
     follows names the failing line, or finds the version applied meanwhile. A failing script
     thus runs twice, the price of not splitting every other one.
     """
     sql = part.sql
-    if sql is None or not part.transaction or may_control_transaction(sql):
+    if (sql is None or not part.transaction or may_control_transaction(sql)
+            or may_hold_parameters(sql)):
         return False
     try:
         return db.dialect.run_script(db, sql, finish)

@@ -47,6 +47,13 @@ def may_control_transaction(text: str) -> bool:
             and _TRANSACTION_WORD.search(text) is not None)
 
 
+def may_hold_parameters(text: str) -> bool:
+    """Whether ``text`` might hold a parameter marker (``?``, ``:name``, ``@name``,
+    ``$name``). ``executescript`` would bind such a marker as NULL without a word, where
+    running the statement on its own reports it; so False is certain, True only maybe."""
+    return any(mark in text for mark in "?:@$")
+
+
 def normalize(text: str) -> str:
     """Drop a byte-order mark and turn CRLF / CR line endings into LF."""
     return text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
