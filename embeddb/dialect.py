@@ -178,15 +178,11 @@ class SqliteDialect(Dialect):
         """SQLite builds an index from sorted data several times faster than it maintains it
         row by row, and its DDL is transactional, so a failed load restores the indexes.
         (PostgreSQL keeps the default: DROP INDEX would lock readers out for the whole load.)"""
-        names = [row[1] for row in db.execute_sql(f"PRAGMA index_list({quote(table)})")
-                 if row[3] == "c" and not row[2]]
-        if not names:
-            return []
-        marks = ", ".join("?" * len(names))
-        found = dict(db.execute_sql(
-            f"SELECT name, sql FROM sqlite_master WHERE type = 'index' AND name IN ({marks})",
-            names).fetchall())
-        return [(name, found[name]) for name in names if found.get(name)]
+        return db.execute_sql(
+            "SELECT m.name, m.sql FROM pragma_index_list(?) AS l "
+            "JOIN sqlite_master AS m ON m.type = 'index' AND m.name = l.name "
+            "WHERE l.origin = 'c' AND NOT l.\"unique\" AND m.sql IS NOT NULL", (table,)
+        ).fetchall()
 
     def search_terms(self, words: list[str]) -> str:
         # Each word quoted as an FTS5 string: operators typed by a user stay plain words.

@@ -180,9 +180,8 @@ def _write(
                 repo = Repository(model, db)
                 batches = (worker.batches() if worker is not None
                            else repo.upsert_batches(rows, ["id"], batch_size=BATCH_ROWS))
-                counted = _counting(batches, name, progress)
                 with _indexes_built_after(db, name):
-                    result.written[name] = repo.write_batches(counted)
+                    result.written[name] = repo.write_batches(_reported(batches, name, progress))
     finally:
         if worker is not None:
             worker.close()
@@ -202,18 +201,13 @@ def _indexes_built_after(db: Any, table: str) -> Iterator[None]:
         db.execute_sql(create)
 
 
-class _counting:
+def _reported(batches: Iterable[UpsertBatch], table: str,
+              progress: Progress | None) -> Iterator[UpsertBatch]:
     """Pass batches through, reporting each one's rows as progress."""
-
-    def __init__(self, batches: Iterable[UpsertBatch], table: str,
-                 progress: Progress | None) -> None:
-        self.batches, self.table, self.progress = batches, table, progress
-
-    def __iter__(self) -> Iterator[UpsertBatch]:
-        for batch in self.batches:
-            yield batch
-            if self.progress is not None:
-                self.progress(self.table, len(batch.rows))
+    for batch in batches:
+        yield batch
+        if progress is not None:
+            progress(table, len(batch.rows))
 
 
 def _can_fork() -> bool:
