@@ -120,3 +120,10 @@ def translate(exc: Exception, redact: str | None = None) -> Exception:
         if isinstance(exc, source):
             return target(message)
     return exc
+
+
+# -- backup safety (issue 11: prune, restore ownership, corruption reports) --
+
+
+class SourceCorrupt(BackupError):
+    """The database to back up fails ``PRAGMA quick_check``: no backup is written without force."""

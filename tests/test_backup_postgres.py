@@ -87,8 +87,8 @@ def test_garbage_archive_with_matching_manifest_fails_pg_restore_list(shop, tmp_
     backup = create_backup(shop, directory=str(tmp_path))
     Path(backup.path).write_bytes(b"not a dump" * 100)
     record = manifest.read(backup.path)
-    record.size = os.path.getsize(backup.path)
-    record.sha256 = manifest.files.sha256_file(backup.path)
+    record.size = record.data_size = os.path.getsize(backup.path)
+    record.sha256 = record.data_sha256 = manifest.files.sha256_file(backup.path)
     manifest.write(backup.path, record)
     with pytest.raises(BackupCorrupt, match="pg_dump archive"):
         verify_backup(backup.path, shop)

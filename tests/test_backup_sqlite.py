@@ -410,12 +410,13 @@ def test_list_newest_first_and_prune(shop: Path, tmp_path: Path) -> None:
     assert all(e["size"] > 0 and e["age_seconds"] >= 0 for e in listed)
 
     dry = prune_backups(folder, keep=2, dry_run=True)
-    assert dry["removed"] == made[:2][::-1] and all(os.path.exists(p) for p in made)
+    # made[0] is the only one that passed `backup verify`: it stays whatever --keep says
+    assert dry["removed"] == [made[1]] and all(os.path.exists(p) for p in made)
     assert prune_backups(folder, keep=1, older_than="1h")["removed"] == []
     done = prune_backups(folder, keep=2)
-    assert [e["path"] for e in list_backups(folder)] == made[2:][::-1]
+    assert [e["path"] for e in list_backups(folder)] == [made[3], made[2], made[0]]
     assert not any(os.path.exists(p) for p in done["removed"])
-    assert prune_backups(folder, older_than="0s")["kept"] == []
+    assert prune_backups(folder, older_than="0s")["kept"] == [made[3], made[0]]
 
 
 # -- CLI ----------------------------------------------------------------------------------------
@@ -441,9 +442,15 @@ def test_cli_create_list_verify_prune_restore(shop: Path, tmp_path: Path) -> Non
     assert restored.exit_code == 0, restored.output
     assert "previous data kept at" in restored.output
 
+    later = [create_backup(embeddb.connect(url), directory=folder).path for _ in range(2)]
     pruned = runner.invoke(cli, ["--db", url, "backup", "prune", "--dir", folder, "--keep", "0",
                                  "--dry-run"])
-    assert pruned.exit_code == 0 and "would remove" in pruned.output and os.path.exists(path)
+    assert pruned.exit_code == 0, pruned.output
+    assert pruned.output.splitlines() == [
+        f"would delete {later[0]}: beyond the newest 1 good backup",
+        "1 backup(s) would delete, 2 kept",
+    ]
+    assert all(os.path.exists(p) for p in [path, *later])
 
 
 def test_cli_corrupt_backup_is_one_error_line(shop: Path, tmp_path: Path) -> None:

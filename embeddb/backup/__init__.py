@@ -18,7 +18,7 @@ from typing import Any
 
 from ..cache.tiered import forget
 from ..errors import BackupCorrupt, BackupError, ConfigurationError
-from . import catalog, manifest, postgres, sqlite
+from . import catalog, manifest, ownership, postgres, retention, sqlite
 from .catalog import parse_age
 from .files import Progress, no_progress
 from .manifest import Manifest
@@ -60,28 +60,63 @@ def create_backup(
     out: str | None = None,
     compress: bool = False,
     progress: Progress = no_progress,
+    force: bool = False,
 ) -> Backup:
     """Take a consistent backup of the live ``db`` while other connections keep writing.
 
     It goes to ``out``, or to a timestamped file in ``directory`` (default
-    :func:`default_directory`), written to a temp name, fsynced and renamed, mode 0600.
-    ``compress`` gzips SQLite backups (pg_dump archives are compressed already).
+    :func:`default_directory`), written to a temp name, fsynced and renamed, mode 0600 (given
+    to the database file's owner when root backs up another user's database).
+    ``compress`` gzips SQLite backups (pg_dump archives are compressed already). A SQLite
+    snapshot that fails ``PRAGMA quick_check`` is refused unless ``force``; then the manifest
+    records the failure (``source_check``) and ``prune`` never counts the backup as good.
 
-    :raises BackupError: the target exists, or the snapshot or dump failed.
+    :raises SourceCorrupt: the SQLite database fails quick_check (and not ``force``).
+    :raises BackupError: the target exists or cannot be written, there is nothing to back up,
+        or the snapshot or dump failed.
     :raises ToolNotFound: pg_dump is not on PATH (PostgreSQL).
     """
     driver = _driver(db.dialect.backup_format)
+    driver.check_source(db)
     if out:
         final = os.path.abspath(out)
-        if os.path.exists(final):
-            raise BackupError(f"{final} already exists: choose another --out or remove it")
-        os.makedirs(os.path.dirname(final), mode=0o700, exist_ok=True)
+        if os.path.lexists(final):
+            raise BackupError(f"{out} already exists: choose another --out or remove it")
+        folder = os.path.dirname(final)
+        shown = os.path.dirname(out) or "."
     else:
         folder = os.path.abspath(directory or driver.default_directory(db))
-        os.makedirs(folder, mode=0o700, exist_ok=True)
+        shown = directory or folder
+    owner = driver.file_owner(db)
+    _make_directory(folder, shown, owner)
+    if not out:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         final = os.path.join(folder, f"{driver.source_name(db)}-{stamp}{driver.extension(compress)}")
-    return Backup(final, driver.create(db, final, compress, progress))
+    try:
+        record = driver.create(db, final, compress, progress, force=force)
+        ownership.give([final, manifest.sidecar(final)], owner)
+    except OSError as exc:
+        raise BackupError(f"cannot write the backup {out or final}: {exc.strerror}") from exc
+    return Backup(final, record)
+
+
+def _make_directory(folder: str, shown: str, owner: tuple[int, int] | None) -> None:
+    """Create the backup directory (0700, given to ``owner``) unless it exists.
+
+    :raises BackupError: it cannot be created, or a file is in the way; names ``shown``.
+    """
+    if os.path.isdir(folder):
+        return
+    missing = []
+    parent = folder
+    while parent and not os.path.exists(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        ownership.give(missing, owner)
+    except OSError as exc:
+        raise BackupError(f"cannot create the backup directory {shown}: {exc.strerror}") from exc
 
 
 def verify_backup(path: str, db: Any = None, progress: Progress = no_progress) -> dict[str, Any]:
@@ -105,9 +140,12 @@ def verify_backup(path: str, db: Any = None, progress: Progress = no_progress) -
     return {"path": os.path.abspath(path), "ok": True, "checks": checks, **asdict(record)}
 
 
-def list_backups(directory: str) -> list[dict[str, Any]]:
-    """The backups in ``directory``, newest first, with size, age, schema version, verified state."""
-    return catalog.entries(directory)
+def list_backups(directory: str, missing_ok: bool = False) -> list[dict[str, Any]]:
+    """The backups in ``directory``, newest first, with size, age, schema version, verified state.
+
+    :raises BackupError: ``directory`` does not exist (an empty list with ``missing_ok``).
+    """
+    return catalog.entries(directory, missing_ok)
 
 
 def restore_backup(
@@ -145,11 +183,18 @@ def prune_backups(
     keep: int | None = None,
     older_than: timedelta | str | None = None,
     dry_run: bool = False,
+    kind: str | None = None,
 ) -> dict[str, Any]:
-    """Delete old backups (see :func:`embeddb.backup.catalog.prune`); ``dry_run`` only lists.
+    """Delete old backups; ``dry_run`` only says what would go and why.
 
-    :raises ConfigurationError: neither ``keep`` nor ``older_than``, or an unreadable age.
+    Per database: the newest ``keep`` *good* backups stay (every kind counted together), the
+    newest good one always stays, and with ``older_than`` only older ones go. ``kind``
+    (``regular``, ``premigrate``, ``prerestore``) limits the prune to that kind. The rules and
+    their cost are in :mod:`embeddb.backup.retention`.
+
+    :raises ConfigurationError: neither ``keep`` nor ``older_than``, an unreadable age or kind.
+    :raises BackupError: ``directory`` does not exist.
     """
     if isinstance(older_than, str):
         older_than = parse_age(older_than)
-    return catalog.prune(directory, keep, older_than, dry_run)
+    return retention.prune(directory, keep, older_than, dry_run, kind)

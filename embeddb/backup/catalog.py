@@ -1,4 +1,4 @@
-"""The backups in a directory: listing them newest first, and pruning by count or age."""
+"""The backups in a directory: listing them newest first, and what killed backups left behind."""
 
 from __future__ import annotations
 
@@ -12,6 +12,16 @@ from typing import Any
 from ..errors import BackupError, ConfigurationError
 from . import files, manifest
 
+
+def retention_kind(path: str) -> str:
+    """``premigrate`` (taken by ``migrate``), ``prerestore`` (by ``restore``) or ``regular``."""
+    name = os.path.basename(path)
+    if "-premigrate-" in name:
+        return "premigrate"
+    if ".pre-restore-" in name:
+        return "prerestore"
+    return "regular"
+
 _TEMP = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}" + re.escape(files.TEMP_SUFFIX) + "$")
 
 
@@ -20,10 +30,18 @@ _TEMP = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}" + re.escape(files.TEMP_SUFFIX) + 
 ORPHAN_AGE = 600.0
 
 
-def entries(directory: str) -> list[dict[str, Any]]:
-    """Every complete backup in ``directory`` (data file and manifest), newest first."""
+def entries(directory: str, missing_ok: bool = False) -> list[dict[str, Any]]:
+    """Every complete backup in ``directory`` (data file and manifest), newest first.
+
+    ``file`` is the name on disk (the manifest's ``file`` is the name it was written under).
+
+    :raises BackupError: ``directory`` does not exist (unless ``missing_ok``) or is no directory.
+    """
     if not os.path.isdir(directory):
-        return []
+        if missing_ok and not os.path.exists(directory):
+            return []
+        what = "is not a directory" if os.path.exists(directory) else "does not exist"
+        raise BackupError(f"backup directory {directory} {what}: pass --dir DIR")
     now = datetime.now(UTC)
     found = []
     for name in os.listdir(directory):
@@ -39,7 +57,8 @@ def entries(directory: str) -> list[dict[str, Any]]:
         created = datetime.fromisoformat(record.created_at)
         found.append({
             "path": path,
-            "file": record.file,
+            "file": os.path.basename(path),
+            "kind": retention_kind(path),
             "format": record.format,
             "created_at": record.created_at,
             "age_seconds": round((now - created).total_seconds(), 1),
@@ -55,56 +74,8 @@ def entries(directory: str) -> list[dict[str, Any]]:
     return found
 
 
-def prune(
-    directory: str,
-    keep: int | None = None,
-    older_than: timedelta | None = None,
-    dry_run: bool = False,
-) -> dict[str, Any]:
-    """Remove old backups: all but the newest ``keep``, and/or those older than ``older_than``.
-
-    With both, the newest ``keep`` always stay and the rest go only when older than the age.
-    Leftovers of killed backups (orphan manifests, temp files of dead processes) go too.
-
-    :raises ConfigurationError: neither ``keep`` nor ``older_than`` was given, or keep < 0.
-    """
-    if keep is None and older_than is None:
-        raise ConfigurationError("prune needs --keep N and/or --older-than AGE (e.g. 30d)")
-    if keep is not None and keep < 0:
-        raise ConfigurationError("--keep must be 0 or more")
-    backups = entries(directory)
-    candidates = _beyond_keep(backups, keep) if keep is not None else backups
-    if older_than is not None:
-        cutoff = datetime.now(UTC) - older_than
-        candidates = [e for e in candidates if datetime.fromisoformat(e["created_at"]) < cutoff]
-    leftovers = _leftovers(directory)
-    if not dry_run:
-        for entry in candidates:
-            files.discard(entry["path"])
-            files.discard(manifest.sidecar(entry["path"]))
-        for path in leftovers:
-            files.discard(path)
-    doomed = {e["path"] for e in candidates}
-    return {
-        "dry_run": dry_run,
-        "removed": [e["path"] for e in candidates],
-        "kept": [e["path"] for e in backups if e["path"] not in doomed],
-        "leftovers": leftovers,
-    }
-
-
-def _beyond_keep(backups: list[dict[str, Any]], keep: int) -> list[dict[str, Any]]:
-    """All but the newest ``keep`` of each kind: per source database, with pre-migration
-    safety copies counted apart, so one database's backups never push out another's."""
-    groups: dict[tuple[Any, bool], list[dict[str, Any]]] = {}
-    for entry in backups:  # newest first
-        key = (entry.get("source"), "-premigrate-" in os.path.basename(entry["path"]))
-        groups.setdefault(key, []).append(entry)
-    doomed = {id(e) for group in groups.values() for e in group[keep:]}
-    return [e for e in backups if id(e) in doomed]
-
-
-def _leftovers(directory: str) -> list[str]:
+def leftovers(directory: str) -> list[str]:
+    """Remains of killed backups: old orphan manifests and temp files of dead processes."""
     if not os.path.isdir(directory):
         return []
     found = []
@@ -114,7 +85,7 @@ def _leftovers(directory: str) -> list[str]:
                 and _older_than(path, ORPHAN_AGE)):  # younger: a backup about to rename its data
             found.append(path)
         match = _TEMP.match(name)
-        if match and not _alive(int(match.group(1))):
+        if match and not files.alive(int(match.group(1))):
             found.append(path)
     return found
 
@@ -124,16 +95,6 @@ def _older_than(path: str, seconds: float) -> bool:
         return time.time() - os.path.getmtime(path) > seconds
     except OSError:
         return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def parse_age(text: str) -> timedelta:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
+
+from . import ownership
 
 #: 1 MiB reads keep memory flat whatever the database size and cost nothing in speed.
 CHUNK = 1024 * 1024
@@ -74,12 +77,42 @@ def staged(final: str) -> Iterator[str]:
 
 
 def write_bytes(final: str, data: bytes) -> None:
-    """Write ``data`` to ``final`` durably and atomically (0600)."""
+    """Write ``data`` to ``final`` durably and atomically: 0600, or the owner, group and mode
+    of the file it replaces (a manifest root rewrites stays its owner's)."""
+    try:
+        previous = os.stat(final)
+    except FileNotFoundError:
+        previous = None
     with staged(final) as temp:
         fd = create_private(temp)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        if previous is not None:
+            ownership.like(temp, previous)
         commit(temp, final)
+
+
+def stale_temps(final: str) -> list[str]:
+    """Temp files for ``final`` left by processes that are gone (killed mid-write)."""
+    directory, name = os.path.split(os.path.abspath(final))
+    pattern = re.compile(r"^\." + re.escape(name) + r"\.(\d+)-[0-9a-f]{8}" + re.escape(TEMP_SUFFIX) + "$")
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return [os.path.join(directory, n) for n in sorted(names)
+            if (m := pattern.match(n)) and not alive(int(m.group(1)))]
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a temp file named after it may still be written)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def sha256_file(path: str, phase: str = "hashing", progress: Progress = no_progress) -> str:

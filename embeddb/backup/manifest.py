@@ -44,6 +44,9 @@ class Manifest:
     verified_at: str | None = None
     verified: bool | None = None  # None: never verified
     verify_error: str | None = None
+    # PRAGMA quick_check of the snapshot: "ok", or what failed (written only with --force);
+    # None for PostgreSQL and for backups of embeddb versions that did not check
+    source_check: str | None = None
     manifest_version: int = MANIFEST_VERSION
 
     def to_json(self) -> str:
@@ -119,9 +122,10 @@ def schema_version_of(db: Any) -> int | None:
 
 
 def check_file(path: str, record: Manifest, progress: Progress) -> None:
-    """Compare the size and sha256 of ``path`` with its manifest.
+    """Compare the size and sha256 of ``path`` with its manifest; an uncompressed file is its
+    own data, so ``data_size`` and ``data_sha256`` must match it too.
 
-    :raises BackupCorrupt: they differ (the file was truncated or altered).
+    :raises BackupCorrupt: they differ (the file was truncated or altered, or the manifest was).
     """
     size = os.path.getsize(path)
     if size != record.size:
@@ -134,4 +138,10 @@ def check_file(path: str, record: Manifest, progress: Progress) -> None:
         raise BackupCorrupt(
             f"{path} fails its checksum (sha256 {sha[:16]}..., manifest {record.sha256[:16]}...): "
             "the file was damaged after it was written; use another backup"
+        )
+    if record.compression is None and (sha, size) != (record.data_sha256, record.data_size):
+        raise BackupCorrupt(
+            f"{path} does not match the data checksum in its manifest (data_sha256 "
+            f"{record.data_sha256[:16]}..., file {sha[:16]}...): the file or its manifest was "
+            "altered; use another backup"
         )

@@ -39,6 +39,15 @@ def default_directory(db: Any) -> str:
     return os.path.abspath("backups")
 
 
+def check_source(db: Any) -> None:
+    """Nothing to refuse up front: pg_dump reports its own failures."""
+
+
+def file_owner(db: Any) -> tuple[int, int] | None:
+    """A server database has no file whose owner the backup should follow."""
+    return None
+
+
 def tool(name: str) -> str:
     """The path of a PostgreSQL client program.
 
@@ -76,8 +85,12 @@ def _stderr_of(handle: IO[bytes], password: str | None) -> str:
 # -- create -------------------------------------------------------------------------------------
 
 
-def create(db: Any, final: str, compress: bool, progress: Progress) -> Manifest:
+def create(
+    db: Any, final: str, compress: bool, progress: Progress, force: bool = False
+) -> Manifest:
     """``pg_dump -Fc`` of ``db`` (its schema only with ``?schema=``) into ``final``.
+
+    ``force`` changes nothing: the server checks its pages itself as pg_dump reads them.
 
     :raises ToolNotFound: pg_dump is not on PATH.
     :raises BackupError: pg_dump failed (its message is included).

@@ -21,8 +21,8 @@ from urllib.parse import quote
 import peewee
 
 from .. import __version__
-from ..errors import BackupCorrupt, BackupError, ConfigurationError, DatabaseInUse
-from . import files, manifest
+from ..errors import BackupCorrupt, BackupError, ConfigurationError, DatabaseInUse, SourceCorrupt
+from . import files, manifest, ownership
 from .files import CHUNK, Progress
 from .manifest import Manifest
 
@@ -55,18 +55,50 @@ def default_directory(db: Any) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(db.url.path)), "backups")
 
 
+def check_source(db: Any) -> None:
+    """Refuse an empty in-memory database: a new connection to ``:memory:`` (every CLI run) is
+    one, and a backup of it would only look like a backup.
+
+    :raises BackupError: ``db`` is in memory and holds no schema.
+    """
+    if db.is_memory and not db.execute_sql("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        raise BackupError(
+            f"{db.url.redacted()} is an empty in-memory database: nothing to back up "
+            "(it lives only inside the process that made it; back up a file database)"
+        )
+
+
+def file_owner(db: Any) -> tuple[int, int] | None:
+    """The owner to give backups of ``db``: its file's, when root backs up another user's."""
+    return None if db.is_memory else ownership.foreign_owner(os.path.abspath(db.url.path))
+
+
 # -- create -------------------------------------------------------------------------------------
 
 
-def create(db: Any, final: str, compress: bool, progress: Progress) -> Manifest:
+def create(
+    db: Any, final: str, compress: bool, progress: Progress, force: bool = False
+) -> Manifest:
     """Snapshot ``db`` into ``final`` (gzip-compressed if asked) and write its manifest.
 
+    The snapshot must pass ``PRAGMA quick_check`` (it is the database as of the backup, and
+    checking the private copy holds no lock on the live file); with ``force`` a failure is
+    only recorded in the manifest's ``source_check``.
+
+    :raises SourceCorrupt: quick_check failed and not ``force``.
     :raises BackupError: the snapshot could not be taken or written.
     """
     with files.staged(final) as temp:
         snapshot = files.temp_path(final) if compress else temp
         try:
             _snapshot(db, snapshot, progress)
+            source_check = _quick_check(snapshot)
+            if source_check != "ok" and not force:
+                raise SourceCorrupt(
+                    f"{db.url.path} fails PRAGMA quick_check ({source_check}): no backup was "
+                    "written; see embeddb maintenance integrity, or pass --force to back it "
+                    "up as it is"
+                )
             facts = _describe(snapshot)
             if compress:
                 digests = _compress(snapshot, temp, progress)
@@ -91,6 +123,7 @@ def create(db: Any, final: str, compress: bool, progress: Progress) -> Manifest:
             sha256=sha,
             data_size=data_size,
             data_sha256=data_sha,
+            source_check=source_check,
             **facts,
         )
         # Manifest first: the data file appears at its final name only once everything is done.
@@ -128,6 +161,18 @@ def _snapshot(db: Any, target: str, progress: Progress) -> None:
     finally:
         source.close()
     progress("snapshot", estimate, estimate)
+
+
+def _quick_check(path: str) -> str:
+    """``ok``, or the first problems ``PRAGMA quick_check`` finds in the snapshot at ``path``."""
+    conn = sqlite3.connect(_readonly_uri(path), uri=True)
+    try:
+        rows = [row[0] for row in conn.execute("PRAGMA quick_check(20)")]
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    finally:
+        conn.close()
+    return "ok" if rows == ["ok"] else "; ".join(rows[:5])
 
 
 def _readonly_uri(path: str) -> str:
@@ -186,7 +231,7 @@ def verify(
     try:
         if target is not None:
             _expand(path, target, record, progress)
-        checks = _integrity(target or path, record)
+        checks = _integrity(target or path, record, path)
     finally:
         if copy_to is None and target is not None:
             files.discard(target)
@@ -220,9 +265,12 @@ def _inflate(decompressor: Any, chunk: bytes, path: str) -> bytes:
         raise BackupCorrupt(f"{path} cannot be decompressed ({exc}): use another backup") from exc
 
 
-def _integrity(path: str, record: Manifest) -> dict[str, Any]:
+def _integrity(path: str, record: Manifest, shown: str) -> dict[str, Any]:
+    """integrity_check and foreign_key_check of the database at ``path``; errors name ``shown``
+    (the backup file, not the temp copy it was expanded into)."""
+    path, check = shown, path
     try:
-        conn = sqlite3.connect(_readonly_uri(path), uri=True)
+        conn = sqlite3.connect(_readonly_uri(check), uri=True)
     except sqlite3.Error as exc:
         raise BackupCorrupt(f"{path} cannot be opened as SQLite: {exc}") from exc
     try:
@@ -254,31 +302,53 @@ def restore(
     """Verify ``path``, keep the current file as a safety copy, and install the backup atomically.
 
     The live database is touched only after every check passed and an exclusive lock is held.
+    The installed file keeps the owner, group and mode of the file it replaces (a new one gets
+    what SQLite would give it). An empty or missing database is not kept as a safety copy.
 
     :raises BackupCorrupt: the backup is damaged (the live database is left as it was).
     :raises DatabaseInUse: another connection or process has the database open.
+    :raises BackupError: a file could not be read or written (the message names which).
     """
     if db.is_memory:
         raise ConfigurationError(
             "cannot restore into an in-memory database: restore into a file (--db sqlite:///x.db)"
         )
     target = os.path.abspath(db.url.path)
+    for stale in files.stale_temps(target):  # a restore killed earlier left its copy
+        files.discard(stale)
     staging = files.temp_path(target)
     try:
-        checks = verify(path, record, progress, copy_to=staging)
+        checks = _verify_into(path, record, progress, staging, db.url.path)
         db.close()  # only now: closing the last connection checkpoints the live WAL
         safety = None
         progress("install", 0, None)
         if os.path.exists(target):
             _refuse_if_open(target)
             with _exclusive(target) as conn:
-                safety = _safety_copy(conn, target, safety_dir)
-                _install(staging, target)
+                model = os.stat(target)
+                if _has_content(conn):  # an empty file (e.g. just created by connect) is not kept
+                    safety = _safety_copy(conn, target, safety_dir)
+                _install(staging, target, model)
         else:
-            _install(staging, target)
+            _install(staging, target, None)
+        progress("install", 1, 1)
     finally:
         files.discard(staging)
     return {"restored": target, "from": path, "safety_copy": safety, "checks": checks}
+
+
+def _verify_into(
+    path: str, record: Manifest, progress: Progress, staging: str, shown: str
+) -> dict[str, Any]:
+    try:
+        return verify(path, record, progress, copy_to=staging)
+    except OSError as exc:
+        where = path if exc.filename == path else f"beside {shown}"
+        raise BackupError(f"cannot restore {path} into {shown}: {exc.strerror} ({where})") from exc
+
+
+def _has_content(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
 
 
 def _refuse_if_open(target: str) -> None:
@@ -343,15 +413,20 @@ def _safety_copy(conn: sqlite3.Connection, target: str, safety_dir: str | None) 
     conn.execute("BEGIN EXCLUSIVE")
     conn.execute("COMMIT")
     directory = safety_dir or os.path.dirname(target)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
     stamp = manifest.now_iso().replace(":", "").replace("-", "").replace("+0000", "Z")
-    name = os.path.basename(target)
-    safety = os.path.join(directory, f"{name}.pre-restore-{stamp}")
+    safety = os.path.join(directory, f"{os.path.basename(target)}.pre-restore-{stamp}")
     try:
-        os.link(target, safety)  # the old inode lives on under this name: no copy needed
-    except OSError:
-        _copy_file(target, safety)
-    files.fsync_path(directory)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        try:
+            os.link(target, safety)  # the old inode lives on under this name: no copy needed
+        except OSError:
+            _copy_file(target, safety)
+        files.fsync_path(directory)
+    except OSError as exc:
+        raise BackupError(
+            f"cannot keep the safety copy in {directory}: {exc.strerror} (nothing was restored; "
+            "pass --safety-dir DIR)"
+        ) from exc
     return safety
 
 
@@ -359,10 +434,16 @@ def _copy_file(source: str, final: str) -> None:
     with files.staged(final) as temp:
         with open(source, "rb") as src, os.fdopen(files.create_private(temp), "wb") as out:
             files.copy_stream(src, out, "safety copy", None, files.no_progress)
+        ownership.like(temp, os.stat(source))
         files.commit(temp, final)
 
 
-def _install(staging: str, target: str) -> None:
+def _install(staging: str, target: str, model: os.stat_result | None) -> None:
+    """Rename the checked copy over ``target``, dressed as the file it replaces (``model``)."""
+    if model is not None:
+        ownership.like(staging, model)
+    else:
+        os.chmod(staging, ownership.default_mode())
     files.commit(staging, target)
     for suffix in _SIDE_FILES:
         files.discard(target + suffix)

@@ -17,6 +17,7 @@ from ..backup import (
     postgres,
     prune_backups,
     restore_backup,
+    retention,
     verify_backup,
 )
 from .options import database, db_option, emit_json, json_option
@@ -125,19 +126,21 @@ def verify(file: str, as_json: bool) -> None:
 @click.option("--dir", "directory", metavar="DIR", help="Directory to list (default as create).")
 def list_(directory: str | None, as_json: bool) -> None:
     """List backups newest first with size, age, schema version and verified state."""
-    entries = list_backups(directory or default_directory(database()))
+    # An explicit --dir must exist; the default one appears with the first backup.
+    entries = list_backups(directory or default_directory(database()), missing_ok=not directory)
     if as_json:
         emit_json([{k: v for k, v in e.items() if k != "manifest"} for e in entries])
         return
     if not entries:
         click.echo("no backups")
         return
-    click.echo(f"{'created (UTC)':<27} {'age':>6} {'size':>10} {'schema':>7} {'verified':>8}  file")
+    click.echo(f"{'created (UTC)':<27} {'age':>6} {'size':>10} {'schema':>7} {'verified':>8} "
+               f"{'kind':<10}  file")
     for e in entries:
         verified = {True: "yes", False: "FAILED", None: "-"}[e["verified"]]
         click.echo(f"{e['created_at'][:26]:<27} {_age(e['age_seconds']):>6} "
                    f"{_size(e['size']):>10} {e['schema_version'] or '-'!s:>7} "
-                   f"{verified:>8}  {e['file']}")
+                   f"{verified:>8} {e['kind']:<10}  {e['file']}")
 
 
 @backup.command("restore")
@@ -166,18 +169,34 @@ def restore(file: str, yes: bool, safety_dir: str | None, as_json: bool) -> None
 @db_option
 @json_option
 @click.option("--dir", "directory", metavar="DIR", help="Directory to prune (default as create).")
-@click.option("--keep", type=click.IntRange(min=0), help="Keep the newest N backups.")
-@click.option("--older-than", metavar="AGE", help="Remove backups older than AGE (30d, 12h).")
-@click.option("--dry-run", is_flag=True, help="Only show what would be removed.")
-def prune(directory: str | None, keep: int | None, older_than: str | None, dry_run: bool,
-          as_json: bool) -> None:
-    """Remove old backups by count (--keep) and/or age (--older-than)."""
+@click.option("--keep", type=click.IntRange(min=0),
+              help="Keep the newest N good backups of each database, every kind counted "
+              "together (a backup that failed verification or no longer matches its manifest "
+              "does not count). The newest good backup always stays.")
+@click.option("--older-than", metavar="AGE", help="Remove only backups older than AGE (30d, 12h).")
+@click.option("--kind", type=click.Choice(retention.KINDS),
+              help="Prune only this kind: regular, premigrate (taken by migrate) or "
+              "prerestore (taken by restore). Default: all, counted together.")
+@click.option("--dry-run", is_flag=True, help="Only show what would be deleted, and why.")
+def prune(directory: str | None, keep: int | None, older_than: str | None, kind: str | None,
+          dry_run: bool, as_json: bool) -> None:
+    """Remove old backups by count (--keep) and/or age (--older-than), never the last good one.
+
+    Only the sizes are read, plus the sha256 of the backups kept in place of deleted ones
+    (skipped when `backup verify` passed since the file was written).
+    """
     age = parse_age(older_than) if older_than else None
-    result = prune_backups(directory or default_directory(database()), keep, age, dry_run)
+    folder = directory or default_directory(database())
+    result = prune_backups(folder, keep, age, dry_run, kind=kind)
     if as_json:
         emit_json(result)
         return
-    verb = "would remove" if dry_run else "removed"
-    for path in result["removed"] + result["leftovers"]:
-        click.echo(f"{verb} {path}")
+    for decision in result["decisions"]:
+        if decision["action"] != "kept":
+            click.echo(f"{decision['action']} {decision['path']}: {decision['reason']}")
+    verb = "would delete" if dry_run else "deleted"
+    for path in result["leftovers"]:
+        click.echo(f"{verb} {path}: left behind by a killed backup")
+    for warning in result["warnings"]:
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"{len(result['removed'])} backup(s) {verb}, {len(result['kept'])} kept")
