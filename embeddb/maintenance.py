@@ -24,7 +24,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from .errors import DatabaseError, MaintenanceError
+from .errors import ConnectionFailed, DatabaseError, MaintenanceError
 from .models import utcnow
 
 #: rows deleted per transaction: short enough that writers never wait long for the lock
@@ -113,6 +113,34 @@ def cleanup(
 
 # -- per backend ----------------------------------------------------------------------------------
 
+#: SQLite's result codes for a damaged file: SQLITE_CORRUPT and SQLITE_NOTADB
+_DAMAGED = (11, 26)
+
+
+_SQLITE_CHECKS = ("PRAGMA integrity_check (pages, b-trees, indexes, NOT NULL, CHECK)",
+                  "PRAGMA foreign_key_check")
+
+
+def damage_report(exc: BaseException) -> dict[str, Any] | None:
+    """The failed :func:`integrity` report for a SQLite file too damaged to open or read
+    (``exc`` raised by opening or querying it); None when ``exc`` is no sign of damage."""
+    damage = corruption(exc)
+    if damage is None:
+        return None
+    return {"task": "integrity", "ok": False,
+            "problems": [f"the database cannot be read: {damage}"], "checks": list(_SQLITE_CHECKS)}
+
+
+def corruption(exc: BaseException | None) -> str | None:
+    """SQLite's message when ``exc`` (or its cause) says the file is damaged, else None."""
+    while exc is not None:
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF in _DAMAGED:
+            return str(exc)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 
 class SqliteTasks:
     """What each maintenance task means on SQLite."""
@@ -153,14 +181,22 @@ class SqliteTasks:
         }
 
     def integrity(self, db: Any) -> dict[str, Any]:
-        problems = [r[0] for r in db.execute_sql("PRAGMA integrity_check").fetchall() if r[0] != "ok"]
-        for table, rowid, parent, _ in db.execute_sql("PRAGMA foreign_key_check").fetchall():
-            problems.append(f"foreign key violation: {table} rowid {rowid} -> missing {parent} row")
-        return {
-            "task": "integrity", "ok": not problems, "problems": problems,
-            "checks": ["PRAGMA integrity_check (pages, b-trees, indexes, NOT NULL, CHECK)",
-                       "PRAGMA foreign_key_check"],
-        }
+        """Damage that stops SQLite from reading the file at all (a wrecked header or schema
+        page, a truncated file, not a database) is reported as a problem, not raised."""
+        problems: list[str] = []
+        try:
+            problems += [r[0] for r in db.execute_sql("PRAGMA integrity_check").fetchall()
+                         if r[0] != "ok"]
+            for table, rowid, parent, _ in db.execute_sql("PRAGMA foreign_key_check").fetchall():
+                problems.append(
+                    f"foreign key violation: {table} rowid {rowid} -> missing {parent} row")
+        except (DatabaseError, ConnectionFailed, sqlite3.DatabaseError) as exc:
+            report = damage_report(exc)
+            if report is None:
+                raise
+            return report
+        return {"task": "integrity", "ok": not problems, "problems": problems,
+                "checks": list(_SQLITE_CHECKS)}
 
     @staticmethod
     def _size(db: Any) -> int:

@@ -83,10 +83,10 @@ def create_backup(
         if os.path.lexists(final):
             raise BackupError(f"{out} already exists: choose another --out or remove it")
         folder = os.path.dirname(final)
-        shown = os.path.dirname(out) or "."
+        shown = f"the backup {out}"
     else:
         folder = os.path.abspath(directory or driver.default_directory(db))
-        shown = directory or folder
+        shown = f"the backup directory {directory or folder}"
     owner = driver.file_owner(db)
     _make_directory(folder, shown, owner)
     if not out:
@@ -103,7 +103,8 @@ def create_backup(
 def _make_directory(folder: str, shown: str, owner: tuple[int, int] | None) -> None:
     """Create the backup directory (0700, given to ``owner``) unless it exists.
 
-    :raises BackupError: it cannot be created, or a file is in the way; names ``shown``.
+    :raises BackupError: it cannot be created, or a file is in the way; names ``shown`` (what
+        the user asked for).
     """
     if os.path.isdir(folder):
         return
@@ -112,11 +113,13 @@ def _make_directory(folder: str, shown: str, owner: tuple[int, int] | None) -> N
     while parent and not os.path.exists(parent):
         missing.append(parent)
         parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        raise BackupError(f"cannot write {shown}: {parent} is a file, not a directory")
     try:
         os.makedirs(folder, mode=0o700, exist_ok=True)
         ownership.give(missing, owner)
     except OSError as exc:
-        raise BackupError(f"cannot create the backup directory {shown}: {exc.strerror}") from exc
+        raise BackupError(f"cannot write {shown}: {exc.strerror} ({exc.filename})") from exc
 
 
 def verify_backup(path: str, db: Any = None, progress: Progress = no_progress) -> dict[str, Any]:

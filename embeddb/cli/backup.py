@@ -88,13 +88,19 @@ def backup() -> None:
               "(default: backups/ beside the SQLite file, ./backups for PostgreSQL).")
 @click.option("--out", metavar="FILE", help="Exact file to write (must not exist).")
 @click.option("--compress", is_flag=True, help="gzip a SQLite backup (pg_dump -Fc compresses).")
-def create(directory: str | None, out: str | None, compress: bool, as_json: bool) -> None:
-    """Take a consistent backup of the live database while it keeps serving writes."""
+@click.option("--force", is_flag=True, help="Back up a SQLite database even when it fails "
+              "PRAGMA quick_check (the manifest records the failure).")
+def create(directory: str | None, out: str | None, compress: bool, force: bool,
+           as_json: bool) -> None:
+    """Take a consistent backup of the live database while it keeps serving writes.
+
+    A SQLite database that fails PRAGMA quick_check is not backed up without --force.
+    """
     if directory and out:
         raise click.UsageError("--dir and --out exclude each other")
     start = time.perf_counter()
     with ProgressBars(enabled=not as_json) as bars:
-        result = create_backup(database(), directory, out, compress, progress=bars)
+        result = create_backup(database(), directory, out, compress, progress=bars, force=force)
     if as_json:
         emit_json(result.to_dict())
         return
@@ -102,6 +108,9 @@ def create(directory: str | None, out: str | None, compress: bool, as_json: bool
     click.echo(f"Backed up {m.source} to {result.path}")
     click.echo(f"  {_size(m.size)} (data {_size(m.data_size)}), sha256 {m.sha256[:16]}..., "
                f"schema version {m.schema_version}, {time.perf_counter() - start:.2f} s")
+    if m.source_check not in (None, "ok"):
+        click.echo(f"warning: the database fails PRAGMA quick_check ({m.source_check}); the "
+                   "manifest records it and prune never counts this backup", err=True)
 
 
 @backup.command("verify")

@@ -8,6 +8,7 @@ import click
 
 from .. import maintenance as tasks
 from ..backup import parse_age
+from ..errors import ConnectionFailed
 from .options import database, db_option, emit_json, json_option
 
 
@@ -68,8 +69,13 @@ def checkpoint(as_json: bool) -> None:
 @json_option
 @click.pass_context
 def integrity(ctx: click.Context, as_json: bool) -> None:
-    """Check the database's consistency; exits 1 on any problem."""
-    result = tasks.integrity(database())
+    """Check the database's consistency; exits 1 on any problem (also when it cannot be read)."""
+    try:
+        result = tasks.integrity(database())
+    except ConnectionFailed as exc:  # a file too damaged to open is a finding, not a crash
+        result = tasks.damage_report(exc)
+        if result is None:
+            raise
     _show(result, as_json)
     if not result["ok"]:
         if not as_json:
