@@ -172,7 +172,11 @@ def _quick_check(path: str) -> str:
         return str(exc)
     finally:
         conn.close()
-    return "ok" if rows == ["ok"] else "; ".join(rows[:5])
+    if rows == ["ok"]:
+        return "ok"
+    lines = [line for row in rows for line in row.splitlines() if not line.startswith("***")]
+    more = f" (and {len(lines) - 3} more)" if len(lines) > 3 else ""
+    return "; ".join(lines[:3]) + more
 
 
 def _readonly_uri(path: str) -> str:

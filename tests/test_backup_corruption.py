@@ -1,0 +1,178 @@
+"""Damaged databases are reported, not crashed on: maintenance integrity, backup create's
+quick_check (and --force), and verify's data checksum. The damage is real: pages of a real
+database overwritten, a truncated file, a file that is not a database at all."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import embeddb
+from embeddb import maintenance
+from embeddb.backup import create_backup, manifest, prune_backups, verify_backup
+from embeddb.cli import cli
+from embeddb.errors import BackupCorrupt, SourceCorrupt
+
+ROWS = 5000
+PAGE = 4096
+
+
+def _real_database(path: Path) -> int:
+    """A table and its index over several dozen pages; returns the page count."""
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    conn.execute("CREATE INDEX iv ON t (v)")
+    conn.executemany("INSERT INTO t (v) VALUES (?)", [(f"value {i:06d} " * 4,) for i in range(ROWS)])
+    conn.commit()
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == PAGE
+    conn.close()
+    return pages
+
+
+def _zeroed_cells(path: Path) -> None:
+    """Zero 1000 bytes inside a middle b-tree page: SQLite still opens it, checks list rows."""
+    pages = _real_database(path)
+    with open(path, "r+b") as fh:
+        fh.seek((pages // 2 - 1) * PAGE + 200)
+        fh.write(b"\x00" * 1000)
+
+
+def _wrecked_pages(path: Path) -> None:
+    """Random bytes over whole b-tree pages: the file opens, but reading it fails."""
+    _real_database(path)
+    noise = random.Random(11)
+    with open(path, "r+b") as fh:
+        fh.seek(5 * PAGE)
+        fh.write(bytes(noise.getrandbits(8) for _ in range(3 * PAGE)))
+
+
+def _truncated(path: Path) -> None:
+    pages = _real_database(path)
+    with open(path, "r+b") as fh:
+        fh.truncate(pages * PAGE // 3)
+
+
+def _not_a_database(path: Path) -> None:
+    path.write_text("name,amount\nalice,10\nbob,20\n" * 200)
+
+
+#: damage -> a problem the integrity report must contain
+DAMAGE = {
+    "zeroed_cells": (_zeroed_cells, "missing from index iv"),
+    "wrecked_pages": (_wrecked_pages, "the database cannot be read: database disk image is malformed"),
+    "truncated": (_truncated, "the database cannot be read: database disk image is malformed"),
+    "not_a_database": (_not_a_database, "the database cannot be read: file is not a database"),
+}
+
+
+@pytest.fixture(params=sorted(DAMAGE))
+def damaged(request, tmp_path: Path) -> tuple[Path, str]:
+    damage, expected = DAMAGE[request.param]
+    path = tmp_path / "damaged.db"
+    damage(path)
+    return path, expected
+
+
+def test_integrity_reports_damage_as_json_and_exits_1(damaged) -> None:
+    path, expected = damaged
+    runner = CliRunner()
+    as_json = runner.invoke(cli, ["--db", f"sqlite:///{path}", "maintenance", "integrity", "--json"])
+    assert as_json.exit_code == 1, as_json.output
+    report = json.loads(as_json.stdout)
+    assert report["ok"] is False
+    assert any(expected in problem for problem in report["problems"]), report["problems"]
+    assert "unexpected" not in as_json.output
+
+    human = runner.invoke(cli, ["--db", f"sqlite:///{path}", "maintenance", "integrity"])
+    assert human.exit_code == 1
+    assert expected in human.stdout  # the problems are listed, not only counted
+    assert human.stderr == f"Error: {len(report['problems'])} integrity problem(s)\n"
+
+
+def test_integrity_library_call_on_a_readable_but_damaged_file(tmp_path: Path) -> None:
+    path = tmp_path / "damaged.db"
+    _zeroed_cells(path)
+    report = maintenance.integrity(embeddb.connect(f"sqlite:///{path}"))
+    assert report["ok"] is False and report["task"] == "integrity"
+    assert any(p.startswith("row ") and p.endswith(" missing from index iv")
+               for p in report["problems"])
+
+
+@pytest.mark.parametrize("damage", ["zeroed_cells", "wrecked_pages"])
+def test_backup_of_a_database_failing_quick_check_is_refused(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "damaged.db"
+    DAMAGE[damage][0](path)
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    result = CliRunner().invoke(cli, ["--db", f"sqlite:///{path}", "backup", "create",
+                                      "--dir", str(folder)])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {path} fails PRAGMA quick_check (")
+    assert "--force" in result.output and len(result.output.splitlines()) == 1
+    assert list(folder.iterdir()) == []  # no backup, no manifest, no temp file
+    out = tmp_path / "exact.sqlite3"
+    with pytest.raises(SourceCorrupt):
+        create_backup(embeddb.connect(f"sqlite:///{path}"), out=str(out))
+    assert not out.exists() and not Path(manifest.sidecar(str(out))).exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not_a_database"])
+def test_backup_of_an_unreadable_file_is_one_clear_error(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "damaged.db"
+    DAMAGE[damage][0](path)
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    for extra in ([], ["--force"]):
+        result = CliRunner().invoke(cli, ["--db", f"sqlite:///{path}", "backup", "create",
+                                          "--dir", str(folder), *extra])
+        assert result.exit_code == 1
+        assert result.output.startswith("Error: ") and str(path) in result.output
+        assert "unexpected" not in result.output and len(result.output.splitlines()) == 1
+        assert list(folder.iterdir()) == []
+
+
+def test_forced_backup_records_the_failed_check_and_never_counts_as_good(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    _real_database(path)
+    folder = tmp_path / "backups"
+    good = create_backup(embeddb.connect(f"sqlite:///{path}"), directory=str(folder))
+    assert good.manifest.source_check == "ok"
+    with open(path, "r+b") as fh:  # the live database goes bad after that backup
+        pages = os.path.getsize(path) // PAGE
+        fh.seek((pages // 2 - 1) * PAGE + 200)
+        fh.write(b"\x00" * 1000)
+    result = CliRunner().invoke(cli, ["--db", f"sqlite:///{path}", "backup", "create",
+                                      "--dir", str(folder), "--force", "--json"])
+    assert result.exit_code == 0, result.output
+    forced = json.loads(result.stdout)
+    assert "Rowid 0 out of order" in forced["source_check"]
+    assert manifest.read(forced["path"]).source_check == forced["source_check"]
+    with pytest.raises(BackupCorrupt, match="fails integrity checks"):
+        verify_backup(forced["path"])
+    pruned = prune_backups(str(folder), keep=1, dry_run=True)
+    assert pruned["removed"] == [forced["path"]] and pruned["kept"] == [good.path]
+
+
+def test_verify_checks_the_data_checksum_of_an_uncompressed_backup(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    _real_database(path)
+    backup = create_backup(embeddb.connect(f"sqlite:///{path}"), directory=str(tmp_path / "b"))
+    record = manifest.read(backup.path)
+    assert record.data_sha256 == record.sha256  # an uncompressed file is its own data
+    record.data_sha256 = "0" * 64  # the manifest no longer agrees with itself
+    manifest.write(backup.path, record)
+    with pytest.raises(BackupCorrupt, match="data checksum"):
+        verify_backup(backup.path)
+    assert manifest.read(backup.path).verified is False
+
+    record.data_sha256, record.data_size = record.sha256, record.size + 1
+    manifest.write(backup.path, record)
+    with pytest.raises(BackupCorrupt, match="data checksum"):
+        verify_backup(backup.path)
