@@ -171,7 +171,10 @@ def restore(file: str, yes: bool, safety_dir: str | None, as_json: bool) -> None
         emit_json(result)
         return
     click.echo(f"Restored {result['restored']} from {file}")
-    click.echo(f"  previous data kept at {result['safety_copy']}")
+    if result["safety_copy"]:
+        click.echo(f"  previous data kept at {result['safety_copy']}")
+    else:
+        click.echo("  no previous data to keep (the database was missing or empty)")
 
 
 @backup.command("prune")
