@@ -330,8 +330,9 @@ def restore(
             _refuse_if_open(target)
             with _exclusive(target) as conn:
                 model = os.stat(target)
+                _fold_wal(conn)
                 if _has_content(conn):  # an empty file (e.g. just created by connect) is not kept
-                    safety = _safety_copy(conn, target, safety_dir)
+                    safety = _safety_copy(target, safety_dir)
                 _install(staging, target, model)
         else:
             _install(staging, target, None)
@@ -409,13 +410,17 @@ def _exclusive(target: str) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-def _safety_copy(conn: sqlite3.Connection, target: str, safety_dir: str | None) -> str:
-    # Fold the WAL into the main file and leave WAL mode, so the file alone is the database and
-    # closing this connection later deletes no -wal that a new opener may have created.
+def _fold_wal(conn: sqlite3.Connection) -> None:
+    """Fold the WAL into the main file and leave WAL mode, so the file alone is the database:
+    no -wal of the old data can be left beside the new file, and closing this connection later
+    deletes no -wal that a new opener may have created."""
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.execute("PRAGMA journal_mode=DELETE")
     conn.execute("BEGIN EXCLUSIVE")
     conn.execute("COMMIT")
+
+
+def _safety_copy(target: str, safety_dir: str | None) -> str:
     directory = safety_dir or os.path.dirname(target)
     stamp = manifest.now_iso().replace(":", "").replace("-", "").replace("+0000", "Z")
     safety = os.path.join(directory, f"{os.path.basename(target)}.pre-restore-{stamp}")
@@ -448,7 +453,8 @@ def _install(staging: str, target: str, model: os.stat_result | None) -> None:
         ownership.like(staging, model)
     else:
         os.chmod(staging, ownership.default_mode())
-    files.commit(staging, target)
+    # Side files now can only be strays (the old data's WAL was folded in under the lock): gone
+    # before the rename, so none can ever be applied to the new file.
     for suffix in _SIDE_FILES:
         files.discard(target + suffix)
-    files.fsync_path(os.path.dirname(target))
+    files.commit(staging, target)
