@@ -183,3 +183,62 @@ def test_whole_database_round_trip_and_refusal_while_in_use(whole_database, tmp_
     assert _hashes(db) == at_backup
     assert not db.table_exists("later")
     db.close_all()
+
+
+# -- prune, verify and failed restores on the real server (issue 11) ------------------------------
+
+
+def _flip_byte(path: str) -> None:
+    with open(path, "r+b") as fh:
+        fh.seek(os.path.getsize(path) // 2)
+        byte = fh.read(1)[0]
+        fh.seek(-1, os.SEEK_CUR)
+        fh.write(bytes([byte ^ 0xFF]))
+
+
+def test_prune_keeps_the_good_dump_when_the_newer_one_is_damaged(shop, tmp_path: Path) -> None:
+    from embeddb.backup import prune_backups
+
+    older = create_backup(shop, directory=str(tmp_path)).path
+    newer = create_backup(shop, directory=str(tmp_path)).path
+    _flip_byte(newer)
+    result = prune_backups(str(tmp_path), keep=1)
+    assert result["removed"] == [newer] and result["kept"] == [older]
+    assert "fails its checksum" in result["decisions"][0]["reason"]
+    assert verify_backup(older, shop)["ok"] is True
+
+
+def test_prune_counts_pre_restore_dumps_with_regular_ones(shop, tmp_path: Path) -> None:
+    from embeddb.backup import prune_backups
+
+    first = create_backup(shop, directory=str(tmp_path)).path
+    second = create_backup(shop, directory=str(tmp_path)).path
+    safety = restore_backup(shop, second, safety_dir=str(tmp_path))["safety_copy"]
+    kinds = {d["path"]: d["kind"] for d in prune_backups(str(tmp_path), keep=3, dry_run=True)[
+        "decisions"]}
+    assert kinds == {first: "regular", second: "regular", safety: "prerestore"}
+    result = prune_backups(str(tmp_path), keep=1)
+    # the pre-restore dump is the newest; the restored one passed verification during restore
+    assert result["removed"] == [first] and result["kept"] == [safety, second]
+
+
+def test_verify_checks_the_data_checksum_of_a_dump(shop, tmp_path: Path) -> None:
+    backup = create_backup(shop, directory=str(tmp_path))
+    record = manifest.read(backup.path)
+    record.data_sha256 = "f" * 64
+    manifest.write(backup.path, record)
+    with pytest.raises(BackupCorrupt, match="data checksum"):
+        verify_backup(backup.path, shop)
+
+
+def test_failed_restore_names_the_dump_and_changes_nothing(shop, tmp_path: Path) -> None:
+    backup = create_backup(shop, directory=str(tmp_path))
+    shop.execute_sql("INSERT INTO users (name) VALUES ('after')")
+    before = _hashes(shop)
+    _flip_byte(backup.path)
+    result = CliRunner().invoke(cli, ["--db", shop.url.raw, "backup", "restore", backup.path,
+                                      "--yes"])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {backup.path} fails its checksum")
+    assert ".tmp" not in result.output and len(result.output.splitlines()) == 1
+    assert _hashes(shop) == before
