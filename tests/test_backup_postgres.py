@@ -242,3 +242,15 @@ def test_failed_restore_names_the_dump_and_changes_nothing(shop, tmp_path: Path)
     assert result.output.startswith(f"Error: {backup.path} fails its checksum")
     assert ".tmp" not in result.output and len(result.output.splitlines()) == 1
     assert _hashes(shop) == before
+
+
+def test_unwritable_safety_dir_is_one_error_naming_it(shop, tmp_path: Path) -> None:
+    backup = create_backup(shop, directory=str(tmp_path))
+    shop.execute_sql("DELETE FROM orders")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    result = CliRunner().invoke(cli, ["--db", shop.url.raw, "backup", "restore", backup.path,
+                                      "--yes", "--safety-dir", str(blocker / "safety")])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: cannot keep the safety copy in {blocker / 'safety'}")
+    assert shop.execute_sql("SELECT count(*) FROM orders").fetchone()[0] == 0  # untouched

@@ -251,10 +251,16 @@ def restore(
     if schema is None:
         _refuse_if_connected(db.url)
     directory = safety_dir or default_directory(db)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
     stamp = manifest.now_iso().replace(":", "").replace("-", "").replace("+0000", "Z")
     safety = os.path.join(directory, f"{source_name(db)}.pre-restore-{stamp}.dump")
-    create(db, safety, False, progress)
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        create(db, safety, False, progress)
+    except OSError as exc:
+        raise BackupError(
+            f"cannot keep the safety copy in {directory}: {exc.strerror} (nothing was restored; "
+            "pass --safety-dir DIR)"
+        ) from exc
     db.close_all()
     progress("install", 0, None)
     _replay(path, db.url, schema)
