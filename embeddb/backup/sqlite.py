@@ -13,16 +13,14 @@ import hashlib
 import os
 import sqlite3
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
 import peewee
 
 from .. import __version__
-from ..errors import BackupCorrupt, BackupError, ConfigurationError, DatabaseInUse, SourceCorrupt
-from . import files, manifest, ownership
+from ..errors import BackupCorrupt, BackupError, ConfigurationError, SourceCorrupt
+from . import files, livefile, manifest, ownership
 from .files import CHUNK, Progress
 from .manifest import Manifest
 
@@ -32,9 +30,6 @@ COMPRESSION = "gzip"
 # (benchmarks/bench_backup.py), and compression is the slowest stage of a compressed backup.
 GZIP_LEVEL = 1
 _GZIP_WBITS = 31  # zlib writes and reads the gzip container: `gunzip` opens our files
-# A restore waits this long for a writer's transaction to end before calling the database busy.
-_LOCK_WAIT = 0.2
-_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 def extension(compress: bool) -> str:
@@ -327,15 +322,15 @@ def restore(
         safety = None
         progress("install", 0, None)
         if os.path.exists(target):
-            _refuse_if_open(target)
-            with _exclusive(target) as conn:
+            livefile.refuse_if_open(target)
+            with livefile.exclusive(target) as conn:
                 model = os.stat(target)
-                _fold_wal(conn)
-                if _has_content(conn):  # an empty file (e.g. just created by connect) is not kept
-                    safety = _safety_copy(target, safety_dir)
-                _install(staging, target, model)
+                livefile.fold_wal(conn)
+                if livefile.has_content(conn):  # an empty file (just made by connect) is not kept
+                    safety = livefile.safety_copy(target, safety_dir)
+                livefile.install(staging, target, model)
         else:
-            _install(staging, target, None)
+            livefile.install(staging, target, None)
         progress("install", 1, 1)
     finally:
         files.discard(staging)
@@ -345,116 +340,13 @@ def restore(
 def _verify_into(
     path: str, record: Manifest, progress: Progress, staging: str, shown: str
 ) -> dict[str, Any]:
+    """:func:`verify` into ``staging``; an OS error names the backup or the database, never the
+    temp file."""
     try:
         return verify(path, record, progress, copy_to=staging)
     except OSError as exc:
-        where = path if exc.filename == path else f"beside {shown}"
-        raise BackupError(f"cannot restore {path} into {shown}: {exc.strerror} ({where})") from exc
-
-
-def _has_content(conn: sqlite3.Connection) -> bool:
-    return conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
-
-
-def _refuse_if_open(target: str) -> None:
-    pids = _processes_with_open(target)
-    if not pids:
-        return
-    who = "this process" if pids == [os.getpid()] else f"process(es) {', '.join(map(str, pids))}"
-    raise DatabaseInUse(
-        f"{target} is open in {who}: stop the application (close its connections) and retry"
-    )
-
-
-def _processes_with_open(target: str) -> list[int]:
-    """PIDs holding ``target`` open, from /proc (Linux; elsewhere the lock check still runs)."""
-    try:
-        wanted = os.stat(target)
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    pids = []
-    for entry in entries:
-        if entry.isdigit() and _has_open(f"/proc/{entry}/fd", wanted):
-            pids.append(int(entry))
-    return sorted(pids)
-
-
-def _has_open(fd_dir: str, wanted: os.stat_result) -> bool:
-    try:
-        for fd in os.listdir(fd_dir):
-            st = os.stat(os.path.join(fd_dir, fd))
-            if st.st_ino == wanted.st_ino and st.st_dev == wanted.st_dev:
-                return True
-    except OSError:  # not ours to inspect, or the process/fd went away
-        return False
-    return False
-
-
-@contextmanager
-def _exclusive(target: str) -> Iterator[sqlite3.Connection]:
-    """Hold SQLite's exclusive lock on ``target``: it fails while any other connection reads."""
-    conn = sqlite3.connect(target, timeout=_LOCK_WAIT, isolation_level=None)
-    try:
-        try:
-            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
-            conn.execute("BEGIN EXCLUSIVE")
-            conn.execute("COMMIT")  # in EXCLUSIVE locking mode the lock stays after COMMIT
-        except sqlite3.OperationalError as exc:
-            raise DatabaseInUse(
-                f"{target} is in use by another connection ({exc}): stop the application "
-                "(close its connections) and retry"
-            ) from exc
-        yield conn
-    finally:
-        conn.close()
-
-
-def _fold_wal(conn: sqlite3.Connection) -> None:
-    """Fold the WAL into the main file and leave WAL mode, so the file alone is the database:
-    no -wal of the old data can be left beside the new file, and closing this connection later
-    deletes no -wal that a new opener may have created."""
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.execute("PRAGMA journal_mode=DELETE")
-    conn.execute("BEGIN EXCLUSIVE")
-    conn.execute("COMMIT")
-
-
-def _safety_copy(target: str, safety_dir: str | None) -> str:
-    directory = safety_dir or os.path.dirname(target)
-    stamp = manifest.now_iso().replace(":", "").replace("-", "").replace("+0000", "Z")
-    safety = os.path.join(directory, f"{os.path.basename(target)}.pre-restore-{stamp}")
-    try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        try:
-            os.link(target, safety)  # the old inode lives on under this name: no copy needed
-        except OSError:
-            _copy_file(target, safety)
-        files.fsync_path(directory)
-    except OSError as exc:
+        if exc.filename == path:
+            raise BackupError(f"cannot read the backup {path}: {exc.strerror}") from exc
         raise BackupError(
-            f"cannot keep the safety copy in {directory}: {exc.strerror} (nothing was restored; "
-            "pass --safety-dir DIR)"
+            f"cannot restore {path} into {shown}: {exc.strerror} (the copy is staged beside it)"
         ) from exc
-    return safety
-
-
-def _copy_file(source: str, final: str) -> None:
-    with files.staged(final) as temp:
-        with open(source, "rb") as src, os.fdopen(files.create_private(temp), "wb") as out:
-            files.copy_stream(src, out, "safety copy", None, files.no_progress)
-        ownership.like(temp, os.stat(source))
-        files.commit(temp, final)
-
-
-def _install(staging: str, target: str, model: os.stat_result | None) -> None:
-    """Rename the checked copy over ``target``, dressed as the file it replaces (``model``)."""
-    if model is not None:
-        ownership.like(staging, model)
-    else:
-        os.chmod(staging, ownership.default_mode())
-    # Side files now can only be strays (the old data's WAL was folded in under the lock): gone
-    # before the rename, so none can ever be applied to the new file.
-    for suffix in _SIDE_FILES:
-        files.discard(target + suffix)
-    files.commit(staging, target)
