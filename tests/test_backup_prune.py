@@ -171,3 +171,18 @@ def test_cli_dry_run_says_would_delete_and_why_also_in_json(db, tmp_path: Path) 
 
     help_text = CliRunner().invoke(cli, ["backup", "prune", "--help"]).output
     assert "every kind counted together" in " ".join(help_text.split())
+
+
+def test_a_prune_limited_to_one_database_and_kind_leaves_the_rest(db, tmp_path: Path) -> None:
+    folder = tmp_path / "backups"
+    other = embeddb.connect(f"sqlite:///{tmp_path / 'other.db'}")
+    other.execute_sql("CREATE TABLE t (x)")
+    mine = [_premigrate(db, folder) for _ in range(3)]
+    theirs = [create_backup(other, out=str(folder / f"other-premigrate-{i}.db")).path
+              for i in range(3)]
+    regular = _backups(db, folder, 1)
+    result = prune_backups(str(folder), keep=1, kind="premigrate", source=db.url.redacted())
+    assert result["removed"] == mine[:2][::-1] and result["kept"] == [mine[2]]
+    assert all(os.path.exists(p) for p in theirs + regular + [mine[2]])
+    with pytest.raises(embeddb.errors.ConfigurationError, match="unknown backup kind 'safety'"):
+        prune_backups(str(folder), keep=1, kind="safety")

@@ -187,17 +187,19 @@ def prune_backups(
     older_than: timedelta | str | None = None,
     dry_run: bool = False,
     kind: str | None = None,
+    source: str | None = None,
 ) -> dict[str, Any]:
     """Delete old backups; ``dry_run`` only says what would go and why.
 
     Per database: the newest ``keep`` *good* backups stay (every kind counted together), the
     newest good one always stays, and with ``older_than`` only older ones go. ``kind``
-    (``regular``, ``premigrate``, ``prerestore``) limits the prune to that kind. The rules and
-    their cost are in :mod:`embeddb.backup.retention`.
+    (``regular``, ``premigrate``, ``prerestore``) limits the prune to that kind, ``source`` (a
+    manifest's ``source``, e.g. ``db.url.redacted()``) to one database. The rules and their cost
+    are in :mod:`embeddb.backup.retention`.
 
     :raises ConfigurationError: neither ``keep`` nor ``older_than``, an unreadable age or kind.
     :raises BackupError: ``directory`` does not exist.
     """
     if isinstance(older_than, str):
         older_than = parse_age(older_than)
-    return retention.prune(directory, keep, older_than, dry_run, kind)
+    return retention.prune(directory, keep, older_than, dry_run, kind, source)

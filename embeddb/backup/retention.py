@@ -51,8 +51,12 @@ def prune(
     older_than: timedelta | None = None,
     dry_run: bool = False,
     kind: str | None = None,
+    source: str | None = None,
 ) -> dict[str, Any]:
     """Delete old backups in ``directory`` by the module's rules; ``dry_run`` deletes nothing.
+
+    ``kind`` and ``source`` (a manifest's ``source``: the redacted URL) limit the prune to
+    those backups; the others are neither counted nor touched.
 
     ``keep``: the newest ``keep`` good backups of each database stay. ``older_than``: only
     backups older than this go. With both, the newest ``keep`` stay and the rest go once older.
@@ -70,7 +74,8 @@ def prune(
         raise ConfigurationError("--keep must be 0 or more")
     if kind is not None and kind not in KINDS:
         raise ConfigurationError(f"unknown backup kind {kind!r}: use one of {', '.join(KINDS)}")
-    entries = [e for e in catalog.entries(directory) if kind is None or e["kind"] == kind]
+    entries = [e for e in catalog.entries(directory)
+               if kind in (None, e["kind"]) and source in (None, e["source"])]
     cutoff = datetime.now(UTC) - older_than if older_than is not None else None
     groups: dict[Any, list[_Candidate]] = {}
     for entry in entries:  # newest first
