@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from dropped_privileges import as_user, needs_root, other_user, shared_directory
 
 import embeddb
-from embeddb.backup import create_backup, list_backups, manifest
+from embeddb.backup import create_backup, list_backups, manifest, restore_backup
 from embeddb.cli import cli
 from embeddb.errors import BackupError
 
@@ -148,3 +148,18 @@ def test_restore_beside_an_unwritable_directory_names_the_database(app: Path, tm
                   "--safety-dir", str(blocker / "safety"))
     _one_error_line(result, str(blocker / "safety"))
     shutil.rmtree(tmp_path / "b")
+
+
+def test_restore_into_a_missing_file_gets_sqlites_default_mode(app: Path, tmp_path: Path) -> None:
+    backup = create_backup(embeddb.connect(f"sqlite:///{app}"), directory=str(tmp_path / "b"))
+    target = tmp_path / "new.db"
+    db = embeddb.connect(f"sqlite:///{target}")
+    db.close()
+    for path in tmp_path.glob("new.db*"):
+        path.unlink()  # the library call may meet a path with no file at all
+    result = restore_backup(db, backup.path)
+    assert result["safety_copy"] is None
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert os.stat(target).st_mode & 0o777 == 0o666 & ~mask  # not the backup's private 0600
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("new.db")) == ["new.db"]

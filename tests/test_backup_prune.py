@@ -186,3 +186,29 @@ def test_a_prune_limited_to_one_database_and_kind_leaves_the_rest(db, tmp_path: 
     assert all(os.path.exists(p) for p in theirs + regular + [mine[2]])
     with pytest.raises(embeddb.errors.ConfigurationError, match="unknown backup kind 'safety'"):
         prune_backups(str(folder), keep=1, kind="safety")
+
+
+def test_a_file_changed_after_its_verify_is_checked_again(db, tmp_path: Path) -> None:
+    folder = tmp_path / "b"
+    older, newer = _backups(db, folder, 2)
+    verify_backup(newer)  # a passed verify lets prune skip re-reading the file...
+    _flip_byte(newer)  # ...only until the file is modified
+    result = prune_backups(str(folder), keep=1)
+    assert result["removed"] == [newer] and result["kept"] == [older]
+    assert "fails its checksum" in _reasons(result)[newer][1]
+
+
+def test_cli_older_than(db, tmp_path: Path) -> None:
+    folder = tmp_path / "b"
+    old, new = _backups(db, folder, 2)
+    _age(old, 10)
+    args = ["--db", db.url.raw, "backup", "prune", "--dir", str(folder), "--older-than", "1w"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [f"deleted {old}: older than 1w",
+                                          "1 backup(s) deleted, 1 kept"]
+    assert not os.path.exists(old) and not os.path.exists(manifest.sidecar(old))
+    again = CliRunner().invoke(cli, [*args[:-1], "0s", "--json"])
+    assert json.loads(again.stdout)["decisions"] == [{
+        "path": new, "kind": "regular", "source": db.url.redacted(), "action": "kept",
+        "reason": "the newest good backup"}]
