@@ -176,3 +176,15 @@ def test_verify_checks_the_data_checksum_of_an_uncompressed_backup(tmp_path: Pat
     manifest.write(backup.path, record)
     with pytest.raises(BackupCorrupt, match="data checksum"):
         verify_backup(backup.path)
+
+
+def test_forced_backup_of_unreadable_pages_still_gets_a_manifest(tmp_path: Path) -> None:
+    path = tmp_path / "damaged.db"
+    _wrecked_pages(path)
+    result = CliRunner().invoke(cli, ["--db", f"sqlite:///{path}", "backup", "create",
+                                      "--dir", str(tmp_path / "b"), "--force"])
+    assert result.exit_code == 0, result.output
+    assert "warning: the database fails PRAGMA quick_check (database disk image is malformed)" \
+        in result.stderr
+    backup = str(next((tmp_path / "b").glob("*.sqlite3")))
+    assert manifest.read(backup).source_check == "database disk image is malformed"
