@@ -212,3 +212,16 @@ def test_cli_older_than(db, tmp_path: Path) -> None:
     assert json.loads(again.stdout)["decisions"] == [{
         "path": new, "kind": "regular", "source": db.url.redacted(), "action": "kept",
         "reason": "the newest good backup"}]
+
+
+def test_cli_prune_of_a_missing_dir_is_an_error_but_a_fresh_default_is_empty(
+    db, tmp_path: Path
+) -> None:
+    missing = CliRunner().invoke(cli, ["--db", db.url.raw, "backup", "prune", "--keep", "1",
+                                       "--dir", str(tmp_path / "nope")])
+    assert missing.exit_code == 1
+    assert missing.output == (f"Error: backup directory {tmp_path / 'nope'} does not exist: "
+                              "pass --dir DIR\n")
+    fresh = CliRunner().invoke(cli, ["--db", db.url.raw, "backup", "prune", "--keep", "1"])
+    assert fresh.exit_code == 0 and fresh.output == "0 backup(s) deleted, 0 kept\n"
+    assert not (tmp_path / "backups").exists()

@@ -188,6 +188,7 @@ def prune_backups(
     dry_run: bool = False,
     kind: str | None = None,
     source: str | None = None,
+    missing_ok: bool = False,
 ) -> dict[str, Any]:
     """Delete old backups; ``dry_run`` only says what would go and why.
 
@@ -198,8 +199,8 @@ def prune_backups(
     are in :mod:`embeddb.backup.retention`.
 
     :raises ConfigurationError: neither ``keep`` nor ``older_than``, an unreadable age or kind.
-    :raises BackupError: ``directory`` does not exist.
+    :raises BackupError: ``directory`` does not exist (nothing to do with ``missing_ok``).
     """
     if isinstance(older_than, str):
         older_than = parse_age(older_than)
-    return retention.prune(directory, keep, older_than, dry_run, kind, source)
+    return retention.prune(directory, keep, older_than, dry_run, kind, source, missing_ok)

@@ -22,6 +22,7 @@ def retention_kind(path: str) -> str:
         return "prerestore"
     return "regular"
 
+
 _TEMP = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}" + re.escape(files.TEMP_SUFFIX) + "$")
 
 

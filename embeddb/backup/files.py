@@ -77,8 +77,8 @@ def staged(final: str) -> Iterator[str]:
 
 
 def write_bytes(final: str, data: bytes) -> None:
-    """Write ``data`` to ``final`` durably and atomically: 0600, or the owner, group and mode
-    of the file it replaces (a manifest root rewrites stays its owner's)."""
+    """Write ``data`` to ``final`` durably and atomically: 0600, or with the owner, group and
+    mode of the file it replaces (so a manifest that root rewrites stays its owner's)."""
     try:
         previous = os.stat(final)
     except FileNotFoundError:

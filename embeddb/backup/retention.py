@@ -52,6 +52,7 @@ def prune(
     dry_run: bool = False,
     kind: str | None = None,
     source: str | None = None,
+    missing_ok: bool = False,
 ) -> dict[str, Any]:
     """Delete old backups in ``directory`` by the module's rules; ``dry_run`` deletes nothing.
 
@@ -66,7 +67,7 @@ def prune(
         "kept", "leftovers", "warnings"}``; ``action`` is ``deleted``, ``would delete`` or
         ``kept``.
     :raises ConfigurationError: neither ``keep`` nor ``older_than``, keep < 0, unknown kind.
-    :raises BackupError: ``directory`` does not exist.
+    :raises BackupError: ``directory`` does not exist (nothing to do with ``missing_ok``).
     """
     if keep is None and older_than is None:
         raise ConfigurationError("prune needs --keep N and/or --older-than AGE (e.g. 30d)")
@@ -74,7 +75,7 @@ def prune(
         raise ConfigurationError("--keep must be 0 or more")
     if kind is not None and kind not in KINDS:
         raise ConfigurationError(f"unknown backup kind {kind!r}: use one of {', '.join(KINDS)}")
-    entries = [e for e in catalog.entries(directory)
+    entries = [e for e in catalog.entries(directory, missing_ok)
                if kind in (None, e["kind"]) and source in (None, e["source"])]
     cutoff = datetime.now(UTC) - older_than if older_than is not None else None
     groups: dict[Any, list[_Candidate]] = {}

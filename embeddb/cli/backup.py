@@ -199,7 +199,7 @@ def prune(directory: str | None, keep: int | None, older_than: str | None, kind:
     """
     age = parse_age(older_than) if older_than else None
     folder = directory or default_directory(database())
-    result = prune_backups(folder, keep, age, dry_run, kind=kind)
+    result = prune_backups(folder, keep, age, dry_run, kind=kind, missing_ok=not directory)
     if as_json:
         emit_json(result)
         return
