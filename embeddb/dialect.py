@@ -156,11 +156,19 @@ class SqliteDialect(Dialect):
             ]
         return items
 
+    #: PRAGMAs that answer with a number standing for a name
+    _named = {"synchronous": ("OFF", "NORMAL", "FULL", "EXTRA"),
+              "temp_store": ("DEFAULT", "FILE", "MEMORY")}
+
     def describe(self, db: Any) -> dict[str, Any]:
         values = {}
         for name in self._reported:
             row = db.execute_sql(f"PRAGMA {name}").fetchone()
-            values[name] = row[0] if row else None  # e.g. mmap_size on an in-memory database
+            value = row[0] if row else None  # e.g. mmap_size on an in-memory database
+            names = self._named.get(name, ())
+            values[name] = names[value] if isinstance(value, int) and 0 <= value < len(names) else value
+        if getattr(db, "immutable", False):  # SQLite then ignores the WAL: ask the file header
+            values["journal_mode"] = db.file_journal_mode()
         return values
 
     # -- repositories (embeddb.repository) --

@@ -22,6 +22,10 @@ class ConnectionFailed(EmbeddbError):
     """The database could not be opened or the server did not answer."""
 
 
+class DatabaseNotFound(ConnectionFailed):
+    """``connect(create=False)`` or ``readonly=True`` named a SQLite file that does not exist."""
+
+
 class PoolExhausted(ConnectionFailed):
     """Every pooled connection stayed in use for the whole wait timeout."""
 

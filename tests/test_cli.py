@@ -9,6 +9,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+import embeddb
 from embeddb import __version__
 from embeddb.cli import cli
 
@@ -26,6 +27,7 @@ def test_version(runner):
 
 
 def test_info_human_and_json(runner, db_url):
+    embeddb.connect(db_url).close()  # info only reads: the database must exist
     result = runner.invoke(cli, ["--db", db_url, "info"])
     assert result.exit_code == 0, result.output
     assert "backend" in result.output and "settings:" in result.output
@@ -36,21 +38,12 @@ def test_info_human_and_json(runner, db_url):
     assert data["settings"]
 
 
-def test_info_on_the_default_database_creates_the_file(runner, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("EMBEDDB_DATABASE_URL", raising=False)
-    result = runner.invoke(cli, ["info", "--json"])
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["settings"]["journal_mode"] == "wal"
-    assert (tmp_path / "embeddb.db").exists()
-
-
 @pytest.mark.parametrize(
     "url, fragment",
     [
         ("mysql://h/db", "unknown database URL scheme"),
         ("not a url", "malformed database URL"),
-        ("sqlite:////no/such/dir/app.db", "does not exist"),
+        ("sqlite:////no/such/dir/app.db", "no database at /no/such/dir/app.db"),
         ("postgresql://u:topsecret@127.0.0.1:1/db?connect_timeout=2", "cannot connect"),
     ],
 )
@@ -93,3 +86,12 @@ def test_database_errors_stay_on_one_line(runner, cli_db_url, tmp_path):
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "0001_bad" in errors[0] and "SELEC" in errors[0]
     assert result.output.strip().splitlines()[-1] == errors[0]
+
+
+def test_info_names_the_settings_sqlite_reports_as_numbers(runner, sqlite_file_url):
+    embeddb.connect(sqlite_file_url).close()
+    result = runner.invoke(cli, ["info", "--db", sqlite_file_url])
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line.split()[1:] for line in result.output.splitlines()}
+    assert lines["synchronous"] == ["NORMAL"] and lines["temp_store"] == ["MEMORY"]
+    assert lines["access"] == ["read-only"]  # info only reads

@@ -131,6 +131,7 @@ def test_integrity_finds_foreign_key_violation_and_cli_exits_1(tmp_path: Path) -
 
 @pytest.mark.parametrize("task", ["vacuum", "analyze", "optimize", "checkpoint", "integrity"])
 def test_cli_tasks(cli_db_url: str, task: str) -> None:
+    embeddb.connect(cli_db_url).close()  # maintenance never creates a database
     result = CliRunner().invoke(cli, ["--db", cli_db_url, "maintenance", task, "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["task"] == task

@@ -37,7 +37,7 @@ def maintenance() -> None:
 @json_option
 def vacuum(as_json: bool) -> None:
     """SQLite: VACUUM (rebuild, free pages back). PostgreSQL: VACUUM (ANALYZE)."""
-    _show(tasks.vacuum(database()), as_json)
+    _show(tasks.vacuum(database(create=False)), as_json)
 
 
 @maintenance.command()
@@ -45,7 +45,7 @@ def vacuum(as_json: bool) -> None:
 @json_option
 def analyze(as_json: bool) -> None:
     """Refresh the query planner's statistics (ANALYZE)."""
-    _show(tasks.analyze(database()), as_json)
+    _show(tasks.analyze(database(create=False)), as_json)
 
 
 @maintenance.command()
@@ -53,7 +53,7 @@ def analyze(as_json: bool) -> None:
 @json_option
 def optimize(as_json: bool) -> None:
     """SQLite: PRAGMA optimize. PostgreSQL: VACUUM (ANALYZE)."""
-    _show(tasks.optimize(database()), as_json)
+    _show(tasks.optimize(database(create=False)), as_json)
 
 
 @maintenance.command()
@@ -61,7 +61,7 @@ def optimize(as_json: bool) -> None:
 @json_option
 def checkpoint(as_json: bool) -> None:
     """Write the WAL back into the database; shows the WAL size before and after."""
-    _show(tasks.checkpoint(database()), as_json)
+    _show(tasks.checkpoint(database(create=False)), as_json)
 
 
 @maintenance.command()
@@ -71,7 +71,7 @@ def checkpoint(as_json: bool) -> None:
 def integrity(ctx: click.Context, as_json: bool) -> None:
     """Check the database's consistency; exits 1 on any problem (also when it cannot be read)."""
     try:
-        result = tasks.integrity(database())
+        result = tasks.integrity(database(readonly=True))
     except ConnectionFailed as exc:  # a file too damaged to open is a finding, not a crash
         result = tasks.damage_report(exc)
         if result is None:
@@ -97,7 +97,7 @@ def cleanup(dry_run: bool, batch_size: int, api_key_grace: str, execution_retent
             as_json: bool) -> None:
     """Delete expired sessions, old revoked/expired API keys and old tool executions."""
     result = tasks.cleanup(
-        database(),
+        database(create=False, readonly=dry_run),
         api_key_grace=parse_age(api_key_grace),
         execution_retention=parse_age(execution_retention),
         batch_size=batch_size,

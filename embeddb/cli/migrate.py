@@ -135,7 +135,7 @@ def redo(directory: str | None, as_json: bool, no_backup: bool) -> None:
 @_common
 def status(directory: str | None, as_json: bool) -> None:
     """List every version: applied (when, how long), pending, failed, changed or missing."""
-    entries = api.status(database(), directory)
+    entries = api.status(database(readonly=True), directory)
     if as_json:
         emit_json([dataclasses.asdict(e) for e in entries])
         return
@@ -150,7 +150,7 @@ def status(directory: str | None, as_json: bool) -> None:
 @_common
 def verify(directory: str | None, as_json: bool) -> None:
     """Fail if an applied file was edited or deleted, or a migration is marked failed."""
-    entries = api.verify(database(), directory)
+    entries = api.verify(database(readonly=True), directory)
     applied = sum(1 for e in entries if e.state == "applied")
     if as_json:
         emit_json({"ok": True, "applied": applied})
@@ -162,7 +162,7 @@ def verify(directory: str | None, as_json: bool) -> None:
 @_common
 def repair(directory: str | None, as_json: bool) -> None:
     """Accept the current content of edited applied files (record their new checksums)."""
-    repaired = api.repair(database(), directory)
+    repaired = api.repair(database(create=False), directory)
     if as_json:
         emit_json({"repaired": repaired})
         return
@@ -181,7 +181,7 @@ def repair(directory: str | None, as_json: bool) -> None:
 )
 def resolve(directory: str | None, as_json: bool, version: int, pending: bool) -> None:
     """Settle a failed no-transaction migration you fixed by hand."""
-    state = api.resolve(database(), directory, version, applied=not pending)
+    state = api.resolve(database(create=False), directory, version, applied=not pending)
     if as_json:
         emit_json({"version": version, "state": state})
     else:
