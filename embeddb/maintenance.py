@@ -29,6 +29,10 @@ from .models import utcnow
 
 #: rows deleted per transaction: short enough that writers never wait long for the lock
 BATCH_SIZE = 1000
+#: the largest batch accepted: one this big already holds the write lock for seconds
+MAX_BATCH_SIZE = 1_000_000
+#: the longest retention accepted (100 years): further back leaves the range of dates
+MAX_RETENTION = timedelta(days=36500)
 #: revoked or expired API keys are kept this long, so "key revoked" can still be explained
 API_KEY_GRACE = timedelta(days=30)
 #: tool executions are kept this long for debugging and usage reports
@@ -85,8 +89,12 @@ def cleanup(
 
     :returns: ``{"dry_run", "deleted": {table: n}, "skipped": [table, ...], "cutoffs": {...}}``
     """
-    if batch_size < 1:
-        raise MaintenanceError("batch_size must be at least 1")
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise MaintenanceError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}")
+    for name, age in (("api_key_grace", api_key_grace),
+                      ("execution_retention", execution_retention)):
+        if not timedelta(0) <= age <= MAX_RETENTION:
+            raise MaintenanceError(f"{name} must be between 0 and {MAX_RETENTION.days} days")
     from .reference import repositories as repos
 
     now = now or utcnow()

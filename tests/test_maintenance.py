@@ -149,3 +149,51 @@ def test_cli_cleanup_dry_run(sqlite_file_url: str) -> None:
     bad = CliRunner().invoke(cli, ["--db", sqlite_file_url, "maintenance", "cleanup",
                                    "--api-key-grace", "soon"])
     assert bad.exit_code == 1 and bad.output.startswith("Error: age 'soon'")
+
+
+def _row_counts(db) -> dict[str, int]:
+    return {t: db.execute_sql(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("sessions", "api_keys", "tool_executions")}
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--execution-retention", "999999999d", "Error: age '999999999d' is too long: at most 36500d (100 years)"),
+    ("--api-key-grace", "99999999999d", "Error: age '99999999999d' is too long: at most 36500d (100 years)"),
+    ("--batch-size", "99999999999999999999",
+     "Error: Invalid value for '--batch-size': 99999999999999999999 is not in the range "
+     "1<=x<=1000000."),
+])
+def test_cli_cleanup_refuses_huge_values_alike_on_every_backend(cli_db_url, option, value,
+                                                                message):
+    db = embeddb.connect(cli_db_url)
+    _create_cleanup_tables(db)
+    _fill(db, utcnow())
+    before = _row_counts(db)
+    db.close()
+    result = CliRunner().invoke(cli, ["--db", cli_db_url, "maintenance", "cleanup", option, value])
+    assert result.exit_code in (1, 2)
+    assert message in result.output.splitlines(), result.output
+    assert "Traceback" not in result.output and "Overflow" not in result.output
+    db = embeddb.connect(cli_db_url)
+    assert _row_counts(db) == before
+    db.close()
+
+
+def test_cleanup_refuses_out_of_range_arguments(sqlite_file_url):
+    db = embeddb.connect(sqlite_file_url)
+    with pytest.raises(embeddb.errors.MaintenanceError, match="batch_size"):
+        maintenance.cleanup(db, batch_size=10**20)
+    with pytest.raises(embeddb.errors.MaintenanceError, match="execution_retention"):
+        maintenance.cleanup(db, execution_retention=timedelta(days=999_999_999))
+    db.close()
+
+
+def test_cli_prune_refuses_a_huge_age_and_takes_a_huge_keep(tmp_path):
+    result = CliRunner().invoke(cli, ["backup", "prune", "--dir", str(tmp_path),
+                                      "--older-than", "99999999999d"])
+    assert result.exit_code == 1
+    assert result.output.strip() == ("Error: age '99999999999d' is too long: at most 36500d "
+                                     "(100 years)")
+    result = CliRunner().invoke(cli, ["backup", "prune", "--dir", str(tmp_path),
+                                      "--keep", "99999999999999999999"])
+    assert result.exit_code == 0, result.output

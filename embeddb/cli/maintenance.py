@@ -87,7 +87,8 @@ def integrity(ctx: click.Context, as_json: bool) -> None:
 @db_option
 @json_option
 @click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=tasks.BATCH_SIZE,
+@click.option("--batch-size", type=click.IntRange(min=1, max=tasks.MAX_BATCH_SIZE),
+              default=tasks.BATCH_SIZE,
               show_default=True, help="Rows deleted per transaction.")
 @click.option("--api-key-grace", metavar="AGE", default="30d", show_default=True,
               help="Keep revoked/expired API keys this long.")
