@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -95,3 +99,45 @@ def test_info_names_the_settings_sqlite_reports_as_numbers(runner, sqlite_file_u
     lines = {line.split()[0]: line.split()[1:] for line in result.output.splitlines()}
     assert lines["synchronous"] == ["NORMAL"] and lines["temp_store"] == ["MEMORY"]
     assert lines["access"] == ["read-only"]  # info only reads
+
+
+def test_verbose_is_accepted_after_the_command_too(runner):
+    for args in (["migrate", "status", "--verbose"], ["info", "-v"], ["backup", "list", "-v"]):
+        result = runner.invoke(cli, [*args, "--db", "mysql://h/db"])
+        assert result.exit_code != 0
+        assert "unknown database URL scheme" in str(result.exception), (args, result.output)
+        assert not isinstance(result.exception, SystemExit)  # raised: the traceback shows
+
+
+def _interrupt(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run ``embeddb args``, wait for its READY line on stdout, then Ctrl-C it (SIGINT)."""
+    proc = subprocess.Popen([sys.executable, "-c", "from embeddb.cli import main; main()", *args],
+                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "READY"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+def test_ctrl_c_exits_130_with_one_line(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    (tmp_path / "slow_models.py").write_text(
+        "import sys, time\nprint('READY', flush=True)\ntime.sleep(60)\nMODELS = []\n")
+    db = embeddb.connect(f"sqlite:///{tmp_path / 'app.db'}")
+    db.close()
+    done = _interrupt(["schema", "check", "--db", "sqlite:///app.db", "--models",
+                       "slow_models:MODELS"], tmp_path, env)
+    assert done.returncode == 130 and done.stderr.strip() == "Interrupted.", done.stderr
+
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    (migrations / "0001_slow.py").write_text(
+        "import time\n\ndef up(db):\n    db.execute_sql('CREATE TABLE half (a)')\n"
+        "    print('READY', flush=True)\n    time.sleep(60)\n")
+    done = _interrupt(["migrate", "up", "--db", "sqlite:///app.db", "--no-backup", "--json"],
+                      tmp_path, env)
+    assert done.returncode == 130 and done.stderr.strip() == "Interrupted.", done.stderr
+    db = embeddb.connect(f"sqlite:///{tmp_path / 'app.db'}")
+    assert not db.table_exists("half")  # rolled back
+    db.close()
