@@ -47,5 +47,8 @@ def dump(out: Path | None) -> None:
     if out is None:
         click.echo(sql, nl=False)
         return
-    out.write_text(sql)
+    try:
+        out.write_text(sql)
+    except OSError as exc:
+        raise click.FileError(str(out), exc.strerror) from None
     click.echo(f"Wrote {out}")
