@@ -253,16 +253,22 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
         """A new plain sqlite3 connection to the same file, opened the same way (read-only
         when this database is), with the busy timeout; ``kwargs`` go to ``sqlite3.connect``.
 
-        A read-only user cannot create the ``-shm`` file a WAL database needs when no other
-        connection has it open. With no ``-wal`` file either, every commit is in the main
-        file, and it is then read as immutable (without locks: a writer starting meanwhile
-        is not seen).
+        Read-only, a file this user may write is opened as usual with ``PRAGMA query_only``
+        (so closing the last connection still folds the WAL back and removes -wal/-shm),
+        any other with ``mode=ro``. A user who cannot write the directory cannot create the
+        ``-shm`` file a WAL database needs when no other connection has it open; with no
+        ``-wal`` file either, every commit is in the main file, which is then read as
+        immutable (without locks: a writer starting meanwhile is not seen).
         """
         kwargs.setdefault("timeout", self.settings.busy_timeout)
         if self.is_memory:
             return sqlite3.connect(self.database, uri=True, **kwargs)
         if not self.readonly:
             return sqlite3.connect(self.database, **kwargs)
+        if os.access(self.database, os.W_OK):
+            conn = sqlite3.connect(self.database, **kwargs)
+            conn.execute("PRAGMA query_only = 1")
+            return conn
         base = f"file:{quote(os.path.abspath(self.database))}?mode=ro"
         if not self._immutable:
             conn = sqlite3.connect(base, uri=True, **kwargs)

@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import folders
 from .dialect import quote
 from .errors import EmbeddbError
 from .repository import Repository, UpsertBatch
 
-ENV_DIR = "EMBEDDB_SEEDS_DIR"
-DEFAULT_DIR = "seeds"
+ENV_DIR = folders.SEEDS_ENV
+DEFAULT_DIR = folders.SEEDS_DEFAULT
 #: Sets that write to a live system: they run only when forced.
 PROTECTED = frozenset({"production", "prod"})
 #: The seed used when none is given, so that a set's data is the same on every machine.
@@ -66,8 +67,9 @@ class SeedResult:
 
 
 def directory_of(directory: str | os.PathLike[str] | None) -> Path:
-    """The seeds folder: the argument, $EMBEDDB_SEEDS_DIR, or ./seeds."""
-    return Path(directory or os.environ.get(ENV_DIR) or DEFAULT_DIR)
+    """The seeds folder by :func:`embeddb.folders.resolve`'s rule: the argument,
+    $EMBEDDB_SEEDS_DIR, ./seeds, or in an empty directory the reference app's."""
+    return folders.seeds(directory)
 
 
 def available(directory: str | os.PathLike[str] | None = None) -> list[str]:

@@ -205,6 +205,7 @@ def test_folder_problems_are_reported_before_anything_runs(db, folder, files, fr
 
 def test_missing_folder_says_what_to_do(db, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "seeds").mkdir()  # a project, not an empty directory: no reference fallback
     with pytest.raises(MigrationError, match="no migrations folder at migrations: pass"):
         migrate.up(db)
     monkeypatch.setenv("EMBEDDB_MIGRATIONS_DIR", str(tmp_path / "env"))

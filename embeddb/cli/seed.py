@@ -106,6 +106,7 @@ def seed(env: str, seeds_dir: str | None, seed_value: int, as_json: bool, fresh:
 def setup(directory: str | None, seeds_dir: str | None, seed_value: int, as_json: bool,
           env: str, force: bool, no_backup: bool, parallel: bool | None) -> None:
     """Create the database if needed, migrate it, seed it, and summarise."""
+    setup_api.check(env, migrations=directory, seeds=seeds_dir, force=force)  # before creating
     bar = _Bar(not as_json)
     try:
         result = setup_api.run(
