@@ -128,7 +128,8 @@ def test_read_commands_on_postgres_work_read_only(pg_schema_url):
     embeddb.migrate.up(db, reference.MIGRATIONS, backup=False)
     db.close()
     for args in (["info"], ["migrate", "status", "--migrations", str(reference.MIGRATIONS)],
-                 ["schema", "check"], ["maintenance", "integrity"]):
+                 ["schema", "check"], ["schema", "dump"], ["maintenance", "integrity"],
+                 ["maintenance", "cleanup", "--dry-run"]):
         result = CliRunner().invoke(cli, [*args, "--db", url])
         assert result.exit_code == 0, (args, result.output)
 
