@@ -16,13 +16,14 @@ _VERBS = {"applying": "Applying", "applied": "Applied", "reverting": "Reverting"
 
 
 def migrations_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--migrations DIR`` (default $EMBEDDB_MIGRATIONS_DIR or ./migrations)."""
+    """``--migrations DIR`` (default: :func:`embeddb.folders.resolve`)."""
     return click.option(
         "--migrations",
         "directory",
         metavar="DIR",
         type=click.Path(file_okay=False),
-        help="Migrations folder (default: $EMBEDDB_MIGRATIONS_DIR or ./migrations).",
+        help="Migrations folder (default: $EMBEDDB_MIGRATIONS_DIR, ./migrations, or in an "
+             "empty directory the bundled reference app's).",
     )(fn)
 
 

@@ -18,7 +18,8 @@ from .options import database, db_option, emit_json, json_option
 
 def _seeds_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--seeds", "seeds_dir", metavar="DIR", type=click.Path(file_okay=False),
-                        help="Seed sets folder (default: $EMBEDDB_SEEDS_DIR or ./seeds).")(fn)
+                        help="Seed sets folder (default: $EMBEDDB_SEEDS_DIR, ./seeds, or in an "
+                             "empty directory the bundled reference app's).")(fn)
 
 
 def _parallel_option(fn: Callable[..., Any]) -> Callable[..., Any]:
