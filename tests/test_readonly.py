@@ -174,3 +174,14 @@ def test_read_commands_work_on_a_file_the_user_cannot_write():
         assert "Backed up" in results[6][1] and "app-" in results[7][1]
         assert sorted(p.name for p in data.iterdir()) == before
         assert hashlib.sha256(db_path.read_bytes()).hexdigest() == digest
+
+
+def test_backup_list_of_a_missing_database_points_to_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["backup", "list", "--db", "sqlite:///gone.db"])
+    assert result.exit_code == 1 and "pass --dir DIR" in result.output
+    (tmp_path / "backups").mkdir()
+    result = CliRunner().invoke(cli, ["backup", "list", "--db", "sqlite:///gone.db",
+                                      "--dir", "backups"])
+    assert result.exit_code == 0 and result.output.strip() == "no backups"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["backups"]
