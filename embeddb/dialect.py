@@ -95,8 +95,14 @@ class Dialect:
         """Cut a migration script into :class:`embeddb.migrate.script.Statement` objects."""
         raise NotImplementedError
 
-    def migration_lock(self, db: Any, timeout: float) -> Any:
-        """A context manager held while migrations run, so two runners never overlap."""
+    def migration_lock(
+        self, db: Any, timeout: float, on_wait: Callable[[int | None], None] | None = None
+    ) -> Any:
+        """A context manager held while migrations run, so two runners never overlap.
+
+        ``on_wait(pid)`` is called once if another runner holds it (its process id, when known)
+        before waiting up to ``timeout`` seconds.
+        """
         raise NotImplementedError
 
     def run_script(self, db: Any, script: str, finish: Callable[[], None]) -> bool:
@@ -111,9 +117,12 @@ class Dialect:
         """
         return False
 
-    def safety_backup(self, db: Any) -> str | None:
-        """Copy the database before migrations change it; the copy's path, or None."""
-        return None
+    def safety_backup(self, db: Any, keep: int) -> str | None:
+        """Copy the database before migrations change it, keeping the newest ``keep`` such
+        copies; the copy's path, or None (nothing worth copying)."""
+        from .migrate.safety import premigrate_backup
+
+        return premigrate_backup(db, keep)
 
     # -- backup and maintenance (embeddb.backup, embeddb.maintenance) --
     #: the manifest's ``format``: which embeddb.backup driver writes and reads the files
@@ -228,10 +237,12 @@ class SqliteDialect(Dialect):
 
         return split_sqlite(text)
 
-    def migration_lock(self, db: Any, timeout: float) -> Any:
+    def migration_lock(
+        self, db: Any, timeout: float, on_wait: Callable[[int | None], None] | None = None
+    ) -> Any:
         from .migrate.lock import SqliteMigrationLock
 
-        return SqliteMigrationLock(db, timeout)
+        return SqliteMigrationLock(db, timeout, on_wait)
 
     def run_script(self, db: Any, script: str, finish: Callable[[], None]) -> bool:
         """``executescript("BEGIN IMMEDIATE;" + script)``, then ``finish`` and COMMIT.
@@ -265,11 +276,6 @@ class SqliteDialect(Dialect):
                 raise DatabaseError(str(exc)) from exc
             raise
         return True
-
-    def safety_backup(self, db: Any) -> str | None:
-        from .migrate.safety import premigrate_backup
-
-        return premigrate_backup(db)
 
     # -- backup and maintenance (embeddb.backup, embeddb.maintenance) --
     backup_format = "sqlite3"
@@ -369,10 +375,12 @@ class PostgresDialect(Dialect):
 
         return split_postgres(text)
 
-    def migration_lock(self, db: Any, timeout: float) -> Any:
+    def migration_lock(
+        self, db: Any, timeout: float, on_wait: Callable[[int | None], None] | None = None
+    ) -> Any:
         from .migrate.lock import PostgresMigrationLock
 
-        return PostgresMigrationLock(db, timeout)
+        return PostgresMigrationLock(db, timeout, on_wait)
 
     # -- backup and maintenance (embeddb.backup, embeddb.maintenance) --
     backup_format = "pg_dump"

@@ -22,6 +22,13 @@ from embeddb.migrate.files import checksum, discover
 from embeddb.migrate.script import normalize
 
 
+
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch):
+    """PostgreSQL safety dumps go to ./backups: keep them out of the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     path = tmp_path / "migrations"

@@ -11,6 +11,13 @@ from click.testing import CliRunner
 from embeddb.cli import cli
 
 
+
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch):
+    """PostgreSQL safety dumps go to ./backups: keep them out of the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def runner():
     return CliRunner()

@@ -22,6 +22,8 @@ from ..errors import ChecksumMismatch, DatabaseError, MigrationError, MigrationF
 from . import history
 from .files import Migration, Part, discover, resolve_directory
 from .history import APPLIED, FAILED, Record
+from .lock import check_timeout
+from .safety import KEEP_BACKUPS, keep_setting
 from .script import Statement, may_control_transaction, may_hold_parameters
 
 #: How long a second runner waits for the first before giving up (seconds).
@@ -42,13 +44,15 @@ class Step:
 
 @dataclass(frozen=True)
 class Event:
-    """Progress report: ``kind`` is backup (``name`` is the path), applying, applied,
-    reverting or reverted."""
+    """Progress report: ``kind`` is waiting (another runner holds the lock; ``pid`` is its
+    process id when known), backup (``name`` is the path), applying, applied, reverting or
+    reverted."""
 
     kind: str
     version: int
     name: str
     duration_ms: float | None = None
+    pid: int | None = None
 
 
 @dataclass
@@ -79,23 +83,34 @@ def up(
     allow_out_of_order: bool = False,
     progress: Progress | None = None,
     lock_timeout: float = LOCK_TIMEOUT,
+    keep_backups: int | None = None,
 ) -> RunResult:
     """Apply the pending migrations in order (up to and including version ``to``).
+
+    Unless ``backup`` is False, a safety copy of the database is taken first when something
+    will run; of those copies the newest ``keep_backups`` stay (default: ``[migrate]
+    keep_backups`` in embeddb.toml, else 3).
 
     :raises MigrationError: the folder is malformed, a migration is out of order, ``to`` is
         unknown, or a failed no-transaction migration is missing its file.
     :raises ChecksumMismatch: an applied file was edited since.
-    :raises MigrationFailed: a statement failed (that migration was rolled back).
+    :raises MigrationFailed: a statement failed (that migration was rolled back), or a
+        migration file cannot be loaded (nothing ran).
     :raises MigrationLockTimeout: another runner kept the lock for ``lock_timeout`` seconds.
+    :raises ConfigurationError: ``lock_timeout`` or ``keep_backups`` is out of range.
     """
+    keep = _check_options(lock_timeout, backup, keep_backups)
+    if to is not None and to < 0:
+        raise MigrationError(f"--to must be a version of 0 or more (got {to}); nothing was changed")
     migrations = _discover(db, directory)
-    with _session(db, lock_timeout, locked=not dry_run) as records:
+    with _session(db, lock_timeout, locked=not dry_run, progress=progress) as records:
         plan = _plan_up(migrations, records, to, allow_out_of_order)
         result = RunResult(dry_run=dry_run, missing=_missing(migrations, records))
         if dry_run:
             result.steps = [_preview(db, m, m.up, "up") for m in plan]
         else:
-            result.backup = _backup_if(db, backup and bool(plan), progress)
+            _check_loadable(db, plan, "up")
+            result.backup = _backup_if(db, backup and bool(plan), keep, progress)
             with _forgetting(db, bool(plan)):
                 result.steps = _apply_all(db, plan, records, progress)
         result.version = _version(db, dry_run)
@@ -105,30 +120,38 @@ def up(
 def down(
     db: Any,
     directory: str | os.PathLike[str] | None = None,
-    steps: int = 1,
+    steps: int | None = None,
     to: int | None = None,
     *,
     dry_run: bool = False,
     backup: bool = True,
     progress: Progress | None = None,
     lock_timeout: float = LOCK_TIMEOUT,
+    keep_backups: int | None = None,
 ) -> RunResult:
-    """Revert the newest ``steps`` applied migrations, or every one above version ``to``.
+    """Revert the newest ``steps`` (default 1) applied migrations, or every one above version
+    ``to``: 0, or an applied version.
 
     ``to=0`` reverts everything, leaving only the bookkeeping table. Every migration to revert
-    must have a down part; that is checked before anything changes.
+    must have a down part; that is checked before anything changes. The safety copy is taken
+    as for :func:`up`.
 
-    :raises MigrationError: a migration has no down part or file, or one is marked failed.
+    :raises MigrationError: ``steps`` and ``to`` both given, ``steps`` < 1, ``to`` negative or
+        not an applied version, a migration has no down part or file, or one is marked failed;
+        nothing was changed.
     :raises MigrationFailed: a statement failed (that migration was rolled back).
     """
+    keep = _check_options(lock_timeout, backup, keep_backups)
+    _check_down_target(steps, to)
     migrations = _discover(db, directory)
-    with _session(db, lock_timeout, locked=not dry_run) as records:
-        plan = _plan_down(migrations, records, steps, to)
+    with _session(db, lock_timeout, locked=not dry_run, progress=progress) as records:
+        plan = _plan_down(migrations, records, steps or 1, to)
         result = RunResult(dry_run=dry_run, missing=_missing(migrations, records))
         if dry_run:
             result.steps = [_preview(db, m, m.down, "down") for m in plan]
         else:
-            result.backup = _backup_if(db, backup and bool(plan), progress)
+            _check_loadable(db, plan, "down")
+            result.backup = _backup_if(db, backup and bool(plan), keep, progress)
             with _forgetting(db, bool(plan)):
                 result.steps = [_revert(db, m, progress) for m in plan]
         result.version = _version(db, dry_run)
@@ -142,17 +165,22 @@ def redo(
     backup: bool = True,
     progress: Progress | None = None,
     lock_timeout: float = LOCK_TIMEOUT,
+    keep_backups: int | None = None,
 ) -> RunResult:
-    """Revert the newest applied migration and apply it again (one lock for both).
+    """Revert the newest applied migration and apply it again (one lock for both); the safety
+    copy is taken as for :func:`up`.
 
     :raises MigrationError: nothing is applied, or the newest migration has no down part.
     :raises MigrationFailed: a statement failed.
     """
+    keep = _check_options(lock_timeout, backup, keep_backups)
     migrations = _discover(db, directory)
-    with _session(db, lock_timeout, locked=True) as records:
+    with _session(db, lock_timeout, locked=True, progress=progress) as records:
         [target] = _plan_down(migrations, records, 1, None)
         result = RunResult(missing=_missing(migrations, records))
-        result.backup = _backup_if(db, backup, progress)
+        _check_loadable(db, [target], "down")
+        _check_loadable(db, [target], "up")
+        result.backup = _backup_if(db, backup, keep, progress)
         with _forgetting(db, True):
             result.steps.append(_revert(db, target, progress))
             result.steps += _apply_all(db, [target], history.read(db), progress)
@@ -167,9 +195,35 @@ def _discover(db: Any, directory: str | os.PathLike[str] | None) -> list[Migrati
     return discover(resolve_directory(directory), db.dialect.migration_variants)
 
 
+def _check_options(lock_timeout: float, backup: bool, keep_backups: int | None) -> int:
+    """Validate the run's options before anything is touched; the number of copies to keep."""
+    check_timeout(lock_timeout)
+    return keep_setting(keep_backups) if backup else KEEP_BACKUPS
+
+
+def _check_down_target(steps: int | None, to: int | None) -> None:
+    if steps is not None and to is not None:
+        raise MigrationError(
+            f"pass --steps or --to, not both (got --steps {steps} --to {to}); nothing was changed"
+        )
+    if steps is not None and steps < 1:
+        raise MigrationError(f"--steps must be 1 or more (got {steps}); nothing was changed")
+    if to is not None and to < 0:
+        raise MigrationError(
+            f"--to must be 0 (revert everything) or an applied version (got {to}); "
+            "nothing was changed"
+        )
+
+
 @contextmanager
-def _session(db: Any, lock_timeout: float, locked: bool) -> Iterator[dict[int, Record]]:
-    """Connect if needed, take the lock, make sure the table exists; yield the records."""
+def _session(
+    db: Any, lock_timeout: float, locked: bool, progress: Progress | None = None
+) -> Iterator[dict[int, Record]]:
+    """Connect if needed, take the lock, make sure the table exists; yield the records.
+
+    While another runner holds the lock, ``progress`` hears a ``waiting`` event first.
+    """
+    check_timeout(lock_timeout)
     if db.in_transaction():
         raise MigrationError("migrations cannot run inside an open transaction: commit it first")
     opened = db.is_closed()
@@ -179,7 +233,11 @@ def _session(db: Any, lock_timeout: float, locked: bool) -> Iterator[dict[int, R
         if not locked:
             yield history.read(db)
             return
-        with db.dialect.migration_lock(db, lock_timeout):
+        def waiting(pid: int | None) -> None:
+            if progress is not None:
+                progress(Event("waiting", 0, "", pid=pid))
+
+        with db.dialect.migration_lock(db, lock_timeout, waiting):
             history.ensure(db)
             yield history.read(db)
     finally:
@@ -261,9 +319,15 @@ def _plan_down(
         )
     applied = sorted((v for v in records), reverse=True)
     if to is not None:
+        if to != 0 and to not in records:
+            known = ", ".join(str(v) for v in sorted(applied)) or "none"
+            raise MigrationError(
+                f"--to {to} is not an applied version (applied: {known}); pass 0 to revert "
+                "everything; nothing was changed"
+            )
         targets = [v for v in applied if v > to]
     elif steps < 1:
-        raise MigrationError(f"--steps must be 1 or more (got {steps})")
+        raise MigrationError(f"--steps must be 1 or more (got {steps}); nothing was changed")
     else:
         targets = applied[:steps]
     if not targets and to is None:
@@ -304,8 +368,28 @@ def _forgetting(db: Any, changing: bool) -> Iterator[None]:
             forget(db)
 
 
-def _backup_if(db: Any, wanted: bool, progress: Progress | None) -> str | None:
-    path = db.dialect.safety_backup(db) if wanted else None
+def _check_loadable(db: Any, plan: list[Migration], direction: str) -> None:
+    """Load every Python migration and cut every script of ``plan`` before the safety copy
+    and the first change: a file that cannot even be read costs neither.
+
+    :raises MigrationFailed: a Python migration fails to import or lacks its function.
+    """
+    for migration in plan:
+        part = migration.up if direction == "up" else migration.down
+        if part is None:
+            continue
+        if part.sql is None:
+            module = _load_module(migration)
+            if not callable(getattr(module, direction, None)):
+                raise MigrationFailed(
+                    f"{part.path.name} defines no {direction}(db) function; nothing was changed"
+                )
+        else:
+            db.dialect.split_script(part.sql)
+
+
+def _backup_if(db: Any, wanted: bool, keep: int, progress: Progress | None) -> str | None:
+    path = db.dialect.safety_backup(db, keep) if wanted else None
     if path is not None and progress is not None:
         progress(Event("backup", 0, path))
     return path
