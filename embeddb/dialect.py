@@ -138,6 +138,11 @@ class Dialect:
         """Where the cache's L2 and generation counters live by default (None: no L2)."""
         return None
 
+    def cache_owner(self, db: Any) -> tuple[int, int] | None:
+        """``(uid, gid)`` to give the cache's files when root uses another user's database,
+        so its owner can still use the cache (None: keep this process's)."""
+        return None
+
 
 class SqliteDialect(Dialect):
     name = "sqlite"
@@ -295,6 +300,15 @@ class SqliteDialect(Dialect):
         import os
 
         return os.path.abspath(db.database) + "-cache"
+
+    def cache_owner(self, db: Any) -> tuple[int, int] | None:
+        if db.is_memory:
+            return None
+        import os
+
+        from .backup.ownership import foreign_owner
+
+        return foreign_owner(os.path.abspath(db.database))
 
 
 class PostgresDialect(Dialect):
