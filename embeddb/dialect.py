@@ -117,12 +117,9 @@ class Dialect:
         """
         return False
 
-    def safety_backup(self, db: Any, keep: int) -> str | None:
-        """Copy the database before migrations change it, keeping the newest ``keep`` such
-        copies; the copy's path, or None (nothing worth copying)."""
-        from .migrate.safety import premigrate_backup
-
-        return premigrate_backup(db, keep)
+    def safety_backup(self, db: Any) -> str | None:
+        """Copy the database before migrations change it; the copy's path, or None."""
+        return None
 
     # -- backup and maintenance (embeddb.backup, embeddb.maintenance) --
     #: the manifest's ``format``: which embeddb.backup driver writes and reads the files
@@ -282,6 +279,11 @@ class SqliteDialect(Dialect):
             raise
         return True
 
+    def safety_backup(self, db: Any) -> str | None:
+        from .migrate.safety import premigrate_backup
+
+        return premigrate_backup(db)
+
     # -- backup and maintenance (embeddb.backup, embeddb.maintenance) --
     backup_format = "sqlite3"
 
@@ -395,6 +397,12 @@ class PostgresDialect(Dialect):
         from .migrate.lock import PostgresMigrationLock
 
         return PostgresMigrationLock(db, timeout, on_wait)
+
+    def safety_backup(self, db: Any) -> str | None:
+        """A ``pg_dump -Fc`` to ./backups, as ``embeddb backup create`` writes it."""
+        from .migrate.safety import premigrate_backup
+
+        return premigrate_backup(db)
 
     # -- backup and maintenance (embeddb.backup, embeddb.maintenance) --
     backup_format = "pg_dump"

@@ -23,7 +23,7 @@ from . import history
 from .files import Migration, Part, discover, resolve_directory
 from .history import APPLIED, FAILED, Record
 from .lock import check_timeout
-from .safety import KEEP_BACKUPS, keep_setting
+from .safety import KEEP_BACKUPS, keep_newest, keep_setting
 from .script import Statement, may_control_transaction, may_hold_parameters
 
 #: How long a second runner waits for the first before giving up (seconds).
@@ -389,7 +389,9 @@ def _check_loadable(db: Any, plan: list[Migration], direction: str) -> None:
 
 
 def _backup_if(db: Any, wanted: bool, keep: int, progress: Progress | None) -> str | None:
-    path = db.dialect.safety_backup(db, keep) if wanted else None
+    path = db.dialect.safety_backup(db) if wanted else None
+    if path is not None:
+        keep_newest(db, path, keep)
     if path is not None and progress is not None:
         progress(Event("backup", 0, path))
     return path

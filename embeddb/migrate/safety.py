@@ -37,13 +37,12 @@ def keep_setting(keep: int | None = None, cwd: str | os.PathLike[str] | None = N
     return keep
 
 
-def premigrate_backup(db: Any, keep: int) -> str | None:
-    """Back the database up before migrations change it, then prune older copies; the path.
+def premigrate_backup(db: Any) -> str | None:
+    """Back the database up before migrations change it; the path.
 
     A regular backup with its manifest, so ``embeddb backup list`` shows it and ``embeddb
-    backup restore`` takes it back. Of this database's pre-migration copies in that directory,
-    the newest ``keep`` stay (other kinds of backup are not touched). Nothing is copied for
-    ``:memory:`` or for a database with no tables of its own yet (None).
+    backup restore`` takes it back. Nothing is copied for ``:memory:`` or for a database with
+    no tables of its own yet (None).
 
     :raises MigrationError: the copy could not be written (pg_dump missing or failing, disk
         full, permissions).
@@ -52,25 +51,30 @@ def premigrate_backup(db: Any, keep: int) -> str | None:
         not t.startswith("embeddb_") for t in db.get_tables()
     ):
         return None
-    from ..backup import create_backup, default_directory, prune_backups
+    from ..backup import create_backup, default_directory
     from ..backup.postgres import source_name as pg_source
     from ..backup.sqlite import source_name as sqlite_source
 
     fmt = db.dialect.backup_format
     stem = sqlite_source(db) if fmt == "sqlite3" else pg_source(db)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    folder = default_directory(db)
-    target = os.path.join(folder, f"{stem}-premigrate-{stamp}{_EXTENSIONS[fmt]}")
+    target = os.path.join(default_directory(db), f"{stem}-premigrate-{stamp}{_EXTENSIONS[fmt]}")
     try:
-        path = create_backup(db, out=target).path
+        return create_backup(db, out=target).path
     except (BackupError, ConfigurationError, OSError) as exc:
         raise MigrationError(
             f"could not write the safety backup {target}: {exc} "
             "(free space or fix permissions, or pass --no-backup)"
         ) from exc
+
+
+def keep_newest(db: Any, path: str, keep: int) -> None:
+    """Of ``db``'s pre-migration copies in the folder of ``path`` (just written), keep the
+    newest ``keep``; other kinds of backup there are neither counted nor touched."""
+    from ..backup import prune_backups
+
     try:
-        prune_backups(folder, keep=keep, kind="premigrate", source=db.url.redacted(),
-                      missing_ok=True)
+        prune_backups(os.path.dirname(path), keep=keep, kind="premigrate",
+                      source=db.url.redacted(), missing_ok=True)
     except (BackupError, OSError):
         pass  # the new copy is written; an older one that cannot go stays for `backup prune`
-    return path
