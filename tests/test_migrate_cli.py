@@ -217,3 +217,15 @@ def test_ctrl_c_rolls_back_the_running_migration_and_exits_130(url, folder, tmp_
         db.close()
         if hasattr(db, "close_all"):
             db.close_all()
+
+
+def test_keep_backups_option_prunes_the_safety_copies(runner, tmp_path, folder):
+    url = f"sqlite:///{tmp_path / 'kept.db'}"
+    run(runner, url, folder, "up", "--no-backup")
+    (folder / "0003_bad.up.sql").write_text("SELECT * FROM nope;")
+    for _ in range(3):
+        assert run(runner, url, folder, "up", "--keep-backups", "2").exit_code == 1
+    copies = [p for p in (tmp_path / "backups").iterdir() if p.name.endswith(".db")]
+    assert len(copies) == 2
+    refused = run(runner, url, folder, "up", "--keep-backups", "0")
+    assert refused.exit_code == 2 and "--keep-backups" in refused.output
