@@ -95,6 +95,11 @@ class Dialect:
         """Cut a migration script into :class:`embeddb.migrate.script.Statement` objects."""
         raise NotImplementedError
 
+    def unfinished(self, statements: list[Any]) -> Any:
+        """The statement of a cut script that ends inside a string, a comment or a trigger
+        body, when the backend can tell before running it (None: none found)."""
+        return None
+
     def migration_lock(
         self, db: Any, timeout: float, on_wait: Callable[[int | None], None] | None = None
     ) -> Any:
@@ -238,6 +243,11 @@ class SqliteDialect(Dialect):
         from .migrate.script import split_sqlite
 
         return split_sqlite(text)
+
+    def unfinished(self, statements: list[Any]) -> Any:
+        """SQLite's own tokenizer (``sqlite3.complete_statement``) on the last statement."""
+        last = statements[-1] if statements else None
+        return last if last is not None and not sqlite3.complete_statement(last.sql + "\n;") else None
 
     def migration_lock(
         self, db: Any, timeout: float, on_wait: Callable[[int | None], None] | None = None

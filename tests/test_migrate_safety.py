@@ -154,3 +154,22 @@ def test_a_waiting_runner_reports_the_holder_and_zero_means_no_wait(db, folder):
     waits = [e for e in events if e.kind == "waiting"]
     assert len(waits) == 1 and waits[0].pid == os.getpid()
     assert "users" not in db.get_tables()
+
+
+def test_no_copy_and_nothing_run_when_a_sqlite_script_is_unfinished(sqlite_file_url, folder,
+                                                                     tmp_path):
+    db = embeddb.connect(sqlite_file_url)
+    migrate.up(db, folder, to=1, backup=False)
+    (folder / "0004_trigger.up.sql").write_text(
+        "CREATE TABLE audit (x TEXT);\n"
+        "CREATE TRIGGER t AFTER INSERT ON users BEGIN\n"
+        "  INSERT INTO audit VALUES ('it''s');\n")  # no END
+    with pytest.raises(MigrationFailed, match="0004_trigger.up.sql line 2: the script ends "
+                                              "inside a string, a comment or a trigger body"):
+        migrate.up(db, folder)
+    assert _backups(tmp_path) == [] and migrate.current_version(db) == 1  # main: 3, one copy
+    (folder / "0004_trigger.up.sql").write_text(
+        "CREATE TABLE audit (x TEXT);\n"
+        "CREATE TRIGGER t AFTER INSERT ON users BEGIN\n"
+        "  INSERT INTO audit VALUES ('it''s');\nEND; -- done\n")
+    assert migrate.up(db, folder).names == ["0002_posts", "0003_tags", "0004_trigger"]

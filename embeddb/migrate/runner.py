@@ -372,7 +372,8 @@ def _check_loadable(db: Any, plan: list[Migration], direction: str) -> None:
     """Load every Python migration and cut every script of ``plan`` before the safety copy
     and the first change: a file that cannot even be read costs neither.
 
-    :raises MigrationFailed: a Python migration fails to import or lacks its function.
+    :raises MigrationFailed: a Python migration fails to import or lacks its function, or a
+        script ends inside a string, comment or trigger body (where the backend can tell).
     """
     for migration in plan:
         part = migration.up if direction == "up" else migration.down
@@ -385,7 +386,13 @@ def _check_loadable(db: Any, plan: list[Migration], direction: str) -> None:
                     f"{part.path.name} defines no {direction}(db) function; nothing was changed"
                 )
         else:
-            db.dialect.split_script(part.sql)
+            unfinished = db.dialect.unfinished(db.dialect.split_script(part.sql))
+            if unfinished is not None:
+                raise MigrationFailed(
+                    f"{part.path.name} line {part.first_line - 1 + unfinished.line}: the script "
+                    "ends inside a string, a comment or a trigger body (statement: "
+                    f"{_one_line(unfinished.sql, 120)}); nothing was changed"
+                )
 
 
 def _backup_if(db: Any, wanted: bool, keep: int, progress: Progress | None) -> str | None:
