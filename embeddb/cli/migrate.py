@@ -92,7 +92,7 @@ class _Run:
         self.printer = migration_printer(as_json)
         self.done: list[dict[str, Any]] = []
         self.backup: str | None = None
-        self.running: str | None = None
+        self.running: api.Event | None = None
 
     def __call__(self, event: api.Event) -> None:
         if self.printer is not None:
@@ -102,7 +102,7 @@ class _Run:
         if event.kind == "backup":
             self.backup = event.name
         elif event.kind in ("applying", "reverting"):
-            self.running = event.name
+            self.running = event
         elif event.kind in ("applied", "reverted"):
             self.running = None
             self.done.append({
@@ -114,7 +114,8 @@ class _Run:
     def report(self, error: str) -> dict[str, Any]:
         return {
             "ok": False, "error": error, "steps": self.done,
-            "names": [step["name"] for step in self.done], "failed": self.running,
+            "names": [step["name"] for step in self.done],
+            "failed": self.running.name if self.running else None,
             "backup": self.backup, "version": _version_now(),
         }
 
@@ -141,9 +142,13 @@ def _reporting(run: _Run) -> Iterator[None]:
         if run.as_json:
             emit_json(run.report("interrupted"))
         done = ", ".join(step["name"] for step in run.done) or "nothing"
-        rolled = f"{run.running} was rolled back; " if run.running else ""
+        stopped = ""
+        if run.running is not None:
+            outcome = ("was rolled back" if run.running.transaction
+                       else "stopped part-way (no transaction: check what it did)")
+            stopped = f"{run.running.name} {outcome}; "
         click.echo(
-            f"Interrupted: {rolled}completed before: {done} "
+            f"Interrupted: {stopped}completed before: {done} "
             "(see `embeddb migrate status`)", err=True,
         )
         ctx.exit(130)

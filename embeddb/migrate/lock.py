@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 import math
+import os
 import threading
 import time
 from collections.abc import Callable

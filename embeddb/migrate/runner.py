@@ -53,6 +53,7 @@ class Event:
     name: str
     duration_ms: float | None = None
     pid: int | None = None
+    transaction: bool = True  # applying...: whether that part runs in one transaction
 
 
 @dataclass
@@ -226,6 +227,11 @@ def _session(
     check_timeout(lock_timeout)
     if db.in_transaction():
         raise MigrationError("migrations cannot run inside an open transaction: commit it first")
+
+    def waiting(pid: int | None) -> None:
+        if progress is not None:
+            progress(Event("waiting", 0, "", pid=pid))
+
     opened = db.is_closed()
     if opened:
         db.connect()
@@ -233,10 +239,6 @@ def _session(
         if not locked:
             yield history.read(db)
             return
-        def waiting(pid: int | None) -> None:
-            if progress is not None:
-                progress(Event("waiting", 0, "", pid=pid))
-
         with db.dialect.migration_lock(db, lock_timeout, waiting):
             history.ensure(db)
             yield history.read(db)
@@ -654,7 +656,10 @@ def _notify(
     progress: Progress | None, kind: str, migration: Migration, duration: float | None = None
 ) -> None:
     if progress is not None:
-        progress(Event(kind, migration.version, migration.label, duration))
+        part = migration.down if kind.startswith("revert") else migration.up
+        transaction = part.transaction if part is not None else True
+        progress(Event(kind, migration.version, migration.label, duration,
+                       transaction=transaction))
 
 
 def _ms(start: float) -> float:
