@@ -64,6 +64,8 @@ def migration_printer(as_json: bool) -> Callable[[api.Event], None] | None:
 def _finish(result: api.RunResult, as_json: bool) -> None:
     if as_json:
         emit_json({**dataclasses.asdict(result), "names": result.names})
+        if any(step.findings for step in result.steps):
+            raise SystemExit(1)
         return
     for record in result.missing:
         click.echo(
@@ -77,16 +79,23 @@ def _finish(result: api.RunResult, as_json: bool) -> None:
             click.echo(f"{verb}: {step.name}{note}")
             for sql in step.statements:
                 click.echo("    " + sql.replace("\n", "\n    "))
+            for finding in step.findings:
+                click.echo(f"Problem: {finding}", err=True)
     if not result.steps:
         click.echo(f"Nothing to do: the database is at version {result.version or 0}")
     elif not result.dry_run:
         click.echo(f"Version: {result.version or 0}")
+    if any(step.findings for step in result.steps):
+        raise SystemExit(1)  # a dry run that found what would stop the real one
 
 
 @migrate.command()
 @_common
 @click.option("--to", type=int, metavar="VERSION", help="Stop after this version.")
-@click.option("--dry-run", is_flag=True, help="Print what would run and change nothing.")
+@click.option(
+    "--dry-run", is_flag=True,
+    help="Print what would run and change nothing; exit 1 if something would be refused.",
+)
 @click.option(
     "--allow-out-of-order", is_flag=True,
     help="Apply pending versions older than the newest applied one.",
@@ -108,7 +117,10 @@ def up(
 @_common
 @click.option("--steps", type=int, default=1, show_default=True, help="How many to revert.")
 @click.option("--to", type=int, metavar="VERSION", help="Revert everything above VERSION (0: all).")
-@click.option("--dry-run", is_flag=True, help="Print what would run and change nothing.")
+@click.option(
+    "--dry-run", is_flag=True,
+    help="Print what would run and change nothing; exit 1 if something would be refused.",
+)
 @_no_backup
 def down(
     directory: str | None, as_json: bool, steps: int, to: int | None, dry_run: bool,

@@ -16,6 +16,7 @@ table other tables still reference, with foreign keys on, is refused as the stat
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -256,6 +257,57 @@ class SqliteForeignKeys:
             f"reference{'s' if len(children) == 1 else ''} it: {consequence}; {outcome}. "
             f"{_REBUILD_HOWTO[0].upper()}{_REBUILD_HOWTO[1:]}"
         )
+
+    @contextmanager
+    def guarded(self, outcome: str) -> Iterator[None]:
+        """For code embeddb cannot read, a Python migration: with foreign keys on, refuse a
+        ``DROP TABLE`` of a table that other tables reference as SQLite prepares it (an
+        authorizer), whichever way the code reaches the connection.
+
+        Who references whom is read once before the code runs; a child the code drops first
+        no longer counts.
+        """
+        if not self.enforced():
+            yield
+            return
+        children: dict[str, set[tuple[str, str]]] = {}
+        for child, parent, column in self.db.execute_sql(
+            "SELECT m.name, f.\"table\", f.\"from\" FROM sqlite_schema AS m "
+            "JOIN pragma_foreign_key_list(m.name) AS f WHERE m.type = 'table'"
+        ).fetchall():
+            if child.lower() != parent.lower():
+                children.setdefault(parent.lower(), set()).add((child, column))
+        refused: list[str] = []
+
+        def authorize(action: int, table: str | None, *_: Any) -> int:
+            if action != sqlite3.SQLITE_DROP_TABLE or table is None:
+                return sqlite3.SQLITE_OK
+            referencing = children.get(table.lower())
+            if referencing:
+                names = ", ".join(sorted(f"{c}.{col}" for c, col in referencing))
+                refused.append(
+                    f"dropping table {table} while foreign keys are on, but {names} "
+                    f"reference it: its implicit DELETE would cascade into or fail on their rows"
+                )
+                return sqlite3.SQLITE_DENY
+            for dependants in children.values():
+                dependants -= {d for d in dependants if d[0].lower() == table.lower()}
+            return sqlite3.SQLITE_OK
+
+        conn = self.db.connection()
+        conn.set_authorizer(authorize)
+        try:
+            yield
+        except MigrationFailed as exc:
+            if refused:
+                raise MigrationFailed(
+                    f"{refused[0]}; {outcome}. Set `foreign_keys = False` at the top of the "
+                    "module to rebuild a table SQLite's way: embeddb then turns foreign keys "
+                    "off before the migration's transaction and checks them before it commits"
+                ) from exc
+            raise
+        finally:
+            conn.set_authorizer(None)
 
     def check_violations(self, label: str) -> None:
         """Before COMMIT of a migration that ran with foreign keys off."""

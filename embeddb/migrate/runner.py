@@ -390,11 +390,15 @@ def _foreign_keys(
         part = _part(migration, direction)
 
         def guard(statement: Statement) -> None:
-            fks.check_drop(_where(part, statement), statement, outcome)
+            if statement.keyword in ("DROP", "ALTER"):
+                fks.check_drop(_where(part, statement), statement, outcome)
 
     if rules.foreign_keys_off:
         with fks.off():
             yield (lambda: fks.check_violations(f"{migration.label} {direction}")), guard
+    elif _part(migration, direction).python:
+        with fks.kept(), fks.guarded(outcome):
+            yield (lambda: None), None
     else:
         with fks.kept():
             yield (lambda: None), guard
