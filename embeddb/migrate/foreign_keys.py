@@ -79,10 +79,11 @@ class Rules:
 
     foreign_keys_off: bool = False  # turn them off before BEGIN, check before COMMIT
     guarded: bool = False  # has DROP TABLE / RENAME TO: check each as it comes up
+    pragmas: bool = False  # runs a PRAGMA: the connection's foreign keys are put back after
 
     @property
     def plain(self) -> bool:
-        return not (self.foreign_keys_off or self.guarded)
+        return not (self.foreign_keys_off or self.guarded or self.pragmas)
 
 
 PLAIN = Rules()
@@ -103,7 +104,7 @@ def examine(
     :raises MigrationError: a pragma SQLite would ignore or refuse at that point, or an unknown
         pragma (SQLite ignores those too).
     """
-    off = guarded = False
+    off = guarded = pragmas = False
     own = transaction and any(s.controls_transaction for s in statements)
     inside = transaction and not own
     for statement in statements:
@@ -113,12 +114,14 @@ def examine(
         elif own and keyword in ("COMMIT", "END", "ROLLBACK", "ABORT"):
             inside = False
         elif keyword == "PRAGMA":
+            pragmas = True
             off = _pragma(where(statement), statement.sql, inside, own, known_pragmas) or off
         elif keyword in ("DROP", "ALTER") and (
             _DROP_TABLE.match(statement.sql) or _RENAME_TABLE.match(statement.sql)
         ):
             guarded = True
-    return Rules(foreign_keys_off=off and transaction and not own, guarded=guarded)
+    return Rules(foreign_keys_off=off and transaction and not own, guarded=guarded,
+                 pragmas=pragmas)
 
 
 def _pragma(where: str, sql: str, inside: bool, own: bool, known: frozenset[str]) -> bool:

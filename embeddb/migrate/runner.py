@@ -381,13 +381,13 @@ def _foreign_keys(
     Yields the check to run before the part's COMMIT, and the guard to run before each of
     its statements (None when there is nothing to guard)."""
     fks = db.dialect.foreign_keys(db)
-    if fks is None:
-        yield (lambda: None), None
+    part = _part(migration, direction)
+    if fks is None or (rules.plain and not part.python):
+        yield _nothing, None
         return
     outcome = f"{migration.label} {direction} was rolled back"
     guard = None
     if rules.guarded and not rules.foreign_keys_off:  # with them off a DROP cascades nowhere
-        part = _part(migration, direction)
 
         def guard(statement: Statement) -> None:
             if statement.keyword in ("DROP", "ALTER"):
@@ -396,12 +396,16 @@ def _foreign_keys(
     if rules.foreign_keys_off:
         with fks.off():
             yield (lambda: fks.check_violations(f"{migration.label} {direction}")), guard
-    elif _part(migration, direction).python:
+    elif part.python:
         with fks.kept(), fks.guarded(outcome):
-            yield (lambda: None), None
+            yield _nothing, None
     else:
         with fks.kept():
-            yield (lambda: None), guard
+            yield _nothing, guard
+
+
+def _nothing() -> None:
+    """The foreign-key check of a part that left them on: SQLite checked every row."""
 
 
 @contextmanager
