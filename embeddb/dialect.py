@@ -126,6 +126,12 @@ class Dialect:
         """Copy the database before migrations change it; the copy's path, or None."""
         return None
 
+    def foreign_keys(self, db: Any) -> Any:
+        """What migrations need to rebuild tables with foreign keys off
+        (:class:`embeddb.migrate.foreign_keys.SqliteForeignKeys`); None where tables are
+        changed in place and pragmas do not exist."""
+        return None
+
     # -- backup and maintenance (embeddb.backup, embeddb.maintenance) --
     #: the manifest's ``format``: which embeddb.backup driver writes and reads the files
     backup_format: str = ""
@@ -288,6 +294,11 @@ class SqliteDialect(Dialect):
                 raise DatabaseError(str(exc)) from exc
             raise
         return True
+
+    def foreign_keys(self, db: Any) -> Any:
+        from .migrate.foreign_keys import SqliteForeignKeys
+
+        return SqliteForeignKeys(db)
 
     def safety_backup(self, db: Any) -> str | None:
         from .migrate.safety import premigrate_backup

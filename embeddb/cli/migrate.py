@@ -155,8 +155,11 @@ def _reporting(run: _Run) -> Iterator[None]:
 
 
 def _finish(result: api.RunResult, as_json: bool) -> None:
+    refused = any(step.findings for step in result.steps)  # a dry run's findings
     if as_json:
-        emit_json({"ok": True, **dataclasses.asdict(result), "names": result.names})
+        emit_json({"ok": not refused, **dataclasses.asdict(result), "names": result.names})
+        if refused:
+            raise SystemExit(1)
         return
     for record in result.missing:
         click.echo(
@@ -170,16 +173,23 @@ def _finish(result: api.RunResult, as_json: bool) -> None:
             click.echo(f"{verb}: {step.name}{note}")
             for sql in step.statements:
                 click.echo("    " + sql.replace("\n", "\n    "))
+            for finding in step.findings:
+                click.echo(f"Problem: {finding}", err=True)
     if not result.steps:
         click.echo(f"Nothing to do: the database is at version {result.version or 0}")
     elif not result.dry_run:
         click.echo(f"Version: {result.version or 0}")
+    if refused:
+        raise SystemExit(1)
 
 
 @migrate.command()
 @_common
 @click.option("--to", type=int, metavar="VERSION", help="Stop after this version.")
-@click.option("--dry-run", is_flag=True, help="Print what would run and change nothing.")
+@click.option(
+    "--dry-run", is_flag=True,
+    help="Print what would run and change nothing; exit 1 if something would be refused.",
+)
 @click.option(
     "--allow-out-of-order", is_flag=True,
     help="Apply pending versions older than the newest applied one.",
@@ -211,7 +221,10 @@ def up(
     "--to", type=int, metavar="VERSION",
     help="Revert everything above VERSION, an applied version (0: all). Not with --steps.",
 )
-@click.option("--dry-run", is_flag=True, help="Print what would run and change nothing.")
+@click.option(
+    "--dry-run", is_flag=True,
+    help="Print what would run and change nothing; exit 1 if something would be refused.",
+)
 @_run_options
 def down(
     directory: str | None, as_json: bool, steps: int | None, to: int | None, dry_run: bool,

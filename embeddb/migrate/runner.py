@@ -21,6 +21,7 @@ from ..cache.tiered import forget
 from ..errors import ChecksumMismatch, DatabaseError, MigrationError, MigrationFailed
 from . import history
 from .files import Migration, Part, discover, resolve_directory
+from .foreign_keys import PLAIN, Rules, dropped_or_renamed, examine, may_need_rules
 from .history import APPLIED, FAILED, Record
 from .lock import check_timeout
 from .safety import KEEP_BACKUPS, keep_newest, keep_setting
@@ -40,6 +41,8 @@ class Step:
     duration_ms: float = 0.0
     statements: tuple[str, ...] = ()
     transaction: bool = True
+    #: dry run: what would stop this migration (a lost pragma, a DROP of a referenced table)
+    findings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,8 +111,9 @@ def up(
         plan = _plan_up(migrations, records, to, allow_out_of_order)
         result = RunResult(dry_run=dry_run, missing=_missing(migrations, records))
         if dry_run:
-            result.steps = [_preview(db, m, m.up, "up") for m in plan]
+            result.steps = _previews(db, plan, "up")
         else:
+            _examine(db, plan, "up")
             _check_loadable(db, plan, "up")
             result.backup = _backup_if(db, backup and bool(plan), keep, progress)
             with _forgetting(db, bool(plan)):
@@ -149,8 +153,9 @@ def down(
         plan = _plan_down(migrations, records, steps or 1, to)
         result = RunResult(dry_run=dry_run, missing=_missing(migrations, records))
         if dry_run:
-            result.steps = [_preview(db, m, m.down, "down") for m in plan]
+            result.steps = _previews(db, plan, "down")
         else:
+            _examine(db, plan, "down")
             _check_loadable(db, plan, "down")
             result.backup = _backup_if(db, backup and bool(plan), keep, progress)
             with _forgetting(db, bool(plan)):
@@ -178,6 +183,8 @@ def redo(
     migrations = _discover(db, directory)
     with _session(db, lock_timeout, locked=True, progress=progress) as records:
         [target] = _plan_down(migrations, records, 1, None)
+        _examine(db, [target], "down")
+        _examine(db, [target], "up")
         result = RunResult(missing=_missing(migrations, records))
         _check_loadable(db, [target], "down")
         _check_loadable(db, [target], "up")
@@ -350,13 +357,121 @@ def _plan_down(
     return [by_version[v] for v in targets]
 
 
-def _preview(db: Any, migration: Migration, part: Part | None, direction: str) -> Step:
-    assert part is not None
+def _previews(db: Any, plan: list[Migration], direction: str) -> list[Step]:
+    dropped: set[str] = set()  # by earlier steps of the plan: no longer there to reference
+    return [_preview(db, m, _part(m, direction), direction, dropped) for m in plan]
+
+
+def _preview(
+    db: Any, migration: Migration, part: Part, direction: str, dropped: set[str]
+) -> Step:
+    findings: list[str] = []
     if part.sql is None:
         statements: tuple[str, ...] = (f"{direction}(db) in {part.path.name}",)
+        split: list[Statement] = []
     else:
-        statements = tuple(s.sql for s in db.dialect.split_script(part.sql))
-    return Step(migration.version, migration.label, direction, 0.0, statements, part.transaction)
+        split = db.dialect.split_script(part.sql)
+        statements = tuple(s.sql for s in split)
+    try:
+        rules = _rules(db, part)
+    except MigrationError as exc:
+        findings.append(str(exc))
+        rules = PLAIN
+    fks = db.dialect.foreign_keys(db)
+    if fks is not None and rules.guarded and fks.enforced():
+        for statement in split:
+            target = dropped_or_renamed(statement)
+            if target is None:
+                continue
+            referencing = [c for c, _ in fks.referencing(target[1]) if c.lower() not in dropped]
+            if referencing:
+                findings.append(
+                    f"{_where(part, statement)}: {target[0]} of table {target[1]}, which "
+                    f"{', '.join(sorted(set(referencing)))} reference(s), while foreign keys "
+                    "are on: would be refused (start the file with PRAGMA foreign_keys = OFF "
+                    "to rebuild a table)"
+                )
+            if target[0] == "drop":
+                dropped.add(target[1].lower())
+    return Step(
+        migration.version, migration.label, direction, 0.0, statements, part.transaction,
+        tuple(findings),
+    )
+
+
+def _part(migration: Migration, direction: str) -> Part:
+    part = migration.up if direction == "up" else migration.down
+    assert part is not None
+    return part
+
+
+def _examine(db: Any, plan: list[Migration], direction: str) -> None:
+    """Work out how each planned part must run, so that a pragma which would be lost is
+    refused before anything runs."""
+    for migration in plan:
+        _rules(db, _part(migration, direction))
+
+
+def _rules(db: Any, part: Part) -> Rules:
+    """How ``part`` must run (worked out once per part): foreign keys off, DROPs guarded."""
+    known = part.__dict__.get("_rules")
+    if known is None:
+        known = part.__dict__["_rules"] = _work_out_rules(db, part)
+    return known
+
+
+def _work_out_rules(db: Any, part: Part) -> Rules:
+    fks = db.dialect.foreign_keys(db)
+    if fks is None:
+        return PLAIN
+    if part.sql is None:
+        return Rules(foreign_keys_off=part.foreign_keys_off)
+    if not may_need_rules(part.sql):
+        return PLAIN
+    statements = db.dialect.split_script(part.sql)
+    return examine(
+        lambda s: _where(part, s), statements, part.transaction, fks.known_pragmas()
+    )
+
+
+def _where(part: Part, statement: Statement) -> str:
+    return f"{part.path.name} line {part.first_line - 1 + statement.line}"
+
+
+@contextmanager
+def _foreign_keys(
+    db: Any, migration: Migration, direction: str, rules: Rules
+) -> Iterator[tuple[Callable[[], None], Callable[[Statement], None] | None]]:
+    """Foreign keys as the part needs them for the block, as they were afterwards.
+
+    Yields the check to run before the part's COMMIT, and the guard to run before each of
+    its statements (None when there is nothing to guard)."""
+    fks = db.dialect.foreign_keys(db)
+    part = _part(migration, direction)
+    if fks is None or (rules.plain and not part.python):
+        yield _nothing, None
+        return
+    outcome = f"{migration.label} {direction} was rolled back"
+    guard = None
+    if rules.guarded and not rules.foreign_keys_off:  # with them off a DROP cascades nowhere
+
+        def guard(statement: Statement) -> None:
+            if statement.keyword in ("DROP", "ALTER"):
+                fks.check_drop(_where(part, statement), statement, outcome)
+
+    if rules.foreign_keys_off:
+        with fks.off():
+            yield (lambda: fks.check_violations(f"{migration.label} {direction}")), guard
+    elif part.python:
+        with fks.kept(), fks.guarded(outcome):
+            yield _nothing, None
+    else:
+        with fks.kept():
+            yield _nothing, guard
+
+
+def _nothing() -> None:
+    """The foreign-key check of a part that left them on: SQLite checked every row."""
 
 
 @contextmanager
@@ -435,6 +550,19 @@ def _apply(db: Any, migration: Migration, replace: bool) -> Step | None:
     checked just before it runs instead; only the lock fully protects those.
     """
     part = migration.up
+    rules = _rules(db, part)
+    with _foreign_keys(db, migration, "up", rules) as (check, guard):
+        return _apply_part(db, migration, part, replace, check, guard)
+
+
+def _apply_part(
+    db: Any,
+    migration: Migration,
+    part: Part,
+    replace: bool,
+    check: Callable[[], None],
+    guard: Callable[[Statement], None] | None,
+) -> Step | None:
     start = time.perf_counter()
     replacing = FAILED if replace else None
 
@@ -444,15 +572,19 @@ def _apply(db: Any, migration: Migration, replace: bool) -> Step | None:
             db, migration.version, migration.label, migration.checksum, elapsed, status, replacing
         )
 
-    if _run_in_one_call(db, part, record):
+    def finish() -> None:
+        check()
+        record()
+
+    if guard is None and _run_in_one_call(db, part, finish):
         return Step(migration.version, migration.label, "up", _ms(start), (), True)
     start = time.perf_counter()  # timing starts over with the statement-by-statement run
     statements = _statements(db, part)
     if part.transaction and not _manages_transactions(statements):
         try:
             with db.atomic():
-                _run_part(db, migration, part, statements)
-                record()
+                _run_part(db, migration, part, statements, guard=guard)
+                finish()
         except (MigrationFailed, DatabaseError):
             if _applied_elsewhere(db, migration.version):
                 return None
@@ -460,7 +592,9 @@ def _apply(db: Any, migration: Migration, replace: bool) -> Step | None:
     else:
         if _applied_elsewhere(db, migration.version):  # its statements commit on their own
             return None
-        _run_outside(db, migration, part, statements, record, lambda: record(status=FAILED))
+        _run_outside(
+            db, migration, part, statements, record, lambda: record(status=FAILED), guard=guard
+        )
     return Step(migration.version, migration.label, "up", _ms(start), (), part.transaction)
 
 
@@ -496,9 +630,25 @@ def _revert(db: Any, migration: Migration, progress: Progress | None) -> Step:
     part = migration.down
     assert part is not None
     _notify(progress, "reverting", migration)
+    rules = _rules(db, part)
+    with _foreign_keys(db, migration, "down", rules) as (check, guard):
+        duration = _revert_part(db, migration, part, check, guard)
+    _notify(progress, "reverted", migration, duration)
+    return Step(migration.version, migration.label, "down", duration, (), part.transaction)
+
+
+def _revert_part(
+    db: Any,
+    migration: Migration,
+    part: Part,
+    check: Callable[[], None],
+    guard: Callable[[Statement], None] | None,
+) -> float:
+    """Run a down part with its bookkeeping; how long it took (ms)."""
     start = time.perf_counter()
 
     def forget() -> None:
+        check()
         history.delete(db, migration.version)
 
     def mark_failed() -> None:
@@ -506,18 +656,19 @@ def _revert(db: Any, migration: Migration, progress: Progress | None) -> Step:
             db, migration.version, migration.label, migration.checksum, _ms(start), FAILED, APPLIED
         )
 
-    if not _run_in_one_call(db, part, forget):
+    if guard is not None or not _run_in_one_call(db, part, forget):
         start = time.perf_counter()  # timing starts over with the statement-by-statement run
         statements = _statements(db, part)
         if part.transaction and not _manages_transactions(statements):
             with db.atomic():
-                _run_part(db, migration, part, statements, direction="down")
+                _run_part(db, migration, part, statements, direction="down", guard=guard)
                 forget()
         else:
-            _run_outside(db, migration, part, statements, forget, mark_failed, direction="down")
-    duration = _ms(start)
-    _notify(progress, "reverted", migration, duration)
-    return Step(migration.version, migration.label, "down", duration, (), part.transaction)
+            _run_outside(
+                db, migration, part, statements, forget, mark_failed, direction="down",
+                guard=guard,
+            )
+    return _ms(start)
 
 
 def _statements(db: Any, part: Part) -> list[Statement] | None:
@@ -534,12 +685,16 @@ def _run_part(
     part: Part,
     statements: list[Statement] | None,
     direction: str = "up",
+    guard: Callable[[Statement], None] | None = None,
 ) -> None:
-    """Run a part's statements (or its Python function) on the current connection."""
+    """Run a part's statements (or its Python function) on the current connection;
+    ``guard`` looks at each statement before it runs."""
     if statements is None:
         _run_python(db, migration, part, direction)
         return
     for statement in statements:
+        if guard is not None:
+            guard(statement)
         _execute(db, migration, part, statement, direction)
 
 
@@ -565,6 +720,7 @@ def _run_outside(
     finish: Callable[[], None],
     mark_failed: Callable[[], None],
     direction: str = "up",
+    guard: Callable[[Statement], None] | None = None,
 ) -> None:
     """Run a no-transaction part, or one with its own BEGIN/COMMIT, statement by statement.
 
@@ -582,6 +738,8 @@ def _run_outside(
         if last_commit and in_transaction:
             finish()
         try:
+            if guard is not None:
+                guard(statement)
             _execute(db, migration, part, statement, direction)
         except MigrationFailed:
             if in_transaction:
