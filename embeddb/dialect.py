@@ -95,8 +95,8 @@ class Dialect:
         """Cut a migration script into :class:`embeddb.migrate.script.Statement` objects."""
         raise NotImplementedError
 
-    def unfinished(self, statements: list[Any]) -> Any:
-        """The statement of a cut script that ends inside a string, a comment or a trigger
+    def unfinished(self, script: str) -> Any:
+        """The last statement of a script that ends inside a string, a comment or a trigger
         body, when the backend can tell before running it (None: none found)."""
         return None
 
@@ -250,10 +250,13 @@ class SqliteDialect(Dialect):
 
         return split_sqlite(text)
 
-    def unfinished(self, statements: list[Any]) -> Any:
-        """SQLite's own tokenizer (``sqlite3.complete_statement``) on the last statement."""
-        last = statements[-1] if statements else None
-        return last if last is not None and not sqlite3.complete_statement(last.sql + "\n;") else None
+    def unfinished(self, script: str) -> Any:
+        """SQLite's own tokenizer (``sqlite3.complete_statement``) on the whole script, which
+        spares cutting the scripts that are fine (nearly all)."""
+        if sqlite3.complete_statement(script + "\n;"):
+            return None
+        statements = self.split_script(script)
+        return statements[-1] if statements else None
 
     def migration_lock(
         self, db: Any, timeout: float, on_wait: Callable[[int | None], None] | None = None

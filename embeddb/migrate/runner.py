@@ -503,7 +503,7 @@ def _check_loadable(db: Any, plan: list[Migration], direction: str) -> None:
                     f"{part.path.name} defines no {direction}(db) function; nothing was changed"
                 )
         else:
-            unfinished = db.dialect.unfinished(db.dialect.split_script(part.sql))
+            unfinished = db.dialect.unfinished(part.sql)
             if unfinished is not None:
                 raise MigrationFailed(
                     f"{part.path.name} line {part.first_line - 1 + unfinished.line}: the script "
