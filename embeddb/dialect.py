@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .config import SqliteSettings
-from .errors import DatabaseError, MigrationError
+from .errors import ConfigurationError, DatabaseError, MigrationError
 
 
 class Dialect:
@@ -131,6 +131,15 @@ class Dialect:
         (:class:`embeddb.migrate.foreign_keys.SqliteForeignKeys`); None where tables are
         changed in place and pragmas do not exist."""
         return None
+
+    # -- named locks (embeddb.locks) --
+    def named_lock(self, db: Any, name: str, timeout: float | None, scope: str) -> Any:
+        """The backend's lock for ``name`` (not yet acquired)."""
+        raise NotImplementedError
+
+    def held_locks(self, db: Any) -> list[Any]:
+        """The named locks held now, as :class:`embeddb.locks.HeldLock` objects."""
+        return []
 
     # -- backup and maintenance (embeddb.backup, embeddb.maintenance) --
     #: the manifest's ``format``: which embeddb.backup driver writes and reads the files
@@ -308,6 +317,24 @@ class SqliteDialect(Dialect):
 
         return premigrate_backup(db)
 
+    # -- named locks (embeddb.locks) --
+    def named_lock(self, db: Any, name: str, timeout: float | None, scope: str) -> Any:
+        """A ``flock`` on a file per name beside the database (a thread lock for
+        ``:memory:``); SQLite has no lock that ends with a transaction."""
+        from .locks import FileLock
+
+        if scope != "session":
+            raise ConfigurationError(
+                f"lock {name!r}: SQLite has no transaction-scoped locks; use the default "
+                "(the lock is held until the `with` block ends)"
+            )
+        return FileLock(db, name, timeout)
+
+    def held_locks(self, db: Any) -> list[Any]:
+        from .locks import held_files
+
+        return held_files(db)
+
     # -- backup and maintenance (embeddb.backup, embeddb.maintenance) --
     backup_format = "sqlite3"
 
@@ -427,6 +454,17 @@ class PostgresDialect(Dialect):
         from .migrate.safety import premigrate_backup
 
         return premigrate_backup(db)
+
+    # -- named locks (embeddb.locks) --
+    def named_lock(self, db: Any, name: str, timeout: float | None, scope: str) -> Any:
+        from .locks import AdvisoryLock
+
+        return AdvisoryLock(db, name, timeout, scope)
+
+    def held_locks(self, db: Any) -> list[Any]:
+        from .locks import held_advisory
+
+        return held_advisory(db)
 
     # -- backup and maintenance (embeddb.backup, embeddb.maintenance) --
     backup_format = "pg_dump"
