@@ -67,8 +67,14 @@ def check(name: str, timeout: float | None, scope: str = "session") -> float | N
         raise ConfigurationError(f"lock name is {len(name)} characters; at most {MAX_NAME}")
     if scope not in SCOPES:
         raise ConfigurationError(f"lock scope {scope!r}: use {' or '.join(SCOPES)}")
-    if timeout is None:
-        return None
+    return None if timeout is None else check_timeout(timeout)
+
+
+def check_timeout(timeout: float) -> float:
+    """``timeout`` if it is a usable wait for a lock, in seconds (0: do not wait).
+
+    :raises ConfigurationError: negative, not a number, or over :data:`MAX_TIMEOUT`.
+    """
     try:
         value = float(timeout)
     except (TypeError, ValueError):
