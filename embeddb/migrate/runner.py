@@ -741,10 +741,11 @@ def _run_outside(
             if guard is not None:
                 guard(statement)
             _execute(db, migration, part, statement, direction)
-        except MigrationFailed:
+        except (MigrationFailed, KeyboardInterrupt) as exc:
             if in_transaction:
                 db.execute_sql("ROLLBACK")
-            if committed:
+            # Ctrl-C may land after an autocommitted statement took effect
+            if committed or (isinstance(exc, KeyboardInterrupt) and not in_transaction):
                 mark_failed()
             raise
         if keyword in ("BEGIN", "START"):
@@ -784,7 +785,7 @@ def _run_python_outside(
 ) -> None:
     try:
         _run_python(db, migration, part, direction)
-    except MigrationFailed:
+    except (MigrationFailed, KeyboardInterrupt):  # it may have committed some of its work
         mark_failed()
         raise
     with db.atomic():
