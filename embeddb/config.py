@@ -85,7 +85,10 @@ def resolve_url(url: str | None = None, cwd: str | os.PathLike[str] | None = Non
 
 
 #: every key embeddb.toml may hold, by table
-_CONFIG_KEYS: dict[str, tuple[str, ...]] = {"database": ("url",)}
+_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
+    "database": ("url",),
+    "migrate": ("keep_backups",),  # read by embeddb.migrate.safety
+}
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

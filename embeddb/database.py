@@ -66,6 +66,13 @@ class Engine:
     def savepoint(self) -> _TrackedSavepoint:
         return _TrackedSavepoint(self)
 
+    def lock(self, name: str, timeout: float | None = None, scope: str = "session") -> Any:
+        """A named lock (:class:`embeddb.locks.Lock`): ``with db.lock("nightly-report",
+        timeout=5) as held: ... held.token``. ``timeout`` None waits as long as it takes."""
+        from .locks import Lock
+
+        return Lock(self, name, timeout, scope)
+
     def after_commit(self, fn: Callable[[], Any]) -> Callable[[], Any]:
         """Run ``fn`` once the outermost transaction commits (at once outside a transaction).
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .config import SqliteSettings
-from .errors import DatabaseError, MigrationError
+from .errors import ConfigurationError, DatabaseError, MigrationError
 
 
 class Dialect:
@@ -95,8 +95,19 @@ class Dialect:
         """Cut a migration script into :class:`embeddb.migrate.script.Statement` objects."""
         raise NotImplementedError
 
-    def migration_lock(self, db: Any, timeout: float) -> Any:
-        """A context manager held while migrations run, so two runners never overlap."""
+    def unfinished(self, script: str) -> Any:
+        """The last statement of a script that ends inside a string, a comment or a trigger
+        body, when the backend can tell before running it (None: none found)."""
+        return None
+
+    def migration_lock(
+        self, db: Any, timeout: float, on_wait: Callable[[int | None], None] | None = None
+    ) -> Any:
+        """A context manager held while migrations run, so two runners never overlap.
+
+        ``on_wait(pid)`` is called once if another runner holds it (its process id, when known)
+        before waiting up to ``timeout`` seconds.
+        """
         raise NotImplementedError
 
     def run_script(self, db: Any, script: str, finish: Callable[[], None]) -> bool:
@@ -115,6 +126,21 @@ class Dialect:
         """Copy the database before migrations change it; the copy's path, or None."""
         return None
 
+    def foreign_keys(self, db: Any) -> Any:
+        """What migrations need to rebuild tables with foreign keys off
+        (:class:`embeddb.migrate.foreign_keys.SqliteForeignKeys`); None where tables are
+        changed in place and pragmas do not exist."""
+        return None
+
+    # -- named locks (embeddb.locks) --
+    def named_lock(self, db: Any, name: str, timeout: float | None, scope: str) -> Any:
+        """The backend's lock for ``name`` (not yet acquired)."""
+        raise NotImplementedError
+
+    def held_locks(self, db: Any) -> list[Any]:
+        """The named locks held now, as :class:`embeddb.locks.HeldLock` objects."""
+        return []
+
     # -- backup and maintenance (embeddb.backup, embeddb.maintenance) --
     #: the manifest's ``format``: which embeddb.backup driver writes and reads the files
     backup_format: str = ""
@@ -127,6 +153,11 @@ class Dialect:
     # -- cache tier (embeddb.cache) --
     def cache_directory(self, db: Any) -> str | None:
         """Where the cache's L2 and generation counters live by default (None: no L2)."""
+        return None
+
+    def cache_owner(self, db: Any) -> tuple[int, int] | None:
+        """``(uid, gid)`` to give the cache's files when root uses another user's database,
+        so its owner can still use the cache (None: keep this process's)."""
         return None
 
 
@@ -236,10 +267,20 @@ class SqliteDialect(Dialect):
 
         return split_sqlite(text)
 
-    def migration_lock(self, db: Any, timeout: float) -> Any:
+    def unfinished(self, script: str) -> Any:
+        """SQLite's own tokenizer (``sqlite3.complete_statement``) on the whole script, which
+        spares cutting the scripts that are fine (nearly all)."""
+        if sqlite3.complete_statement(script + "\n;"):
+            return None
+        statements = self.split_script(script)
+        return statements[-1] if statements else None
+
+    def migration_lock(
+        self, db: Any, timeout: float, on_wait: Callable[[int | None], None] | None = None
+    ) -> Any:
         from .migrate.lock import SqliteMigrationLock
 
-        return SqliteMigrationLock(db, timeout)
+        return SqliteMigrationLock(db, timeout, on_wait)
 
     def run_script(self, db: Any, script: str, finish: Callable[[], None]) -> bool:
         """``executescript("BEGIN IMMEDIATE;" + script)``, then ``finish`` and COMMIT.
@@ -274,10 +315,33 @@ class SqliteDialect(Dialect):
             raise
         return True
 
+    def foreign_keys(self, db: Any) -> Any:
+        from .migrate.foreign_keys import SqliteForeignKeys
+
+        return SqliteForeignKeys(db)
+
     def safety_backup(self, db: Any) -> str | None:
         from .migrate.safety import premigrate_backup
 
         return premigrate_backup(db)
+
+    # -- named locks (embeddb.locks) --
+    def named_lock(self, db: Any, name: str, timeout: float | None, scope: str) -> Any:
+        """A ``flock`` on a file per name beside the database (a thread lock for
+        ``:memory:``); SQLite has no lock that ends with a transaction."""
+        from .locks import FileLock
+
+        if scope != "session":
+            raise ConfigurationError(
+                f"lock {name!r}: SQLite has no transaction-scoped locks; use the default "
+                "(the lock is held until the `with` block ends)"
+            )
+        return FileLock(db, name, timeout)
+
+    def held_locks(self, db: Any) -> list[Any]:
+        from .locks import held_files
+
+        return held_files(db)
 
     # -- backup and maintenance (embeddb.backup, embeddb.maintenance) --
     backup_format = "sqlite3"
@@ -297,6 +361,15 @@ class SqliteDialect(Dialect):
         import os
 
         return os.path.abspath(db.database) + "-cache"
+
+    def cache_owner(self, db: Any) -> tuple[int, int] | None:
+        if db.is_memory:
+            return None
+        import os
+
+        from .backup.ownership import foreign_owner
+
+        return foreign_owner(os.path.abspath(db.database))
 
 
 class PostgresDialect(Dialect):
@@ -377,10 +450,29 @@ class PostgresDialect(Dialect):
 
         return split_postgres(text)
 
-    def migration_lock(self, db: Any, timeout: float) -> Any:
+    def migration_lock(
+        self, db: Any, timeout: float, on_wait: Callable[[int | None], None] | None = None
+    ) -> Any:
         from .migrate.lock import PostgresMigrationLock
 
-        return PostgresMigrationLock(db, timeout)
+        return PostgresMigrationLock(db, timeout, on_wait)
+
+    def safety_backup(self, db: Any) -> str | None:
+        """A ``pg_dump -Fc`` to ./backups, as ``embeddb backup create`` writes it."""
+        from .migrate.safety import premigrate_backup
+
+        return premigrate_backup(db)
+
+    # -- named locks (embeddb.locks) --
+    def named_lock(self, db: Any, name: str, timeout: float | None, scope: str) -> Any:
+        from .locks import AdvisoryLock
+
+        return AdvisoryLock(db, name, timeout, scope)
+
+    def held_locks(self, db: Any) -> list[Any]:
+        from .locks import held_advisory
+
+        return held_advisory(db)
 
     # -- backup and maintenance (embeddb.backup, embeddb.maintenance) --
     backup_format = "pg_dump"

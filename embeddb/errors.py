@@ -74,6 +74,10 @@ class MigrationLockTimeout(MigrationError):
     """Another runner held the migration lock for the whole wait."""
 
 
+class LockTimeout(EmbeddbError):
+    """A named lock (``db.lock(name)``) stayed held by someone else for the whole wait."""
+
+
 class BackupError(EmbeddbError):
     """A backup could not be written, read, verified or restored."""
 

@@ -22,6 +22,13 @@ from embeddb.migrate.files import checksum, discover
 from embeddb.migrate.script import normalize
 
 
+
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch):
+    """PostgreSQL safety dumps go to ./backups: keep them out of the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     path = tmp_path / "migrations"
@@ -256,6 +263,21 @@ def test_no_transaction_failure_is_recorded_and_blocks_until_resolved(db, folder
         migrate.down(db, folder)
     assert migrate.resolve(db, folder, 1) == "applied"
     assert migrate.up(db, folder).names == ["0002_next"]
+
+
+def test_ctrl_c_in_a_no_transaction_migration_marks_it_failed(db, folder):
+    """Its first statement committed on its own: the history must not call it pending."""
+    write(folder, "0001_nt.py", (
+        "import os, signal\n\ntransaction = False\n\n"
+        "def up(db):\n"
+        "    db.execute_sql('CREATE TABLE nt (x INTEGER)')\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+    ))
+    write(folder, "0002_next.up.sql", "CREATE TABLE next_one (x INTEGER);")
+    with pytest.raises(KeyboardInterrupt):
+        migrate.up(db, folder, backup=False)
+    assert "nt" in tables(db)
+    assert [e.state for e in migrate.status(db, folder)] == ["failed", "pending"]
 
 
 def test_failed_no_transaction_migration_rerun_that_succeeds_clears_it(db, folder):

@@ -38,6 +38,7 @@ NON_CREATING = [
     ["backup", "list"],
     ["backup", "prune", "--keep", "1"],
     ["cache", "clear"],
+    ["locks"],
 ]
 
 

@@ -93,8 +93,9 @@ class SharedGenerations(LocalGenerations):
 
     shared = True
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, owner: tuple[int, int] | None = None) -> None:
         self.path = os.path.join(directory, "generations")
+        self.owner = owner  # given the counter file (root using another user's database)
         self._lock = threading.Lock()
         self._retired: list[tuple] = []
         self.reinitialised = False
@@ -104,6 +105,8 @@ class SharedGenerations(LocalGenerations):
     def _open(self) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
+            if self.owner is not None:
+                os.fchown(fd, *self.owner)
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 self.reinitialised = self._prepare(fd)

@@ -51,9 +51,12 @@ class KeyLocks:
 class FileLocks:
     """Exclusive ``flock`` on ``<directory>/<n>.lock``, released when the holder ends or dies."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, owner: tuple[int, int] | None = None) -> None:
         self.directory = directory
+        self.owner = owner  # given every lock file (root using another user's database)
         os.makedirs(directory, mode=0o700, exist_ok=True)
+        if owner is not None:
+            os.chown(directory, *owner)
 
     @contextlib.contextmanager
     def hold(
@@ -66,6 +69,8 @@ class FileLocks:
         path = os.path.join(self.directory, f"{slot % LOCK_FILES}.lock")
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
+            if self.owner is not None:
+                os.fchown(fd, *self.owner)
             acquired = _try_lock(fd)
             if not acquired:
                 if on_wait is not None:

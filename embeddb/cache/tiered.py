@@ -123,10 +123,11 @@ class Cache:
         if self.directory is None:
             self.generations = gen.LocalGenerations()
             return
+        owner = self._owner()
         try:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
-            self.generations = gen.SharedGenerations(self.directory)
-            self._file_locks = FileLocks(os.path.join(self.directory, "locks"))
+            self.generations = gen.SharedGenerations(self.directory, owner)
+            self._file_locks = FileLocks(os.path.join(self.directory, "locks"), owner)
         except OSError:
             # Without shared counters another process's write could go unseen: serve every
             # read from the loader instead (counted under l2 errors).
@@ -137,6 +138,14 @@ class Cache:
         self._open_l2()
         if self.generations.reinitialised and self.l2 is not None:
             self.l2.clear()
+        if owner is not None:
+            _hand_over(self.directory, owner)
+
+    def _owner(self) -> tuple[int, int] | None:
+        """Whom the cache's files must belong to: the database file's owner when this process
+        is root and the database is another user's (else None: nothing changes hands)."""
+        dialect = getattr(self.db, "dialect", None)
+        return dialect.cache_owner(self.db) if dialect is not None else None
 
     def _open_l2(self) -> None:
         try:
@@ -577,6 +586,19 @@ def _check_value(value: Any) -> None:
             f"refusing to cache a live {type(value).__name__} instance: cache its data "
             "(model.__data__, a dict of the row) or use Cache.get_row()"
         )
+
+
+def _hand_over(directory: str, owner: tuple[int, int]) -> None:
+    """Give ``directory`` and everything in it (L2's files too) to ``owner``: a cache set up
+    by root beside another user's database must stay usable by that user."""
+    for top, dirs, names in os.walk(directory):
+        for path in [top, *(os.path.join(top, n) for n in dirs + names)]:
+            try:
+                st = os.lstat(path)
+                if (st.st_uid, st.st_gid) != owner:
+                    os.lchown(path, *owner)
+            except OSError:
+                pass  # removed meanwhile by another process
 
 
 def registered(db: Any) -> Cache | None:

@@ -17,6 +17,7 @@ from ..errors import EmbeddbError
 from .backup import backup
 from .cache import cache
 from .info import info
+from .locks import locks
 from .maintenance import maintenance
 from .migrate import migrate
 from .options import CliState, db_option
@@ -92,6 +93,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
 
 cli.add_command(info)
+cli.add_command(locks)
 cli.add_command(backup)
 cli.add_command(cache)
 cli.add_command(maintenance)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
 
 from .. import migrate as api
+from ..errors import EmbeddbError
+from ..migrate.lock import MAX_LOCK_TIMEOUT
+from ..migrate.status import CHANGED, FAILED
 from .options import database, db_option, emit_json, json_option
 
 _VERBS = {"applying": "Applying", "applied": "Applied", "reverting": "Reverting",
@@ -31,9 +35,21 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
     return db_option(migrations_option(json_option(fn)))
 
 
-def _no_backup(fn: Callable[..., Any]) -> Callable[..., Any]:
+def _run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--no-backup, --keep-backups and --lock-timeout: the options of every changing run."""
+    fn = click.option(
+        "--lock-timeout", type=click.FloatRange(0, MAX_LOCK_TIMEOUT), default=api.LOCK_TIMEOUT,
+        show_default=True, metavar="SECONDS",
+        help="How long to wait for another runner's migration lock (0: do not wait).",
+    )(fn)
+    fn = click.option(
+        "--keep-backups", type=click.IntRange(min=1), metavar="N",
+        help="Safety copies of this database to keep (default: [migrate] keep_backups in "
+             "embeddb.toml, else 3).",
+    )(fn)
     return click.option(
-        "--no-backup", is_flag=True, help="Skip the safety copy of a SQLite file."
+        "--no-backup", is_flag=True,
+        help="Skip the safety copy (SQLite: a copy of the file; PostgreSQL: pg_dump).",
     )(fn)
 
 
@@ -47,12 +63,19 @@ def _ms(value: float | None) -> str:
     return f"{value:.0f}ms" if value >= 10 else f"{value:.1f}ms"
 
 
+def _waiting(event: api.Event) -> str:
+    holder = f"pid {event.pid}" if event.pid is not None else "another process"
+    return f"Waiting for the migration lock held by {holder}..."
+
+
 def migration_printer(as_json: bool) -> Callable[[api.Event], None] | None:
     if as_json:
         return None
 
     def show(event: api.Event) -> None:
-        if event.kind == "backup":
+        if event.kind == "waiting":
+            click.echo(_waiting(event), err=True)
+        elif event.kind == "backup":
             click.echo(f"Backup: {event.name}")
         elif event.duration_ms is None:
             click.echo(f"{_VERBS[event.kind]}: {event.name}")
@@ -62,9 +85,82 @@ def migration_printer(as_json: bool) -> Callable[[api.Event], None] | None:
     return show
 
 
+class _Run:
+    """What a run reported so far: printed as it happens, kept for a failure's report."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.printer = migration_printer(as_json)
+        self.done: list[dict[str, Any]] = []
+        self.backup: str | None = None
+        self.running: api.Event | None = None
+
+    def __call__(self, event: api.Event) -> None:
+        if self.printer is not None:
+            self.printer(event)
+        elif event.kind == "waiting":
+            click.echo(_waiting(event), err=True)
+        if event.kind == "backup":
+            self.backup = event.name
+        elif event.kind in ("applying", "reverting"):
+            self.running = event
+        elif event.kind in ("applied", "reverted"):
+            self.running = None
+            self.done.append({
+                "version": event.version, "name": event.name,
+                "direction": "up" if event.kind == "applied" else "down",
+                "duration_ms": event.duration_ms,
+            })
+
+    def report(self, error: str) -> dict[str, Any]:
+        return {
+            "ok": False, "error": error, "steps": self.done,
+            "names": [step["name"] for step in self.done],
+            "failed": self.running.name if self.running else None,
+            "backup": self.backup, "version": _version_now(),
+        }
+
+
+def _version_now() -> int | None:
+    try:
+        return api.current_version(database())
+    except Exception:  # noqa: BLE001 - a report of a failure must not fail itself
+        return None
+
+
+@contextmanager
+def _reporting(run: _Run) -> Iterator[None]:
+    """On failure, the JSON report (what did apply, what was running); on Ctrl-C, one line
+    and exit 130. The error line itself comes from the command group."""
+    ctx = click.get_current_context()
+    try:
+        yield
+    except EmbeddbError as exc:
+        if run.as_json:
+            emit_json(run.report(" ".join(str(exc).split())))
+        raise
+    except KeyboardInterrupt:
+        if run.as_json:
+            emit_json(run.report("interrupted"))
+        done = ", ".join(step["name"] for step in run.done) or "nothing"
+        stopped = ""
+        if run.running is not None:
+            outcome = ("was rolled back" if run.running.transaction
+                       else "stopped part-way (no transaction: check what it did)")
+            stopped = f"{run.running.name} {outcome}; "
+        click.echo(
+            f"Interrupted: {stopped}completed before: {done} "
+            "(see `embeddb migrate status`)", err=True,
+        )
+        ctx.exit(130)
+
+
 def _finish(result: api.RunResult, as_json: bool) -> None:
+    refused = any(step.findings for step in result.steps)  # a dry run's findings
     if as_json:
-        emit_json({**dataclasses.asdict(result), "names": result.names})
+        emit_json({"ok": not refused, **dataclasses.asdict(result), "names": result.names})
+        if refused:
+            raise SystemExit(1)
         return
     for record in result.missing:
         click.echo(
@@ -78,73 +174,109 @@ def _finish(result: api.RunResult, as_json: bool) -> None:
             click.echo(f"{verb}: {step.name}{note}")
             for sql in step.statements:
                 click.echo("    " + sql.replace("\n", "\n    "))
+            for finding in step.findings:
+                click.echo(f"Problem: {finding}", err=True)
     if not result.steps:
         click.echo(f"Nothing to do: the database is at version {result.version or 0}")
     elif not result.dry_run:
         click.echo(f"Version: {result.version or 0}")
+    if refused:
+        raise SystemExit(1)
 
 
 @migrate.command()
 @_common
 @click.option("--to", type=int, metavar="VERSION", help="Stop after this version.")
-@click.option("--dry-run", is_flag=True, help="Print what would run and change nothing.")
+@click.option(
+    "--dry-run", is_flag=True,
+    help="Print what would run and change nothing; exit 1 if something would be refused.",
+)
 @click.option(
     "--allow-out-of-order", is_flag=True,
     help="Apply pending versions older than the newest applied one.",
 )
-@_no_backup
+@_run_options
 def up(
     directory: str | None, as_json: bool, to: int | None, dry_run: bool,
-    allow_out_of_order: bool, no_backup: bool,
+    allow_out_of_order: bool, no_backup: bool, keep_backups: int | None, lock_timeout: float,
 ) -> None:
-    """Apply pending migrations in order."""
-    result = api.up(
-        database(), directory, to=to, dry_run=dry_run, backup=not no_backup,
-        allow_out_of_order=allow_out_of_order, progress=migration_printer(as_json),
-    )
+    """Apply pending migrations in order.
+
+    A safety copy is taken first when something will run (see --no-backup); Ctrl-C rolls back
+    the migration that is running and exits 130.
+    """
+    run = _Run(as_json)
+    with _reporting(run):
+        result = api.up(
+            database(), directory, to=to, dry_run=dry_run, backup=not no_backup,
+            allow_out_of_order=allow_out_of_order, progress=run, lock_timeout=lock_timeout,
+            keep_backups=keep_backups,
+        )
     _finish(result, as_json)
 
 
 @migrate.command()
 @_common
-@click.option("--steps", type=int, default=1, show_default=True, help="How many to revert.")
-@click.option("--to", type=int, metavar="VERSION", help="Revert everything above VERSION (0: all).")
-@click.option("--dry-run", is_flag=True, help="Print what would run and change nothing.")
-@_no_backup
+@click.option("--steps", type=int, metavar="N", help="How many to revert (default 1).")
+@click.option(
+    "--to", type=int, metavar="VERSION",
+    help="Revert everything above VERSION, an applied version (0: all). Not with --steps.",
+)
+@click.option(
+    "--dry-run", is_flag=True,
+    help="Print what would run and change nothing; exit 1 if something would be refused.",
+)
+@_run_options
 def down(
-    directory: str | None, as_json: bool, steps: int, to: int | None, dry_run: bool,
-    no_backup: bool,
+    directory: str | None, as_json: bool, steps: int | None, to: int | None, dry_run: bool,
+    no_backup: bool, keep_backups: int | None, lock_timeout: float,
 ) -> None:
-    """Revert the newest migration (or --steps N, or --to VERSION)."""
-    result = api.down(
-        database(), directory, steps, to, dry_run=dry_run, backup=not no_backup,
-        progress=migration_printer(as_json),
-    )
+    """Revert the newest migration (or --steps N, or --to VERSION), after a safety copy."""
+    run = _Run(as_json)
+    with _reporting(run):
+        result = api.down(
+            database(), directory, steps, to, dry_run=dry_run, backup=not no_backup,
+            progress=run, lock_timeout=lock_timeout, keep_backups=keep_backups,
+        )
     _finish(result, as_json)
 
 
 @migrate.command()
 @_common
-@_no_backup
-def redo(directory: str | None, as_json: bool, no_backup: bool) -> None:
-    """Revert the newest migration and apply it again."""
-    result = api.redo(database(), directory, backup=not no_backup, progress=migration_printer(as_json))
+@_run_options
+def redo(
+    directory: str | None, as_json: bool, no_backup: bool, keep_backups: int | None,
+    lock_timeout: float,
+) -> None:
+    """Revert the newest migration and apply it again, after a safety copy."""
+    run = _Run(as_json)
+    with _reporting(run):
+        result = api.redo(
+            database(), directory, backup=not no_backup, progress=run,
+            lock_timeout=lock_timeout, keep_backups=keep_backups,
+        )
     _finish(result, as_json)
 
 
 @migrate.command()
 @_common
 def status(directory: str | None, as_json: bool) -> None:
-    """List every version: applied (when, how long), pending, failed, changed or missing."""
+    """List every version: applied (when, how long), pending, failed, changed or missing.
+
+    Exit status: 0 when nothing is wrong (pending versions included), 1 when a version is
+    marked failed or an applied file's checksum changed (or on an error).
+    """
     entries = api.status(database(readonly=True), directory)
     if as_json:
         emit_json([dataclasses.asdict(e) for e in entries])
-        return
-    if not entries:
-        click.echo("No migrations.")
-    for e in entries:
-        when = f"  {e.applied_at}  {_ms(e.duration_ms)}" if e.applied_at else ""
-        click.echo(f"{e.state:<17} {e.name}{when}")
+    else:
+        if not entries:
+            click.echo("No migrations.")
+        for e in entries:
+            when = f"  {e.applied_at}  {_ms(e.duration_ms)}" if e.applied_at else ""
+            click.echo(f"{e.state:<17} {e.name}{when}")
+    if any(e.state in (FAILED, CHANGED) for e in entries):
+        click.get_current_context().exit(1)
 
 
 @migrate.command()

@@ -13,9 +13,11 @@ Each migration runs in one transaction together with its row in the bookkeeping 
 from .files import new
 from .history import TABLE, current_version
 from .runner import LOCK_TIMEOUT, Event, RunResult, Step, down, redo, up
+from .safety import KEEP_BACKUPS
 from .status import Entry, repair, resolve, status, verify
 
 __all__ = [
+    "KEEP_BACKUPS",
     "LOCK_TIMEOUT",
     "TABLE",
     "Entry",

@@ -49,6 +49,7 @@ class Part:
     first_line: int = 1  # line of the file where the SQL starts
     default_transaction: bool = True
     python: bool = False
+    foreign_keys_off: bool = False  # a Python part that sets ``foreign_keys = False``
 
     @property
     def path(self) -> Path:
@@ -286,17 +287,23 @@ def _load_python(folder: str, item: _File) -> Migration:
     functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     if "up" not in functions:
         raise MigrationError(f"{item.filename} defines no up(db) function")
-    transaction = not any(
+    transaction = not _sets_false(tree, "transaction")
+    off = _sets_false(tree, "foreign_keys")
+    up = Part(folder, item.filename, None, 1, transaction, python=True, foreign_keys_off=off)
+    down = (Part(folder, item.filename, None, 1, transaction, python=True, foreign_keys_off=off)
+            if "down" in functions else None)
+    return Migration(item.version, item.name, item.label, up, down, source_checksum)
+
+
+def _sets_false(tree: ast.Module, name: str) -> bool:
+    """Whether the module assigns ``name = False`` at its top level."""
+    return any(
         isinstance(n, ast.Assign)
-        and any(isinstance(t, ast.Name) and t.id == "transaction" for t in n.targets)
+        and any(isinstance(t, ast.Name) and t.id == name for t in n.targets)
         and isinstance(n.value, ast.Constant)
         and n.value.value is False
         for n in tree.body
     )
-    up = Part(folder, item.filename, None, 1, transaction, python=True)
-    down = (Part(folder, item.filename, None, 1, transaction, python=True)
-            if "down" in functions else None)
-    return Migration(item.version, item.name, item.label, up, down, source_checksum)
 
 
 def _directive(text: str) -> bool | None:

@@ -10,6 +10,11 @@ itself, whose POSIX locks a close() of another descriptor would drop). Even a ru
 the lock could not apply a transactional migration twice: it commits together with its
 bookkeeping row, whose INSERT fails on the primary key if that version was recorded meanwhile.
 A migration that commits on its own (no-transaction, or its own COMMIT) relies on the lock.
+
+The holder's process id is recorded (in the lock file; in the lock connection's
+``application_name`` on PostgreSQL) so a waiting runner can say whom it waits for. A lock file
+created by root beside another user's database is given to that user, who must be able to
+open it on the next run.
 """
 
 from __future__ import annotations
@@ -19,14 +24,23 @@ import hashlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Self
 
 import psycopg2
 
+from ..backup.ownership import foreign_owner
 from ..errors import ConnectionFailed, MigrationLockTimeout
+from ..locks import MAX_TIMEOUT, check_timeout
 
+__all__ = ["MAX_LOCK_TIMEOUT", "PostgresMigrationLock", "SqliteMigrationLock", "check_timeout"]
+
+MAX_LOCK_TIMEOUT = MAX_TIMEOUT
 _POLL_SECONDS = 0.02
+_APPLICATION = "embeddb-migrate pid "
 _memory_guard = threading.Lock()
+
+OnWait = Callable[[int | None], None]
 
 
 def _timeout_error(where: str, timeout: float) -> MigrationLockTimeout:
@@ -39,9 +53,10 @@ def _timeout_error(where: str, timeout: float) -> MigrationLockTimeout:
 class SqliteMigrationLock:
     """``flock`` on ``<database>.migrate-lock``; a per-database thread lock for ``:memory:``."""
 
-    def __init__(self, db: Any, timeout: float) -> None:
+    def __init__(self, db: Any, timeout: float, on_wait: OnWait | None = None) -> None:
         self.db = db
         self.timeout = timeout
+        self.on_wait = on_wait
         self._fd: int | None = None
         self._thread_lock: threading.Lock | None = None
 
@@ -51,20 +66,38 @@ class SqliteMigrationLock:
                 self._thread_lock = self.db.__dict__.setdefault(
                     "_embeddb_migration_lock", threading.Lock()
                 )
-            if not self._thread_lock.acquire(timeout=self.timeout):
-                raise _timeout_error("the in-memory database", self.timeout)
+            if not self._thread_lock.acquire(blocking=False):
+                if self.on_wait is not None:
+                    self.on_wait(os.getpid())
+                if not self._thread_lock.acquire(timeout=self.timeout):
+                    raise _timeout_error("the in-memory database", self.timeout)
             return self
-        path = os.path.abspath(self.db.database) + ".migrate-lock"
+        database = os.path.abspath(self.db.database)
+        path = database + ".migrate-lock"
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            _give_to(self._fd, foreign_owner(database))
+            self._wait(path)
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+        except BaseException:
+            os.close(self._fd)
+            self._fd = None
+            raise
+        return self
+
+    def _wait(self, path: str) -> None:
         deadline = time.monotonic() + self.timeout
+        told = False
         while True:
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return self
+                return
             except BlockingIOError:
+                if not told and self.on_wait is not None:
+                    self.on_wait(_pid_in(self._fd))
+                told = True
                 if time.monotonic() >= deadline:
-                    os.close(self._fd)
-                    self._fd = None
                     raise _timeout_error(path, self.timeout) from None
                 time.sleep(_POLL_SECONDS)
 
@@ -72,21 +105,42 @@ class SqliteMigrationLock:
         if self._thread_lock is not None:
             self._thread_lock.release()
         if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor releases the flock
-            self._fd = None
+            try:
+                os.ftruncate(self._fd, 0)
+            finally:
+                os.close(self._fd)  # closing the descriptor releases the flock
+                self._fd = None
+
+
+def _give_to(fd: int, owner: tuple[int, int] | None) -> None:
+    """Hand the lock file to the database's owner (root running against another user's file),
+    also when an older run left it root-owned."""
+    if owner is not None and (os.fstat(fd).st_uid, os.fstat(fd).st_gid) != owner:
+        os.fchown(fd, *owner)
+
+
+def _pid_in(fd: int) -> int | None:
+    """The holder's process id, as it wrote it into the lock file (None: not yet written)."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 class PostgresMigrationLock:
     """``pg_advisory_lock`` on a dedicated connection, keyed by the current schema."""
 
-    def __init__(self, db: Any, timeout: float) -> None:
+    def __init__(self, db: Any, timeout: float, on_wait: OnWait | None = None) -> None:
         self.db = db
         self.timeout = timeout
+        self.on_wait = on_wait
         self._conn: Any = None
 
     def __enter__(self) -> Self:
+        params = {**self.db.connect_params, "application_name": f"{_APPLICATION}{os.getpid()}"}
         try:
-            self._conn = psycopg2.connect(database=self.db.database, **self.db.connect_params)
+            self._conn = psycopg2.connect(database=self.db.database, **params)
         except psycopg2.Error as exc:
             raise ConnectionFailed(
                 f"cannot open the migration lock connection to {self.db.url.redacted()}: "
@@ -105,11 +159,33 @@ class PostgresMigrationLock:
             cur.execute("SELECT current_schema()")
             schema = cur.fetchone()[0] or "public"
             self.key = _lock_key(f"embeddb_migrations:{schema}")
-            cur.execute("SELECT set_config('lock_timeout', %s, false)", (f"{self.timeout}s",))
+            cur.execute("SELECT pg_try_advisory_lock(%s)", (self.key,))
+            if cur.fetchone()[0]:
+                return
+            if self.on_wait is not None:
+                self.on_wait(self._holder(cur))
+            if self.timeout <= 0:  # lock_timeout 0 would mean "wait for ever"
+                raise _timeout_error(f"schema {schema}", self.timeout)
+            wait = f"{max(1, round(self.timeout * 1000))}ms"
+            cur.execute("SELECT set_config('lock_timeout', %s, false)", (wait,))
             try:
                 cur.execute("SELECT pg_advisory_lock(%s)", (self.key,))
             except psycopg2.errors.LockNotAvailable:
                 raise _timeout_error(f"schema {schema}", self.timeout) from None
+
+    def _holder(self, cur: Any) -> int | None:
+        """The process id of the embeddb runner holding the lock (None: not one, or gone)."""
+        cur.execute(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND l.classid::bigint = %s AND l.objid::bigint = %s",
+            ((self.key >> 32) & 0xFFFFFFFF, self.key & 0xFFFFFFFF),
+        )
+        row = cur.fetchone()
+        name = row[0] if row else ""
+        rest = name[len(_APPLICATION):] if name.startswith(_APPLICATION) else ""
+        return int(rest) if rest.isdigit() else None
 
     def __exit__(self, *exc: object) -> None:
         try:

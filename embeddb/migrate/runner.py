@@ -21,7 +21,10 @@ from ..cache.tiered import forget
 from ..errors import ChecksumMismatch, DatabaseError, MigrationError, MigrationFailed
 from . import history
 from .files import Migration, Part, discover, resolve_directory
+from .foreign_keys import PLAIN, Rules, dropped_or_renamed, examine, may_need_rules
 from .history import APPLIED, FAILED, Record
+from .lock import check_timeout
+from .safety import KEEP_BACKUPS, keep_newest, keep_setting
 from .script import Statement, may_control_transaction, may_hold_parameters
 
 #: How long a second runner waits for the first before giving up (seconds).
@@ -38,17 +41,22 @@ class Step:
     duration_ms: float = 0.0
     statements: tuple[str, ...] = ()
     transaction: bool = True
+    #: dry run: what would stop this migration (a lost pragma, a DROP of a referenced table)
+    findings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Event:
-    """Progress report: ``kind`` is backup (``name`` is the path), applying, applied,
-    reverting or reverted."""
+    """Progress report: ``kind`` is waiting (another runner holds the lock; ``pid`` is its
+    process id when known), backup (``name`` is the path), applying, applied, reverting or
+    reverted."""
 
     kind: str
     version: int
     name: str
     duration_ms: float | None = None
+    pid: int | None = None
+    transaction: bool = True  # applying...: whether that part runs in one transaction
 
 
 @dataclass
@@ -79,23 +87,34 @@ def up(
     allow_out_of_order: bool = False,
     progress: Progress | None = None,
     lock_timeout: float = LOCK_TIMEOUT,
+    keep_backups: int | None = None,
 ) -> RunResult:
     """Apply the pending migrations in order (up to and including version ``to``).
+
+    Unless ``backup`` is False, a safety copy of the database is taken first when something
+    will run; of those copies the newest ``keep_backups`` stay (default: ``[migrate]
+    keep_backups`` in embeddb.toml, else 3).
 
     :raises MigrationError: the folder is malformed, a migration is out of order, ``to`` is
         unknown, or a failed no-transaction migration is missing its file.
     :raises ChecksumMismatch: an applied file was edited since.
-    :raises MigrationFailed: a statement failed (that migration was rolled back).
+    :raises MigrationFailed: a statement failed (that migration was rolled back), or a
+        migration file cannot be loaded (nothing ran).
     :raises MigrationLockTimeout: another runner kept the lock for ``lock_timeout`` seconds.
+    :raises ConfigurationError: ``lock_timeout`` or ``keep_backups`` is out of range.
     """
+    keep = _check_options(lock_timeout, backup, keep_backups)
+    if to is not None and to < 0:
+        raise MigrationError(f"--to must be a version of 0 or more (got {to}); nothing was changed")
     migrations = _discover(db, directory)
-    with _session(db, lock_timeout, locked=not dry_run) as records:
+    with _session(db, lock_timeout, locked=not dry_run, progress=progress) as records:
         plan = _plan_up(migrations, records, to, allow_out_of_order)
         result = RunResult(dry_run=dry_run, missing=_missing(migrations, records))
         if dry_run:
-            result.steps = [_preview(db, m, m.up, "up") for m in plan]
+            result.steps = _previews(db, plan, "up")
         else:
-            result.backup = _backup_if(db, backup and bool(plan), progress)
+            _check_loadable(db, plan, "up")
+            result.backup = _backup_if(db, backup and bool(plan), keep, progress)
             with _forgetting(db, bool(plan)):
                 result.steps = _apply_all(db, plan, records, progress)
         result.version = _version(db, dry_run)
@@ -105,30 +124,38 @@ def up(
 def down(
     db: Any,
     directory: str | os.PathLike[str] | None = None,
-    steps: int = 1,
+    steps: int | None = None,
     to: int | None = None,
     *,
     dry_run: bool = False,
     backup: bool = True,
     progress: Progress | None = None,
     lock_timeout: float = LOCK_TIMEOUT,
+    keep_backups: int | None = None,
 ) -> RunResult:
-    """Revert the newest ``steps`` applied migrations, or every one above version ``to``.
+    """Revert the newest ``steps`` (default 1) applied migrations, or every one above version
+    ``to``: 0, or an applied version.
 
     ``to=0`` reverts everything, leaving only the bookkeeping table. Every migration to revert
-    must have a down part; that is checked before anything changes.
+    must have a down part; that is checked before anything changes. The safety copy is taken
+    as for :func:`up`.
 
-    :raises MigrationError: a migration has no down part or file, or one is marked failed.
+    :raises MigrationError: ``steps`` and ``to`` both given, ``steps`` < 1, ``to`` negative or
+        not an applied version, a migration has no down part or file, or one is marked failed;
+        nothing was changed.
     :raises MigrationFailed: a statement failed (that migration was rolled back).
     """
+    keep = _check_options(lock_timeout, backup, keep_backups)
+    _check_down_target(steps, to)
     migrations = _discover(db, directory)
-    with _session(db, lock_timeout, locked=not dry_run) as records:
-        plan = _plan_down(migrations, records, steps, to)
+    with _session(db, lock_timeout, locked=not dry_run, progress=progress) as records:
+        plan = _plan_down(migrations, records, steps or 1, to)
         result = RunResult(dry_run=dry_run, missing=_missing(migrations, records))
         if dry_run:
-            result.steps = [_preview(db, m, m.down, "down") for m in plan]
+            result.steps = _previews(db, plan, "down")
         else:
-            result.backup = _backup_if(db, backup and bool(plan), progress)
+            _check_loadable(db, plan, "down")
+            result.backup = _backup_if(db, backup and bool(plan), keep, progress)
             with _forgetting(db, bool(plan)):
                 result.steps = [_revert(db, m, progress) for m in plan]
         result.version = _version(db, dry_run)
@@ -142,17 +169,22 @@ def redo(
     backup: bool = True,
     progress: Progress | None = None,
     lock_timeout: float = LOCK_TIMEOUT,
+    keep_backups: int | None = None,
 ) -> RunResult:
-    """Revert the newest applied migration and apply it again (one lock for both).
+    """Revert the newest applied migration and apply it again (one lock for both); the safety
+    copy is taken as for :func:`up`.
 
     :raises MigrationError: nothing is applied, or the newest migration has no down part.
     :raises MigrationFailed: a statement failed.
     """
+    keep = _check_options(lock_timeout, backup, keep_backups)
     migrations = _discover(db, directory)
-    with _session(db, lock_timeout, locked=True) as records:
+    with _session(db, lock_timeout, locked=True, progress=progress) as records:
         [target] = _plan_down(migrations, records, 1, None)
         result = RunResult(missing=_missing(migrations, records))
-        result.backup = _backup_if(db, backup, progress)
+        _check_loadable(db, [target], "down")
+        _check_loadable(db, [target], "up")
+        result.backup = _backup_if(db, backup, keep, progress)
         with _forgetting(db, True):
             result.steps.append(_revert(db, target, progress))
             result.steps += _apply_all(db, [target], history.read(db), progress)
@@ -167,11 +199,42 @@ def _discover(db: Any, directory: str | os.PathLike[str] | None) -> list[Migrati
     return discover(resolve_directory(directory), db.dialect.migration_variants)
 
 
+def _check_options(lock_timeout: float, backup: bool, keep_backups: int | None) -> int:
+    """Validate the run's options before anything is touched; the number of copies to keep."""
+    check_timeout(lock_timeout)
+    return keep_setting(keep_backups) if backup else KEEP_BACKUPS
+
+
+def _check_down_target(steps: int | None, to: int | None) -> None:
+    if steps is not None and to is not None:
+        raise MigrationError(
+            f"pass --steps or --to, not both (got --steps {steps} --to {to}); nothing was changed"
+        )
+    if steps is not None and steps < 1:
+        raise MigrationError(f"--steps must be 1 or more (got {steps}); nothing was changed")
+    if to is not None and to < 0:
+        raise MigrationError(
+            f"--to must be 0 (revert everything) or an applied version (got {to}); "
+            "nothing was changed"
+        )
+
+
 @contextmanager
-def _session(db: Any, lock_timeout: float, locked: bool) -> Iterator[dict[int, Record]]:
-    """Connect if needed, take the lock, make sure the table exists; yield the records."""
+def _session(
+    db: Any, lock_timeout: float, locked: bool, progress: Progress | None = None
+) -> Iterator[dict[int, Record]]:
+    """Connect if needed, take the lock, make sure the table exists; yield the records.
+
+    While another runner holds the lock, ``progress`` hears a ``waiting`` event first.
+    """
+    check_timeout(lock_timeout)
     if db.in_transaction():
         raise MigrationError("migrations cannot run inside an open transaction: commit it first")
+
+    def waiting(pid: int | None) -> None:
+        if progress is not None:
+            progress(Event("waiting", 0, "", pid=pid))
+
     opened = db.is_closed()
     if opened:
         db.connect()
@@ -179,7 +242,7 @@ def _session(db: Any, lock_timeout: float, locked: bool) -> Iterator[dict[int, R
         if not locked:
             yield history.read(db)
             return
-        with db.dialect.migration_lock(db, lock_timeout):
+        with db.dialect.migration_lock(db, lock_timeout, waiting):
             history.ensure(db)
             yield history.read(db)
     finally:
@@ -261,9 +324,15 @@ def _plan_down(
         )
     applied = sorted((v for v in records), reverse=True)
     if to is not None:
+        if to != 0 and to not in records:
+            known = ", ".join(str(v) for v in sorted(applied)) or "none"
+            raise MigrationError(
+                f"--to {to} is not an applied version (applied: {known}); pass 0 to revert "
+                "everything; nothing was changed"
+            )
         targets = [v for v in applied if v > to]
     elif steps < 1:
-        raise MigrationError(f"--steps must be 1 or more (got {steps})")
+        raise MigrationError(f"--steps must be 1 or more (got {steps}); nothing was changed")
     else:
         targets = applied[:steps]
     if not targets and to is None:
@@ -284,13 +353,114 @@ def _plan_down(
     return [by_version[v] for v in targets]
 
 
-def _preview(db: Any, migration: Migration, part: Part | None, direction: str) -> Step:
-    assert part is not None
+def _previews(db: Any, plan: list[Migration], direction: str) -> list[Step]:
+    dropped: set[str] = set()  # by earlier steps of the plan: no longer there to reference
+    return [_preview(db, m, _part(m, direction), direction, dropped) for m in plan]
+
+
+def _preview(
+    db: Any, migration: Migration, part: Part, direction: str, dropped: set[str]
+) -> Step:
+    findings: list[str] = []
     if part.sql is None:
         statements: tuple[str, ...] = (f"{direction}(db) in {part.path.name}",)
+        split: list[Statement] = []
     else:
-        statements = tuple(s.sql for s in db.dialect.split_script(part.sql))
-    return Step(migration.version, migration.label, direction, 0.0, statements, part.transaction)
+        split = db.dialect.split_script(part.sql)
+        statements = tuple(s.sql for s in split)
+    try:
+        rules = _rules(db, part)
+    except MigrationError as exc:
+        findings.append(str(exc))
+        rules = PLAIN
+    fks = db.dialect.foreign_keys(db)
+    if fks is not None and rules.guarded and fks.enforced():
+        for statement in split:
+            target = dropped_or_renamed(statement)
+            if target is None:
+                continue
+            referencing = [c for c, _ in fks.referencing(target[1]) if c.lower() not in dropped]
+            if referencing:
+                findings.append(
+                    f"{_where(part, statement)}: {target[0]} of table {target[1]}, which "
+                    f"{', '.join(sorted(set(referencing)))} reference(s), while foreign keys "
+                    "are on: would be refused (start the file with PRAGMA foreign_keys = OFF "
+                    "to rebuild a table)"
+                )
+            if target[0] == "drop":
+                dropped.add(target[1].lower())
+    return Step(
+        migration.version, migration.label, direction, 0.0, statements, part.transaction,
+        tuple(findings),
+    )
+
+
+def _part(migration: Migration, direction: str) -> Part:
+    part = migration.up if direction == "up" else migration.down
+    assert part is not None
+    return part
+
+
+def _rules(db: Any, part: Part) -> Rules:
+    """How ``part`` must run (worked out once per part): foreign keys off, DROPs guarded."""
+    known = part.__dict__.get("_rules")
+    if known is None:
+        known = part.__dict__["_rules"] = _work_out_rules(db, part)
+    return known
+
+
+def _work_out_rules(db: Any, part: Part) -> Rules:
+    fks = db.dialect.foreign_keys(db)
+    if fks is None:
+        return PLAIN
+    if part.sql is None:
+        return Rules(foreign_keys_off=part.foreign_keys_off)
+    if not may_need_rules(part.sql):
+        return PLAIN
+    statements = db.dialect.split_script(part.sql)
+    return examine(
+        lambda s: _where(part, s), statements, part.transaction, fks.known_pragmas()
+    )
+
+
+def _where(part: Part, statement: Statement) -> str:
+    return f"{part.path.name} line {part.first_line - 1 + statement.line}"
+
+
+@contextmanager
+def _foreign_keys(
+    db: Any, migration: Migration, direction: str, rules: Rules
+) -> Iterator[tuple[Callable[[], None], Callable[[Statement], None] | None]]:
+    """Foreign keys as the part needs them for the block, as they were afterwards.
+
+    Yields the check to run before the part's COMMIT, and the guard to run before each of
+    its statements (None when there is nothing to guard)."""
+    fks = db.dialect.foreign_keys(db)
+    part = _part(migration, direction)
+    if fks is None or (rules.plain and not part.python):
+        yield _nothing, None
+        return
+    outcome = f"{migration.label} {direction} was rolled back"
+    guard = None
+    if rules.guarded and not rules.foreign_keys_off:  # with them off a DROP cascades nowhere
+
+        def guard(statement: Statement) -> None:
+            if statement.keyword in ("DROP", "ALTER"):
+                fks.check_drop(_where(part, statement), statement, outcome)
+
+    if rules.foreign_keys_off:
+        with fks.off():
+            yield (lambda: fks.check_violations(f"{migration.label} {direction}")), guard
+    elif part.python:
+        with fks.kept(), fks.guarded(outcome):
+            yield _nothing, None
+    else:
+        with fks.kept():
+            yield _nothing, guard
+
+
+def _nothing() -> None:
+    """The foreign-key check of a part that left them on: SQLite checked every row."""
 
 
 @contextmanager
@@ -304,8 +474,40 @@ def _forgetting(db: Any, changing: bool) -> Iterator[None]:
             forget(db)
 
 
-def _backup_if(db: Any, wanted: bool, progress: Progress | None) -> str | None:
+def _check_loadable(db: Any, plan: list[Migration], direction: str) -> None:
+    """Load every Python migration, check every script of ``plan`` and work out how each
+    part must run, before the safety copy and the first change: a file that cannot even be
+    read, or a pragma that would be lost, costs neither.
+
+    :raises MigrationFailed: a Python migration fails to import or lacks its function, or a
+        script ends inside a string, comment or trigger body (where the backend can tell).
+    :raises MigrationError: a pragma SQLite would ignore in the migration's transaction.
+    """
+    for migration in plan:
+        part = migration.up if direction == "up" else migration.down
+        if part is None:
+            continue
+        _rules(db, part)
+        if part.sql is None:
+            module = _load_module(migration)
+            if not callable(getattr(module, direction, None)):
+                raise MigrationFailed(
+                    f"{part.path.name} defines no {direction}(db) function; nothing was changed"
+                )
+        else:
+            unfinished = db.dialect.unfinished(part.sql)
+            if unfinished is not None:
+                raise MigrationFailed(
+                    f"{part.path.name} line {part.first_line - 1 + unfinished.line}: the script "
+                    "ends inside a string, a comment or a trigger body (statement: "
+                    f"{_one_line(unfinished.sql, 120)}); nothing was changed"
+                )
+
+
+def _backup_if(db: Any, wanted: bool, keep: int, progress: Progress | None) -> str | None:
     path = db.dialect.safety_backup(db) if wanted else None
+    if path is not None:
+        keep_newest(db, path, keep)
     if path is not None and progress is not None:
         progress(Event("backup", 0, path))
     return path
@@ -340,6 +542,19 @@ def _apply(db: Any, migration: Migration, replace: bool) -> Step | None:
     checked just before it runs instead; only the lock fully protects those.
     """
     part = migration.up
+    rules = _rules(db, part)
+    with _foreign_keys(db, migration, "up", rules) as (check, guard):
+        return _apply_part(db, migration, part, replace, check, guard)
+
+
+def _apply_part(
+    db: Any,
+    migration: Migration,
+    part: Part,
+    replace: bool,
+    check: Callable[[], None],
+    guard: Callable[[Statement], None] | None,
+) -> Step | None:
     start = time.perf_counter()
     replacing = FAILED if replace else None
 
@@ -349,15 +564,19 @@ def _apply(db: Any, migration: Migration, replace: bool) -> Step | None:
             db, migration.version, migration.label, migration.checksum, elapsed, status, replacing
         )
 
-    if _run_in_one_call(db, part, record):
+    def finish() -> None:
+        check()
+        record()
+
+    if guard is None and _run_in_one_call(db, part, finish):
         return Step(migration.version, migration.label, "up", _ms(start), (), True)
     start = time.perf_counter()  # timing starts over with the statement-by-statement run
     statements = _statements(db, part)
     if part.transaction and not _manages_transactions(statements):
         try:
             with db.atomic():
-                _run_part(db, migration, part, statements)
-                record()
+                _run_part(db, migration, part, statements, guard=guard)
+                finish()
         except (MigrationFailed, DatabaseError):
             if _applied_elsewhere(db, migration.version):
                 return None
@@ -365,7 +584,9 @@ def _apply(db: Any, migration: Migration, replace: bool) -> Step | None:
     else:
         if _applied_elsewhere(db, migration.version):  # its statements commit on their own
             return None
-        _run_outside(db, migration, part, statements, record, lambda: record(status=FAILED))
+        _run_outside(
+            db, migration, part, statements, record, lambda: record(status=FAILED), guard=guard
+        )
     return Step(migration.version, migration.label, "up", _ms(start), (), part.transaction)
 
 
@@ -401,9 +622,25 @@ def _revert(db: Any, migration: Migration, progress: Progress | None) -> Step:
     part = migration.down
     assert part is not None
     _notify(progress, "reverting", migration)
+    rules = _rules(db, part)
+    with _foreign_keys(db, migration, "down", rules) as (check, guard):
+        duration = _revert_part(db, migration, part, check, guard)
+    _notify(progress, "reverted", migration, duration)
+    return Step(migration.version, migration.label, "down", duration, (), part.transaction)
+
+
+def _revert_part(
+    db: Any,
+    migration: Migration,
+    part: Part,
+    check: Callable[[], None],
+    guard: Callable[[Statement], None] | None,
+) -> float:
+    """Run a down part with its bookkeeping; how long it took (ms)."""
     start = time.perf_counter()
 
     def forget() -> None:
+        check()
         history.delete(db, migration.version)
 
     def mark_failed() -> None:
@@ -411,18 +648,19 @@ def _revert(db: Any, migration: Migration, progress: Progress | None) -> Step:
             db, migration.version, migration.label, migration.checksum, _ms(start), FAILED, APPLIED
         )
 
-    if not _run_in_one_call(db, part, forget):
+    if guard is not None or not _run_in_one_call(db, part, forget):
         start = time.perf_counter()  # timing starts over with the statement-by-statement run
         statements = _statements(db, part)
         if part.transaction and not _manages_transactions(statements):
             with db.atomic():
-                _run_part(db, migration, part, statements, direction="down")
+                _run_part(db, migration, part, statements, direction="down", guard=guard)
                 forget()
         else:
-            _run_outside(db, migration, part, statements, forget, mark_failed, direction="down")
-    duration = _ms(start)
-    _notify(progress, "reverted", migration, duration)
-    return Step(migration.version, migration.label, "down", duration, (), part.transaction)
+            _run_outside(
+                db, migration, part, statements, forget, mark_failed, direction="down",
+                guard=guard,
+            )
+    return _ms(start)
 
 
 def _statements(db: Any, part: Part) -> list[Statement] | None:
@@ -439,12 +677,16 @@ def _run_part(
     part: Part,
     statements: list[Statement] | None,
     direction: str = "up",
+    guard: Callable[[Statement], None] | None = None,
 ) -> None:
-    """Run a part's statements (or its Python function) on the current connection."""
+    """Run a part's statements (or its Python function) on the current connection;
+    ``guard`` looks at each statement before it runs."""
     if statements is None:
         _run_python(db, migration, part, direction)
         return
     for statement in statements:
+        if guard is not None:
+            guard(statement)
         _execute(db, migration, part, statement, direction)
 
 
@@ -470,6 +712,7 @@ def _run_outside(
     finish: Callable[[], None],
     mark_failed: Callable[[], None],
     direction: str = "up",
+    guard: Callable[[Statement], None] | None = None,
 ) -> None:
     """Run a no-transaction part, or one with its own BEGIN/COMMIT, statement by statement.
 
@@ -487,11 +730,14 @@ def _run_outside(
         if last_commit and in_transaction:
             finish()
         try:
+            if guard is not None:
+                guard(statement)
             _execute(db, migration, part, statement, direction)
-        except MigrationFailed:
+        except (MigrationFailed, KeyboardInterrupt) as exc:
             if in_transaction:
                 db.execute_sql("ROLLBACK")
-            if committed:
+            # Ctrl-C may land after an autocommitted statement took effect
+            if committed or (isinstance(exc, KeyboardInterrupt) and not in_transaction):
                 mark_failed()
             raise
         if keyword in ("BEGIN", "START"):
@@ -531,7 +777,7 @@ def _run_python_outside(
 ) -> None:
     try:
         _run_python(db, migration, part, direction)
-    except MigrationFailed:
+    except (MigrationFailed, KeyboardInterrupt):  # it may have committed some of its work
         mark_failed()
         raise
     with db.atomic():
@@ -561,7 +807,10 @@ def _notify(
     progress: Progress | None, kind: str, migration: Migration, duration: float | None = None
 ) -> None:
     if progress is not None:
-        progress(Event(kind, migration.version, migration.label, duration))
+        part = migration.down if kind.startswith("revert") else migration.up
+        transaction = part.transaction if part is not None else True
+        progress(Event(kind, migration.version, migration.label, duration,
+                       transaction=transaction))
 
 
 def _ms(start: float) -> float:
