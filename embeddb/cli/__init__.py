@@ -20,6 +20,7 @@ from .info import info
 from .locks import locks
 from .maintenance import maintenance
 from .migrate import migrate
+from .outbox import outbox
 from .options import CliState, db_option
 from .schema import schema
 from .seed import seed, setup
@@ -65,6 +66,7 @@ cli.add_command(backup)
 cli.add_command(cache)
 cli.add_command(maintenance)
 cli.add_command(migrate)
+cli.add_command(outbox)
 cli.add_command(schema)
 cli.add_command(seed)
 cli.add_command(setup)
