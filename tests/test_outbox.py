@@ -13,7 +13,6 @@ import textwrap
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner

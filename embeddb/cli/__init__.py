@@ -20,8 +20,8 @@ from .info import info
 from .locks import locks
 from .maintenance import maintenance
 from .migrate import migrate
-from .outbox import outbox
 from .options import CliState, db_option
+from .outbox import outbox
 from .schema import schema
 from .seed import seed, setup
 
