@@ -132,6 +132,19 @@ class Dialect:
         changed in place and pragmas do not exist."""
         return None
 
+    # -- the outbox (embeddb.outbox) --
+    #: the statements that create ``embeddb_outbox`` and its indexes
+    outbox_ddl: tuple[str, ...] = ()
+    #: the payload column as JSON text
+    outbox_payload: str = "payload"
+    #: appended to the claim's SELECT so concurrent processors pass over each other's rows
+    skip_locked: str = ""
+
+    def outbox_key_lock(self, db: Any, key: str) -> None:
+        """Make publishers of one key commit in the order of their event ids, so a processor
+        never sees a later event of that key before an earlier one (nothing to do where
+        writers are serialized anyway)."""
+
     # -- named locks (embeddb.locks) --
     def named_lock(self, db: Any, name: str, timeout: float | None, scope: str) -> Any:
         """The backend's lock for ``name`` (not yet acquired)."""
@@ -325,6 +338,27 @@ class SqliteDialect(Dialect):
 
         return premigrate_backup(db)
 
+    # -- the outbox (embeddb.outbox): SQLite serializes writers, so ids follow commits --
+    outbox_ddl = (
+        "CREATE TABLE embeddb_outbox (\n"
+        "    id           INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+        "    uid          TEXT NOT NULL UNIQUE,\n"
+        "    topic        TEXT NOT NULL,\n"
+        "    key          TEXT,\n"
+        "    payload      TEXT NOT NULL,\n"
+        "    status       TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead')),\n"
+        "    attempts     INTEGER NOT NULL DEFAULT 0,\n"
+        "    available_at REAL NOT NULL,\n"
+        "    lease_owner  TEXT,\n"
+        "    lease_until  REAL,\n"
+        "    last_error   TEXT,\n"
+        "    created_at   REAL NOT NULL,\n"
+        "    delivered_at REAL\n"
+        ")",
+        "CREATE INDEX embeddb_outbox_due ON embeddb_outbox (status, available_at, id)",
+        "CREATE INDEX embeddb_outbox_key ON embeddb_outbox (key, id) WHERE status = 'pending'",
+    )
+
     # -- named locks (embeddb.locks) --
     def named_lock(self, db: Any, name: str, timeout: float | None, scope: str) -> Any:
         """A ``flock`` on a file per name beside the database (a thread lock for
@@ -462,6 +496,35 @@ class PostgresDialect(Dialect):
         from .migrate.safety import premigrate_backup
 
         return premigrate_backup(db)
+
+    # -- the outbox (embeddb.outbox) --
+    outbox_ddl = (
+        "CREATE TABLE embeddb_outbox (\n"
+        "    id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n"
+        "    uid          UUID NOT NULL UNIQUE,\n"
+        "    topic        TEXT NOT NULL,\n"
+        "    key          TEXT,\n"
+        "    payload      JSONB NOT NULL,\n"
+        "    status       TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead')),\n"
+        "    attempts     INTEGER NOT NULL DEFAULT 0,\n"
+        "    available_at DOUBLE PRECISION NOT NULL,\n"
+        "    lease_owner  TEXT,\n"
+        "    lease_until  DOUBLE PRECISION,\n"
+        "    last_error   TEXT,\n"
+        "    created_at   DOUBLE PRECISION NOT NULL,\n"
+        "    delivered_at DOUBLE PRECISION\n"
+        ")",
+        "CREATE INDEX embeddb_outbox_due ON embeddb_outbox (status, available_at, id)",
+        "CREATE INDEX embeddb_outbox_key ON embeddb_outbox (key, id) WHERE status = 'pending'",
+    )
+    outbox_payload = "payload::text"
+    skip_locked = " FOR UPDATE OF e SKIP LOCKED"
+
+    def outbox_key_lock(self, db: Any, key: str) -> None:
+        """Concurrent publishers take ids in one order and may commit in another; a lock on
+        the key until commit keeps a key's events committing in id order."""
+        db.execute_sql("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                       (f"embeddb.outbox:{key}",))
 
     # -- named locks (embeddb.locks) --
     def named_lock(self, db: Any, name: str, timeout: float | None, scope: str) -> Any:

@@ -21,6 +21,7 @@ from .locks import locks
 from .maintenance import maintenance
 from .migrate import migrate
 from .options import CliState, db_option
+from .outbox import outbox
 from .schema import schema
 from .seed import seed, setup
 
@@ -98,6 +99,7 @@ cli.add_command(backup)
 cli.add_command(cache)
 cli.add_command(maintenance)
 cli.add_command(migrate)
+cli.add_command(outbox)
 cli.add_command(schema)
 cli.add_command(seed)
 cli.add_command(setup)
