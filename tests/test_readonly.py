@@ -39,6 +39,10 @@ NON_CREATING = [
     ["backup", "prune", "--keep", "1"],
     ["cache", "clear"],
     ["locks"],
+    ["outbox", "status"],
+    ["outbox", "retry", "1"],
+    ["outbox", "purge", "--delivered-older-than", "7d"],
+    ["outbox", "purge", "--delivered-older-than", "7d", "--dry-run"],
 ]
 
 

@@ -49,7 +49,7 @@ def run(spec: str, once: bool, topics: tuple[str, ...], batch: int, lease: float
     """Deliver pending events to the handler (until Ctrl-C or SIGTERM; --once: until none
     is due)."""
     handler = api.load_handler(spec)
-    box = api.Outbox(database(), lease=lease, max_attempts=max_attempts)
+    box = api.Outbox(database(create=False), lease=lease, max_attempts=max_attempts)
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -70,7 +70,7 @@ def run(spec: str, once: bool, topics: tuple[str, ...], batch: int, lease: float
 def status(as_json: bool) -> None:
     """Events per status and topic, the oldest pending one's age, the dead letters; exits 1
     when there are dead letters."""
-    report = api.status(database())
+    report = api.status(database(readonly=True))
     if as_json:
         emit_json(dataclasses.asdict(report))
     else:
@@ -93,7 +93,7 @@ def status(as_json: bool) -> None:
 @click.argument("event_id", type=click.IntRange(1, 2**63 - 1))
 def retry(event_id: int) -> None:
     """Make a dead event pending again (attempts start over)."""
-    api.retry(database(), event_id)
+    api.retry(database(create=False), event_id)
     click.echo(f"Event {event_id} is pending again.")
 
 
@@ -105,7 +105,8 @@ def retry(event_id: int) -> None:
 @json_option
 def purge(age: str, dry_run: bool, as_json: bool) -> None:
     """Delete delivered events (pending and dead ones are never touched)."""
-    count = api.purge(database(), parse_age(age).total_seconds(), dry_run=dry_run)
+    count = api.purge(database(create=False, readonly=dry_run), parse_age(age).total_seconds(),
+                      dry_run=dry_run)
     if as_json:
         emit_json({"dry_run": dry_run, "deleted" if not dry_run else "would_delete": count})
     else:
