@@ -190,3 +190,26 @@ def test_backup_list_of_a_missing_database_points_to_dir(tmp_path, monkeypatch):
                                       "--dir", "backups"])
     assert result.exit_code == 0 and result.output.strip() == "no backups"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["backups"]
+
+
+#: the commands that may create the database they are pointed at
+CREATING = {"setup", "seed", "migrate up", "migrate down", "migrate redo", "backup restore"}
+#: commands that open no database here (SQLite) or fail on their other input first
+NOT_OPENING = {"migrate new", "outbox init", "backup verify", "outbox run"}
+
+
+def test_every_command_is_classified():
+    """A new command must say whether it may create a database (add it to a list above)."""
+    import click
+
+    def leaves(group: click.Group, prefix: str = ""):
+        for name, command in group.commands.items():
+            if isinstance(command, click.Group):
+                yield from leaves(command, f"{prefix}{name} ")
+            else:
+                yield f"{prefix}{name}"
+
+    tested = {" ".join(a for a in args if not a.startswith("-") and not a[0].isdigit())
+              for args in NON_CREATING}
+    unclassified = set(leaves(cli)) - CREATING - NOT_OPENING - tested
+    assert not unclassified
