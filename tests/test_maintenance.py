@@ -157,8 +157,10 @@ def _row_counts(db) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("option, value, message", [
-    ("--execution-retention", "999999999d", "Error: age '999999999d' is too long: at most 36500d (100 years)"),
-    ("--api-key-grace", "99999999999d", "Error: age '99999999999d' is too long: at most 36500d (100 years)"),
+    ("--execution-retention", "999999999d",
+     "Error: age '999999999d' is too long: at most 36500d (100 years)"),
+    ("--api-key-grace", "99999999999d",
+     "Error: age '99999999999d' is too long: at most 36500d (100 years)"),
     ("--batch-size", "99999999999999999999",
      "Error: Invalid value for '--batch-size': 99999999999999999999 is not in the range "
      "1<=x<=1000000."),
