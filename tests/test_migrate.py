@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
+import uuid
 from pathlib import Path
 
+import psycopg2
 import pytest
 
 import embeddb
@@ -596,7 +598,27 @@ def test_postgres_failure_names_the_line_and_rolls_back_ddl(pg, folder):
     assert tables(pg) == {"embeddb_migrations"}
 
 
-def test_postgres_create_index_concurrently_while_holding_the_lock(pg, folder):
+@pytest.fixture
+def pg_own_database(pg_url):
+    """A database of its own: CREATE INDEX CONCURRENTLY waits for every older transaction in
+    its database, whichever schema, so other tests' transactions must not be in it."""
+    name = f"embeddb_cic_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(pg_url.split("?")[0])
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    database = embeddb.connect(pg_url.split("?")[0].rsplit("/", 1)[0] + "/" + name)
+    try:
+        yield database
+    finally:
+        database.close_all()
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def test_postgres_create_index_concurrently_while_holding_the_lock(pg_own_database, folder):
+    pg = pg_own_database
     write(folder, "0001_t.up.sql", "CREATE TABLE t (x INT); INSERT INTO t SELECT generate_series(1, 1000);")
     # lock_timeout turns a deadlock (CONCURRENTLY waiting on the lock holder) into an error.
     write(folder, "0002_idx.up.sql", (
