@@ -22,7 +22,7 @@ import psycopg2
 import psycopg2.extras
 from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 
-from . import config, dialect
+from . import audit, config, dialect
 from .errors import ConfigurationError, ConnectionFailed, PoolExhausted, translate
 from .url import DatabaseURL, parse, scrub
 
@@ -94,12 +94,21 @@ class Engine:
             super().begin(*args, **kwargs)
         except peewee.PeeweeException as exc:
             raise translate(exc, self.url.password) from exc
+        if audit.current() is not None:  # who is writing, for the audit triggers
+            self._state.audit_clear = audit.on_begin(self)
 
     def commit(self) -> None:
+        if getattr(self._state, "audit_clear", False):
+            self._state.audit_clear = False
+            audit.before_commit(self)
         try:
             super().commit()
         except peewee.PeeweeException as exc:
             raise translate(exc, self.url.password) from exc
+
+    def rollback(self) -> None:
+        self._state.audit_clear = False  # the rollback takes the context row with it
+        super().rollback()
 
     @property
     def observed(self) -> bool:
