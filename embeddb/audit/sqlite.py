@@ -17,7 +17,7 @@ DRIVER = "sqlite"
 
 INSTALL = (
     "CREATE TABLE IF NOT EXISTS embeddb_audit (\n"
-    "    id         INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+    "    id         INTEGER PRIMARY KEY,\n"
     "    table_name TEXT NOT NULL,\n"
     "    row_pk     TEXT NOT NULL,\n"
     "    action     TEXT NOT NULL CHECK (action IN ('INSERT', 'UPDATE', 'DELETE')),\n"
@@ -49,12 +49,14 @@ def triggers(table: str, pk: list[str], columns: list[str]) -> list[str]:
     name = table.replace('"', "")
 
     def values(row: str, changed_only: bool) -> str:
-        parts = [
-            f"SELECT {_literal(c)} AS k, {row}.{quote(c)} AS v"
-            + (f" WHERE OLD.{quote(c)} IS NOT NEW.{quote(c)}" if changed_only else "")
-            for c in columns
-        ]
-        return f"(SELECT json_group_object(k, v) FROM ({' UNION ALL '.join(parts)}))"
+        whole = "json_object(" + ", ".join(f"{_literal(c)}, {row}.{quote(c)}" for c in columns) + ")"
+        if not changed_only:
+            return whole
+        # drop the unchanged columns (a path that names no key removes nothing)
+        unchanged = ", ".join(
+            f"CASE WHEN OLD.{quote(c)} IS NEW.{quote(c)} THEN {_literal(_path(c))} "
+            "ELSE '$.\"\"' END" for c in columns)
+        return f"json_remove({whole}, {unchanged})"
 
     def key(row: str) -> str:
         if len(pk) == 1:
@@ -80,6 +82,10 @@ def triggers(table: str, pk: list[str], columns: list[str]) -> list[str]:
         f"CREATE TRIGGER {quote(f'embeddb_audit_{name}_delete')} AFTER DELETE ON {t} BEGIN\n"
         f"    {record('DELETE', 'OLD', values('OLD', False), 'NULL')}\nEND",
     ]
+
+
+def _path(column: str) -> str:
+    return '$."' + column.replace('"', '\\"') + '"'
 
 
 def _literal(text: str) -> str:
