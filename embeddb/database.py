@@ -95,19 +95,21 @@ class Engine:
         except peewee.PeeweeException as exc:
             raise translate(exc, self.url.password) from exc
         if audit.current() is not None:  # who is writing, for the audit triggers
-            self._state.audit_clear = audit.on_begin(self)
+            self._state.audit_pending = audit.on_begin(self, args[0] if args else
+                                                       kwargs.get("lock_type"))
 
     def commit(self) -> None:
-        if getattr(self._state, "audit_clear", False):
-            self._state.audit_clear = False
-            audit.before_commit(self)
+        pending = getattr(self._state, "audit_pending", None)
+        if pending is not None:
+            self._state.audit_pending = None
+            audit.before_commit(self, pending)
         try:
             super().commit()
         except peewee.PeeweeException as exc:
             raise translate(exc, self.url.password) from exc
 
     def rollback(self) -> None:
-        self._state.audit_clear = False  # the rollback takes the context row with it
+        self._state.audit_pending = None  # the rollback takes the audit rows with it
         super().rollback()
 
     @property

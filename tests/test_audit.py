@@ -85,6 +85,19 @@ def test_writes_outside_a_context_are_unknown_never_stale(adb):
     ]
 
 
+def test_deferred_transactions_carry_the_actor_too(sqlite_file_url):
+    db = embeddb.connect(sqlite_file_url)
+    db.execute_sql(TABLE)
+    enable(db)
+    with audit.context(actor="user:d"), db.atomic("DEFERRED"):
+        db.execute_sql("INSERT INTO services (id, name) VALUES (1, 'x')")
+    with db.atomic("DEFERRED"):
+        db.execute_sql("UPDATE services SET name = 'y'")
+    assert [c.actor for c in audit.history(db, "services", 1)] == ["user:d", None]
+    assert db.execute_sql("SELECT count(*) FROM embeddb_audit_context").fetchone()[0] == 0
+    db.close()
+
+
 def test_contexts_are_per_thread_and_per_task(cli_db_url):
     db = embeddb.connect(cli_db_url)
     db.execute_sql(TABLE)

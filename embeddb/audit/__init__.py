@@ -82,18 +82,18 @@ def current() -> tuple[str | None, str | None] | None:
     return _current.get()
 
 
-def on_begin(db: Any) -> bool:
-    """Called by the engine right after BEGIN: hand the context to the transaction; whether
-    something must be cleared before its COMMIT."""
+def on_begin(db: Any, lock_type: str | None = None) -> Any:
+    """Called by the engine right after BEGIN: hand the context to the transaction. What it
+    returns (None: nothing) goes to :func:`before_commit`."""
     found = _current.get()
     if found is None:
-        return False
-    return _driver(db).push_context(db, *found)
+        return None
+    return _driver(db).push_context(db, found, lock_type)
 
 
-def before_commit(db: Any) -> None:
-    """Called by the engine before COMMIT when :func:`on_begin` said so."""
-    _driver(db).clear_context(db)
+def before_commit(db: Any, pending: Any) -> None:
+    """Called by the engine before COMMIT with what :func:`on_begin` returned."""
+    _driver(db).finish_context(db, pending)
 
 
 # -- enabling -----------------------------------------------------------------------------

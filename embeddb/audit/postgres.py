@@ -97,15 +97,16 @@ def drop_triggers(table: str) -> list[str]:
     return [f"DROP TRIGGER IF EXISTS {quote(f'embeddb_audit_{name}')} ON {quote(table)}"]
 
 
-def push_context(db: Any, actor: str | None, request_id: str | None) -> bool:
+def push_context(db: Any, found: tuple[str | None, str | None], lock_type: Any) -> None:
+    actor, request_id = found
     db.execute_sql(
         "SELECT set_config('embeddb.audit_actor', %s, true), "
         "set_config('embeddb.audit_request_id', %s, true)", (actor or "", request_id or ""))
-    return False  # ends with the transaction by itself
+    return None  # transaction-local: ends with the transaction by itself
 
 
-def clear_context(db: Any) -> None:
-    """Nothing to clear: the settings are transaction-local."""
+def finish_context(db: Any, pending: Any) -> None:
+    """Never called: :func:`push_context` leaves nothing to finish."""
 
 
 def stamp(moment: Any) -> Any:

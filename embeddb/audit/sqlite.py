@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..dialect import quote
+from ..errors import DatabaseError
 
 DRIVER = "sqlite"
 
@@ -28,7 +29,6 @@ INSTALL = (
     "    at         TEXT NOT NULL\n"
     ")",
     "CREATE INDEX IF NOT EXISTS embeddb_audit_row ON embeddb_audit (table_name, row_pk, id)",
-    "CREATE INDEX IF NOT EXISTS embeddb_audit_actor ON embeddb_audit (actor, id)",
     "CREATE TABLE IF NOT EXISTS embeddb_audit_context (actor TEXT, request_id TEXT)",
 )
 _NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
@@ -98,19 +98,40 @@ def drop_triggers(table: str) -> list[str]:
             for action in ("insert", "update", "delete")]
 
 
-def push_context(db: Any, actor: str | None, request_id: str | None) -> bool:
-    """Write the context row in the transaction just begun; whether there is one to clear."""
+def push_context(db: Any, found: tuple[str | None, str | None],
+                 lock_type: str | None) -> tuple[Any, ...] | None:
+    """Hand the context to the transaction just begun.
+
+    Holding the write lock from BEGIN (IMMEDIATE, embeddb's default), every audit row with an
+    id above today's highest is this transaction's: they get the actor just before COMMIT, on
+    pages the triggers already dirtied (no extra write). A deferred transaction has no lock
+    yet, so it writes a context row the triggers read (which takes the lock) and deletes it
+    before COMMIT.
+    """
+    actor, request_id = found
+    if actor is None and request_id is None:
+        return None
     try:
+        if (lock_type or getattr(db, "_lock_type", None) or "").upper() in (
+                "IMMEDIATE", "EXCLUSIVE"):
+            mark = db.execute_sql("SELECT max(id) FROM embeddb_audit").fetchone()[0]
+            return ("mark", mark or 0, actor, request_id)
         db.execute_sql("INSERT INTO embeddb_audit_context (actor, request_id) VALUES (?, ?)",
                        (actor, request_id))
-    except Exception:  # noqa: BLE001 - auditing not installed in this database: nothing to carry
-        return False
-    return True
+    except DatabaseError:
+        return None  # auditing is not installed in this database: nothing to carry
+    return ("row",)
 
 
-def clear_context(db: Any) -> None:
-    """Before COMMIT: the next transaction (maybe another program's) must not see it."""
-    db.execute_sql("DELETE FROM embeddb_audit_context")
+def finish_context(db: Any, pending: tuple[Any, ...]) -> None:
+    """Before COMMIT: sign this transaction's audit rows, or remove the context row so the
+    next transaction (maybe another program's) cannot see it."""
+    if pending[0] == "mark":
+        _, mark, actor, request_id = pending
+        db.execute_sql("UPDATE embeddb_audit SET actor = ?, request_id = ? WHERE id > ?",
+                       (actor, request_id, mark))
+    else:
+        db.execute_sql("DELETE FROM embeddb_audit_context")
 
 
 def stamp(moment: Any) -> str:
