@@ -23,7 +23,7 @@ import psycopg2
 import psycopg2.extras
 from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 
-from . import config, dialect
+from . import audit, config, dialect
 from .errors import (
     ConfigurationError,
     ConnectionFailed,
@@ -103,12 +103,23 @@ class Engine:
             super().begin(*args, **kwargs)
         except peewee.PeeweeException as exc:
             raise translate(exc, self.url.password) from exc
+        if audit.current() is not None:  # who is writing, for the audit triggers
+            self._state.audit_pending = audit.on_begin(self, args[0] if args else
+                                                       kwargs.get("lock_type"))
 
     def commit(self) -> None:
+        pending = getattr(self._state, "audit_pending", None)
+        if pending is not None:
+            self._state.audit_pending = None
+            audit.before_commit(self, pending)
         try:
             super().commit()
         except peewee.PeeweeException as exc:
             raise translate(exc, self.url.password) from exc
+
+    def rollback(self) -> None:
+        self._state.audit_pending = None  # the rollback takes the audit rows with it
+        super().rollback()
 
     @property
     def observed(self) -> bool:

@@ -14,6 +14,7 @@ import click
 
 from .. import __version__
 from ..errors import EmbeddbError
+from .audit import audit
 from .backup import backup
 from .cache import cache
 from .info import info
@@ -93,6 +94,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     state.verbose = state.verbose or verbose
 
 
+cli.add_command(audit)
 cli.add_command(info)
 cli.add_command(locks)
 cli.add_command(backup)
