@@ -88,6 +88,7 @@ def resolve_url(url: str | None = None, cwd: str | os.PathLike[str] | None = Non
 _CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "database": ("url",),
     "migrate": ("keep_backups",),  # read by embeddb.migrate.safety
+    "maintenance": ("retention",),  # read by embeddb.retention
 }
 
 

@@ -132,6 +132,9 @@ class Dialect:
         changed in place and pragmas do not exist."""
         return None
 
+    #: names one row in ``DELETE ... WHERE <it> IN (SELECT <it> ... LIMIT n)`` batches
+    row_locator: str = "rowid"
+
     # -- the outbox (embeddb.outbox) --
     #: the statements that create ``embeddb_outbox`` and its indexes
     outbox_ddl: tuple[str, ...] = ()
@@ -517,6 +520,7 @@ class PostgresDialect(Dialect):
         "CREATE INDEX embeddb_outbox_due ON embeddb_outbox (status, available_at, id)",
         "CREATE INDEX embeddb_outbox_key ON embeddb_outbox (key, id) WHERE status = 'pending'",
     )
+    row_locator = "ctid"
     outbox_payload = "payload::text"
     skip_locked = " FOR UPDATE OF e SKIP LOCKED"
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import reference
-
 MIGRATIONS_ENV = "EMBEDDB_MIGRATIONS_DIR"
 SEEDS_ENV = "EMBEDDB_SEEDS_DIR"
+#: the reference application installed with embeddb (found by path: the engine never imports it)
+BUNDLED = Path(__file__).parent / "reference"
 MIGRATIONS_DEFAULT = "migrations"
 SEEDS_DEFAULT = "seeds"
 
@@ -27,7 +27,7 @@ def resolve(migrations: Folder = None, seeds: Folder = None) -> tuple[Path, Path
     given = (migrations or os.environ.get(MIGRATIONS_ENV), seeds or os.environ.get(SEEDS_ENV))
     if not any(given) and not Path(MIGRATIONS_DEFAULT).is_dir() \
             and not Path(SEEDS_DEFAULT).is_dir():
-        return reference.MIGRATIONS, reference.SEEDS
+        return BUNDLED / "migrations", BUNDLED / "seeds"
     return Path(given[0] or MIGRATIONS_DEFAULT), Path(given[1] or SEEDS_DEFAULT)
 
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -180,7 +180,7 @@ def changes(db: Any, *, actor: str | None = None, since: datetime | None = None,
         if since.tzinfo is None:
             raise ConfigurationError("since must be timezone-aware (e.g. datetime.now(UTC))")
         where.append("at >= {p}")
-        params.append(_driver(db).stamp(since.astimezone(timezone.utc)))
+        params.append(_driver(db).stamp(since.astimezone(UTC)))
     return _query(db, " AND ".join(where), params, limit, "DESC")
 
 
@@ -207,5 +207,5 @@ def _json(value: Any) -> Any:
 
 def _time(value: Any) -> datetime:
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
     return datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import click
 
@@ -76,7 +76,7 @@ def log(table: str | None, pk: str | None, actor: str | None, since: str | None,
             raise click.UsageError("--id needs --table")
         found = api.history(db, table, pk, limit)
     else:
-        start = (datetime.now(timezone.utc) - parse_age(since)) if since else None
+        start = (datetime.now(UTC) - parse_age(since)) if since else None
         found = api.changes(db, actor=actor, since=start, table=table, limit=limit)
     if as_json:
         emit_json({"changes": [dataclasses.asdict(c) for c in found]})

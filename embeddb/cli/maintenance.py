@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from .. import maintenance as tasks
-from ..backup import parse_age
+from .. import retention
 from ..errors import ConnectionFailed
 from .options import database, db_option, emit_json, json_option
 
@@ -90,17 +90,15 @@ def integrity(ctx: click.Context, as_json: bool) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1, max=tasks.MAX_BATCH_SIZE),
               default=tasks.BATCH_SIZE,
               show_default=True, help="Rows deleted per transaction.")
-@click.option("--api-key-grace", metavar="AGE", default="30d", show_default=True,
-              help="Keep revoked/expired API keys this long.")
-@click.option("--execution-retention", metavar="AGE", default="90d", show_default=True,
-              help="Keep tool executions this long.")
-def cleanup(dry_run: bool, batch_size: int, api_key_grace: str, execution_retention: str,
-            as_json: bool) -> None:
-    """Delete expired sessions, old revoked/expired API keys and old tool executions."""
+@click.option("--policies", "path", metavar="FILE",
+              help="A retention.toml to apply (default: [maintenance] retention in "
+                   "embeddb.toml, else retention.toml beside the migrations folder).")
+def cleanup(dry_run: bool, batch_size: int, path: str | None, as_json: bool) -> None:
+    """Delete the rows the app's retention policies say are old, in short batches."""
+    db = database(create=False, readonly=dry_run)  # a mistyped --db is named first
     result = tasks.cleanup(
-        database(create=False, readonly=dry_run),
-        api_key_grace=parse_age(api_key_grace),
-        execution_retention=parse_age(execution_retention),
+        db,
+        retention.declared(path),
         batch_size=batch_size,
         dry_run=dry_run,
     )
