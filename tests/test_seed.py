@@ -562,3 +562,26 @@ def test_setup_killed_at_any_point_leaves_empty_or_seeded_tables(tmp_path, small
             counts = _table_counts(url)
             assert counts in (new, dict.fromkeys(new, 0)), f"attempt {attempt}: {counts}"
     assert landed >= 1
+
+
+def test_the_summary_says_what_changed(cli_db_url, small_sets):
+    """A re-run that changes nothing says so; --fresh says what it deleted (item 9)."""
+    db = embeddb.connect(cli_db_url)
+    embeddb.migrate.up(db, ROOT / "migrations", backup=False)
+    runner = CliRunner()
+    base = ["seed", "small", "--db", cli_db_url, "--seeds", str(small_sets)]
+    first = runner.invoke(cli, base)
+    total = sum(embeddb.seed.count_rows(db, [m._meta.table_name
+                                             for m, _ in marketplace(1, SMALL)]).values())
+    assert first.exit_code == 0 and f"{total:,} rows changed, 0 unchanged" in first.output
+    again = runner.invoke(cli, base)
+    assert f": 0 rows changed, {total:,} unchanged" in again.output, again.output
+    fresh = runner.invoke(cli, [*base, "--fresh", "--json"])
+    summary = json.loads(fresh.output)
+    assert sum(summary["deleted"].values()) == total
+    assert sum(summary["changed"].values()) == total
+    with db.atomic():
+        db.execute_sql("UPDATE users SET chain_id = chain_id + 1 WHERE id IN "
+                       "(SELECT id FROM users ORDER BY id LIMIT 3)")
+    three = runner.invoke(cli, base)
+    assert f": 3 rows changed, {total - 3:,} unchanged" in three.output, three.output
