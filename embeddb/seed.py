@@ -201,10 +201,11 @@ def _write(
 def _insert(db: Any, repo: Repository, batches: Iterable[UpsertBatch]) -> tuple[int, int]:
     """Write ``batches`` straight into the seed's transaction; rows given and rows changed.
 
-    Not :meth:`Repository.write_batches`, whose own ``atomic()`` would be a SAVEPOINT here: on
-    SQLite, with a savepoint open, every row's statement journal is released by truncating the
-    in-memory sub-journal, which walks it from its start, so once the load outgrows the page
-    cache each 10k rows took 38-74 s instead of ~1 s (``seed staging`` never finished).
+    Not :meth:`Repository.write_batches`, whose own ``atomic()`` would be a SAVEPOINT here. On
+    SQLite a savepoint open over a load that outgrows the page cache makes the end of every
+    row's statement costlier (time in ``sqlite3PagerSavepoint``, most likely releasing the
+    statement's part of the in-memory sub-journal): each 10k rows took 38-74 s instead of ~1 s
+    and ``seed staging`` never finished. Without the savepoint it stays ~1 s per 10k.
     """
     table = repo.model._meta.table_name
     given = changed = 0
