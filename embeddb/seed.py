@@ -2,9 +2,16 @@
 
 A seed set is a Python file ``<directory>/<env>.py`` defining ``build(seed: int)``, which returns
 ``[(Model, rows), ...]`` in foreign-key order, rows being dicts (a generator keeps memory flat).
-Rows are upserted by id in one transaction: running a set twice changes nothing, ``--fresh``
-empties the set's tables first in that same transaction (so an interrupted or failed run leaves
-the old rows, never empty tables), and the production set refuses to run without ``force``.
+Rows are upserted by id: running a set twice changes nothing, and the production set refuses to
+run without ``force``. How long the write lock is held depends on what is promised:
+
+- by default the rows go in short transactions (each holds SQLite's write lock for at most
+  about :data:`LOCK_BOUND` seconds), so the application's writers wait a moment and succeed
+  while a long seed runs; an interrupted seed leaves the rows it got to (nothing is deleted),
+  and running it again finishes the job;
+- ``fresh`` (and ``atomic``) run in one transaction: ``--fresh`` empties the set's tables first
+  in that same transaction, so an interrupted or failed run leaves the old rows, never empty
+  tables, at the price of holding the write lock for the whole load.
 
 A set whose rows are pure data made from the seed (its generators read no database, open no
 files, need no live objects) may say so with ``PARALLEL = True``: on Linux its rows are then
@@ -42,6 +49,10 @@ PROTECTED = frozenset({"production", "prod"})
 DEFAULT_SEED = 1
 #: Rows per INSERT batch: small enough for the writer and the worker to overlap well.
 BATCH_ROWS = 1000
+#: seconds a seed outside one transaction holds the write lock at most (about: one batch more)
+LOCK_BOUND = 1.0
+#: the pause after each of those transactions, so a writer polling for the lock gets it
+_WRITER_GAP = 0.1
 #: Bytes of prepared batches the worker may have in flight (the pipe's buffer).
 PIPE_BYTES = 1 << 20
 
@@ -129,10 +140,15 @@ def run(
     force: bool = False,
     progress: Progress | None = None,
     parallel: bool | None = None,
+    atomic: bool = False,
+    lock_bound: float = LOCK_BOUND,
 ) -> SeedResult:
-    """Apply seed set ``env`` to ``db`` (already migrated) in one transaction.
+    """Apply seed set ``env`` to ``db`` (already migrated).
 
-    ``fresh`` first empties the set's tables, in the same transaction: after an interrupt or a
+    By default in short transactions of at most about ``lock_bound`` seconds each, so other
+    writers are never locked out for long; an interrupt leaves part of the new rows, and a
+    re-run completes them. ``atomic`` (implied by ``fresh``) makes it one transaction.
+    ``fresh`` first empties the set's tables, in that transaction: after an interrupt or a
     failure at any point the tables hold their old rows, or (once committed) the new ones.
     ``parallel`` prepares the rows in a forked process while this one writes them (on Linux,
     in a process with no other thread; elsewhere everything runs here); None (the default)
@@ -142,6 +158,8 @@ def run(
     :raises IntegrityError: the data breaks a constraint (nothing is written).
     """
     check_allowed(env, force)
+    if not isinstance(lock_bound, (int, float)) or not 0.01 <= lock_bound <= 3600:
+        raise SeedError(f"lock_bound={lock_bound!r}: must be 0.01 to 3600 seconds")
     build = load(env, directory)
     if parallel is None:
         parallel = build.__globals__.get("PARALLEL") is True
@@ -159,7 +177,8 @@ def run(
                         "exist: run `embeddb migrate up` first (or `embeddb setup`)")
     with db.bind_ctx([model for model, _rows in tables]):
         try:
-            _write(db, tables, result, progress, parallel, fresh)
+            _write(db, tables, result, progress, parallel, fresh,
+                   None if (atomic or fresh) else lock_bound)
         except EmbeddbError:
             raise
         except Exception as exc:  # a row generator failed: nothing was written
@@ -177,13 +196,14 @@ def count_rows(db: Any, tables: Iterable[str]) -> dict[str, int]:
 
 def _write(
     db: Any, tables: list[Any], result: SeedResult, progress: Progress | None, parallel: bool,
-    fresh: bool,
+    fresh: bool, bound: float | None,
 ) -> None:
-    """Upsert every table of the set by id (after emptying them, with ``fresh``), all in one
-    transaction: an interrupt or failure at any point leaves the old rows."""
+    """Upsert every table of the set by id (after emptying them, with ``fresh``): all in one
+    transaction when ``bound`` is None (an interrupt or failure at any point leaves the old
+    rows), else in transactions of about ``bound`` seconds each."""
     worker = _Worker(db, tables, result.env) if parallel and _can_fork() else None
     try:
-        with db.atomic():
+        with db.atomic() if bound is None else contextlib.nullcontext():
             if fresh:
                 for model, _rows in reversed(tables):
                     result.deleted[model._meta.table_name] = _empty(db, model)
@@ -192,16 +212,20 @@ def _write(
                 repo = Repository(model, db)
                 batches = (worker.batches() if worker is not None
                            else repo.upsert_batches(rows, ["id"], batch_size=BATCH_ROWS))
-                with _indexes_built_after(db, name):
+                # dropped indexes would show, and stay dropped after a kill, between commits
+                with _indexes_built_after(db, name) if bound is None else contextlib.nullcontext():
                     result.written[name], result.changed[name] = _insert(
-                        db, repo, _reported(batches, name, progress))
+                        db, repo, _reported(batches, name, progress), bound)
     finally:
         if worker is not None:
             worker.close()
 
 
-def _insert(db: Any, repo: Repository, batches: Iterable[UpsertBatch]) -> tuple[int, int]:
-    """Write ``batches`` straight into the seed's transaction; rows given and rows changed.
+def _insert(db: Any, repo: Repository, batches: Iterable[UpsertBatch],
+            bound: float | None = None) -> tuple[int, int]:
+    """Write ``batches``; rows given and rows changed. ``bound`` None: straight into the seed's
+    transaction; else each transaction is committed once it has run ``bound`` seconds, so the
+    write lock is never held much longer.
 
     Not :meth:`Repository.write_batches`, whose own ``atomic()`` would be a SAVEPOINT here. On
     SQLite a savepoint open over a load that outgrows the page cache makes the end of every
@@ -211,10 +235,24 @@ def _insert(db: Any, repo: Repository, batches: Iterable[UpsertBatch]) -> tuple[
     """
     table = repo.model._meta.table_name
     given = changed = 0
-    for batch in batches:
-        changed += max(0, db.insert_rows(table, repo._insert_columns, batch.rows, batch.clause))
-        given += len(batch.rows)
-    repo._invalidate(every_row=True)  # once the seed commits
+    remaining = iter(batches)
+    finished = False
+    while not finished:
+        finished = True
+        with db.atomic() if bound is not None else contextlib.nullcontext():
+            started = time.monotonic()
+            for batch in remaining:
+                changed += max(0, db.insert_rows(table, repo._insert_columns, batch.rows,
+                                                 batch.clause))
+                given += len(batch.rows)
+                if bound is not None and time.monotonic() - started >= bound:
+                    finished = False  # commit, let waiting writers in, go on
+                    break
+        repo._invalidate(every_row=True)  # once committed
+        if not finished:
+            # A waiting writer's busy handler polls every 100 ms at most: without a pause the
+            # next BEGIN IMMEDIATE would take the lock again before it looks
+            time.sleep(_WRITER_GAP)
     return given, changed
 
 

@@ -56,7 +56,7 @@ def run(
     result.backup = applied.backup
     result.version = migrate.current_version(db)
     result.seeded = seed.run(db, env, directory=seeds, seed=seed_value, force=force,
-                             progress=seed_progress, parallel=parallel)
+                             progress=seed_progress, parallel=parallel, atomic=True)
     result.rows = table_rows(db)
     result.seconds = time.perf_counter() - started
     return result

@@ -129,7 +129,8 @@ def test_a_constraint_failure_writes_nothing(migrated, small_sets):
 
 
 def test_seeding_an_empty_database_leaves_the_schema_as_migrated(migrated, small_sets):
-    """Plain indexes are built after the load on SQLite; the schema must end up identical."""
+    """In one transaction, plain indexes are built after the load on SQLite; the schema must
+    end up identical."""
     before = migrated.dialect.schema_sql(migrated)
     sqlite = migrated.dialect.name == "sqlite"
     if sqlite:  # a spy: during the load the plain index is gone, the unique one stays
@@ -138,7 +139,7 @@ def test_seeding_an_empty_database_leaves_the_schema_as_migrated(migrated, small
             "CREATE TEMP TRIGGER spy AFTER INSERT ON transactions BEGIN "
             "INSERT INTO seen SELECT name FROM sqlite_master WHERE tbl_name = 'transactions' "
             "AND type = 'index'; END")
-    embeddb.seed.run(migrated, "small", directory=small_sets)
+    embeddb.seed.run(migrated, "small", directory=small_sets, atomic=True)
     if sqlite:
         seen = {row[0] for row in migrated.execute_sql("SELECT name FROM seen")}
         assert "transactions_seller" not in seen and "sqlite_autoindex_transactions_2" in seen
@@ -165,9 +166,14 @@ def test_a_failure_after_indexes_were_dropped_restores_them(migrated, small_sets
         "    return [*tables[:-1], (model, rows)]\n")
     before = migrated.dialect.schema_sql(migrated)
     with pytest.raises(embeddb.IntegrityError):
-        embeddb.seed.run(migrated, "late", directory=small_sets)
+        embeddb.seed.run(migrated, "late", directory=small_sets, atomic=True)
     assert migrated.dialect.schema_sql(migrated) == before
     assert migrated.execute_sql("SELECT count(*) FROM transactions").fetchone()[0] == 0
+    # in short transactions no index is ever dropped, and what was committed stays
+    with pytest.raises(embeddb.IntegrityError):
+        embeddb.seed.run(migrated, "late", directory=small_sets)
+    assert migrated.dialect.schema_sql(migrated) == before
+    assert migrated.execute_sql("SELECT count(*) FROM users").fetchone()[0] == SMALL.users
 
 
 def test_seeding_a_table_that_has_rows_keeps_its_indexes(migrated, small_sets):
@@ -255,7 +261,8 @@ def test_a_failing_row_generator_writes_nothing_and_names_the_error(migrated, sm
         "    return [*tables[:-1], (tables[-1][0], broken())]\n"))
     before = _children()
     with pytest.raises(SeedError, match="seed set 'late_failure': LookupError: no more alerts"):
-        embeddb.seed.run(migrated, "late_failure", directory=small_sets, parallel=parallel)
+        embeddb.seed.run(migrated, "late_failure", directory=small_sets, parallel=parallel,
+                         atomic=True)
     assert migrated.execute_sql("SELECT count(*) FROM transactions").fetchone()[0] == 0
     assert _children() == before
 
@@ -582,3 +589,93 @@ def test_the_summary_says_what_changed(cli_db_url, small_sets):
                        "(SELECT id FROM users ORDER BY id LIMIT 3)")
     three = runner.invoke(cli, base)
     assert f": 3 rows changed, {total - 3:,} unchanged" in three.output, three.output
+
+
+WRITER = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], timeout=float(sys.argv[2]), isolation_level=None)
+conn.execute("CREATE TABLE IF NOT EXISTS app_writes (n INTEGER, waited REAL)")
+print("ready", flush=True)
+n = 0
+while True:
+    try:
+        open(sys.argv[3]).close()
+        break
+    except FileNotFoundError:
+        pass
+    start = time.monotonic()
+    try:
+        conn.execute("INSERT INTO app_writes VALUES (?, ?)", (n, 0))
+        print(f"ok {time.monotonic() - start:.3f}", flush=True)
+    except sqlite3.OperationalError as exc:
+        print(f"error {exc}", flush=True)
+    n += 1
+    time.sleep(0.02)
+"""
+
+
+def _seed_beside_a_writer(tmp_path, small_sets, **options) -> tuple[list[float], list[str], float]:
+    """Seed the big set while another process writes with a 2 s busy timeout; the writer's
+    waits, its errors, and how long the seed took."""
+    _write_set(small_sets, "big", f"BIG = Sizes(**{BIG.__dict__!r})\n"
+                                  "def build(seed):\n    return marketplace(seed, BIG)\n")
+    path = tmp_path / "app.db"
+    db = embeddb.connect(f"sqlite:///{path}")
+    embeddb.migrate.up(db, ROOT / "migrations", backup=False)
+    stop = tmp_path / "stop"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path), "2", str(stop)],
+                              stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "ready"
+    started = time.perf_counter()
+    embeddb.seed.run(db, "big", directory=small_sets, **options)
+    took = time.perf_counter() - started
+    stop.touch()
+    out, _ = writer.communicate(timeout=30)
+    db.close()
+    waits = [float(line.split()[1]) for line in out.splitlines() if line.startswith("ok")]
+    errors = [line for line in out.splitlines() if line.startswith("error")]
+    return waits, errors, took
+
+
+def test_a_long_seed_lets_the_apps_writers_in(tmp_path, small_sets):
+    """By default a seed commits every ~lock_bound seconds: a writer with a busy timeout much
+    shorter than the whole seed never fails and never waits much more than the bound."""
+    waits, errors, took = _seed_beside_a_writer(tmp_path, small_sets, lock_bound=0.2)
+    assert errors == []
+    assert len(waits) >= 5 and max(waits) < 1.0, (max(waits), took)
+
+
+def test_an_atomic_seed_holds_the_lock_throughout(tmp_path, small_sets):
+    """The contrast, and the price of all-or-nothing: the writer waits for the whole seed."""
+    waits, errors, took = _seed_beside_a_writer(tmp_path, small_sets, atomic=True)
+    assert max(waits + [0.0]) > 0.6 * took or errors, (waits, took)
+
+
+def test_a_killed_seed_resumes_on_the_next_run(tmp_path, small_sets):
+    """Outside one transaction a kill keeps what was committed (never more rows than the set
+    has, nothing deleted); running it again (the set is idempotent) completes every table."""
+    _write_set(small_sets, "big", f"BIG = Sizes(**{BIG.__dict__!r})\n"
+                                  "def build(seed):\n    return marketplace(seed, BIG)\n")
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    db = embeddb.connect(url)
+    embeddb.migrate.up(db, ROOT / "migrations", backup=False)
+    db.close()
+    env = {**os.environ, "EMBEDDB_DATABASE_URL": url, "EMBEDDB_SEEDS_DIR": str(small_sets)}
+    command = [sys.executable, "-c", "from embeddb.cli import main; main()", "seed", "big"]
+    full = {model._meta.table_name: sum(1 for _ in rows) for model, rows in marketplace(1, BIG)}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while _table_counts(url)["users"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)  # its first transactions have committed
+    process.kill()
+    process.wait(timeout=60)
+    partial = _table_counts(url)
+    assert all(partial[table] <= full[table] for table in full), partial
+    assert partial != full and partial["users"] > 0  # killed part-way, rows it got to kept
+    assert subprocess.run(command, env=env, capture_output=True).returncode == 0
+    assert _table_counts(url) == full
+
+
+def test_a_bad_lock_bound_is_refused(migrated, small_sets):
+    with pytest.raises(SeedError, match="lock_bound=0: must be 0.01 to 3600"):
+        embeddb.seed.run(migrated, "small", directory=small_sets, lock_bound=0)

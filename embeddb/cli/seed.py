@@ -81,17 +81,21 @@ def _changes(result: seed_api.SeedResult) -> str:
 @_seeds_option
 @_seed_value_option
 @json_option
-@click.option("--fresh", is_flag=True, help="Empty the set's tables first.")
+@click.option("--fresh", is_flag=True,
+              help="Empty the set's tables first (one transaction: the old rows or the new).")
+@click.option("--atomic", is_flag=True,
+              help="One transaction: all rows or none, holding the write lock throughout "
+                   "(default: short transactions that let the app's writers in).")
 @click.option("--force", is_flag=True, help="Allow the production set.")
 @_parallel_option
 def seed(env: str, seeds_dir: str | None, seed_value: int, as_json: bool, fresh: bool,
-         force: bool, parallel: bool | None) -> None:
+         atomic: bool, force: bool, parallel: bool | None) -> None:
     """Load seed set ENV (dev, test, staging, production) idempotently."""
     bar = _Bar(not as_json)
     try:
         _, folder = setup_api.folders(None, seeds_dir)
         result = seed_api.run(database(), env, directory=folder, seed=seed_value, fresh=fresh,
-                              force=force, progress=bar, parallel=parallel)
+                              force=force, progress=bar, parallel=parallel, atomic=atomic)
     finally:
         bar.close()
     if as_json:
