@@ -679,3 +679,11 @@ def test_a_killed_seed_resumes_on_the_next_run(tmp_path, small_sets):
 def test_a_bad_lock_bound_is_refused(migrated, small_sets):
     with pytest.raises(SeedError, match="lock_bound=0: must be 0.01 to 3600"):
         embeddb.seed.run(migrated, "small", directory=small_sets, lock_bound=0)
+
+
+def test_an_unknown_set_creates_no_database(tmp_path, small_sets):
+    target = tmp_path / "typo.db"
+    result = CliRunner().invoke(cli, ["seed", "nope", "--db", f"sqlite:///{target}",
+                                      "--seeds", str(small_sets)])
+    assert result.exit_code == 1 and "no seed set 'nope'" in result.output
+    assert not target.exists()

@@ -94,6 +94,9 @@ def seed(env: str, seeds_dir: str | None, seed_value: int, as_json: bool, fresh:
     bar = _Bar(not as_json)
     try:
         _, folder = setup_api.folders(None, seeds_dir)
+        seed_api.check_allowed(env, force)
+        if env not in seed_api.available(folder):  # before opening (and maybe creating) a database
+            seed_api.load(env, folder)  # raises, naming the sets there are
         result = seed_api.run(database(), env, directory=folder, seed=seed_value, fresh=fresh,
                               force=force, progress=bar, parallel=parallel, atomic=atomic)
     finally:
