@@ -431,3 +431,42 @@ def test_corrupt_or_pre_reboot_counter_file_is_reinitialised(cache_dir):
     assert c.get("k") is None
     assert c.stats()["l2"]["entries"] == 0
     c.close()
+
+
+# -- a cache without a directory (what `:memory:` databases get) ---------------------------------
+
+
+@pytest.mark.parametrize("how", ["key", "tag", "delete", "clear"])
+def test_memory_only_cache_invalidates_keys_tags_and_everything(how):
+    c = Cache(None)
+    assert not c.generations.shared
+    c.set("a", 1, tags=["services"])
+    c.set("b", 2, tags=["users"])
+    {"key": lambda: c.invalidate(["a"]), "tag": lambda: c.invalidate(tags=["services"]),
+     "delete": lambda: c.delete("a"), "clear": c.clear}[how]()
+    assert c.get("a") is None
+    assert c.get("b") == (None if how == "clear" else 2)
+    c.close()
+
+
+def test_memory_only_cache_never_keeps_a_value_loaded_before_an_invalidation():
+    c = Cache(None)
+    loaded, written = threading.Event(), threading.Event()
+
+    def slow_loader():
+        loaded.set()
+        assert written.wait(WAIT)
+        return "old"
+
+    result = {}
+    reader = threading.Thread(
+        target=lambda: result.update(v=c.get_or_set("k", slow_loader, tags=["rows"])))
+    reader.start()
+    assert loaded.wait(WAIT)
+    c.invalidate(tags=["rows"])  # the writer commits while the reader is still loading
+    written.set()
+    reader.join(WAIT)
+    assert result["v"] == "old"
+    assert c.stats()["loads"]["races"] == 1
+    assert c.get("k") is None
+    c.close()
