@@ -9,6 +9,7 @@ import peewee
 import pytest
 
 import embeddb
+from dropped_privileges import as_user, other_user, shared_directory
 from embeddb.errors import ConfigurationError, ConnectionFailed, IntegrityError, PoolExhausted
 
 
@@ -185,11 +186,26 @@ def test_a_file_that_is_not_a_database_is_refused_untouched(tmp_path):
     assert path.read_bytes() == before
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def _connect_into(folder: str) -> str:
+    try:
+        embeddb.connect(f"sqlite:///{folder}/app.db")
+    except ConfigurationError as exc:
+        return str(exc)
+    return "connected"
+
+
 def test_unwritable_directory(tmp_path):
-    (tmp_path / "ro").mkdir(mode=0o500)
-    with pytest.raises(ConfigurationError, match="not writable"):
-        embeddb.connect(f"sqlite:///{tmp_path}/ro/app.db")
+    """Root writes anywhere, so as root (CI) the attempt runs as another user in a child."""
+    if os.geteuid() == 0:
+        with shared_directory() as home:
+            (home / "ro").mkdir(mode=0o500)
+            os.chown(home / "ro", *other_user())
+            message = as_user(_connect_into, str(home / "ro"))
+            assert not (home / "ro" / "app.db").exists()
+    else:
+        (tmp_path / "ro").mkdir(mode=0o500)
+        message = _connect_into(str(tmp_path / "ro"))
+    assert "not writable" in message and "/ro" in message, message
 
 
 def test_default_url_is_a_file_in_the_working_directory(tmp_path, monkeypatch):
