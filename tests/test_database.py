@@ -291,3 +291,31 @@ def test_postgres_schema_option_is_checked(pg_url, schema, message):
     sep = "&" if "?" in pg_url else "?"
     with pytest.raises(ConfigurationError, match=message):
         embeddb.connect(f"{pg_url}{sep}schema={schema}")
+
+
+def test_deferred_transaction_reads_without_queueing_behind_a_writer(tmp_path):
+    """``atomic()`` takes the write lock up front and waits for a writer; ``atomic("DEFERRED")``
+    reads the last committed state at once."""
+    import sqlite3
+    import time
+
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    db = embeddb.connect(url, busy_timeout=1)
+    db.execute_sql("CREATE TABLE t (x INTEGER)")
+    db.execute_sql("INSERT INTO t VALUES (1)")
+    writer = sqlite3.connect(tmp_path / "app.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO t VALUES (2)")  # uncommitted, holding the write lock
+    try:
+        start = time.perf_counter()
+        with db.atomic("DEFERRED"):
+            seen = db.execute_sql("SELECT count(*) FROM t").fetchone()[0]
+        assert seen == 1 and time.perf_counter() - start < 0.5
+        start = time.perf_counter()
+        with pytest.raises(embeddb.errors.OperationalError, match="locked"), db.atomic():
+            pass
+        assert time.perf_counter() - start >= 0.9  # it queued for the busy timeout
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        db.close()
