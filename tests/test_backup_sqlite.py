@@ -595,3 +595,30 @@ def test_snapshot_is_one_step_and_finishes_while_a_writer_commits_nonstop(
     target = tmp_path / "restored.db"
     restore_backup(embeddb.connect(_url(target)), backup.path)
     assert 20 <= _check_bank_copy(target) <= int(tail[1])
+
+
+def test_safety_copy_is_a_hard_link_to_the_replaced_file(shop: Path, tmp_path: Path) -> None:
+    db = embeddb.connect(_url(shop))
+    backup = create_backup(db, directory=str(tmp_path / "b"))
+    db.execute_sql("DELETE FROM orders")
+    db.close()
+    before = os.stat(shop)
+    result = restore_backup(db, backup.path)
+    safety = os.stat(result["safety_copy"])
+    assert (safety.st_ino, safety.st_dev) == (before.st_ino, before.st_dev)  # no copy made
+    assert os.stat(shop).st_ino != before.st_ino
+    assert Path(result["safety_copy"]).parent == shop.parent
+
+
+def test_default_backup_directory_is_beside_the_database(
+    shop: Path, tmp_path: Path, monkeypatch
+) -> None:
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    backup = create_backup(embeddb.connect(_url(shop)))
+    assert Path(backup.path).parent == shop.parent / "backups"
+    assert list(elsewhere.iterdir()) == []
+    memory = embeddb.connect("sqlite:///:memory:")
+    memory.execute_sql("CREATE TABLE t (x)")
+    assert Path(create_backup(memory).path).parent == elsewhere / "backups"

@@ -470,3 +470,28 @@ def test_memory_only_cache_never_keeps_a_value_loaded_before_an_invalidation():
     assert c.stats()["loads"]["races"] == 1
     assert c.get("k") is None
     c.close()
+
+
+def test_counter_file_written_before_the_last_reboot_is_reset(cache_dir):
+    """Counters written under another boot id may be older than entries checked since: the
+    file starts over with a new epoch, so nothing cached before the reboot validates again."""
+    from embeddb.cache import generations as gen
+
+    c = Cache(cache_dir)
+    c.set("k", "v")
+    epoch = c.generations.counters[gen.EPOCH]
+    c.close()
+    path = os.path.join(cache_dir, "generations")
+    with open(path, "r+b") as fh:
+        header = fh.read(gen.HEADER)
+        assert header[:8] == gen.MAGIC and header[8:44] == gen._boot_id()
+        fh.seek(8)
+        fh.write(b"0" * 36)  # the boot id of another boot; magic and size are intact
+    c = Cache(cache_dir)
+    assert c.generations.reinitialised
+    assert c.generations.counters[gen.EPOCH] != epoch
+    assert c.get("k") is None
+    c.close()
+    again = Cache(cache_dir)  # the same boot from now on: the file is kept
+    assert not again.generations.reinitialised
+    again.close()
