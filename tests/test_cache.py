@@ -357,7 +357,7 @@ def test_unusable_directory_falls_back_to_the_loader(tmp_path):
     assert c.get_or_set("k", lambda: 1) == 1
     assert c.get_or_set("k", lambda: 2) == 2  # nothing cached: no shared counters, no cache
     stats = c.stats()
-    assert stats["l2"]["errors"] >= 1 and stats["loads"]["bypassed"] == 2
+    assert stats["l2"]["errors"] == 1 and stats["loads"]["bypassed"] == 2
     c.set("k", 3)
     assert c.get("k") is None
 
