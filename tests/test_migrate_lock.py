@@ -93,3 +93,36 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_holder_that_wrote_no_pid_is_waited_for_as_unknown(cli_db_url, folder):
+    """The holder may not have written its pid yet (or is another tool): the wait is reported
+    with pid None, never a crash."""
+    import fcntl
+
+    import psycopg2
+
+    import embeddb
+    from embeddb.migrate.lock import _lock_key
+
+    db = embeddb.connect(cli_db_url)  # a file or a schema: the holder can be outside
+    if db.backend == "postgresql":
+        holder = psycopg2.connect(database=db.database, **db.connect_params)
+        holder.autocommit = True
+        with holder.cursor() as cur:
+            cur.execute("SELECT current_schema()")
+            key = _lock_key(f"embeddb_migrations:{cur.fetchone()[0]}")
+            cur.execute("SELECT pg_advisory_lock(%s)", (key,))
+        release = holder.close
+    else:
+        fd = os.open(db.database + ".migrate-lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held, file left empty
+        release = lambda: os.close(fd)  # noqa: E731
+    events = []
+    try:
+        with pytest.raises(MigrationLockTimeout):
+            migrate.up(db, folder, backup=False, lock_timeout=0.3, progress=events.append)
+    finally:
+        release()
+        db.close_all() if db.backend == "postgresql" else db.close()
+    assert [(e.kind, e.pid) for e in events] == [("waiting", None)]
