@@ -126,3 +126,26 @@ def test_a_holder_that_wrote_no_pid_is_waited_for_as_unknown(cli_db_url, folder)
         release()
         db.close_all() if db.backend == "postgresql" else db.close()
     assert [(e.kind, e.pid) for e in events] == [("waiting", None)]
+
+
+def test_postgres_lock_is_held_in_the_migrated_database(pg_schema_url, folder):
+    """Advisory locks are per database: taken anywhere else, runners on two databases with the
+    same schema name would wait for each other, and two on this one would not."""
+    import embeddb
+
+    db = embeddb.connect(pg_schema_url)
+    held = []
+
+    def progress(event: migrate.Event) -> None:
+        if event.kind == "applying":
+            held.append(db.execute_sql(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = %s "
+                "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                (f"embeddb-migrate pid {os.getpid()}",)).fetchone()[0])
+
+    try:
+        migrate.up(db, folder, backup=False, progress=progress)
+    finally:
+        db.close_all()
+    assert held == [1, 1]
