@@ -84,15 +84,38 @@ def resolve_url(url: str | None = None, cwd: str | os.PathLike[str] | None = Non
     return DEFAULT_URL
 
 
+#: every key embeddb.toml may hold, by table
+_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
+    "database": ("url",),
+    "migrate": ("keep_backups",),  # read by embeddb.migrate.safety
+    "maintenance": ("retention",),  # read by embeddb.retention
+}
+
+
 def load_config_file(path: Path) -> dict[str, Any]:
-    """Read ``embeddb.toml`` if it exists; an absent file is an empty config."""
+    """Read ``embeddb.toml`` if it exists; an absent file is an empty config.
+
+    :raises ConfigurationError: unreadable, or a key embeddb does not know (a typo would
+        otherwise be ignored silently and the default database used).
+    """
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            config = tomllib.load(fh)
     except FileNotFoundError:
         return {}
     except (tomllib.TOMLDecodeError, OSError) as exc:
         raise ConfigurationError(f"cannot read {path}: {exc}") from exc
+    known = [f"[{table}] {key}" for table, keys in _CONFIG_KEYS.items() for key in keys]
+    for table, value in config.items():
+        keys = _CONFIG_KEYS.get(table)
+        if keys is None or not isinstance(value, dict):
+            raise ConfigurationError(
+                f"{path}: unknown key {table!r}; known: {', '.join(known)}")
+        for key in value:
+            if key not in keys:
+                raise ConfigurationError(
+                    f"{path}: unknown key {key!r} in [{table}]; known: {', '.join(known)}")
+    return config
 
 
 def build_settings(cls: type, query: dict[str, str], overrides: dict[str, Any]) -> Any:

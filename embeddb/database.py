@@ -16,20 +16,29 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import peewee
 import psycopg2
 import psycopg2.extras
 from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 
-from . import config, dialect
-from .errors import ConfigurationError, ConnectionFailed, PoolExhausted, translate
+from . import audit, config, dialect
+from .errors import (
+    ConfigurationError,
+    ConnectionFailed,
+    DatabaseNotFound,
+    PoolExhausted,
+    translate,
+)
 from .url import DatabaseURL, parse, scrub
 
 _peewee_logger = logging.getLogger("peewee")
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 _logger = logging.getLogger("embeddb")
 _driver_errors = peewee.__exception_wrapper__  # turns DB-API errors into peewee's classes
+#: SQLITE_READONLY_DIRECTORY: a read-only WAL database whose -shm file cannot be created
+_READONLY_DIRECTORY = 1544
 
 
 class _TrackedSavepoint(peewee._savepoint):
@@ -56,6 +65,13 @@ class Engine:
 
     def savepoint(self) -> _TrackedSavepoint:
         return _TrackedSavepoint(self)
+
+    def lock(self, name: str, timeout: float | None = None, scope: str = "session") -> Any:
+        """A named lock (:class:`embeddb.locks.Lock`): ``with db.lock("nightly-report",
+        timeout=5) as held: ... held.token``. ``timeout`` None waits as long as it takes."""
+        from .locks import Lock
+
+        return Lock(self, name, timeout, scope)
 
     def after_commit(self, fn: Callable[[], Any]) -> Callable[[], Any]:
         """Run ``fn`` once the outermost transaction commits (at once outside a transaction).
@@ -87,12 +103,23 @@ class Engine:
             super().begin(*args, **kwargs)
         except peewee.PeeweeException as exc:
             raise translate(exc, self.url.password) from exc
+        if audit.current() is not None:  # who is writing, for the audit triggers
+            self._state.audit_pending = audit.on_begin(self, args[0] if args else
+                                                       kwargs.get("lock_type"))
 
     def commit(self) -> None:
+        pending = getattr(self._state, "audit_pending", None)
+        if pending is not None:
+            self._state.audit_pending = None
+            audit.before_commit(self, pending)
         try:
             super().commit()
         except peewee.PeeweeException as exc:
             raise translate(exc, self.url.password) from exc
+
+    def rollback(self) -> None:
+        self._state.audit_pending = None  # the rollback takes the audit rows with it
+        super().rollback()
 
     @property
     def observed(self) -> bool:
@@ -186,20 +213,29 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
 
     ``:memory:`` gives one database per object, shared by every thread that uses it (SQLite's
     named in-memory VFS), instead of sqlite3's one empty database per connection.
+
+    ``create=False`` refuses a file that does not exist instead of creating it; ``readonly``
+    (which implies it) opens the file with SQLite's ``mode=ro``: nothing is ever written, not
+    even the switch to WAL, and a file the user may read but not write works.
     """
 
     dialect = dialect.SQLITE
 
-    def __init__(self, url: DatabaseURL, settings: config.SqliteSettings) -> None:
+    def __init__(
+        self, url: DatabaseURL, settings: config.SqliteSettings, *, create: bool = True,
+        readonly: bool = False,
+    ) -> None:
         self.url = url
         self.settings = settings
+        self.readonly = readonly and not url.is_memory
+        self._immutable = False
         memory = url.is_memory
         self._anchor: sqlite3.Connection | None = None
         if memory:
             name = f"file:/embeddb-{uuid.uuid4().hex}?vfs=memdb"
             params: dict[str, Any] = {"uri": True}
         else:
-            name = _check_sqlite_path(url.path or "")
+            name = _check_sqlite_path(url.path or "", create and not readonly, self.readonly)
             params = {}
         super().__init__(
             name,
@@ -219,12 +255,55 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
 
     def _connect(self) -> sqlite3.Connection:
         try:
+            if self.readonly:
+                conn = self.raw_connection(isolation_level=None)
+                try:
+                    self._add_conn_hooks(conn)
+                except Exception:
+                    conn.close()
+                    raise
+                return conn
             return super()._connect()
         except sqlite3.Error as exc:
             raise ConnectionFailed(f"cannot open SQLite database {self.url.path}: {exc}") from exc
 
+    def raw_connection(self, **kwargs: Any) -> sqlite3.Connection:
+        """A new plain sqlite3 connection to the same file, opened the same way (read-only
+        when this database is), with the busy timeout; ``kwargs`` go to ``sqlite3.connect``.
+
+        Read-only, a file this user may write is opened as usual with ``PRAGMA query_only``
+        (so closing the last connection still folds the WAL back and removes -wal/-shm),
+        any other with ``mode=ro``. A user who cannot write the directory cannot create the
+        ``-shm`` file a WAL database needs when no other connection has it open; with no
+        ``-wal`` file either, every commit is in the main file, which is then read as
+        immutable (without locks: a writer starting meanwhile is not seen).
+        """
+        kwargs.setdefault("timeout", self.settings.busy_timeout)
+        if self.is_memory:
+            return sqlite3.connect(self.database, uri=True, **kwargs)
+        if not self.readonly:
+            return sqlite3.connect(self.database, **kwargs)
+        if os.access(self.database, os.W_OK):
+            conn = sqlite3.connect(self.database, **kwargs)
+            conn.execute("PRAGMA query_only = 1")
+            return conn
+        base = f"file:{quote(os.path.abspath(self.database))}?mode=ro"
+        if not self._immutable:
+            conn = sqlite3.connect(base, uri=True, **kwargs)
+            try:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                return conn
+            except sqlite3.Error as exc:
+                conn.close()
+                wal = os.path.abspath(self.database) + "-wal"
+                if getattr(exc, "sqlite_errorcode", None) != _READONLY_DIRECTORY or \
+                        os.path.exists(wal):
+                    raise
+            self._immutable = True
+        return sqlite3.connect(base + "&immutable=1", uri=True, **kwargs)
+
     def _set_pragmas(self, conn: sqlite3.Connection) -> None:
-        if not self.is_memory:
+        if not self.is_memory and not self.readonly:
             mode = self._switch_to_wal(conn)
             if mode.lower() != "wal":
                 raise ConnectionFailed(
@@ -252,20 +331,41 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
                 time.sleep(pause)
                 pause = min(pause * 2, 0.05)
 
+    @property
+    def immutable(self) -> bool:
+        """Whether this read-only database is read as immutable (see :meth:`raw_connection`)."""
+        return self._immutable
+
+    def file_journal_mode(self) -> str:
+        """``wal`` or ``delete``, from the file header (bytes 18-19 are 2 in WAL mode)."""
+        with open(self.database, "rb") as fh:
+            header = fh.read(20)
+        return "wal" if header[18:20] == b"\x02\x02" else "delete"
+
     def _location(self) -> dict[str, Any]:
         path = ":memory:" if self.is_memory else os.path.abspath(self.database)
-        return {"path": path, "version": sqlite3.sqlite_version}
+        access = "read-only" if self.readonly else "read-write"
+        if self.immutable:
+            access += " (immutable: the directory is not writable and no WAL is open)"
+        return {"path": path, "access": access, "version": sqlite3.sqlite_version}
 
 
-def _check_sqlite_path(path: str) -> str:
+def _check_sqlite_path(path: str, create: bool = True, readonly: bool = False) -> str:
+    if not create and not os.path.exists(path):
+        raise DatabaseNotFound(
+            f"no database at {path}: check the path (a database is created only where it "
+            "is opened for writing, e.g. by `embeddb setup` or `embeddb migrate up`)"
+        )
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise ConfigurationError(
             f"directory {directory} does not exist: create it or point the URL elsewhere"
         )
     if os.path.exists(path):
-        if not os.access(path, os.R_OK | os.W_OK):
-            raise ConfigurationError(f"{path} is not readable and writable by this user")
+        wanted, what = (os.R_OK, "readable") if readonly else (
+            os.R_OK | os.W_OK, "readable and writable")
+        if not os.access(path, wanted):
+            raise ConfigurationError(f"{path} is not {what} by this user")
     elif not os.access(directory, os.W_OK):
         raise ConfigurationError(f"directory {directory} is not writable by this user")
     return path
@@ -276,18 +376,26 @@ class PostgresEngine(Engine, PooledPostgresqlDatabase):
 
     dialect = dialect.POSTGRES
 
-    def __init__(self, url: DatabaseURL, settings: config.PostgresSettings) -> None:
+    def __init__(
+        self, url: DatabaseURL, settings: config.PostgresSettings, *, readonly: bool = False
+    ) -> None:
         self.url = url
         self.settings = settings
+        self.readonly = readonly
         params = url.connect_params()
         params.pop("dbname")  # peewee takes the database name on its own
         params["connect_timeout"] = settings.connect_timeout
+        server_options = []
         if settings.schema:
             if not _SCHEMA_NAME.fullmatch(settings.schema):
                 raise ConfigurationError(
                     f"schema={settings.schema!r} is not a plain identifier "
                     "(letters, digits, _ and $; not starting with a digit)")
-            params["options"] = f'-c search_path="{settings.schema}"'  # quoted: keeps its case
+            server_options.append(f'-c search_path="{settings.schema}"')  # quoted: keeps its case
+        if readonly:  # the server itself refuses every write of these connections
+            server_options.append("-c default_transaction_read_only=on")
+        if server_options:
+            params["options"] = " ".join(server_options)
         super().__init__(
             url.database,
             max_connections=settings.max_connections,
@@ -354,13 +462,22 @@ class PostgresEngine(Engine, PooledPostgresqlDatabase):
 Database = SqliteEngine | PostgresEngine
 
 
-def connect(url: str | None = None, **options: Any) -> Database:
+def connect(
+    url: str | None = None, *, create: bool = True, readonly: bool = False, **options: Any
+) -> Database:
     """Open the database named by ``url`` (or $EMBEDDB_DATABASE_URL, embeddb.toml, the default).
+
+    A SQLite file that does not exist is created, unless ``create=False``. ``readonly=True``
+    (implies ``create=False``) is for tools that only look: SQLite opens the file with
+    ``mode=ro`` (so it works for a user who may read but not write it, and changes nothing,
+    not even the journal mode); PostgreSQL connections get ``default_transaction_read_only``.
+    A PostgreSQL database is never created by connecting, whatever ``create`` says.
 
     ``options`` override the tuning defaults in :mod:`embeddb.config` (e.g. ``synchronous="FULL"``,
     ``busy_timeout=10``, ``max_connections=5``). A connection is opened once to check the database
     is reachable, so a bad URL fails here and not at the first query.
 
+    :raises DatabaseNotFound: ``create=False`` or ``readonly`` and the SQLite file is missing.
     :raises ConfigurationError: unknown scheme, malformed URL, unknown option, unusable path.
     :raises ConnectionFailed: the file cannot be opened or the server does not answer.
     """
@@ -368,10 +485,10 @@ def connect(url: str | None = None, **options: Any) -> Database:
     db: Database
     if parsed.backend == "sqlite":
         settings = config.build_settings(config.SqliteSettings, parsed.options, options)
-        db = SqliteEngine(parsed, settings)
+        db = SqliteEngine(parsed, settings, create=create, readonly=readonly)
     else:
         settings = config.build_settings(config.PostgresSettings, parsed.options, options)
-        db = PostgresEngine(parsed, settings)
+        db = PostgresEngine(parsed, settings, readonly=readonly)
     try:
         db.connect(reuse_if_open=True)
         db.execute_sql("SELECT 1").fetchone()

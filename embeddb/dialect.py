@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .config import SqliteSettings
-from .errors import DatabaseError, MigrationError
+from .errors import ConfigurationError, DatabaseError, MigrationError
 
 
 class Dialect:
@@ -132,6 +132,31 @@ class Dialect:
         changed in place and pragmas do not exist."""
         return None
 
+    #: names one row in ``DELETE ... WHERE <it> IN (SELECT <it> ... LIMIT n)`` batches
+    row_locator: str = "rowid"
+
+    # -- the outbox (embeddb.outbox) --
+    #: the statements that create ``embeddb_outbox`` and its indexes
+    outbox_ddl: tuple[str, ...] = ()
+    #: the payload column as JSON text
+    outbox_payload: str = "payload"
+    #: appended to the claim's SELECT so concurrent processors pass over each other's rows
+    skip_locked: str = ""
+
+    def outbox_key_lock(self, db: Any, key: str) -> None:
+        """Make publishers of one key commit in the order of their event ids, so a processor
+        never sees a later event of that key before an earlier one (nothing to do where
+        writers are serialized anyway)."""
+
+    # -- named locks (embeddb.locks) --
+    def named_lock(self, db: Any, name: str, timeout: float | None, scope: str) -> Any:
+        """The backend's lock for ``name`` (not yet acquired)."""
+        raise NotImplementedError
+
+    def held_locks(self, db: Any) -> list[Any]:
+        """The named locks held now, as :class:`embeddb.locks.HeldLock` objects."""
+        return []
+
     # -- backup and maintenance (embeddb.backup, embeddb.maintenance) --
     #: the manifest's ``format``: which embeddb.backup driver writes and reads the files
     backup_format: str = ""
@@ -178,11 +203,19 @@ class SqliteDialect(Dialect):
             ]
         return items
 
+    #: PRAGMAs that answer with a number standing for a name
+    _named = {"synchronous": ("OFF", "NORMAL", "FULL", "EXTRA"),
+              "temp_store": ("DEFAULT", "FILE", "MEMORY")}
+
     def describe(self, db: Any) -> dict[str, Any]:
         values = {}
         for name in self._reported:
             row = db.execute_sql(f"PRAGMA {name}").fetchone()
-            values[name] = row[0] if row else None  # e.g. mmap_size on an in-memory database
+            value = row[0] if row else None  # e.g. mmap_size on an in-memory database
+            names = self._named.get(name, ())
+            values[name] = names[value] if isinstance(value, int) and 0 <= value < len(names) else value
+        if getattr(db, "immutable", False):  # SQLite then ignores the WAL: ask the file header
+            values["journal_mode"] = db.file_journal_mode()
         return values
 
     # -- repositories (embeddb.repository) --
@@ -308,6 +341,45 @@ class SqliteDialect(Dialect):
 
         return premigrate_backup(db)
 
+    # -- the outbox (embeddb.outbox): SQLite serializes writers, so ids follow commits --
+    outbox_ddl = (
+        "CREATE TABLE embeddb_outbox (\n"
+        "    id           INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+        "    uid          TEXT NOT NULL UNIQUE,\n"
+        "    topic        TEXT NOT NULL,\n"
+        "    key          TEXT,\n"
+        "    payload      TEXT NOT NULL,\n"
+        "    status       TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead')),\n"
+        "    attempts     INTEGER NOT NULL DEFAULT 0,\n"
+        "    available_at REAL NOT NULL,\n"
+        "    lease_owner  TEXT,\n"
+        "    lease_until  REAL,\n"
+        "    last_error   TEXT,\n"
+        "    created_at   REAL NOT NULL,\n"
+        "    delivered_at REAL\n"
+        ")",
+        "CREATE INDEX embeddb_outbox_due ON embeddb_outbox (status, available_at, id)",
+        "CREATE INDEX embeddb_outbox_key ON embeddb_outbox (key, id) WHERE status = 'pending'",
+    )
+
+    # -- named locks (embeddb.locks) --
+    def named_lock(self, db: Any, name: str, timeout: float | None, scope: str) -> Any:
+        """A ``flock`` on a file per name beside the database (a thread lock for
+        ``:memory:``); SQLite has no lock that ends with a transaction."""
+        from .locks import FileLock
+
+        if scope != "session":
+            raise ConfigurationError(
+                f"lock {name!r}: SQLite has no transaction-scoped locks; use the default "
+                "(the lock is held until the `with` block ends)"
+            )
+        return FileLock(db, name, timeout)
+
+    def held_locks(self, db: Any) -> list[Any]:
+        from .locks import held_files
+
+        return held_files(db)
+
     # -- backup and maintenance (embeddb.backup, embeddb.maintenance) --
     backup_format = "sqlite3"
 
@@ -427,6 +499,47 @@ class PostgresDialect(Dialect):
         from .migrate.safety import premigrate_backup
 
         return premigrate_backup(db)
+
+    # -- the outbox (embeddb.outbox) --
+    outbox_ddl = (
+        "CREATE TABLE embeddb_outbox (\n"
+        "    id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n"
+        "    uid          UUID NOT NULL UNIQUE,\n"
+        "    topic        TEXT NOT NULL,\n"
+        "    key          TEXT,\n"
+        "    payload      JSONB NOT NULL,\n"
+        "    status       TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead')),\n"
+        "    attempts     INTEGER NOT NULL DEFAULT 0,\n"
+        "    available_at DOUBLE PRECISION NOT NULL,\n"
+        "    lease_owner  TEXT,\n"
+        "    lease_until  DOUBLE PRECISION,\n"
+        "    last_error   TEXT,\n"
+        "    created_at   DOUBLE PRECISION NOT NULL,\n"
+        "    delivered_at DOUBLE PRECISION\n"
+        ")",
+        "CREATE INDEX embeddb_outbox_due ON embeddb_outbox (status, available_at, id)",
+        "CREATE INDEX embeddb_outbox_key ON embeddb_outbox (key, id) WHERE status = 'pending'",
+    )
+    row_locator = "ctid"
+    outbox_payload = "payload::text"
+    skip_locked = " FOR UPDATE OF e SKIP LOCKED"
+
+    def outbox_key_lock(self, db: Any, key: str) -> None:
+        """Concurrent publishers take ids in one order and may commit in another; a lock on
+        the key until commit keeps a key's events committing in id order."""
+        db.execute_sql("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                       (f"embeddb.outbox:{key}",))
+
+    # -- named locks (embeddb.locks) --
+    def named_lock(self, db: Any, name: str, timeout: float | None, scope: str) -> Any:
+        from .locks import AdvisoryLock
+
+        return AdvisoryLock(db, name, timeout, scope)
+
+    def held_locks(self, db: Any) -> list[Any]:
+        from .locks import held_advisory
+
+        return held_advisory(db)
 
     # -- backup and maintenance (embeddb.backup, embeddb.maintenance) --
     backup_format = "pg_dump"

@@ -22,6 +22,10 @@ class ConnectionFailed(EmbeddbError):
     """The database could not be opened or the server did not answer."""
 
 
+class DatabaseNotFound(ConnectionFailed):
+    """``connect(create=False)`` or ``readonly=True`` named a SQLite file that does not exist."""
+
+
 class PoolExhausted(ConnectionFailed):
     """Every pooled connection stayed in use for the whole wait timeout."""
 
@@ -68,6 +72,10 @@ class ChecksumMismatch(MigrationError):
 
 class MigrationLockTimeout(MigrationError):
     """Another runner held the migration lock for the whole wait."""
+
+
+class LockTimeout(EmbeddbError):
+    """A named lock (``db.lock(name)``) stayed held by someone else for the whole wait."""
 
 
 class BackupError(EmbeddbError):

@@ -12,8 +12,8 @@ checkpoint wal_checkpoint(TRUNCATE), WAL size before/after CHECKPOINT (superuser
 integrity  integrity_check + foreign_key_check           invalid indexes, unvalidated constraints, amcheck
 ========== ============================================ ===================================================
 
-``cleanup`` deletes expired sessions, revoked/expired API keys past a grace period and old tool
-executions, in short batches so no write lock is held for long. Nothing here prints.
+``cleanup`` deletes what the app's retention policies (:mod:`embeddb.retention`) say is old, in
+short batches so no write lock is held for long. Nothing here prints.
 """
 
 from __future__ import annotations
@@ -21,18 +21,17 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
+from . import retention
 from .errors import ConnectionFailed, DatabaseError, MaintenanceError
-from .models import utcnow
+from .retention import Policy
 
 #: rows deleted per transaction: short enough that writers never wait long for the lock
 BATCH_SIZE = 1000
-#: revoked or expired API keys are kept this long, so "key revoked" can still be explained
-API_KEY_GRACE = timedelta(days=30)
-#: tool executions are kept this long for debugging and usage reports
-EXECUTION_RETENTION = timedelta(days=90)
+#: the largest batch accepted: one this big already holds the write lock for seconds
+MAX_BATCH_SIZE = 1_000_000
 
 #: rows examined per index by optimize's ANALYZE: good statistics at a bounded cost
 _ANALYSIS_LIMIT = 1000
@@ -71,44 +70,25 @@ def integrity(db: Any) -> dict[str, Any]:
 
 def cleanup(
     db: Any,
+    policies: list[Policy] | None = None,
     now: datetime | None = None,
-    api_key_grace: timedelta = API_KEY_GRACE,
-    execution_retention: timedelta = EXECUTION_RETENTION,
     batch_size: int = BATCH_SIZE,
     dry_run: bool = False,
     progress: Callable[[str, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Delete expired sessions, old revoked/expired API keys and old tool executions.
+    """Delete the rows the app's retention policies say are old (:mod:`embeddb.retention`).
 
-    Rows go ``batch_size`` at a time, each batch its own short transaction. ``dry_run`` only
-    counts. Tables that do not exist are skipped and listed under ``skipped``.
+    ``policies`` None: the declared ones (``retention.toml`` beside the migrations folder, or
+    ``[maintenance] retention`` in embeddb.toml). Rows go ``batch_size`` at a time, each batch
+    its own short transaction; ``dry_run`` only counts. Policies whose table does not exist are
+    skipped and listed under ``skipped``.
 
-    :returns: ``{"dry_run", "deleted": {table: n}, "skipped": [table, ...], "cutoffs": {...}}``
+    :returns: ``{"dry_run", "deleted": {policy: n}, "skipped": [policy, ...], "cutoffs": {...}}``
     """
-    if batch_size < 1:
-        raise MaintenanceError("batch_size must be at least 1")
-    from .reference import repositories as repos
-
-    now = now or utcnow()
-    key_cutoff, run_cutoff = now - api_key_grace, now - execution_retention
-    options = {"now": now, "batch_size": batch_size, "dry_run": dry_run, "progress": progress}
-    jobs = [
-        ("sessions", lambda: repos.SessionRepository(db).cleanup_expired(**options)),
-        ("api_keys", lambda: repos.ApiKeyRepository(db).cleanup(api_key_grace, **options)),
-        ("tool_executions", lambda: repos.ToolExecutionRepository(db).cleanup_older_than(
-            execution_retention, **options)),
-    ]
-    result: dict[str, Any] = {
-        "dry_run": dry_run, "deleted": {}, "skipped": [],
-        "cutoffs": {"sessions": now.isoformat(), "api_keys": key_cutoff.isoformat(),
-                    "tool_executions": run_cutoff.isoformat()},
-    }
-    for table, job in jobs:
-        if db.table_exists(table):
-            result["deleted"][table] = job()
-        else:
-            result["skipped"].append(table)
-    return result
+    if not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise MaintenanceError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}")
+    return retention.run(db, retention.declared() if policies is None else policies, now=now,
+                         batch_size=batch_size, dry_run=dry_run, progress=progress)
 
 
 # -- per backend ----------------------------------------------------------------------------------

@@ -131,8 +131,10 @@ def _check_columns(db: Any, model: type[peewee.Model], table: str) -> list[Diffe
 
 
 def _internal(table: str, modelled: set[str]) -> bool:
-    """embeddb's bookkeeping and the full-text index tables that belong to a modelled table."""
-    return table.startswith("embeddb_") or any(table.startswith(f"{t}_fts") for t in modelled)
+    """embeddb's bookkeeping, SQLite's own tables (``sqlite_stat1`` after ANALYZE,
+    ``sqlite_sequence``) and the full-text index tables that belong to a modelled table."""
+    return (table.startswith(("embeddb_", "sqlite_"))
+            or any(table.startswith(f"{t}_fts") for t in modelled))
 
 
 def _expected_indexes(model: type[peewee.Model]) -> list[tuple[tuple[str, ...], bool]]:

@@ -3,7 +3,8 @@
 A seed set is a Python file ``<directory>/<env>.py`` defining ``build(seed: int)``, which returns
 ``[(Model, rows), ...]`` in foreign-key order, rows being dicts (a generator keeps memory flat).
 Rows are upserted by id in one transaction: running a set twice changes nothing, ``--fresh``
-empties the set's tables first, and the production set refuses to run without ``force``.
+empties the set's tables first in that same transaction (so an interrupted or failed run leaves
+the old rows, never empty tables), and the production set refuses to run without ``force``.
 
 A set whose rows are pure data made from the seed (its generators read no database, open no
 files, need no live objects) may say so with ``PARALLEL = True``: on Linux its rows are then
@@ -28,12 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import folders
 from .dialect import quote
 from .errors import EmbeddbError
 from .repository import Repository, UpsertBatch
 
-ENV_DIR = "EMBEDDB_SEEDS_DIR"
-DEFAULT_DIR = "seeds"
+ENV_DIR = folders.SEEDS_ENV
+DEFAULT_DIR = folders.SEEDS_DEFAULT
 #: Sets that write to a live system: they run only when forced.
 PROTECTED = frozenset({"production", "prod"})
 #: The seed used when none is given, so that a set's data is the same on every machine.
@@ -52,11 +54,15 @@ class SeedError(EmbeddbError):
 
 @dataclass
 class SeedResult:
-    """What a seed run did: rows written per table and how many the table holds now."""
+    """What a seed run did per table: rows the set gave, rows that changed (inserted, or
+    updated because a value differed; with ``fresh``, every row), rows deleted first, and how
+    many the table holds now."""
 
     env: str
     seed: int
     written: dict[str, int] = field(default_factory=dict)
+    changed: dict[str, int] = field(default_factory=dict)
+    deleted: dict[str, int] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -64,10 +70,15 @@ class SeedResult:
     def total(self) -> int:
         return sum(self.written.values())
 
+    @property
+    def total_changed(self) -> int:
+        return sum(self.changed.values())
+
 
 def directory_of(directory: str | os.PathLike[str] | None) -> Path:
-    """The seeds folder: the argument, $EMBEDDB_SEEDS_DIR, or ./seeds."""
-    return Path(directory or os.environ.get(ENV_DIR) or DEFAULT_DIR)
+    """The seeds folder by :func:`embeddb.folders.resolve`'s rule: the argument,
+    $EMBEDDB_SEEDS_DIR, ./seeds, or in an empty directory the reference app's."""
+    return folders.seeds(directory)
 
 
 def available(directory: str | os.PathLike[str] | None = None) -> list[str]:
@@ -121,7 +132,8 @@ def run(
 ) -> SeedResult:
     """Apply seed set ``env`` to ``db`` (already migrated) in one transaction.
 
-    ``fresh`` first empties the set's tables (committed on its own, in batches).
+    ``fresh`` first empties the set's tables, in the same transaction: after an interrupt or a
+    failure at any point the tables hold their old rows, or (once committed) the new ones.
     ``parallel`` prepares the rows in a forked process while this one writes them (on Linux,
     in a process with no other thread; elsewhere everything runs here); None (the default)
     follows the set's ``PARALLEL`` flag.
@@ -146,13 +158,8 @@ def run(
         raise SeedError(f"seed set {env!r} needs table(s) {', '.join(missing)}, which do not "
                         "exist: run `embeddb migrate up` first (or `embeddb setup`)")
     with db.bind_ctx([model for model, _rows in tables]):
-        if fresh:
-            # Committed before seeding: SQLite upserts run ~8x slower in the transaction that
-            # deleted their rows (measured: 0.59 s vs 0.08 s per 3,000 payments).
-            for model, _rows in reversed(tables):
-                Repository(model, db).purge(batch_size=10_000)
         try:
-            _write(db, tables, result, progress, parallel)
+            _write(db, tables, result, progress, parallel, fresh)
         except EmbeddbError:
             raise
         except Exception as exc:  # a row generator failed: nothing was written
@@ -169,22 +176,53 @@ def count_rows(db: Any, tables: Iterable[str]) -> dict[str, int]:
 
 
 def _write(
-    db: Any, tables: list[Any], result: SeedResult, progress: Progress | None, parallel: bool
+    db: Any, tables: list[Any], result: SeedResult, progress: Progress | None, parallel: bool,
+    fresh: bool,
 ) -> None:
-    """Upsert every table of the set by id, all in one transaction."""
+    """Upsert every table of the set by id (after emptying them, with ``fresh``), all in one
+    transaction: an interrupt or failure at any point leaves the old rows."""
     worker = _Worker(db, tables, result.env) if parallel and _can_fork() else None
     try:
         with db.atomic():
+            if fresh:
+                for model, _rows in reversed(tables):
+                    result.deleted[model._meta.table_name] = _empty(db, model)
             for model, rows in tables:
                 name = model._meta.table_name
                 repo = Repository(model, db)
                 batches = (worker.batches() if worker is not None
                            else repo.upsert_batches(rows, ["id"], batch_size=BATCH_ROWS))
                 with _indexes_built_after(db, name):
-                    result.written[name] = repo.write_batches(_reported(batches, name, progress))
+                    result.written[name], result.changed[name] = _insert(
+                        db, repo, _reported(batches, name, progress))
     finally:
         if worker is not None:
             worker.close()
+
+
+def _insert(db: Any, repo: Repository, batches: Iterable[UpsertBatch]) -> tuple[int, int]:
+    """Write ``batches`` straight into the seed's transaction; rows given and rows changed.
+
+    Not :meth:`Repository.write_batches`, whose own ``atomic()`` would be a SAVEPOINT here. On
+    SQLite a savepoint open over a load that outgrows the page cache makes the end of every
+    row's statement costlier (time in ``sqlite3PagerSavepoint``, most likely releasing the
+    statement's part of the in-memory sub-journal): each 10k rows took 38-74 s instead of ~1 s
+    and ``seed staging`` never finished. Without the savepoint it stays ~1 s per 10k.
+    """
+    table = repo.model._meta.table_name
+    given = changed = 0
+    for batch in batches:
+        changed += max(0, db.insert_rows(table, repo._insert_columns, batch.rows, batch.clause))
+        given += len(batch.rows)
+    repo._invalidate(every_row=True)  # once the seed commits
+    return given, changed
+
+
+def _empty(db: Any, model: Any) -> int:
+    """Delete every row of ``model``'s table (foreign-key actions apply); the rows deleted."""
+    deleted = db.execute_sql(f"DELETE FROM {quote(model._meta.table_name)}").rowcount
+    Repository(model, db)._invalidate(every_row=True)
+    return max(0, deleted)
 
 
 @contextlib.contextmanager

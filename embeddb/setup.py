@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import migrate, reference, seed
+from . import folders as folder_rule
+from . import migrate, seed
 
 
 @dataclass
@@ -45,9 +46,7 @@ def run(
     :raises MigrationError: a migration is malformed or fails (nothing of it is applied).
     :raises SeedError: the seed set is unknown, malformed or refused.
     """
-    migrations, seeds = folders(migrations, seeds)
-    seed.check_allowed(env, force)  # refusals and typos are reported before anything changes
-    seed.load(env, seeds)
+    migrations, seeds = check(env, migrations=migrations, seeds=seeds, force=force)
     started = time.perf_counter()
     info = db.info()
     result = SetupResult(info["backend"], info.get("path") or info["url"])
@@ -63,19 +62,29 @@ def run(
     return result
 
 
-def folders(migrations: Any = None, seeds: Any = None) -> tuple[Path, Path]:
-    """The migrations and seeds folders to use.
+def check(
+    env: str = "dev",
+    *,
+    migrations: str | os.PathLike[str] | None = None,
+    seeds: str | os.PathLike[str] | None = None,
+    force: bool = False,
+) -> tuple[Path, Path]:
+    """Refuse what :func:`run` would refuse, before anything (even the database) is created:
+    a missing migrations folder, an unknown or protected seed set. The folders to use.
 
-    Each is the argument, else $EMBEDDB_MIGRATIONS_DIR / $EMBEDDB_SEEDS_DIR, else ./migrations
-    / ./seeds. When none of these is given and neither folder exists (an empty directory), both
-    are the reference application installed with embeddb, so ``embeddb setup`` works anywhere;
-    a project with only one of the two folders never gets the reference one mixed in.
+    :raises MigrationError: the migrations folder does not exist.
+    :raises SeedError: the seed set is unknown, malformed or refused.
     """
-    given = (migrations or os.environ.get(migrate.files.ENV_DIRECTORY),
-             seeds or os.environ.get(seed.ENV_DIR))
-    if not any(given) and not Path("migrations").is_dir() and not Path("seeds").is_dir():
-        return reference.MIGRATIONS, reference.SEEDS
-    return Path(given[0] or "migrations"), Path(given[1] or seed.DEFAULT_DIR)
+    migrations, seeds = folders(migrations, seeds)
+    migrate.files.resolve_directory(migrations)
+    seed.check_allowed(env, force)
+    seed.load(env, seeds)
+    return migrations, seeds
+
+
+def folders(migrations: Any = None, seeds: Any = None) -> tuple[Path, Path]:
+    """The migrations and seeds folders to use: :func:`embeddb.folders.resolve`."""
+    return folder_rule.resolve(migrations, seeds)
 
 
 def table_rows(db: Any) -> dict[str, int]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+import embeddb
 from embeddb import __version__
 from embeddb.cli import cli
 
@@ -28,6 +31,7 @@ def test_version(runner):
 
 
 def test_info_human_and_json(runner, db_url):
+    embeddb.connect(db_url).close()  # info only reads: the database must exist
     result = runner.invoke(cli, ["--db", db_url, "info"])
     assert result.exit_code == 0, result.output
     assert "backend" in result.output and "settings:" in result.output
@@ -38,21 +42,12 @@ def test_info_human_and_json(runner, db_url):
     assert data["settings"]
 
 
-def test_info_on_the_default_database_creates_the_file(runner, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("EMBEDDB_DATABASE_URL", raising=False)
-    result = runner.invoke(cli, ["info", "--json"])
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["settings"]["journal_mode"] == "wal"
-    assert (tmp_path / "embeddb.db").exists()
-
-
 @pytest.mark.parametrize(
     "url, fragment",
     [
         ("mysql://h/db", "unknown database URL scheme"),
         ("not a url", "malformed database URL"),
-        ("sqlite:////no/such/dir/app.db", "does not exist"),
+        ("sqlite:////no/such/dir/app.db", "no database at /no/such/dir/app.db"),
         ("postgresql://u:topsecret@127.0.0.1:1/db?connect_timeout=2", "cannot connect"),
     ],
 )
@@ -109,3 +104,55 @@ def test_database_errors_stay_on_one_line(runner, cli_db_url, tmp_path):
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "0001_bad" in errors[0] and "SELEC" in errors[0]
     assert result.output.strip().splitlines()[-1] == errors[0]
+
+
+def test_info_names_the_settings_sqlite_reports_as_numbers(runner, sqlite_file_url):
+    embeddb.connect(sqlite_file_url).close()
+    result = runner.invoke(cli, ["info", "--db", sqlite_file_url])
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line.split()[1:] for line in result.output.splitlines()}
+    assert lines["synchronous"] == ["NORMAL"] and lines["temp_store"] == ["MEMORY"]
+    assert lines["access"] == ["read-only"]  # info only reads
+
+
+def test_verbose_is_accepted_after_the_command_too(runner):
+    for args in (["migrate", "status", "--verbose"], ["info", "-v"], ["backup", "list", "-v"]):
+        result = runner.invoke(cli, [*args, "--db", "mysql://h/db"])
+        assert result.exit_code != 0
+        assert "unknown database URL scheme" in str(result.exception), (args, result.output)
+        assert not isinstance(result.exception, SystemExit)  # raised: the traceback shows
+
+
+def _interrupt(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run ``embeddb args``, wait for its READY line on stdout, then Ctrl-C it (SIGINT)."""
+    proc = subprocess.Popen([sys.executable, "-c", "from embeddb.cli import main; main()", *args],
+                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "READY"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+def test_ctrl_c_exits_130_with_one_line(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    (tmp_path / "slow_models.py").write_text(
+        "import sys, time\nprint('READY', flush=True)\ntime.sleep(60)\nMODELS = []\n")
+    db = embeddb.connect(f"sqlite:///{tmp_path / 'app.db'}")
+    db.close()
+    done = _interrupt(["schema", "check", "--db", "sqlite:///app.db", "--models",
+                       "slow_models:MODELS"], tmp_path, env)
+    assert done.returncode == 130 and done.stderr.strip() == "Interrupted.", done.stderr
+
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    (migrations / "0001_slow.py").write_text(
+        "import time\n\ndef up(db):\n    db.execute_sql('CREATE TABLE half (a)')\n"
+        "    print('READY', flush=True)\n    time.sleep(60)\n")
+    done = _interrupt(["migrate", "up", "--db", "sqlite:///app.db", "--no-backup", "--json"],
+                      tmp_path, env)
+    lines = done.stderr.strip().splitlines()  # migrate says what was rolled back
+    assert done.returncode == 130 and len(lines) == 1 and lines[0].startswith("Interrupted")
+    db = embeddb.connect(f"sqlite:///{tmp_path / 'app.db'}")
+    assert not db.table_exists("half")  # rolled back
+    db.close()

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 import embeddb
 import embeddb.migrate
-from embeddb import maintenance
+from embeddb import maintenance, retention
 from embeddb.cli import cli
 from embeddb.errors import MaintenanceError
 from embeddb.models import utcnow
@@ -57,7 +57,8 @@ def test_cleanup_dry_run_then_batched_delete(db) -> None:
     _create_cleanup_tables(db)
     _fill(db, now)
     dry = maintenance.cleanup(db, now=now + timedelta(seconds=1), dry_run=True)
-    expected = {"sessions": 3, "api_keys": 2, "tool_executions": 3}
+    expected = {"expired sessions": 3, "revoked api keys": 1, "expired api keys": 1,
+                "old tool executions": 3}
     assert dry["deleted"] == expected and dry["skipped"] == []
     assert _count(db, "sessions") == 5  # nothing deleted by a dry run
 
@@ -65,16 +66,17 @@ def test_cleanup_dry_run_then_batched_delete(db) -> None:
     done = maintenance.cleanup(db, now=now + timedelta(seconds=1), batch_size=1,
                                progress=lambda table, n: batches.append((table, n)))
     assert done["deleted"] == expected
-    assert batches.count(("sessions", 3)) == 2  # three batches of one, then an empty one
+    assert batches.count(("expired sessions", 3)) == 2  # three batches of one, then an empty one
     assert (_count(db, "sessions"), _count(db, "api_keys"), _count(db, "tool_executions")) == (
         2, 3, 2)
     assert maintenance.cleanup(db, now=now + timedelta(seconds=1))["deleted"] == {
-        "sessions": 0, "api_keys": 0, "tool_executions": 0}
+        name: 0 for name in expected}
 
 
 def test_cleanup_skips_missing_tables(db) -> None:
     result = maintenance.cleanup(db)
-    assert result["skipped"] == ["sessions", "api_keys", "tool_executions"]
+    assert result["skipped"] == ["expired sessions", "revoked api keys", "expired api keys",
+                                 "old tool executions"]
     assert result["deleted"] == {}
 
 
@@ -134,23 +136,83 @@ def test_integrity_finds_foreign_key_violation_and_cli_exits_1(tmp_path: Path) -
 
 @pytest.mark.parametrize("task", ["vacuum", "analyze", "optimize", "checkpoint", "integrity"])
 def test_cli_tasks(cli_db_url: str, task: str) -> None:
+    embeddb.connect(cli_db_url).close()  # maintenance never creates a database
     result = CliRunner().invoke(cli, ["--db", cli_db_url, "maintenance", task, "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["task"] == task
 
 
-def test_cli_cleanup_dry_run(sqlite_file_url: str) -> None:
+def test_cli_cleanup_dry_run(sqlite_file_url: str, tmp_path) -> None:
     db = embeddb.connect(sqlite_file_url)
     _create_cleanup_tables(db)
     _fill(db, utcnow())
     db.close()
+    policies = tmp_path / "retention.toml"
+    policies.write_text('[[policy]]\nname = "runs"\ntable = "tool_executions"\n'
+                        'column = "created_at"\nolder_than = "100d"\n')
     result = CliRunner().invoke(cli, ["--db", sqlite_file_url, "maintenance", "cleanup",
-                                      "--dry-run", "--json", "--execution-retention", "100d"])
+                                      "--dry-run", "--json", "--policies", str(policies)])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["deleted"]["tool_executions"] == 2
+    assert json.loads(result.output)["deleted"] == {"runs": 2}
+    policies.write_text('[[policy]]\nname = "runs"\ntable = "tool_executions"\n'
+                        'column = "created_at"\nolder_than = "soon"\n')
     bad = CliRunner().invoke(cli, ["--db", sqlite_file_url, "maintenance", "cleanup",
-                                   "--api-key-grace", "soon"])
-    assert bad.exit_code == 1 and bad.output.startswith("Error: age 'soon'")
+                                   "--policies", str(policies)])
+    assert bad.exit_code == 1 and "policy 'runs': age 'soon'" in bad.output
+
+
+def _row_counts(db) -> dict[str, int]:
+    return {t: db.execute_sql(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("sessions", "api_keys", "tool_executions")}
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--policies", "HUGE",
+     "age '999999999d' is too long: at most 36500d (100 years)"),
+    ("--batch-size", "99999999999999999999",
+     "Error: Invalid value for '--batch-size': 99999999999999999999 is not in the range "
+     "1<=x<=1000000."),
+])
+def test_cli_cleanup_refuses_huge_values_alike_on_every_backend(cli_db_url, option, value,
+                                                                message, tmp_path):
+    if value == "HUGE":
+        value = str(tmp_path / "retention.toml")
+        Path(value).write_text('[[policy]]\nname = "runs"\ntable = "tool_executions"\n'
+                               'column = "created_at"\nolder_than = "999999999d"\n')
+    db = embeddb.connect(cli_db_url)
+    _create_cleanup_tables(db)
+    _fill(db, utcnow())
+    before = _row_counts(db)
+    db.close()
+    result = CliRunner().invoke(cli, ["--db", cli_db_url, "maintenance", "cleanup", option, value])
+    assert result.exit_code in (1, 2)
+    assert any(message in line for line in result.output.splitlines()), result.output
+    if option == "--policies":
+        assert len(result.output.strip().splitlines()) == 1
+    assert "Traceback" not in result.output and "Overflow" not in result.output
+    db = embeddb.connect(cli_db_url)
+    assert _row_counts(db) == before
+    db.close()
+
+
+def test_cleanup_refuses_out_of_range_arguments(sqlite_file_url):
+    db = embeddb.connect(sqlite_file_url)
+    with pytest.raises(embeddb.errors.MaintenanceError, match="batch_size"):
+        maintenance.cleanup(db, batch_size=10**20)
+    with pytest.raises(embeddb.errors.MaintenanceError, match="older_than must be between"):
+        maintenance.cleanup(db, [retention.Policy("p", "t", "c", timedelta(days=999_999_999))])
+    db.close()
+
+
+def test_cli_prune_refuses_a_huge_age_and_takes_a_huge_keep(tmp_path):
+    result = CliRunner().invoke(cli, ["backup", "prune", "--dir", str(tmp_path),
+                                      "--older-than", "99999999999d"])
+    assert result.exit_code == 1
+    assert result.output.strip() == ("Error: age '99999999999d' is too long: at most 36500d "
+                                     "(100 years)")
+    result = CliRunner().invoke(cli, ["backup", "prune", "--dir", str(tmp_path),
+                                      "--keep", "99999999999999999999"])
+    assert result.exit_code == 0, result.output
 
 
 # -- what the tasks did, not only what they were called ----------------------------------------

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
+import uuid
 from pathlib import Path
 
+import psycopg2
 import pytest
 
 import embeddb
@@ -212,6 +214,7 @@ def test_folder_problems_are_reported_before_anything_runs(db, folder, files, fr
 
 def test_missing_folder_says_what_to_do(db, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "seeds").mkdir()  # a project, not an empty directory: no reference fallback
     with pytest.raises(MigrationError, match="no migrations folder at migrations: pass"):
         migrate.up(db)
     monkeypatch.setenv("EMBEDDB_MIGRATIONS_DIR", str(tmp_path / "env"))
@@ -262,6 +265,21 @@ def test_no_transaction_failure_is_recorded_and_blocks_until_resolved(db, folder
         migrate.down(db, folder)
     assert migrate.resolve(db, folder, 1) == "applied"
     assert migrate.up(db, folder).names == ["0002_next"]
+
+
+def test_ctrl_c_in_a_no_transaction_migration_marks_it_failed(db, folder):
+    """Its first statement committed on its own: the history must not call it pending."""
+    write(folder, "0001_nt.py", (
+        "import os, signal\n\ntransaction = False\n\n"
+        "def up(db):\n"
+        "    db.execute_sql('CREATE TABLE nt (x INTEGER)')\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+    ))
+    write(folder, "0002_next.up.sql", "CREATE TABLE next_one (x INTEGER);")
+    with pytest.raises(KeyboardInterrupt):
+        migrate.up(db, folder, backup=False)
+    assert "nt" in tables(db)
+    assert [e.state for e in migrate.status(db, folder)] == ["failed", "pending"]
 
 
 def test_failed_no_transaction_migration_rerun_that_succeeds_clears_it(db, folder):
@@ -580,7 +598,27 @@ def test_postgres_failure_names_the_line_and_rolls_back_ddl(pg, folder):
     assert tables(pg) == {"embeddb_migrations"}
 
 
-def test_postgres_create_index_concurrently_while_holding_the_lock(pg, folder):
+@pytest.fixture
+def pg_own_database(pg_url):
+    """A database of its own: CREATE INDEX CONCURRENTLY waits for every older transaction in
+    its database, whichever schema, so other tests' transactions must not be in it."""
+    name = f"embeddb_cic_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(pg_url.split("?")[0])
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    database = embeddb.connect(pg_url.split("?")[0].rsplit("/", 1)[0] + "/" + name)
+    try:
+        yield database
+    finally:
+        database.close_all()
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def test_postgres_create_index_concurrently_while_holding_the_lock(pg_own_database, folder):
+    pg = pg_own_database
     write(folder, "0001_t.up.sql", "CREATE TABLE t (x INT); INSERT INTO t SELECT generate_series(1, 1000);")
     # lock_timeout turns a deadlock (CONCURRENTLY waiting on the lock holder) into an error.
     write(folder, "0002_idx.up.sql", (

@@ -112,6 +112,7 @@ def test_missing_folder_is_an_error_line(runner, tmp_path):
 
 
 def test_status_exit_code_says_whether_something_is_wrong(runner, url, folder):
+    embeddb.connect(url).close()  # status only reads: it never creates the database
     assert run(runner, url, folder, "status").exit_code == 0  # merely pending
     run(runner, url, folder, "up", "--no-backup")
     assert run(runner, url, folder, "status").exit_code == 0

@@ -451,3 +451,136 @@ def test_folders_fall_back_to_the_reference_app_only_in_an_empty_directory(tmp_p
     db = embeddb.connect(f"sqlite:///{tmp_path / 'app.db'}")
     with pytest.raises(SeedError, match="no seed set 'dev' in seeds"):
         embeddb.setup.run(db)
+
+
+def _table_counts(url: str) -> dict[str, int]:
+    db = embeddb.connect(url)
+    try:
+        return embeddb.seed.count_rows(db, [m._meta.table_name for m, _ in marketplace(1, SMALL)])
+    finally:
+        db.close()
+        if isinstance(db, embeddb.PostgresEngine):
+            db.close_all()
+
+
+def test_a_fresh_seed_that_fails_keeps_the_old_rows(migrated, small_sets):
+    """--fresh empties the tables in the load's transaction: a late failure leaves them full."""
+    _write_set(small_sets, "fresh_failure", (
+        "def build(seed):\n"
+        "    tables = marketplace(seed, SMALL)\n"
+        "    def broken():\n"
+        "        yield from tables[-1][1]\n"
+        "        raise LookupError('no more alerts')\n"
+        "    return [*tables[:-1], (tables[-1][0], broken())]\n"))
+    embeddb.seed.run(migrated, "small", directory=small_sets, seed=1)
+    before = content_hashes(migrated)
+    with pytest.raises(SeedError, match="no more alerts"):
+        embeddb.seed.run(migrated, "fresh_failure", directory=small_sets, seed=2, fresh=True)
+    assert content_hashes(migrated) == before
+    result = embeddb.seed.run(migrated, "small", directory=small_sets, seed=2, fresh=True)
+    assert result.deleted["users"] == SMALL.users and result.counts["users"] == SMALL.users
+    assert content_hashes(migrated) != before
+
+
+#: The set a killed run was replacing the old one with: other sizes, so counts tell them apart.
+BIG = Sizes(users=400, services=60, subscriptions=1500, payments=6000, invoices=600,
+            executions=1500, alerts=150)
+
+
+def _killed_runs(command: list[str], url: str, old: dict[str, int], new: dict[str, int],
+                 env: dict[str, str], kills: int, folder: Path) -> int:
+    """Run ``command`` ``kills`` times, each killed (SIGINT and SIGKILL in turn) at a random
+    point of a full run's duration; after each, every table holds exactly the old or the new
+    rows, all tables the same one. Returns how many kills landed before the run ended."""
+    import random
+
+    started = time.perf_counter()
+    subprocess.run(command, env=env, check=True, capture_output=True)  # a full run: new rows
+    full = time.perf_counter() - started
+    assert _table_counts(url) == new
+    landed = 0
+    for attempt in range(kills):
+        db = embeddb.connect(url)
+        embeddb.seed.run(db, "small", directory=folder, fresh=True)  # back to the old rows
+        db.close()
+        assert _table_counts(url) == old
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        time.sleep(random.uniform(0.15, 0.85) * full)
+        if process.poll() is None:
+            landed += 1
+            process.send_signal(signal.SIGINT if attempt % 2 == 0 else signal.SIGKILL)
+        process.wait(timeout=120)
+        assert _table_counts(url) in (old, new), f"attempt {attempt}: neither old nor new"
+    return landed
+
+
+def test_a_fresh_seed_killed_at_any_point_leaves_old_or_new_rows(cli_db_url, small_sets):
+    """Real processes, real signals, random points: never empty or half-loaded tables."""
+    _write_set(small_sets, "big", f"BIG = Sizes(**{BIG.__dict__!r})\n"
+                                  "def build(seed):\n    return marketplace(seed, BIG)\n")
+    db = embeddb.connect(cli_db_url)
+    embeddb.migrate.up(db, ROOT / "migrations", backup=False)
+    embeddb.seed.run(db, "small", directory=small_sets)
+    old = embeddb.seed.count_rows(db, [m._meta.table_name for m, _ in marketplace(1, SMALL)])
+    db.close()
+    new = {model._meta.table_name: sum(1 for _ in rows) for model, rows in marketplace(1, BIG)}
+    env = {**os.environ, "EMBEDDB_DATABASE_URL": cli_db_url, "EMBEDDB_SEEDS_DIR": str(small_sets)}
+    command = [sys.executable, "-c", "from embeddb.cli import main; main()", "seed", "big",
+               "--fresh"]
+    landed = _killed_runs(command, cli_db_url, old, new, env, kills=4, folder=small_sets)
+    assert landed >= 1
+
+
+def test_setup_killed_at_any_point_leaves_empty_or_seeded_tables(tmp_path, small_sets):
+    """`embeddb setup` on a new file: its seed is all or nothing, whatever kills it."""
+    import random
+
+    url = f"sqlite:///{tmp_path / 'setup.db'}"
+    env = {**os.environ, "EMBEDDB_DATABASE_URL": url}
+    _write_set(small_sets, "big", f"BIG = Sizes(**{BIG.__dict__!r})\n"
+                                  "def build(seed):\n    return marketplace(seed, BIG)\n")
+    command = [sys.executable, "-c", "from embeddb.cli import main; main()", "setup", "--env", "big", "--no-backup",
+               "--migrations", str(ROOT / "migrations"), "--seeds", str(small_sets)]
+    started = time.perf_counter()
+    subprocess.run(command, env=env, check=True, capture_output=True)
+    full = time.perf_counter() - started
+    new = _table_counts(url)
+    landed = 0
+    for attempt in range(3):
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{tmp_path / 'setup.db'}{suffix}").unlink(missing_ok=True)
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        time.sleep(random.uniform(0.5, 0.95) * full)
+        if process.poll() is None:
+            landed += 1
+            process.send_signal(signal.SIGINT if attempt % 2 == 0 else signal.SIGKILL)
+        process.wait(timeout=120)
+        if (tmp_path / "setup.db").exists() and "users" in embeddb.connect(url).get_tables():
+            counts = _table_counts(url)
+            assert counts in (new, dict.fromkeys(new, 0)), f"attempt {attempt}: {counts}"
+    assert landed >= 1
+
+
+def test_the_summary_says_what_changed(cli_db_url, small_sets):
+    """A re-run that changes nothing says so; --fresh says what it deleted (item 9)."""
+    db = embeddb.connect(cli_db_url)
+    embeddb.migrate.up(db, ROOT / "migrations", backup=False)
+    runner = CliRunner()
+    base = ["seed", "small", "--db", cli_db_url, "--seeds", str(small_sets)]
+    first = runner.invoke(cli, base)
+    total = sum(embeddb.seed.count_rows(db, [m._meta.table_name
+                                             for m, _ in marketplace(1, SMALL)]).values())
+    assert first.exit_code == 0 and f"{total:,} rows changed, 0 unchanged" in first.output
+    again = runner.invoke(cli, base)
+    assert f": 0 rows changed, {total:,} unchanged" in again.output, again.output
+    fresh = runner.invoke(cli, [*base, "--fresh", "--json"])
+    summary = json.loads(fresh.output)
+    assert sum(summary["deleted"].values()) == total
+    assert sum(summary["changed"].values()) == total
+    with db.atomic():
+        db.execute_sql("UPDATE users SET chain_id = chain_id + 1 WHERE id IN "
+                       "(SELECT id FROM users ORDER BY id LIMIT 3)")
+    three = runner.invoke(cli, base)
+    assert f": 3 rows changed, {total - 3:,} unchanged" in three.output, three.output

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from embeddb import config
@@ -104,3 +106,24 @@ def test_an_empty_url_is_an_error_not_the_default(tmp_path, monkeypatch):
     with pytest.raises(ConfigurationError, match="set but empty"):
         config.resolve_url()
     assert not (tmp_path / "embeddb.db").exists()
+
+
+@pytest.mark.parametrize("text, key", [
+    ('[database]\nulr = "sqlite:///typo.db"\n', "'ulr' in [database]"),
+    ('[databse]\nurl = "sqlite:///typo.db"\n', "'databse'"),
+    ('url = "sqlite:///typo.db"\n', "'url'"),
+])
+def test_a_misspelled_config_key_is_an_error_naming_it(tmp_path, monkeypatch, text, key):
+    from click.testing import CliRunner
+
+    from embeddb.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(config.ENV_URL, raising=False)
+    (tmp_path / "embeddb.toml").write_text(text)
+    with pytest.raises(ConfigurationError, match=f"unknown key {re.escape(key)}; known: "
+                                                 r"\[database\] url, \[migrate\] keep_backups"):
+        config.resolve_url(cwd=tmp_path)
+    result = CliRunner().invoke(cli, ["migrate", "up"])  # would create the default database
+    assert result.exit_code == 1 and f"unknown key {key}" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["embeddb.toml"]

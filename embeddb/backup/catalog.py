@@ -98,13 +98,20 @@ def _older_than(path: str, seconds: float) -> bool:
         return False
 
 
+#: the longest age accepted: a cutoff further back than this is a typo (and ``now - age``
+#: would leave the range of dates)
+MAX_AGE = timedelta(days=36500)
+
+
 def parse_age(text: str) -> timedelta:
-    """``30d``, ``12h``, ``45m``, ``2w`` or ``90s`` as a timedelta.
+    """``30d``, ``12h``, ``45m``, ``2w`` or ``90s`` as a timedelta, at most :data:`MAX_AGE`.
 
     :raises ConfigurationError: anything else.
     """
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text or "")
     if not match:
         raise ConfigurationError(f"age {text!r} not understood: use e.g. 90s, 45m, 12h, 30d, 2w")
-    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[match[2]]
-    return timedelta(**{unit: float(match[1])})
+    seconds = float(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match[2]]
+    if seconds > MAX_AGE.total_seconds():
+        raise ConfigurationError(f"age {text!r} is too long: at most {MAX_AGE.days}d (100 years)")
+    return timedelta(seconds=seconds)

@@ -133,9 +133,7 @@ def create(
 
 
 def _source_connection(db: Any) -> sqlite3.Connection:
-    if db.is_memory:
-        return sqlite3.connect(db.database, uri=True)
-    return sqlite3.connect(db.database, timeout=db.settings.busy_timeout)
+    return db.raw_connection()  # read-only when db was opened read-only
 
 
 def _snapshot(db: Any, target: str, progress: Progress) -> None:

@@ -20,6 +20,7 @@ from ..backup import (
     retention,
     verify_backup,
 )
+from ..errors import DatabaseNotFound
 from .options import database, db_option, emit_json, json_option
 
 
@@ -76,6 +77,15 @@ def _age(seconds: float) -> str:
     return f"{seconds:.0f}s"
 
 
+def _default_directory() -> str:
+    """The database's default backup directory; the database must exist (nothing is created)."""
+    try:
+        return default_directory(database(readonly=True))
+    except DatabaseNotFound as exc:
+        raise DatabaseNotFound(
+            f"{exc}; pass --dir DIR to reach the backups of a database that is gone") from None
+
+
 @click.group()
 def backup() -> None:
     """Online backups: create, verify, list, restore and prune."""
@@ -100,7 +110,7 @@ def create(directory: str | None, out: str | None, compress: bool, force: bool,
         raise click.UsageError("--dir and --out exclude each other")
     start = time.perf_counter()
     with ProgressBars(enabled=not as_json) as bars:
-        result = create_backup(database(), directory, out, compress, progress=bars, force=force)
+        result = create_backup(database(readonly=True), directory, out, compress, progress=bars, force=force)
     if as_json:
         emit_json(result.to_dict())
         return
@@ -121,7 +131,7 @@ def verify(file: str, as_json: bool) -> None:
     """Check FILE's checksum, then restore it into a scratch database and check that."""
     needs_server = manifest.read(file).format == postgres.FORMAT
     with ProgressBars(enabled=not as_json) as bars:
-        result = verify_backup(file, database() if needs_server else None, progress=bars)
+        result = verify_backup(file, database(create=False) if needs_server else None, progress=bars)
     if as_json:
         emit_json(result)
         return
@@ -136,7 +146,7 @@ def verify(file: str, as_json: bool) -> None:
 def list_(directory: str | None, as_json: bool) -> None:
     """List backups newest first with size, age, schema version and verified state."""
     # An explicit --dir must exist; the default one appears with the first backup.
-    entries = list_backups(directory or default_directory(database()), missing_ok=not directory)
+    entries = list_backups(directory or _default_directory(), missing_ok=not directory)
     if as_json:
         emit_json([{k: v for k, v in e.items() if k != "manifest"} for e in entries])
         return
@@ -198,7 +208,7 @@ def prune(directory: str | None, keep: int | None, older_than: str | None, kind:
     (skipped when `backup verify` passed since the file was written).
     """
     age = parse_age(older_than) if older_than else None
-    folder = directory or default_directory(database())
+    folder = directory or _default_directory()
     result = prune_backups(folder, keep, age, dry_run, kind=kind, missing_ok=not directory)
     if as_json:
         emit_json(result)

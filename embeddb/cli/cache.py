@@ -19,7 +19,7 @@ def cache() -> None:
 def clear(as_json: bool) -> None:
     """Invalidate every cached entry of the database, in every process on this machine
     (after editing data by hand or with another tool)."""
-    db = database()
+    db = database(create=False)
     present = shared(db)
     directory = present.directory if present is not None else None
     forget(db)

@@ -12,7 +12,7 @@ from .options import database, db_option, emit_json, json_option
 @json_option
 def info(as_json: bool) -> None:
     """Show the backend, version, location and the settings in effect."""
-    data = database().info()
+    data = database(readonly=True).info()
     if as_json:
         emit_json(data)
         return

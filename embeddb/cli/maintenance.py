@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from .. import maintenance as tasks
-from ..backup import parse_age
+from .. import retention
 from ..errors import ConnectionFailed
 from .options import database, db_option, emit_json, json_option
 
@@ -37,7 +37,7 @@ def maintenance() -> None:
 @json_option
 def vacuum(as_json: bool) -> None:
     """SQLite: VACUUM (rebuild, free pages back). PostgreSQL: VACUUM (ANALYZE)."""
-    _show(tasks.vacuum(database()), as_json)
+    _show(tasks.vacuum(database(create=False)), as_json)
 
 
 @maintenance.command()
@@ -45,7 +45,7 @@ def vacuum(as_json: bool) -> None:
 @json_option
 def analyze(as_json: bool) -> None:
     """Refresh the query planner's statistics (ANALYZE)."""
-    _show(tasks.analyze(database()), as_json)
+    _show(tasks.analyze(database(create=False)), as_json)
 
 
 @maintenance.command()
@@ -53,7 +53,7 @@ def analyze(as_json: bool) -> None:
 @json_option
 def optimize(as_json: bool) -> None:
     """SQLite: PRAGMA optimize. PostgreSQL: VACUUM (ANALYZE)."""
-    _show(tasks.optimize(database()), as_json)
+    _show(tasks.optimize(database(create=False)), as_json)
 
 
 @maintenance.command()
@@ -61,7 +61,7 @@ def optimize(as_json: bool) -> None:
 @json_option
 def checkpoint(as_json: bool) -> None:
     """Write the WAL back into the database; shows the WAL size before and after."""
-    _show(tasks.checkpoint(database()), as_json)
+    _show(tasks.checkpoint(database(create=False)), as_json)
 
 
 @maintenance.command()
@@ -71,7 +71,7 @@ def checkpoint(as_json: bool) -> None:
 def integrity(ctx: click.Context, as_json: bool) -> None:
     """Check the database's consistency; exits 1 on any problem (also when it cannot be read)."""
     try:
-        result = tasks.integrity(database())
+        result = tasks.integrity(database(readonly=True))
     except ConnectionFailed as exc:  # a file too damaged to open is a finding, not a crash
         result = tasks.damage_report(exc)
         if result is None:
@@ -87,19 +87,18 @@ def integrity(ctx: click.Context, as_json: bool) -> None:
 @db_option
 @json_option
 @click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=tasks.BATCH_SIZE,
+@click.option("--batch-size", type=click.IntRange(min=1, max=tasks.MAX_BATCH_SIZE),
+              default=tasks.BATCH_SIZE,
               show_default=True, help="Rows deleted per transaction.")
-@click.option("--api-key-grace", metavar="AGE", default="30d", show_default=True,
-              help="Keep revoked/expired API keys this long.")
-@click.option("--execution-retention", metavar="AGE", default="90d", show_default=True,
-              help="Keep tool executions this long.")
-def cleanup(dry_run: bool, batch_size: int, api_key_grace: str, execution_retention: str,
-            as_json: bool) -> None:
-    """Delete expired sessions, old revoked/expired API keys and old tool executions."""
+@click.option("--policies", "path", metavar="FILE",
+              help="A retention.toml to apply (default: [maintenance] retention in "
+                   "embeddb.toml, else retention.toml beside the migrations folder).")
+def cleanup(dry_run: bool, batch_size: int, path: str | None, as_json: bool) -> None:
+    """Delete the rows the app's retention policies say are old, in short batches."""
+    db = database(create=False, readonly=dry_run)  # a mistyped --db is named first
     result = tasks.cleanup(
-        database(),
-        api_key_grace=parse_age(api_key_grace),
-        execution_retention=parse_age(execution_retention),
+        db,
+        retention.declared(path),
         batch_size=batch_size,
         dry_run=dry_run,
     )

@@ -20,13 +20,14 @@ _VERBS = {"applying": "Applying", "applied": "Applied", "reverting": "Reverting"
 
 
 def migrations_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--migrations DIR`` (default $EMBEDDB_MIGRATIONS_DIR or ./migrations)."""
+    """``--migrations DIR`` (default: :func:`embeddb.folders.resolve`)."""
     return click.option(
         "--migrations",
         "directory",
         metavar="DIR",
         type=click.Path(file_okay=False),
-        help="Migrations folder (default: $EMBEDDB_MIGRATIONS_DIR or ./migrations).",
+        help="Migrations folder (default: $EMBEDDB_MIGRATIONS_DIR, ./migrations, or in an "
+             "empty directory the bundled reference app's).",
     )(fn)
 
 
@@ -265,7 +266,7 @@ def status(directory: str | None, as_json: bool) -> None:
     Exit status: 0 when nothing is wrong (pending versions included), 1 when a version is
     marked failed or an applied file's checksum changed (or on an error).
     """
-    entries = api.status(database(), directory)
+    entries = api.status(database(readonly=True), directory)
     if as_json:
         emit_json([dataclasses.asdict(e) for e in entries])
     else:
@@ -282,7 +283,7 @@ def status(directory: str | None, as_json: bool) -> None:
 @_common
 def verify(directory: str | None, as_json: bool) -> None:
     """Fail if an applied file was edited or deleted, or a migration is marked failed."""
-    entries = api.verify(database(), directory)
+    entries = api.verify(database(readonly=True), directory)
     applied = sum(1 for e in entries if e.state == "applied")
     if as_json:
         emit_json({"ok": True, "applied": applied})
@@ -294,7 +295,7 @@ def verify(directory: str | None, as_json: bool) -> None:
 @_common
 def repair(directory: str | None, as_json: bool) -> None:
     """Accept the current content of edited applied files (record their new checksums)."""
-    repaired = api.repair(database(), directory)
+    repaired = api.repair(database(create=False), directory)
     if as_json:
         emit_json({"repaired": repaired})
         return
@@ -313,7 +314,7 @@ def repair(directory: str | None, as_json: bool) -> None:
 )
 def resolve(directory: str | None, as_json: bool, version: int, pending: bool) -> None:
     """Settle a failed no-transaction migration you fixed by hand."""
-    state = api.resolve(database(), directory, version, applied=not pending)
+    state = api.resolve(database(create=False), directory, version, applied=not pending)
     if as_json:
         emit_json({"version": version, "state": state})
     else:

@@ -20,10 +20,11 @@ class CliState:
     verbose: bool = False
     _db: Database | None = None
 
-    def database(self) -> Database:
-        """Connect once per invocation (URL from --db, env, embeddb.toml or the default)."""
+    def database(self, create: bool = True, readonly: bool = False) -> Database:
+        """Connect once per invocation (URL from --db, env, embeddb.toml or the default);
+        ``create`` and ``readonly`` as in :func:`embeddb.connect`."""
         if self._db is None:
-            self._db = connect(self.db_url)
+            self._db = connect(self.db_url, create=create, readonly=readonly)
         return self._db
 
 
@@ -51,9 +52,11 @@ def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(fn)
 
 
-def database() -> Database:
-    """The database for the running command."""
-    return click.get_current_context().ensure_object(CliState).database()
+def database(create: bool = True, readonly: bool = False) -> Database:
+    """The database for the running command: commands that only read pass ``readonly=True``,
+    those that change an existing database ``create=False``; only the commands that build a
+    database (migrate up/down/redo, seed, setup, backup restore) keep the default."""
+    return click.get_current_context().ensure_object(CliState).database(create, readonly)
 
 
 def emit_json(data: Any) -> None:

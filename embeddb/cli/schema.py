@@ -24,7 +24,7 @@ def schema() -> None:
               metavar="MODULE:NAME", help="The list of peewee models to compare.")
 def check(as_json: bool, models_spec: str) -> None:
     """Exit 1 naming each difference between the models and the database."""
-    differences = schema_api.check(database(), schema_api.load_models(models_spec))
+    differences = schema_api.check(database(readonly=True), schema_api.load_models(models_spec))
     if as_json:
         emit_json([d.__dict__ for d in differences])
     elif not differences:
@@ -43,9 +43,12 @@ def check(as_json: bool, models_spec: str) -> None:
               help="Write to this file instead of standard output.")
 def dump(out: Path | None) -> None:
     """Print the database schema as SQL (tables, indexes, triggers)."""
-    sql = schema_api.dump(database())
+    sql = schema_api.dump(database(readonly=True))
     if out is None:
         click.echo(sql, nl=False)
         return
-    out.write_text(sql)
+    try:
+        out.write_text(sql)
+    except OSError as exc:
+        raise click.FileError(str(out), exc.strerror) from None
     click.echo(f"Wrote {out}")

@@ -18,7 +18,8 @@ from .options import database, db_option, emit_json, json_option
 
 def _seeds_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--seeds", "seeds_dir", metavar="DIR", type=click.Path(file_okay=False),
-                        help="Seed sets folder (default: $EMBEDDB_SEEDS_DIR or ./seeds).")(fn)
+                        help="Seed sets folder (default: $EMBEDDB_SEEDS_DIR, ./seeds, or in an "
+                             "empty directory the bundled reference app's).")(fn)
 
 
 def _parallel_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -61,7 +62,17 @@ class _Bar:
 
 def _summary(result: seed_api.SeedResult) -> dict[str, Any]:
     return {"env": result.env, "seed": result.seed, "written": result.written,
+            "changed": result.changed, "deleted": result.deleted,
             "rows": result.counts, "seconds": round(result.seconds, 3)}
+
+
+def _changes(result: seed_api.SeedResult) -> str:
+    """"12 rows changed, 38,690 unchanged" (and what ``--fresh`` deleted first)."""
+    changed = result.total_changed
+    text = f"{changed:,} rows changed, {result.total - changed:,} unchanged"
+    if result.deleted:
+        text = f"{sum(result.deleted.values()):,} rows deleted first, " + text
+    return text
 
 
 @click.command()
@@ -87,9 +98,10 @@ def seed(env: str, seeds_dir: str | None, seed_value: int, as_json: bool, fresh:
         emit_json(_summary(result))
         return
     for table, written in result.written.items():
-        click.echo(f"  {table:<18} {written:>8} rows given, {result.counts[table]:>8} in table")
+        click.echo(f"  {table:<18} {written:>8} rows given, {result.changed[table]:>8} changed, "
+                   f"{result.counts[table]:>8} in table")
     rate = result.total / result.seconds if result.seconds else 0
-    click.echo(f"Seeded {env} (seed {seed_value}): {result.total} rows in "
+    click.echo(f"Seeded {env} (seed {seed_value}): {_changes(result)}, in "
                f"{result.seconds:.2f}s ({rate:,.0f} rows/s)")
 
 
@@ -106,6 +118,7 @@ def seed(env: str, seeds_dir: str | None, seed_value: int, as_json: bool, fresh:
 def setup(directory: str | None, seeds_dir: str | None, seed_value: int, as_json: bool,
           env: str, force: bool, no_backup: bool, parallel: bool | None) -> None:
     """Create the database if needed, migrate it, seed it, and summarise."""
+    setup_api.check(env, migrations=directory, seeds=seeds_dir, force=force)  # before creating
     bar = _Bar(not as_json)
     try:
         result = setup_api.run(
@@ -126,7 +139,7 @@ def setup(directory: str | None, seeds_dir: str | None, seed_value: int, as_json
     click.echo(f"schema version  {result.version}")
     click.echo(f"migrations      {len(result.applied)} applied now, from {result.migrations}")
     click.echo(f"seed            {env} (seed {seed_value}) from {result.seeds}, "
-               f"{result.seeded.total} rows upserted")
+               f"{_changes(result.seeded)}")
     click.echo("rows:")
     for table, count in result.rows.items():
         click.echo(f"  {table:<18} {count:>8}")

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import folders
 from ..errors import MigrationError
 from .script import normalize
 
-ENV_DIRECTORY = "EMBEDDB_MIGRATIONS_DIR"
-DEFAULT_DIRECTORY = "migrations"
+ENV_DIRECTORY = folders.MIGRATIONS_ENV
+DEFAULT_DIRECTORY = folders.MIGRATIONS_DEFAULT
 NO_TRANSACTION = "-- embeddb:no-transaction"
 _VARIANTS = {"sqlite": "sqlite", "postgres": "postgres", "postgresql": "postgres"}
 _STEM = re.compile(r"^(?P<version>\d+)_(?P<name>[A-Za-z0-9][A-Za-z0-9_\-]*)$")
@@ -103,11 +104,12 @@ class _File:
 
 
 def resolve_directory(directory: str | os.PathLike[str] | None) -> Path:
-    """The migrations folder: the argument, $EMBEDDB_MIGRATIONS_DIR, or ./migrations.
+    """The migrations folder by :func:`embeddb.folders.resolve`'s rule: the argument,
+    $EMBEDDB_MIGRATIONS_DIR, ./migrations, or in an empty directory the reference app's.
 
     :raises MigrationError: the folder does not exist.
     """
-    path = Path(directory or os.environ.get(ENV_DIRECTORY) or DEFAULT_DIRECTORY)
+    path = folders.migrations(directory)
     if not path.is_dir():
         raise MigrationError(
             f"no migrations folder at {path}: pass --migrations DIR "

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import math
 import os
 import threading
 import time
@@ -31,31 +30,17 @@ from typing import Any, Self
 import psycopg2
 
 from ..backup.ownership import foreign_owner
-from ..errors import ConfigurationError, ConnectionFailed, MigrationLockTimeout
+from ..errors import ConnectionFailed, MigrationLockTimeout
+from ..locks import MAX_TIMEOUT, check_timeout
 
-#: The longest wait for the lock that makes sense (seconds): a day.
-MAX_LOCK_TIMEOUT = 86400.0
+__all__ = ["MAX_LOCK_TIMEOUT", "PostgresMigrationLock", "SqliteMigrationLock", "check_timeout"]
+
+MAX_LOCK_TIMEOUT = MAX_TIMEOUT
 _POLL_SECONDS = 0.02
 _APPLICATION = "embeddb-migrate pid "
 _memory_guard = threading.Lock()
 
 OnWait = Callable[[int | None], None]
-
-
-def check_timeout(timeout: float) -> float:
-    """``timeout`` if it is a usable wait in seconds (0: do not wait).
-
-    :raises ConfigurationError: negative, not a number, or over :data:`MAX_LOCK_TIMEOUT`.
-    """
-    try:
-        value = float(timeout)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not 0 <= value <= MAX_LOCK_TIMEOUT:
-        raise ConfigurationError(
-            f"lock timeout {timeout!r} must be between 0 and {MAX_LOCK_TIMEOUT:g} seconds"
-        )
-    return value
 
 
 def _timeout_error(where: str, timeout: float) -> MigrationLockTimeout:

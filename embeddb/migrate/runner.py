@@ -113,7 +113,6 @@ def up(
         if dry_run:
             result.steps = _previews(db, plan, "up")
         else:
-            _examine(db, plan, "up")
             _check_loadable(db, plan, "up")
             result.backup = _backup_if(db, backup and bool(plan), keep, progress)
             with _forgetting(db, bool(plan)):
@@ -155,7 +154,6 @@ def down(
         if dry_run:
             result.steps = _previews(db, plan, "down")
         else:
-            _examine(db, plan, "down")
             _check_loadable(db, plan, "down")
             result.backup = _backup_if(db, backup and bool(plan), keep, progress)
             with _forgetting(db, bool(plan)):
@@ -183,8 +181,6 @@ def redo(
     migrations = _discover(db, directory)
     with _session(db, lock_timeout, locked=True, progress=progress) as records:
         [target] = _plan_down(migrations, records, 1, None)
-        _examine(db, [target], "down")
-        _examine(db, [target], "up")
         result = RunResult(missing=_missing(migrations, records))
         _check_loadable(db, [target], "down")
         _check_loadable(db, [target], "up")
@@ -405,13 +401,6 @@ def _part(migration: Migration, direction: str) -> Part:
     return part
 
 
-def _examine(db: Any, plan: list[Migration], direction: str) -> None:
-    """Work out how each planned part must run, so that a pragma which would be lost is
-    refused before anything runs."""
-    for migration in plan:
-        _rules(db, _part(migration, direction))
-
-
 def _rules(db: Any, part: Part) -> Rules:
     """How ``part`` must run (worked out once per part): foreign keys off, DROPs guarded."""
     known = part.__dict__.get("_rules")
@@ -486,16 +475,19 @@ def _forgetting(db: Any, changing: bool) -> Iterator[None]:
 
 
 def _check_loadable(db: Any, plan: list[Migration], direction: str) -> None:
-    """Load every Python migration and cut every script of ``plan`` before the safety copy
-    and the first change: a file that cannot even be read costs neither.
+    """Load every Python migration, check every script of ``plan`` and work out how each
+    part must run, before the safety copy and the first change: a file that cannot even be
+    read, or a pragma that would be lost, costs neither.
 
     :raises MigrationFailed: a Python migration fails to import or lacks its function, or a
         script ends inside a string, comment or trigger body (where the backend can tell).
+    :raises MigrationError: a pragma SQLite would ignore in the migration's transaction.
     """
     for migration in plan:
         part = migration.up if direction == "up" else migration.down
         if part is None:
             continue
+        _rules(db, part)
         if part.sql is None:
             module = _load_module(migration)
             if not callable(getattr(module, direction, None)):
@@ -741,10 +733,11 @@ def _run_outside(
             if guard is not None:
                 guard(statement)
             _execute(db, migration, part, statement, direction)
-        except MigrationFailed:
+        except (MigrationFailed, KeyboardInterrupt) as exc:
             if in_transaction:
                 db.execute_sql("ROLLBACK")
-            if committed:
+            # Ctrl-C may land after an autocommitted statement took effect
+            if committed or (isinstance(exc, KeyboardInterrupt) and not in_transaction):
                 mark_failed()
             raise
         if keyword in ("BEGIN", "START"):
@@ -784,7 +777,7 @@ def _run_python_outside(
 ) -> None:
     try:
         _run_python(db, migration, part, direction)
-    except MigrationFailed:
+    except (MigrationFailed, KeyboardInterrupt):  # it may have committed some of its work
         mark_failed()
         raise
     with db.atomic():

@@ -1,0 +1,221 @@
+"""The audit log on every backend: triggers record each write in its own transaction, with the
+changed columns, the actor and request id of the context, and never a stale actor."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import embeddb
+from embeddb import audit, migrate
+from embeddb.cli import cli
+from embeddb.errors import ConfigurationError
+
+TABLE = ("CREATE TABLE services (id INTEGER PRIMARY KEY, name TEXT, price INTEGER, "
+         "password_hash TEXT)")
+
+
+def enable(db, **options) -> None:
+    statements = audit.enable_sql(db, "services", **options)
+    for statement in statements[audit._driver(db).DRIVER]:
+        db.execute_sql(statement)
+
+
+@pytest.fixture
+def adb(db):
+    db.execute_sql(TABLE)
+    enable(db, exclude=["password_hash"])
+    return db
+
+
+def test_every_write_is_recorded_with_the_changed_columns_and_the_actor(adb):
+    with audit.context(actor="user:42", request_id="req-1"):
+        with adb.atomic():
+            adb.execute_sql("INSERT INTO services VALUES (1, 'api', 10, 'secret-1')")
+        with adb.atomic():
+            adb.execute_sql("UPDATE services SET price = 12, password_hash = 'secret-2' "
+                            "WHERE id = 1")
+        with adb.atomic():
+            adb.execute_sql("UPDATE services SET password_hash = 'secret-3'")  # nothing audited
+        with adb.atomic():
+            adb.execute_sql("DELETE FROM services WHERE id = 1")
+    found = audit.history(adb, "services", 1)
+    assert [(c.action, c.old, c.new) for c in found] == [
+        ("INSERT", None, {"id": 1, "name": "api", "price": 10}),
+        ("UPDATE", {"price": 10}, {"price": 12}),
+        ("DELETE", {"id": 1, "name": "api", "price": 12}, None),
+    ]
+    assert {(c.actor, c.request_id) for c in found} == {("user:42", "req-1")}
+    assert all(c.at.tzinfo is not None and abs(c.at - datetime.now(timezone.utc))
+               < timedelta(minutes=5) for c in found)
+    stored = [tuple(r) for r in adb.execute_sql(
+        "SELECT old_values, new_values FROM embeddb_audit").fetchall()]
+    assert "secret" not in json.dumps(stored, default=str)  # excluded: never stored
+
+
+def test_a_rolled_back_change_leaves_no_audit_row(adb):
+    with pytest.raises(RuntimeError):
+        with audit.context(actor="user:1"), adb.atomic():
+            adb.execute_sql("INSERT INTO services VALUES (1, 'api', 10, NULL)")
+            raise RuntimeError("the request failed")
+    assert audit.changes(adb) == []
+
+
+def test_writes_outside_a_context_are_unknown_never_stale(adb):
+    """Same connection (SQLite) or pooled connection (PostgreSQL) reused by the next request."""
+    with audit.context(actor="user:1", request_id="r1"), adb.atomic():
+        adb.execute_sql("INSERT INTO services VALUES (1, 'a', 1, NULL)")
+    with adb.atomic():
+        adb.execute_sql("UPDATE services SET price = 2")
+    adb.execute_sql("UPDATE services SET price = 3")  # autocommit, outside any transaction
+    with audit.context(actor="user:2"), adb.atomic():
+        adb.execute_sql("UPDATE services SET price = 4")
+    assert [(c.new, c.actor, c.request_id) for c in audit.history(adb, "services", 1)] == [
+        ({"id": 1, "name": "a", "price": 1}, "user:1", "r1"),
+        ({"price": 2}, None, None),
+        ({"price": 3}, None, None),
+        ({"price": 4}, "user:2", None),
+    ]
+
+
+def test_deferred_transactions_carry_the_actor_too(sqlite_file_url):
+    db = embeddb.connect(sqlite_file_url)
+    db.execute_sql(TABLE)
+    enable(db)
+    with audit.context(actor="user:d"), db.atomic("DEFERRED"):
+        db.execute_sql("INSERT INTO services (id, name) VALUES (1, 'x')")
+    with db.atomic("DEFERRED"):
+        db.execute_sql("UPDATE services SET name = 'y'")
+    assert [c.actor for c in audit.history(db, "services", 1)] == ["user:d", None]
+    assert db.execute_sql("SELECT count(*) FROM embeddb_audit_context").fetchone()[0] == 0
+    db.close()
+
+
+def test_contexts_are_per_thread_and_per_task(cli_db_url):
+    db = embeddb.connect(cli_db_url)
+    db.execute_sql(TABLE)
+    enable(db)
+
+    def write(n: int) -> None:
+        own = embeddb.connect(cli_db_url)
+        with audit.context(actor=f"thread:{n}"):
+            for _ in range(5):
+                with own.atomic():
+                    own.execute_sql(f"INSERT INTO services (id, name) VALUES "
+                                    f"({n * 100 + _}, 't{n}')")
+        own.close()
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for change in audit.changes(db, table="services"):
+        assert change.actor == f"thread:{int(change.pk) // 100}"
+
+    async def task(n: int) -> str | None:
+        with audit.context(actor=f"task:{n}"):
+            await asyncio.sleep(0.01)
+            return audit.current()[0]
+
+    async def both():
+        return await asyncio.gather(task(1), task(2))
+
+    assert asyncio.run(both()) == ["task:1", "task:2"]
+    db.close()
+
+
+def test_other_programs_writes_are_captured_too(tmp_path):
+    path = tmp_path / "app.db"
+    db = embeddb.connect(f"sqlite:///{path}")
+    db.execute_sql(TABLE)
+    enable(db)
+    conn = sqlite3.connect(path)  # another program: the sqlite3 module, no embeddb
+    conn.execute("INSERT INTO services (id, name) VALUES (7, 'raw')")
+    conn.commit()
+    conn.close()
+    [change] = audit.history(db, "services", 7)
+    assert change.action == "INSERT" and change.actor is None
+    db.close()
+
+
+def test_changes_filters_by_actor_time_and_table(adb):
+    with audit.context(actor="a"), adb.atomic():
+        adb.execute_sql("INSERT INTO services VALUES (1, 'x', 1, NULL)")
+    with audit.context(actor="b"), adb.atomic():
+        adb.execute_sql("INSERT INTO services VALUES (2, 'y', 1, NULL)")
+    assert [c.pk for c in audit.changes(adb, actor="a")] == ["1"]
+    assert [c.pk for c in audit.changes(adb)] == ["2", "1"]  # newest first
+    future = datetime.now(timezone.utc) + timedelta(hours=1)
+    assert audit.changes(adb, since=future) == []
+    assert len(audit.changes(adb, since=datetime.now(timezone.utc) - timedelta(hours=1))) == 2
+    assert audit.changes(adb, table="other") == []
+    with pytest.raises(ConfigurationError, match="timezone-aware"):
+        audit.changes(adb, since=datetime.now())
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"columns": ["nope"]}, "services has no column 'nope'"),
+    ({"exclude": ["id", "name", "price", "password_hash"]}, "nothing left to audit"),
+])
+def test_bad_enable_requests_are_refused(db, options, words):
+    db.execute_sql(TABLE)
+    with pytest.raises(audit.AuditError, match=words):
+        audit.enable_sql(db, "services", **options)
+
+
+def test_unknown_table_and_missing_log_are_clear_errors(db):
+    with pytest.raises(audit.AuditError, match="no table 'ghost'"):
+        audit.enable_sql(db, "ghost")
+    with pytest.raises(audit.AuditError, match="has no audit log yet"):
+        audit.history(db, "services", 1)
+    with pytest.raises(ConfigurationError, match="at most 500"):
+        with audit.context(actor="x" * 501):
+            pass
+
+
+def test_cli_enable_migrate_log_disable(tmp_path, cli_db_url):
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_services.up.sql").write_text(TABLE + ";")
+    db = embeddb.connect(cli_db_url)
+    migrate.up(db, folder, backup=False)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--db", cli_db_url, "audit", "enable", "services",
+                                 "--exclude", "password_hash", "--migrations", str(folder)])
+    assert result.exit_code == 0, result.output
+    written = sorted(p.name for p in Path(folder).iterdir())
+    assert "0002_audit_enable_services.postgres.up.sql" in written
+    assert "0002_audit_enable_services.sqlite.down.sql" in written
+    migrate.up(db, folder, backup=False)
+    with audit.context(actor="ops:ann"), db.atomic():
+        db.execute_sql("INSERT INTO services VALUES (5, 'svc', 3, 'pw')")
+        db.execute_sql("UPDATE services SET price = 4 WHERE id = 5")
+    log = runner.invoke(cli, ["--db", cli_db_url, "audit", "log", "--table", "services",
+                              "--id", "5", "--json"])
+    assert log.exit_code == 0, log.output
+    changes = json.loads(log.output)["changes"]
+    assert [(c["action"], c["actor"]) for c in changes] == [("INSERT", "ops:ann"),
+                                                            ("UPDATE", "ops:ann")]
+    text = runner.invoke(cli, ["--db", cli_db_url, "audit", "log", "--actor", "ops:ann"])
+    assert "UPDATE services 5 by ops:ann: {'price': 3} -> {'price': 4}" in text.output
+    result = runner.invoke(cli, ["--db", cli_db_url, "audit", "disable", "services",
+                                 "--migrations", str(folder)])
+    assert result.exit_code == 0, result.output
+    migrate.up(db, folder, backup=False)
+    db.execute_sql("UPDATE services SET price = 9")
+    assert len(audit.history(db, "services", 5)) == 2  # no longer recorded
+    migrate.down(db, folder, backup=False)  # undoing the disable audits again
+    db.execute_sql("UPDATE services SET price = 10")
+    assert len(audit.history(db, "services", 5)) == 3
+    bad = runner.invoke(cli, ["--db", cli_db_url, "audit", "enable", "services", "--columns",
+                              "nope", "--migrations", str(folder)])
+    assert bad.exit_code == 1 and "services has no column 'nope'" in bad.output
+    db.close()
