@@ -17,7 +17,7 @@ from click.testing import CliRunner
 import embeddb
 from embeddb.backup import create_backup, manifest, restore_backup, verify_backup
 from embeddb.cli import cli
-from embeddb.errors import BackupCorrupt, ConfigurationError, ToolNotFound
+from embeddb.errors import BackupCorrupt, BackupError, ConfigurationError, ToolNotFound
 
 pytestmark = pytest.mark.postgres
 
@@ -254,3 +254,102 @@ def test_unwritable_safety_dir_is_one_error_naming_it(shop, tmp_path: Path) -> N
     assert result.exit_code == 1
     assert result.output.startswith(f"Error: cannot keep the safety copy in {blocker / 'safety'}")
     assert shop.execute_sql("SELECT count(*) FROM orders").fetchone()[0] == 0  # untouched
+
+
+def test_schema_restore_leaves_other_schemas_untouched(shop, pg_url: str, tmp_path: Path) -> None:
+    neighbour = f"n_{os.urandom(6).hex()}"
+    admin = psycopg2.connect(pg_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE SCHEMA "{neighbour}"')
+        cur.execute(f'CREATE TABLE "{neighbour}".users (id INT PRIMARY KEY, name TEXT)')
+        cur.execute(f'INSERT INTO "{neighbour}".users VALUES (1, \'stays\')')
+    try:
+        backup = create_backup(shop, directory=str(tmp_path))
+        with admin.cursor() as cur:  # changed after the backup: a restore must not undo it
+            cur.execute(f'INSERT INTO "{neighbour}".users VALUES (2, \'added later\')')
+        shop.execute_sql("DELETE FROM orders")
+        restore_backup(shop, backup.path, safety_dir=str(tmp_path / "safety"))
+        assert shop.execute_sql("SELECT count(*) FROM orders").fetchone()[0] == 50
+        with admin.cursor() as cur:
+            cur.execute(f'SELECT id, name FROM "{neighbour}".users ORDER BY id')
+            assert cur.fetchall() == [(1, "stays"), (2, "added later")]
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP SCHEMA "{neighbour}" CASCADE')
+        admin.close()
+
+
+SPY = """#!/bin/sh
+printf '%s\\n' "$0 $*" >> "$SPY_LOG"
+env | grep '^PG' | sort >> "$SPY_LOG"
+exec {real} "$@"
+"""
+
+
+def test_connection_settings_reach_the_client_tools_only_through_pg_variables(
+    shop, tmp_path: Path, monkeypatch
+) -> None:
+    """ps shows every process's command line: host, port, user, database and above all the
+    password must travel in PG* variables."""
+    import shutil
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("pg_dump", "pg_restore", "psql"):
+        spy = bin_dir / name
+        spy.write_text(SPY.format(real=shutil.which(name)))
+        spy.chmod(0o755)
+    log = tmp_path / "spy.log"
+    monkeypatch.setenv("SPY_LOG", str(log))
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    url = shop.url.raw.replace("postgres@", "postgres:s3cret-pw@", 1)
+    db = embeddb.connect(url)
+    try:
+        backup = create_backup(db, directory=str(tmp_path / "b"))
+        db.execute_sql("DELETE FROM orders")
+        restore_backup(db, backup.path, safety_dir=str(tmp_path / "safety"))
+    finally:
+        db.close_all()
+    lines = log.read_text().splitlines()
+    commands = [line for line in lines if line.startswith(str(bin_dir))]
+    assert {Path(c.split()[0]).name for c in commands} == {"pg_dump", "pg_restore", "psql"}
+    for command in commands:
+        for secret in ("s3cret-pw", "127.0.0.1", "5432", "postgres", "--host", "--port",
+                       "--username", "-h ", "-U ", "-d "):
+            assert secret not in command, command
+        words = command.split()  # only verify's private scratch database is named there
+        assert all(words[i + 1].startswith("embeddb_verify_")
+                   for i, word in enumerate(words) if word == "--dbname"), command
+    assert "PGPASSWORD=s3cret-pw" in lines and "PGHOST=127.0.0.1" in lines
+    assert "PGUSER=postgres" in lines and "PGPORT=5432" in lines
+
+
+CUT_SHORT = r"""#!/bin/sh
+# pg_restore that dies half-way through writing the SQL script (a crash, a read error)
+case " $* " in
+  *" --file - "*) {real} "$@" | awk '{{ print }} /^\);$/ {{ exit }}'; exit 1 ;;
+  *) exec {real} "$@" ;;
+esac
+"""
+
+
+def test_replay_cut_short_rolls_back_and_keeps_the_live_data(
+    shop, tmp_path: Path, monkeypatch
+) -> None:
+    """The SQL stream ends early, at a statement boundary (pg_restore died after the first
+    CREATE TABLE): psql must not commit what it got."""
+    import shutil
+
+    backup = create_backup(shop, directory=str(tmp_path))
+    shop.execute_sql("INSERT INTO users (name) VALUES ('after the backup')")
+    before = _hashes(shop)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    spy = bin_dir / "pg_restore"
+    spy.write_text(CUT_SHORT.format(real=shutil.which("pg_restore")))
+    spy.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    with pytest.raises(BackupError, match="rolled back"):
+        restore_backup(shop, backup.path, safety_dir=str(tmp_path / "safety"))
+    assert _hashes(shop) == before

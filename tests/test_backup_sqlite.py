@@ -478,3 +478,147 @@ def test_prune_keeps_the_newest_of_each_database_and_young_orphans(tmp_path: Pat
     result = prune_backups(folder, keep=1)
     assert sorted(result["kept"]) == sorted([made["one"][1], made["two"][1]])
     assert young_orphan.exists()  # may be a backup about to rename its data into place
+
+
+# -- what restore and the snapshot promise, each on its own ---------------------------------------
+
+
+def _orphan_order(path: Path) -> None:
+    """Write an order whose user does not exist (foreign keys off: SQLite lets it through)."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA foreign_keys = OFF")
+    conn.execute("INSERT INTO orders (user_id, total) VALUES (99999, 1)")
+    conn.commit()
+    conn.close()
+
+
+def _wreck_page(path: str, page_size: int) -> None:
+    with open(path, "r+b") as fh:
+        fh.seek(page_size * 2)
+        fh.write(b"\xff" * 64)
+
+
+@pytest.mark.parametrize("damage", ["page", "foreign_key"])
+def test_restore_refuses_a_checksum_valid_backup_that_fails_its_checks(
+    shop: Path, tmp_path: Path, damage: str
+) -> None:
+    """The checksums only say the file is what was written; restore must still run
+    integrity_check and foreign_key_check before it touches the live database."""
+    if damage == "foreign_key":
+        _orphan_order(shop)
+    db = embeddb.connect(_url(shop))
+    backup = create_backup(db, directory=str(tmp_path / "b"))
+    if damage == "page":
+        _wreck_page(backup.path, backup.manifest.page_size)
+        record = manifest.read(backup.path)
+        record.sha256 = record.data_sha256 = manifest.files.sha256_file(backup.path)
+        manifest.write(backup.path, record)
+    db.execute_sql("DELETE FROM orders WHERE id > 100")
+    db.close()
+    before = _file_bytes(shop)
+    listing = sorted(p.name for p in shop.parent.iterdir())
+    expected = "integrity|SQLite" if damage == "page" else "foreign key violation: orders"
+    with pytest.raises(BackupCorrupt, match=expected):
+        restore_backup(embeddb.connect(_url(shop)), backup.path)
+    assert _file_bytes(shop) == before
+    assert sorted(p.name for p in shop.parent.iterdir()) == listing
+
+
+HANDLE = r"""
+import sys
+fh = open(sys.argv[1], "rb")  # a plain descriptor: no SQLite lock at all
+print("open", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_restore_refused_while_a_process_holds_the_file_without_a_sqlite_lock(
+    shop: Path, tmp_path: Path
+) -> None:
+    """A process that opened the file but holds no SQLite lock (a reader between queries on a
+    rollback-journal database, a copy tool) is found through /proc: the lock check alone
+    would let the restore swap the file under it."""
+    db = embeddb.connect(_url(shop))
+    backup = create_backup(db, directory=str(tmp_path / "b"))
+    db.execute_sql("DELETE FROM orders")
+    db.close()
+    holder = _spawn(HANDLE, str(shop))
+    try:
+        _wait_for(holder, "open")
+        before = _file_bytes(shop)
+        with pytest.raises(DatabaseInUse, match=rf"open in process\(es\) {holder.pid}\b"):
+            restore_backup(db, backup.path)
+        assert _file_bytes(shop) == before
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=10)
+    restore_backup(db, backup.path)
+    assert embeddb.connect(_url(shop)).execute_sql("SELECT count(*) FROM orders").fetchone()[0] == 300
+
+
+def test_snapshot_is_one_step_and_finishes_while_a_writer_commits_nonstop(
+    bank: Path, tmp_path: Path
+) -> None:
+    """A stepped backup restarts at every commit of another connection: under a writer that
+    never pauses it only ends when the writer does. The one-step snapshot ends in about the
+    idle time while the writer keeps committing."""
+    import threading
+
+    db = embeddb.connect(_url(bank))
+    with db.atomic():  # ~24 MB: a stepped copy needs many steps, each a chance to restart
+        db.execute_sql("CREATE TABLE filler (id INTEGER PRIMARY KEY, data BLOB)")
+        for _ in range(12000):
+            db.execute_sql("INSERT INTO filler (data) VALUES (?)", (os.urandom(2000),))
+    start = time.perf_counter()
+    create_backup(db, directory=str(tmp_path / "idle"))
+    idle = time.perf_counter() - start
+
+    writer = _spawn(WRITER, _url(bank), "0")
+    stop = threading.Timer(20, writer.stdin.close)  # a stepped copy finishes only after this
+    try:
+        _wait_for(writer, "ready")
+        stop.start()
+        start = time.perf_counter()
+        backup = create_backup(db, directory=str(tmp_path / "busy"))
+        busy = time.perf_counter() - start
+        still_writing = writer.poll() is None and stop.is_alive()
+    finally:
+        stop.cancel()
+        if not writer.stdin.closed:
+            writer.stdin.close()
+        tail = writer.stdout.read().split()
+        writer.wait(timeout=30)
+    assert still_writing, "the writer stopped before the backup ended"
+    assert busy < 3 * idle + 1, (idle, busy)
+    target = tmp_path / "restored.db"
+    restore_backup(embeddb.connect(_url(target)), backup.path)
+    assert 20 <= _check_bank_copy(target) <= int(tail[1])
+
+
+def test_safety_copy_is_a_hard_link_to_the_replaced_file(shop: Path, tmp_path: Path) -> None:
+    db = embeddb.connect(_url(shop))
+    backup = create_backup(db, directory=str(tmp_path / "b"))
+    db.execute_sql("DELETE FROM orders")
+    db.close()
+    before = os.stat(shop)
+    result = restore_backup(db, backup.path)
+    safety = os.stat(result["safety_copy"])
+    assert (safety.st_ino, safety.st_dev) == (before.st_ino, before.st_dev)  # no copy made
+    assert os.stat(shop).st_ino != before.st_ino
+    assert Path(result["safety_copy"]).parent == shop.parent
+
+
+def test_default_backup_directory_is_beside_the_database(
+    shop: Path, tmp_path: Path, monkeypatch
+) -> None:
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    backup = create_backup(embeddb.connect(_url(shop)))
+    assert Path(backup.path).parent == shop.parent / "backups"
+    assert list(elsewhere.iterdir()) == []
+    memory = embeddb.connect("sqlite:///:memory:")
+    memory.execute_sql("CREATE TABLE t (x)")
+    assert Path(create_backup(memory).path).parent == elsewhere / "backups"

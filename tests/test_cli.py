@@ -65,6 +65,20 @@ def test_verbose_shows_the_traceback(runner):
     assert result.exception is not None and "unknown database URL scheme" in str(result.exception)
 
 
+@pytest.mark.parametrize("verbose", [True, False])
+def test_verbose_prints_a_real_traceback_and_quiet_runs_do_not(verbose):
+    args = ["--verbose"] * verbose + ["--db", "mysql://h/db", "info"]
+    proc = subprocess.run([sys.executable, "-c", "from embeddb.cli import main; main()", *args],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stdout == ""
+    if verbose:
+        assert proc.stderr.startswith("Traceback (most recent call last):")
+        assert "ConfigurationError: unknown database URL scheme" in proc.stderr.splitlines()[-1]
+    else:
+        assert proc.stderr.startswith("Error: unknown database URL scheme")
+        assert len(proc.stderr.splitlines()) == 1
+
+
 def _commands(group: click.Group, prefix: str = ""):
     for name, command in group.commands.items():
         path = f"{prefix}{name}"

@@ -9,6 +9,7 @@ import peewee
 import pytest
 
 import embeddb
+from dropped_privileges import as_user, other_user, shared_directory
 from embeddb.errors import ConfigurationError, ConnectionFailed, IntegrityError, PoolExhausted
 
 
@@ -186,11 +187,26 @@ def test_a_file_that_is_not_a_database_is_refused_untouched(tmp_path):
     assert path.read_bytes() == before
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def _connect_into(folder: str) -> str:
+    try:
+        embeddb.connect(f"sqlite:///{folder}/app.db")
+    except ConfigurationError as exc:
+        return str(exc)
+    return "connected"
+
+
 def test_unwritable_directory(tmp_path):
-    (tmp_path / "ro").mkdir(mode=0o500)
-    with pytest.raises(ConfigurationError, match="not writable"):
-        embeddb.connect(f"sqlite:///{tmp_path}/ro/app.db")
+    """Root writes anywhere, so as root (CI) the attempt runs as another user in a child."""
+    if os.geteuid() == 0:
+        with shared_directory() as home:
+            (home / "ro").mkdir(mode=0o500)
+            os.chown(home / "ro", *other_user())
+            message = as_user(_connect_into, str(home / "ro"))
+            assert not (home / "ro" / "app.db").exists()
+    else:
+        (tmp_path / "ro").mkdir(mode=0o500)
+        message = _connect_into(str(tmp_path / "ro"))
+    assert "not writable" in message and "/ro" in message, message
 
 
 def test_default_url_is_a_file_in_the_working_directory(tmp_path, monkeypatch):
@@ -276,3 +292,31 @@ def test_postgres_schema_option_is_checked(pg_url, schema, message):
     sep = "&" if "?" in pg_url else "?"
     with pytest.raises(ConfigurationError, match=message):
         embeddb.connect(f"{pg_url}{sep}schema={schema}")
+
+
+def test_deferred_transaction_reads_without_queueing_behind_a_writer(tmp_path):
+    """``atomic()`` takes the write lock up front and waits for a writer; ``atomic("DEFERRED")``
+    reads the last committed state at once."""
+    import sqlite3
+    import time
+
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    db = embeddb.connect(url, busy_timeout=1)
+    db.execute_sql("CREATE TABLE t (x INTEGER)")
+    db.execute_sql("INSERT INTO t VALUES (1)")
+    writer = sqlite3.connect(tmp_path / "app.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO t VALUES (2)")  # uncommitted, holding the write lock
+    try:
+        start = time.perf_counter()
+        with db.atomic("DEFERRED"):
+            seen = db.execute_sql("SELECT count(*) FROM t").fetchone()[0]
+        assert seen == 1 and time.perf_counter() - start < 0.5
+        start = time.perf_counter()
+        with pytest.raises(embeddb.errors.OperationalError, match="locked"), db.atomic():
+            pass
+        assert time.perf_counter() - start >= 0.9  # it queued for the busy timeout
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        db.close()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import psycopg2
 import pytest
 from click.testing import CliRunner
 
@@ -13,6 +15,7 @@ import embeddb
 import embeddb.migrate
 from embeddb import maintenance, retention
 from embeddb.cli import cli
+from embeddb.errors import MaintenanceError
 from embeddb.models import utcnow
 from embeddb.reference.models import ApiKey, Session, ToolExecution, User
 from embeddb.repository import Repository
@@ -210,3 +213,73 @@ def test_cli_prune_refuses_a_huge_age_and_takes_a_huge_keep(tmp_path):
     result = CliRunner().invoke(cli, ["backup", "prune", "--dir", str(tmp_path),
                                       "--keep", "99999999999999999999"])
     assert result.exit_code == 0, result.output
+
+
+# -- what the tasks did, not only what they were called ----------------------------------------
+
+
+def _stats_rows(db) -> int:
+    if db.backend == "sqlite":
+        if not db.execute_sql("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'").fetchone():
+            return 0
+        return db.execute_sql("SELECT count(*) FROM sqlite_stat1 WHERE tbl = 't'").fetchone()[0]
+    return db.execute_sql(
+        "SELECT count(*) FROM pg_stats WHERE schemaname = current_schema() AND tablename = 't'"
+    ).fetchone()[0]
+
+
+@pytest.mark.parametrize("task", ["analyze", "optimize"])
+def test_analyze_and_optimize_leave_planner_statistics(db, task: str) -> None:
+    db.execute_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    db.execute_sql("CREATE INDEX t_v ON t (v)")
+    with db.atomic():
+        for i in range(300):
+            db.execute_sql(f"INSERT INTO t VALUES ({db.param}, {db.param})", (i, f"v{i % 7}"))
+    assert _stats_rows(db) == 0
+    result = getattr(maintenance, task)(db)
+    assert result["task"] == task
+    assert _stats_rows(db) > 0
+
+
+@pytest.fixture
+def pg_db(pg_schema_url: str):
+    database = embeddb.connect(pg_schema_url)
+    yield database
+    database.close_all()
+
+
+def test_postgres_integrity_finds_an_invalid_index_and_a_not_valid_constraint(pg_db) -> None:
+    pg_db.execute_sql("CREATE TABLE t (x INTEGER)")
+    pg_db.execute_sql("INSERT INTO t VALUES (1), (1), (-5)")
+    pg_db.execute_sql("ALTER TABLE t ADD CONSTRAINT t_positive CHECK (x > 0) NOT VALID")
+    conn = pg_db.connection()
+    conn.autocommit = True
+    with conn.cursor() as cur, pytest.raises(psycopg2.errors.UniqueViolation):
+        cur.execute("CREATE UNIQUE INDEX CONCURRENTLY t_unique ON t (x)")  # left INVALID
+    report = maintenance.integrity(pg_db)
+    assert report["ok"] is False
+    assert sorted(report["problems"]) == [
+        "constraint t_positive on t is NOT VALID (VALIDATE CONSTRAINT it)",
+        "invalid index t_unique (rebuild it: REINDEX INDEX t_unique)",
+    ]
+
+
+def test_postgres_checkpoint_refused_without_the_right_role(pg_url: str, pg_schema_url: str) -> None:
+    role = f"embeddb_norole_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(pg_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        plain = embeddb.connect(pg_url.replace("postgres@", f"{role}@", 1))
+        try:
+            with pytest.raises(MaintenanceError, match="CHECKPOINT needs a superuser"):
+                maintenance.checkpoint(plain)
+        finally:
+            plain.close_all()
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP ROLE "{role}"')
+        admin.close()
+    done = maintenance.checkpoint(embeddb.connect(pg_schema_url))  # the superuser may
+    assert done["complete"] is True and done["wal_bytes_before"] >= 0

@@ -73,3 +73,28 @@ def test_two_processes_started_together_apply_each_migration_once(race_url, tmp_
         db.close()
         if hasattr(db, "close_all"):
             db.close_all()
+
+
+def test_two_processes_never_run_a_self_committing_migration_twice(race_url, tmp_path):
+    """A no-transaction migration commits statement by statement: no bookkeeping primary key
+    can stop a second runner from repeating it, only the migration lock can."""
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    backend = "sqlite" if race_url.startswith("sqlite") else "postgresql"
+    (folder / "0001_hits.up.sql").write_text("CREATE TABLE hits (n INTEGER);")
+    (folder / "0002_slow_insert.up.sql").write_text(
+        "-- embeddb:no-transaction\n"
+        "INSERT INTO hits (n) VALUES (2);\n"
+        f"{SLOW[backend].replace('TABLE big', 'TABLE IF NOT EXISTS big')}\n"
+    )
+    outcome = _race(race_url, folder)
+    assert [status for status, _ in outcome] == ["ok", "ok"], outcome
+    assert sorted(len(names) for _, names in outcome) == [0, 2]
+    db = embeddb.connect(race_url)
+    try:
+        assert db.execute_sql("SELECT n FROM hits").fetchall() == [(2,)]
+        assert migrate.current_version(db) == 2
+    finally:
+        db.close()
+        if hasattr(db, "close_all"):
+            db.close_all()

@@ -92,8 +92,24 @@ def test_postgres_up_down_and_redo_take_a_pg_dump_first(pg, folder, tmp_path):
 def test_sqlite_down_and_redo_take_a_copy_too(sqlite_file_url, folder, tmp_path):
     db = embeddb.connect(sqlite_file_url)
     migrate.up(db, folder)
-    assert migrate.down(db, folder).backup is not None
-    assert migrate.redo(db, folder).backup is not None
+    db.execute_sql("INSERT INTO tags (id) VALUES (4242)")
+    down = migrate.down(db, folder)  # drops tags: the copy still holds it and its row
+    redo = migrate.redo(db, folder)  # reverts and re-applies posts
+    assert down.backup != redo.backup
+
+    def tables_and_tags(path: str):
+        import sqlite3
+
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            tags = conn.execute("SELECT id FROM tags").fetchall() if "tags" in names else None
+            return names - {"embeddb_migrations"}, tags
+        finally:
+            conn.close()
+
+    assert tables_and_tags(down.backup) == ({"users", "posts", "tags"}, [(4242,)])
+    assert tables_and_tags(redo.backup) == ({"users", "posts"}, None)
 
 
 def _failing_retries(db, folder: Path, times: int, **kwargs) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psycopg2
 import pytest
 
 from embeddb.testing import Template
@@ -86,7 +87,7 @@ import os
 import pytest
 
 
-@pytest.mark.parametrize("n", range(6))
+@pytest.mark.parametrize("n", range(3))
 def test_record_worker(embeddb_db, n):
     embeddb_db.execute_sql(
         "INSERT INTO users (id, wallet_address, chain_id, created_at, updated_at) "
@@ -94,23 +95,37 @@ def test_record_worker(embeddb_db, n):
         "'2026-01-01 00:00:00+00:00')")
     assert embeddb_db.execute_sql("SELECT count(*) FROM users").fetchone()[0] == 1
     with open(os.environ["WORKER_LOG"], "a") as log:
-        log.write(f"{os.environ['PYTEST_XDIST_WORKER']}\\n")
+        log.write(f"{os.environ['PYTEST_XDIST_WORKER']} {embeddb_db.database}\\n")
 """
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_plugin_under_xdist(suite, request, backend, monkeypatch):
-    """Two workers, each with its own templates: every test still gets a clean database."""
-    pytest.importorskip("xdist", reason="pytest-xdist is not installed")
-    args = ["-p", "no:cacheprovider", "-n", "2"]
+    """Two workers, each with its own templates: every test still gets a clean database.
+
+    ``--dist each`` runs every test on both workers, so both are used whatever xdist's
+    scheduler would have done (the default split once gave one worker everything)."""
+    args = ["-p", "no:cacheprovider", "-n", "2", "--dist", "each"]
     if backend == "postgresql":
         args += ["--embeddb-url", request.getfixturevalue("pg_url")]
     log = suite.path / "workers.log"
     monkeypatch.setenv("WORKER_LOG", str(log))
     suite.makepyfile(test_workers=WORKERS)
-    result = suite.runpytest_subprocess(*args)
-    result.assert_outcomes(passed=6 + 6)
-    assert set(log.read_text().split()) == {"gw0", "gw1"}
+    result = suite.runpytest_subprocess(*args, "test_workers.py")
+    result.assert_outcomes(passed=2 * 3)
+    runs = [line.split() for line in log.read_text().splitlines()]
+    assert sorted(worker for worker, _ in runs) == ["gw0"] * 3 + ["gw1"] * 3
+    if backend == "postgresql":  # one database per test, each dropped after it
+        names = {name for _, name in runs}
+        assert len(names) == 6 and all(name.startswith("embeddb_t_") for name in names)
+        conn = psycopg2.connect(request.getfixturevalue("pg_url"))
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s)",
+                            (sorted(names),))
+                assert cur.fetchall() == []
+        finally:
+            conn.close()
 
 
 def test_plugin_reports_a_broken_migration(pytester):

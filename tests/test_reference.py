@@ -6,6 +6,7 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import uuid
 import peewee
 import pytest
 from click.testing import CliRunner
@@ -332,3 +333,37 @@ def test_sqlite_schema_dump_replays_to_the_same_schema(sqlite_file_url):
     replay.executescript(schema.dump(db))
     listing = "SELECT type, name FROM sqlite_master ORDER BY type, name"
     assert replay.execute(listing).fetchall() == db.execute_sql(listing).fetchall()
+
+
+MY_MODELS = '''
+import peewee
+
+class Note(peewee.Model):
+    body = peewee.TextField()
+    {extra}
+    class Meta:
+        table_name = "notes"
+
+MODELS = [Note]
+'''
+
+
+@pytest.mark.parametrize("extra, code, fragment", [
+    ("", 0, "Schema matches the models."),
+    ("stars = peewee.IntegerField()", 1, "notes: column stars does not exist"),
+])
+def test_schema_check_cli_compares_the_models_it_is_given(
+    tmp_path, monkeypatch, extra, code, fragment
+):
+    package = f"my_models_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{package}.py").write_text(MY_MODELS.format(extra=extra))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    db = embeddb.connect(url)
+    db.execute_sql("CREATE TABLE notes (id INTEGER PRIMARY KEY NOT NULL, body TEXT NOT NULL)")
+    db.close()
+    result = CliRunner().invoke(cli, ["schema", "check", "--db", url, "--models",
+                                      f"{package}:MODELS"])
+    assert result.exit_code == code, result.output
+    assert fragment in result.output
+    assert "users" not in result.output  # the reference models were not used

@@ -233,6 +233,32 @@ def test_bulk_create_streams_in_batches(repo, db):
     assert repo.count() == 2500
 
 
+def test_bulk_create_never_reads_more_than_a_batch_ahead(repo, db):
+    """Memory bounded: the input is consumed one batch at a time, each batch inserted before
+    the next is read (a generator of millions of rows must not be materialised)."""
+    ahead = []
+
+    def rows():
+        for i in range(2500):
+            if i % 100 == 0:  # rows read so far minus rows inserted so far (same transaction)
+                ahead.append(i - db.execute_sql("SELECT count(*) FROM product").fetchone()[0])
+            yield {"sku": f"g{i}", "name": "gen"}
+
+    assert repo.bulk_create(rows(), batch_size=1000) == 2500
+    assert max(ahead) <= 1000 and ahead[-1] == 400  # row 2400: two batches of 1000 are in
+
+
+def test_purge_commits_each_batch_before_the_next(repo):
+    _seed(repo, 25)
+    seen = []
+
+    def progress(table, total):
+        seen.append((table, total, repo.db.in_transaction()))
+
+    assert repo.purge(rank__lt=3, batch_size=4, progress=progress) == 15
+    assert seen == [("product", n, False) for n in (4, 8, 12, 15)]
+
+
 def test_bulk_update_checks_versions(repo):
     _seed(repo, 5)
     products = repo.find(order_by="sku")

@@ -42,7 +42,7 @@ def test_get_reads_through_once(repo):
         for _ in range(5):
             assert repo.get(gadget.id).name == "g"
     assert counter.count == 1
-    assert repo.cache.stats()["l1"]["hits"] >= 4
+    assert repo.cache.stats()["l1"]["hits"] == 4
 
 
 def test_cached_objects_are_independent(repo):
@@ -186,24 +186,28 @@ def _write_without_cache(url: str, pk: str) -> None:
     Repository(Gadget, db).update(pk, name="written elsewhere")
 
 
-def test_a_writer_without_a_cache_still_invalidates_other_processes(sqlite_file_url):
+def test_a_writer_without_a_cache_still_invalidates_other_processes(cli_db_url):
     import multiprocessing
+    import shutil
 
     import embeddb
 
-    db = embeddb.connect(sqlite_file_url)
+    db = embeddb.connect(cli_db_url)
     db.bind([Gadget])
     db.create_tables([Gadget])
     reader = Repository(Gadget, db, cache=Cache.for_database(db))  # default directory
     gadget = reader.create(name="g")
     assert reader.get(gadget.id).name == "g"  # now in this process's L1 and the L2
     ctx = multiprocessing.get_context("spawn")
-    proc = ctx.Process(target=_write_without_cache, args=(sqlite_file_url, gadget.id.hex))
+    proc = ctx.Process(target=_write_without_cache, args=(cli_db_url, gadget.id.hex))
     proc.start()
     proc.join(timeout=60)
     assert proc.exitcode == 0
     assert reader.get(gadget.id).name == "written elsewhere"
     reader.cache.close()
+    if db.backend == "postgresql":  # its default directory is under ~/.cache, not tmp_path
+        shutil.rmtree(reader.cache.directory, ignore_errors=True)
+        db.close_all()
 
 
 def test_a_cache_bound_to_another_database_is_refused(db, tmp_path):

@@ -193,7 +193,9 @@ def test_seeding_a_table_that_has_rows_keeps_its_indexes(migrated, small_sets):
 def _children() -> set[int]:
     path = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
     if not path.exists():
-        pytest.skip("this kernel does not list a process's children")
+        # CI runs on Linux, which lists them: there a missing file fails instead of hiding tests
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(
+            "this kernel does not list a process's children")
     return {int(pid) for pid in path.read_text().split()}
 
 

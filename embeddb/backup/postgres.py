@@ -2,7 +2,8 @@
 
 The dump is streamed through a checksum into a private file, so memory stays flat. A URL with
 ``?schema=`` backs up (and restores) that schema only. Restore replays the dump through
-``psql --single-transaction``: a failure rolls back and leaves the live data as it was.
+``psql`` in one transaction whose COMMIT is sent only after pg_restore wrote the whole script:
+a failure, or a script cut short, rolls back and leaves the live data as it was.
 """
 
 from __future__ import annotations
@@ -295,8 +296,10 @@ def _replay(path: str, url: Any, schema: str | None) -> None:
         prefix = f'DROP SCHEMA IF EXISTS "{schema}" CASCADE;\n'.encode()
     else:
         prefix = _whole_database_reset(path, url).encode()
-    consume = [tool("psql"), "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1",
-               "--single-transaction", "-f", "-"]
+    # Not --single-transaction: psql would COMMIT at the end of its input even when that end
+    # came early (pg_restore died between two statements). Without our COMMIT the session
+    # ends inside the transaction, and the server rolls it back.
+    consume = [tool("psql"), "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-f", "-"]
     env = client_env(url)
     with tempfile.TemporaryFile() as err_out, tempfile.TemporaryFile() as err_in:
         source = subprocess.Popen(produce, stdout=subprocess.PIPE, stderr=err_out, env=env)
@@ -304,8 +307,10 @@ def _replay(path: str, url: Any, schema: str | None) -> None:
                                 stderr=err_in, env=env)
         assert source.stdout is not None and sink.stdin is not None
         try:
-            sink.stdin.write(prefix)
+            sink.stdin.write(b"BEGIN;\n" + prefix)
             shutil.copyfileobj(source.stdout, sink.stdin, CHUNK)
+            if source.wait() == 0:
+                sink.stdin.write(b"COMMIT;\n")
         except BrokenPipeError:
             source.kill()
         finally:
