@@ -99,7 +99,7 @@ def drop_triggers(table: str) -> list[str]:
 
 def push_context(db: Any, found: tuple[str | None, str | None], lock_type: Any) -> None:
     actor, request_id = found
-    db.execute_sql(
+    db.execute_fast(
         "SELECT set_config('embeddb.audit_actor', %s, true), "
         "set_config('embeddb.audit_request_id', %s, true)", (actor or "", request_id or ""))
     return None  # transaction-local: ends with the transaction by itself

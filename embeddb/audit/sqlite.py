@@ -114,7 +114,7 @@ def push_context(db: Any, found: tuple[str | None, str | None],
     try:
         if (lock_type or getattr(db, "_lock_type", None) or "").upper() in (
                 "IMMEDIATE", "EXCLUSIVE"):
-            mark = db.execute_sql("SELECT max(id) FROM embeddb_audit").fetchone()[0]
+            mark = db.execute_fast("SELECT max(id) FROM embeddb_audit").fetchone()[0]
             return ("mark", mark or 0, actor, request_id)
         db.execute_sql("INSERT INTO embeddb_audit_context (actor, request_id) VALUES (?, ?)",
                        (actor, request_id))
@@ -128,8 +128,8 @@ def finish_context(db: Any, pending: tuple[Any, ...]) -> None:
     next transaction (maybe another program's) cannot see it."""
     if pending[0] == "mark":
         _, mark, actor, request_id = pending
-        db.execute_sql("UPDATE embeddb_audit SET actor = ?, request_id = ? WHERE id > ?",
-                       (actor, request_id, mark))
+        db.execute_fast("UPDATE embeddb_audit SET actor = ?, request_id = ? WHERE id > ?",
+                        (actor, request_id, mark))
     else:
         db.execute_sql("DELETE FROM embeddb_audit_context")
 
