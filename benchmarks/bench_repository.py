@@ -5,14 +5,20 @@
 - listing 1,000 rows as models  (target <= 3x raw fetchall)
 - keyset page at the end of a 1M-row table vs the first page (target <= 1.5x)
 
-The raw side gets the same Python values and converts them as an app using the driver
-directly must (uuid -> hex, datetime -> ISO text, dict -> JSON).
+The raw side does what an app using the driver directly must: the same connection settings
+(sqlite3 with embeddb's pragmas; psycopg2 in autocommit), a table with the same DDL (primary
+key included), the same SQL (columns, WHERE, ORDER BY, LIMIT as parameters), the same
+transaction boundaries, and the same conversions both ways inside the timer (uuid <-> hex,
+datetime <-> ISO text, Decimal <-> minor units, dict <-> JSON). Each comparison checks that both
+sides return equal values. Keyset and cached-get figures compare embeddb with itself.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import tempfile
+from decimal import Decimal
 from pathlib import Path
 
 import peewee
@@ -20,7 +26,10 @@ import psycopg2
 import psycopg2.extras
 
 import embeddb
-from benchmarks.harness import once, per_op, pg_models, pg_url, report, size
+from benchmarks.harness import (
+    as_utc, as_uuid, once, per_op, pg_models, pg_url, raw_sqlite, report, same_pragmas,
+    same_schema, size,
+)
 from embeddb.ids import new_id
 from embeddb.models import BaseModel, JSONField, MoneyField, UTCDateTimeField, utcnow
 from embeddb.repository import Repository
@@ -68,7 +77,20 @@ def _columns() -> list[str]:
     return [f.column_name for f in Listing._meta.sorted_fields]
 
 
-def _bench(db, raw_conn, raw_insert, raw_get_sql: str, label: str) -> None:
+def _raw_listing(row: tuple) -> tuple:
+    """A raw ``listing`` row as the Python values the model holds."""
+    id_, created, updated, name, category, price, status, metadata, seen = row
+    if isinstance(metadata, str):  # sqlite3: JSON text (psycopg2 parses jsonb itself)
+        metadata = json.loads(metadata)
+    return (as_uuid(id_), as_utc(created), as_utc(updated), name, category,
+            Decimal(price).scaleb(-6), status, metadata, as_utc(seen))
+
+
+def _values(obj: Listing) -> tuple:
+    return tuple(getattr(obj, f.name) for f in Listing._meta.sorted_fields)
+
+
+def _bench(db, raw_conn, raw_insert, param: str, label: str) -> None:
     repo = Repository(Listing, db)
     rows = _rows(ROWS)
 
@@ -81,26 +103,33 @@ def _bench(db, raw_conn, raw_insert, raw_get_sql: str, label: str) -> None:
     report(f"{label}.repository.bulk_insert", "rows/s", ROWS / t_ours, ROWS / t_raw)
 
     cur = raw_conn.cursor()
+    columns = ", ".join(f'"{c}"' for c in _columns())
+    get_sql = f'SELECT {columns} FROM "listing" WHERE "id" = {param}'
     keys = [r["id"] for r in random.sample(rows, LOOKUPS)]
+
+    def raw_get(key) -> tuple:
+        cur.execute(get_sql, (key.hex,))
+        return _raw_listing(cur.fetchone())
+
+    assert raw_get(keys[0]) == _values(repo.get(keys[0]))
     it = iter(keys * 50)
-
-    def raw_get() -> None:
-        cur.execute(raw_get_sql, (next(it).hex,))
-        cur.fetchone()
-
-    t_raw = per_op(raw_get, LOOKUPS)
+    t_raw = per_op(lambda: raw_get(next(it)), LOOKUPS)
     it2 = iter(keys * 50)
     t_ours = per_op(lambda: repo.get(next(it2)), LOOKUPS)
     report(f"{label}.repository.get_by_id", "us/op", t_ours * 1e6, t_raw * 1e6)
 
     _cached_get(db, keys, t_ours, label)
 
-    columns = ", ".join(_columns())
+    list_sql = (f'SELECT {columns} FROM "listing" WHERE "category" = {param} '
+                f'ORDER BY "id" ASC LIMIT {param}')
 
-    def raw_list() -> None:
-        cur.execute(f"SELECT {columns} FROM listing WHERE category = 'cat-3' ORDER BY id LIMIT 1000")
-        cur.fetchall()
+    def raw_list() -> list[tuple]:
+        cur.execute(list_sql, ("cat-3", 1000))
+        return [_raw_listing(row) for row in cur.fetchall()]
 
+    found = raw_list()
+    assert len(found) == min(1000, ROWS // 20)
+    assert found == [_values(o) for o in repo.find(category="cat-3", limit=1000)]
     t_raw = per_op(raw_list, 20)
     t_ours = per_op(lambda: repo.find(category="cat-3", limit=1000), 20)
     report(f"{label}.repository.list_1000", "ms/op", t_ours * 1e3, t_raw * 1e3)
@@ -138,45 +167,55 @@ def _keyset(db, label: str) -> None:
 
 
 def bench_sqlite() -> None:
-    import sqlite3
-
     with tempfile.TemporaryDirectory() as tmp:
         db = embeddb.connect(f"sqlite:///{Path(tmp) / 'repo.db'}")
         db.bind([Listing])
         db.create_tables([Listing])
-        raw_path = Path(tmp) / "raw.db"
+        loader = raw_sqlite(Path(tmp) / "raw.db")
+        same_pragmas(db, loader)
+        same_schema(db, loader, "listing")
+        columns = ", ".join(f'"{c}"' for c in _columns())
         marks = ", ".join("?" * len(_columns()))
 
         def raw_insert(rows: list[dict]) -> None:
-            raw = sqlite3.connect(raw_path, isolation_level=None)
-            raw.execute("PRAGMA journal_mode=WAL")
-            raw.execute("PRAGMA synchronous=NORMAL")
-            raw.execute("DROP TABLE IF EXISTS listing")
-            raw.execute(f"CREATE TABLE listing ({', '.join(_columns())})")
-            raw.execute("BEGIN")
-            raw.executemany(f"INSERT INTO listing VALUES ({marks})", _raw_tuples(rows))
-            raw.execute("COMMIT")
-            raw.close()
+            # as bulk_create: one BEGIN IMMEDIATE transaction into the emptied table
+            loader.execute('DELETE FROM "listing"')
+            loader.execute("BEGIN IMMEDIATE")
+            loader.executemany(f'INSERT INTO "listing" ({columns}) VALUES ({marks})',
+                               _raw_tuples(rows))
+            loader.execute("COMMIT")
 
-        raw_conn = sqlite3.connect(Path(tmp) / "repo.db")
-        _bench(db, raw_conn, raw_insert, "SELECT * FROM listing WHERE id = ?", "sqlite")
+        raw_conn = raw_sqlite(Path(tmp) / "repo.db")
+        same_pragmas(db, raw_conn)
+        _bench(db, raw_conn, raw_insert, "?", "sqlite")
+        compare = 'SELECT * FROM "listing" ORDER BY "id"'
+        assert loader.execute(compare).fetchall() == raw_conn.execute(compare).fetchall()
+        loader.close()
         _keyset(db, "sqlite")
+        raw_conn.close()
 
 
 def bench_postgres(url: str) -> None:
     with pg_models(url, [Listing]) as (db, raw_conn):
-        raw_conn.autocommit = True
-        raw_conn.cursor().execute("CREATE TABLE raw_listing (LIKE listing)")
+        raw_conn.cursor().execute("CREATE TABLE raw_listing (LIKE listing INCLUDING ALL)")
+        columns = ", ".join(f'"{c}"' for c in _columns())
 
         def raw_insert(rows: list[dict]) -> None:
+            # as bulk_create: one transaction into the emptied table, 2,000 rows a statement
             with raw_conn.cursor() as cur:
+                cur.execute("DELETE FROM raw_listing")
                 cur.execute("BEGIN")
-                cur.execute("TRUNCATE raw_listing")
                 psycopg2.extras.execute_values(
-                    cur, "INSERT INTO raw_listing VALUES %s", _raw_tuples(rows), page_size=2000)
+                    cur, f"INSERT INTO raw_listing ({columns}) VALUES %s", _raw_tuples(rows),
+                    page_size=2000)
                 cur.execute("COMMIT")
 
-        _bench(db, raw_conn, raw_insert, "SELECT * FROM listing WHERE id = %s", "postgresql")
+        _bench(db, raw_conn, raw_insert, "%s", "postgresql")
+        with raw_conn.cursor() as cur:
+            cur.execute("SELECT * FROM raw_listing ORDER BY id")
+            theirs = cur.fetchall()
+            cur.execute("SELECT * FROM listing ORDER BY id")
+            assert theirs == cur.fetchall()
         _keyset(db, "postgresql")
 
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import os
 import resource
+import sqlite3
 import statistics
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 QUICK = os.environ.get("EMBEDDB_BENCH_QUICK") == "1"
@@ -84,6 +87,59 @@ def _round(value: Any) -> Any:
     return round(value, 3) if isinstance(value, float) else value
 
 
+#: The PRAGMAs embeddb sets on every connection to a SQLite file (its default settings). Raw
+#: sqlite3 sides open their connections through :func:`raw_sqlite`, so a comparison measures
+#: the engine's work, not a different page cache, mmap or fsync policy.
+SQLITE_PRAGMAS = (
+    ("journal_mode", "WAL"), ("synchronous", "NORMAL"), ("foreign_keys", "ON"),
+    ("cache_size", -64 * 1024), ("mmap_size", 256 * 1024 * 1024), ("temp_store", "MEMORY"),
+    ("journal_size_limit", 64 * 1024 * 1024),
+)
+_COMPARED_PRAGMAS = ("journal_mode", "synchronous", "foreign_keys", "cache_size", "mmap_size",
+                     "temp_store", "journal_size_limit")
+
+
+def raw_sqlite(path: Any) -> sqlite3.Connection:
+    """A bare sqlite3 connection to ``path`` tuned like embeddb's: autocommit (explicit BEGIN,
+    as peewee does), the same busy timeout and :data:`SQLITE_PRAGMAS`."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+    for name, value in SQLITE_PRAGMAS:
+        conn.execute(f"PRAGMA {name}={value}").fetchall()
+    return conn
+
+
+def same_pragmas(db: Any, raw: sqlite3.Connection) -> None:
+    """Fail unless the embeddb database ``db`` and the raw connection run with equal PRAGMAs."""
+    ours = {n: db.execute_sql(f"PRAGMA {n}").fetchone()[0] for n in _COMPARED_PRAGMAS}
+    theirs = {n: raw.execute(f"PRAGMA {n}").fetchone()[0] for n in _COMPARED_PRAGMAS}
+    assert ours == theirs, f"pragmas differ: embeddb {ours}, raw {theirs}"
+
+
+def same_schema(db: Any, raw: sqlite3.Connection, table: str) -> None:
+    """Create ``table`` on the raw connection with embeddb's exact DDL (types, primary key and
+    indexes), so both sides maintain the same b-trees."""
+    for (sql,) in db.execute_sql(
+            "SELECT sql FROM sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL "
+            "ORDER BY type = 'index'", (table,)).fetchall():
+        raw.execute(sql)
+
+
+def as_uuid(value: Any) -> uuid.UUID:
+    """What a raw side does with an id column: sqlite3 gives hex text; psycopg2 gives a UUID
+    once ``register_uuid()`` ran (peewee runs it at import), else text."""
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
+
+
+def as_utc(value: Any) -> datetime | None:
+    """What a raw side does with a timestamp column: sqlite3 gives ISO-8601 text, psycopg2 an
+    aware datetime in the session's time zone; both become an aware UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return datetime.fromisoformat(value)
+    return value.astimezone(UTC)
+
+
 def pg_url() -> str | None:
     """The PostgreSQL URL to benchmark against, or None (with a note) when none answers."""
     import psycopg2
@@ -134,6 +190,7 @@ def pg_models(url: str, models: list[Any]) -> Iterator[tuple[Any, Any]]:
         db.bind(models)
         db.create_tables(models)
         raw = psycopg2.connect(url, options=f"-c search_path={schema}")
+        raw.autocommit = True  # as peewee's connections: each statement commits unless BEGIN
         db.connect(reuse_if_open=True)
         yield db, raw
     finally:
