@@ -22,7 +22,14 @@ import peewee
 
 import embeddb
 from benchmarks.harness import (
-    as_utc, as_uuid, per_op, percentiles, raw_sqlite, report, same_pragmas, size,
+    as_utc,
+    as_uuid,
+    per_op,
+    percentiles,
+    raw_sqlite,
+    report,
+    same_pragmas,
+    size,
 )
 from embeddb.cache import Cache, CacheInvalidation
 from embeddb.ids import new_id

@@ -13,7 +13,17 @@ import psycopg2.extras
 
 import embeddb
 from benchmarks.harness import (
-    as_utc, as_uuid, once, per_op, pg_models, pg_url, raw_sqlite, report, same_pragmas, same_schema, size,
+    as_utc,
+    as_uuid,
+    once,
+    per_op,
+    pg_models,
+    pg_url,
+    raw_sqlite,
+    report,
+    same_pragmas,
+    same_schema,
+    size,
 )
 from embeddb.ids import new_id
 from embeddb.models import BaseModel, UTCDateTimeField, utcnow

@@ -7,7 +7,7 @@ import asyncio
 import json
 import sqlite3
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -53,7 +53,7 @@ def test_every_write_is_recorded_with_the_changed_columns_and_the_actor(adb):
         ("DELETE", {"id": 1, "name": "api", "price": 12}, None),
     ]
     assert {(c.actor, c.request_id) for c in found} == {("user:42", "req-1")}
-    assert all(c.at.tzinfo is not None and abs(c.at - datetime.now(timezone.utc))
+    assert all(c.at.tzinfo is not None and abs(c.at - datetime.now(UTC))
                < timedelta(minutes=5) for c in found)
     stored = [tuple(r) for r in adb.execute_sql(
         "SELECT old_values, new_values FROM embeddb_audit").fetchall()]
@@ -153,9 +153,9 @@ def test_changes_filters_by_actor_time_and_table(adb):
         adb.execute_sql("INSERT INTO services VALUES (2, 'y', 1, NULL)")
     assert [c.pk for c in audit.changes(adb, actor="a")] == ["1"]
     assert [c.pk for c in audit.changes(adb)] == ["2", "1"]  # newest first
-    future = datetime.now(timezone.utc) + timedelta(hours=1)
+    future = datetime.now(UTC) + timedelta(hours=1)
     assert audit.changes(adb, since=future) == []
-    assert len(audit.changes(adb, since=datetime.now(timezone.utc) - timedelta(hours=1))) == 2
+    assert len(audit.changes(adb, since=datetime.now(UTC) - timedelta(hours=1))) == 2
     assert audit.changes(adb, table="other") == []
     with pytest.raises(ConfigurationError, match="timezone-aware"):
         audit.changes(adb, since=datetime.now())

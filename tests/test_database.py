@@ -7,9 +7,9 @@ import threading
 
 import peewee
 import pytest
+from dropped_privileges import as_user, other_user, shared_directory
 
 import embeddb
-from dropped_privileges import as_user, other_user, shared_directory
 from embeddb.errors import ConfigurationError, ConnectionFailed, IntegrityError, PoolExhausted
 
 

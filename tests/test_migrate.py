@@ -24,7 +24,6 @@ from embeddb.migrate.files import checksum, discover
 from embeddb.migrate.script import normalize
 
 
-
 @pytest.fixture(autouse=True)
 def _in_tmp_path(tmp_path, monkeypatch):
     """PostgreSQL safety dumps go to ./backups: keep them out of the checkout."""

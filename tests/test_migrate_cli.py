@@ -18,7 +18,6 @@ from embeddb import migrate
 from embeddb.cli import cli
 
 
-
 @pytest.fixture(autouse=True)
 def _in_tmp_path(tmp_path, monkeypatch):
     """PostgreSQL safety dumps go to ./backups: keep them out of the checkout."""

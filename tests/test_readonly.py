@@ -10,10 +10,10 @@ from pathlib import Path
 import psycopg2
 import pytest
 from click.testing import CliRunner
+from dropped_privileges import as_user, needs_root, shared_directory
 
 import embeddb
 import embeddb.migrate
-from dropped_privileges import as_user, needs_root, shared_directory
 from embeddb import reference
 from embeddb.cli import cli
 from embeddb.errors import DatabaseNotFound, OperationalError

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
-import uuid
 import peewee
 import pytest
 from click.testing import CliRunner

@@ -547,8 +547,8 @@ def test_setup_killed_at_any_point_leaves_empty_or_seeded_tables(tmp_path, small
     env = {**os.environ, "EMBEDDB_DATABASE_URL": url}
     _write_set(small_sets, "big", f"BIG = Sizes(**{BIG.__dict__!r})\n"
                                   "def build(seed):\n    return marketplace(seed, BIG)\n")
-    command = [sys.executable, "-c", "from embeddb.cli import main; main()", "setup", "--env", "big", "--no-backup",
-               "--migrations", str(ROOT / "migrations"), "--seeds", str(small_sets)]
+    command = [sys.executable, "-c", "from embeddb.cli import main; main()", "setup", "--env",
+               "big", "--no-backup", "--migrations", str(ROOT / "migrations"), "--seeds", str(small_sets)]
     started = time.perf_counter()
     subprocess.run(command, env=env, check=True, capture_output=True)
     full = time.perf_counter() - started
