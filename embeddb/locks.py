@@ -352,7 +352,8 @@ def _ensure_objects(db: Any, conn: Any = None, name: tuple[int, str] | None = No
             for ddl in (_TOKENS_DDL, _NAMES_DDL):
                 try:
                     cur.execute(ddl)
-                except psycopg2.errors.UniqueViolation:
+                except (psycopg2.errors.UniqueViolation, psycopg2.errors.DuplicateObject,
+                        psycopg2.errors.DuplicateTable):
                     pass  # created at the same moment by another holder: it exists now
             if name is not None:
                 cur.execute(

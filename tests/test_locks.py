@@ -49,6 +49,7 @@ def shared_url(request, tmp_path) -> str:
 def test_one_holder_at_a_time_between_threads(db):
     inside = []
     overlaps = []
+    done = []
 
     def work() -> None:
         with db.lock("job", timeout=30):
@@ -57,13 +58,14 @@ def test_one_holder_at_a_time_between_threads(db):
             inside.append(1)
             time.sleep(0.01)
             inside.pop()
+        done.append(1)
 
     threads = [threading.Thread(target=work) for _ in range(6)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert overlaps == []
+    assert overlaps == [] and len(done) == 6  # every thread had its turn, none failed
 
 
 def test_tokens_increase_with_every_acquisition(db):
@@ -226,3 +228,28 @@ def test_cli_lists_held_locks(shared_url):
         proc.wait()
     result = CliRunner().invoke(cli, ["--db", shared_url, "locks"])
     assert result.exit_code == 0 and "No named locks are held." in result.output
+
+
+def test_first_use_from_many_connections_at_once_creates_the_tables_once(pg_schema_url):
+    """Each Database object creates the token sequence and name table on first use: racing
+    creators must all succeed (CREATE ... IF NOT EXISTS still collides in the catalog)."""
+    start = threading.Barrier(8)
+    failures: list[BaseException] = []
+
+    def first_use(n: int) -> None:
+        own = embeddb.connect(pg_schema_url)
+        try:
+            start.wait()
+            with own.lock(f"job-{n}", timeout=30):
+                pass
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            failures.append(exc)
+        finally:
+            own.close_all()
+
+    threads = [threading.Thread(target=first_use, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
