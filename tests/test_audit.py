@@ -117,7 +117,9 @@ def test_contexts_are_per_thread_and_per_task(cli_db_url):
         thread.start()
     for thread in threads:
         thread.join()
-    for change in audit.changes(db, table="services"):
+    found = audit.changes(db, table="services")
+    assert len(found) == 20  # every thread's five writes
+    for change in found:
         assert change.actor == f"thread:{int(change.pk) // 100}"
 
     async def task(n: int) -> str | None:

@@ -135,16 +135,23 @@ def test_two_processors_never_deliver_the_same_event_twice(shared_url):
         with guard:
             delivered.append(event.payload["n"])
 
+    failures: list[BaseException] = []
+
     def processor():
         own = embeddb.connect(shared_url)
-        outbox.Outbox(own).run(handler, batch=10, once=True)
-        own.close()
+        try:
+            outbox.Outbox(own).run(handler, batch=10, once=True)
+        except BaseException as exc:  # noqa: BLE001 - asserted below
+            failures.append(exc)
+        finally:
+            own.close()
 
     threads = [threading.Thread(target=processor) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    assert failures == []
     outbox.Outbox(db).run(handler, once=True)  # whatever a busy moment left behind
     assert sorted(delivered) == list(range(300))
     db.close()
