@@ -279,15 +279,7 @@ class AdvisoryLock:
                 cur.execute("SELECT nextval('embeddb_lock_tokens')")  # never rolled back
                 self.token = cur.fetchone()[0]
             return self
-        params = {**self.db.connect_params, "application_name": f"{_APPLICATION}{os.getpid()}"}
-        try:
-            self._conn = psycopg2.connect(database=self.db.database, **params)
-        except psycopg2.Error as exc:
-            raise ConnectionFailed(
-                f"cannot open the lock connection to {self.db.url.redacted()}: "
-                f"{' '.join(str(exc).split())}"
-            ) from exc
-        self._conn.autocommit = True
+        self._conn = lock_connection(self.db, "lock", _APPLICATION)
         try:
             _ensure_objects(self.db, self._conn)
             with self._conn.cursor() as cur:
@@ -336,6 +328,24 @@ class AdvisoryLock:
             conn.close()
 
 
+def lock_connection(db: Any, purpose: str, application: str) -> Any:
+    """A dedicated autocommit connection to ``db``'s database that holds advisory locks,
+    named ``<application><pid>`` so waiters can tell who holds them.
+
+    :raises ConnectionFailed: the server refused it (the message names the redacted URL).
+    """
+    params = {**db.connect_params, "application_name": f"{application}{os.getpid()}"}
+    try:
+        conn = psycopg2.connect(database=db.database, **params)
+    except psycopg2.Error as exc:
+        raise ConnectionFailed(
+            f"cannot open the {purpose} connection to {db.url.redacted()}: "
+            f"{' '.join(str(exc).split())}"
+        ) from None
+    conn.autocommit = True
+    return conn
+
+
 def _ensure_objects(db: Any, conn: Any = None, name: tuple[int, str] | None = None) -> None:
     """The token sequence and the name table, created once per database object, on an
     autocommit connection (never inside the caller's transaction); and ``name`` (key, name)
@@ -345,8 +355,7 @@ def _ensure_objects(db: Any, conn: Any = None, name: tuple[int, str] | None = No
         return
     own = conn is None
     if own:
-        conn = psycopg2.connect(database=db.database, **db.connect_params)
-        conn.autocommit = True
+        conn = lock_connection(db, "lock", _APPLICATION)
     try:
         with conn.cursor() as cur:
             for ddl in (_TOKENS_DDL, _NAMES_DDL):

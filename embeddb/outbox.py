@@ -330,32 +330,22 @@ def write_migration(directory: str | os.PathLike[str] | None = None) -> list[Pat
     """Write the next-numbered migration that creates the outbox table, for both backends,
     into the migrations folder (created if missing, as by ``embeddb migrate new``).
 
-    :raises OutboxError: the folder already has an outbox migration, or cannot be written.
+    :raises OutboxError: the folder already has an outbox migration.
+    :raises MigrationError: the folder cannot be written.
     """
     from .dialect import POSTGRES, SQLITE
-    from .migrate.files import DEFAULT_DIRECTORY, ENV_DIRECTORY, highest_version
+    from .migrate.files import DEFAULT_DIRECTORY, ENV_DIRECTORY, write_generated
 
     folder = Path(directory or os.environ.get(ENV_DIRECTORY) or DEFAULT_DIRECTORY)
     existing = sorted(folder.glob("*_embeddb_outbox*.sql")) if folder.is_dir() else []
     if existing:
         raise OutboxError(f"{existing[0]} already creates the outbox table")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        top, width = highest_version(folder)
-        stem = f"{top + 1:0{width}d}_embeddb_outbox"
-        paths = []
-        for dialect, variant in ((SQLITE, "sqlite"), (POSTGRES, "postgres")):
-            path = folder / f"{stem}.{variant}.up.sql"
-            path.write_text("-- The transactional outbox (embeddb.outbox).\n"
-                            + ";\n".join(dialect.outbox_ddl) + ";\n")
-            paths.append(path)
-        down = folder / f"{stem}.down.sql"
-        down.write_text(f"DROP TABLE {TABLE};\n")
-        paths.append(down)
-    except OSError as exc:
-        raise OutboxError(f"cannot write the outbox migration into {folder}: "
-                          f"{exc.strerror}") from exc
-    return paths
+    header = "-- The transactional outbox (embeddb.outbox).\n"
+    return write_generated(directory, "embeddb_outbox", {
+        "sqlite.up.sql": header + ";\n".join(SQLITE.outbox_ddl) + ";\n",
+        "postgres.up.sql": header + ";\n".join(POSTGRES.outbox_ddl) + ";\n",
+        "down.sql": f"DROP TABLE {TABLE};\n",
+    })
 
 
 def load_handler(spec: str) -> Handler:

@@ -134,28 +134,17 @@ def write_migration(db: Any, table: str, *, enable: bool = True,
                     columns: list[str] | None = None, exclude: list[str] | None = None,
                     directory: str | os.PathLike[str] | None = None) -> list[Path]:
     """Write the next migration that enables (or disables) auditing of ``table``; the files."""
-    from ..migrate.files import DEFAULT_DIRECTORY, ENV_DIRECTORY, highest_version
+    from ..migrate.files import write_generated
 
-    folder = Path(directory or os.environ.get(ENV_DIRECTORY) or DEFAULT_DIRECTORY)
     up = enable_sql(db, table, columns, exclude) if enable else {
         d.DRIVER: d.drop_triggers(table) for d in (sqlite, postgres)}
     down = ({d.DRIVER: d.drop_triggers(table) for d in (sqlite, postgres)} if enable
             else enable_sql(db, table, columns, exclude))
     slug = "".join(ch if ch.isalnum() else "_" for ch in table.lower())
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        top, width = highest_version(folder)
-        stem = f"{top + 1:0{width}d}_audit_{'enable' if enable else 'disable'}_{slug}"
-        paths = []
-        for variant in ("sqlite", "postgres"):
-            for direction, parts in (("up", up), ("down", down)):
-                path = folder / f"{stem}.{variant}.{direction}.sql"
-                path.write_text(";\n\n".join(parts[variant]) + ";\n")
-                paths.append(path)
-    except OSError as exc:
-        raise AuditError(f"cannot write the audit migration into {folder}: "
-                         f"{exc.strerror}") from exc
-    return paths
+    return write_generated(directory, f"audit_{'enable' if enable else 'disable'}_{slug}", {
+        f"{variant}.{direction}.sql": ";\n\n".join(parts[variant]) + ";\n"
+        for variant in ("sqlite", "postgres") for direction, parts in (("up", up), ("down", down))
+    })
 
 
 # -- reading ------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import click
 
 from .. import audit as api
 from ..backup import parse_age
-from .options import database, db_option, emit_json, json_option
+from .options import database, db_option, emit_json, json_option, report_written
 
 
 @click.group()
@@ -34,7 +34,7 @@ def enable(table: str, columns: str | None, exclude: str | None, directory: str 
     """Write the migration that starts auditing TABLE (both backends; then migrate up)."""
     paths = api.write_migration(database(readonly=True), table, columns=_names(columns),
                                 exclude=_names(exclude) or [], directory=directory)
-    _written(paths, as_json)
+    report_written(paths, as_json)
 
 
 @audit.command()
@@ -47,16 +47,7 @@ def disable(table: str, directory: str | None, as_json: bool) -> None:
     """Write the migration that stops auditing TABLE (the log itself stays)."""
     paths = api.write_migration(database(readonly=True), table, enable=False,
                                 directory=directory)
-    _written(paths, as_json)
-
-
-def _written(paths: list, as_json: bool) -> None:
-    if as_json:
-        emit_json({"written": [str(p) for p in paths]})
-        return
-    for path in paths:
-        click.echo(f"Wrote {path}")
-    click.echo("Next: embeddb migrate up")
+    report_written(paths, as_json)
 
 
 @audit.command()

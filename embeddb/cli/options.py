@@ -61,3 +61,13 @@ def database(create: bool = True, readonly: bool = False) -> Database:
 
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str, sort_keys=False))
+
+
+def report_written(paths: list[Any], as_json: bool) -> None:
+    """What a command that generates a migration prints: the files, then what to run next."""
+    if as_json:
+        emit_json({"written": [str(p) for p in paths]})
+        return
+    for path in paths:
+        click.echo(f"Wrote {path}")
+    click.echo("Next: embeddb migrate up")

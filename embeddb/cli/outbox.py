@@ -10,7 +10,7 @@ import click
 
 from .. import outbox as api
 from ..backup import parse_age
-from .options import database, db_option, emit_json, json_option
+from .options import database, db_option, emit_json, json_option, report_written
 
 
 @click.group()
@@ -24,13 +24,7 @@ def outbox() -> None:
 @json_option
 def init(directory: str | None, as_json: bool) -> None:
     """Write the migration that creates the outbox table (then run `embeddb migrate up`)."""
-    paths = api.write_migration(directory)
-    if as_json:
-        emit_json({"written": [str(p) for p in paths]})
-        return
-    for path in paths:
-        click.echo(f"Wrote {path}")
-    click.echo("Next: embeddb migrate up")
+    report_written(api.write_migration(directory), as_json)
 
 
 @outbox.command()

@@ -333,6 +333,30 @@ def _read(folder: str, filename: str) -> tuple[str, str]:
         raise MigrationError(f"cannot read {path}: {exc}") from exc
 
 
+def write_generated(directory: str | os.PathLike[str] | None, slug: str,
+                    files: dict[str, str]) -> list[Path]:
+    """Write a migration embeddb generated (the outbox table, audit triggers) as the next
+    version in the folder (created if missing): ``files`` maps a suffix such as
+    ``sqlite.up.sql`` to its text. Returns the paths.
+
+    :raises MigrationError: the folder or a file cannot be written (naming the folder).
+    """
+    folder = Path(directory or os.environ.get(ENV_DIRECTORY) or DEFAULT_DIRECTORY)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        top, width = highest_version(folder)
+        paths = []
+        for suffix, text in files.items():
+            path = folder / f"{top + 1:0{width}d}_{slug}.{suffix}"
+            with open(path, "x", encoding="utf-8") as fh:
+                fh.write(text)
+            paths.append(path)
+    except OSError as exc:
+        raise MigrationError(f"cannot write the {slug} migration into {folder}: "
+                             f"{exc.strerror}") from exc
+    return paths
+
+
 def new(
     directory: str | os.PathLike[str] | None, name: str, dialect: str | None = None
 ) -> list[Path]:

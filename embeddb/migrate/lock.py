@@ -30,8 +30,8 @@ from typing import Any, Self
 import psycopg2
 
 from ..backup.ownership import foreign_owner
-from ..errors import ConnectionFailed, MigrationLockTimeout
-from ..locks import MAX_TIMEOUT, check_timeout
+from ..errors import MigrationLockTimeout
+from ..locks import MAX_TIMEOUT, check_timeout, lock_connection
 
 __all__ = ["MAX_LOCK_TIMEOUT", "PostgresMigrationLock", "SqliteMigrationLock", "check_timeout"]
 
@@ -138,15 +138,7 @@ class PostgresMigrationLock:
         self._conn: Any = None
 
     def __enter__(self) -> Self:
-        params = {**self.db.connect_params, "application_name": f"{_APPLICATION}{os.getpid()}"}
-        try:
-            self._conn = psycopg2.connect(database=self.db.database, **params)
-        except psycopg2.Error as exc:
-            raise ConnectionFailed(
-                f"cannot open the migration lock connection to {self.db.url.redacted()}: "
-                f"{' '.join(str(exc).split())}"
-            ) from None
-        self._conn.autocommit = True
+        self._conn = lock_connection(self.db, "migration lock", _APPLICATION)
         try:
             self._acquire()
         except BaseException:
