@@ -44,7 +44,7 @@ def as_user(fn: Callable[..., Any], *args: Any) -> Any:
             os.setgroups([])
             os.setgid(gid)
             os.setuid(uid)
-            if not os.access(".", os.R_OK | os.X_OK):  # e.g. a checkout in root's 0700 mktemp
+            if not os.access(os.getcwd(), os.R_OK | os.X_OK):  # a checkout in a 0700 mktemp dir
                 os.chdir("/")  # the app user runs from a directory it can read
             payload = {"ok": True, "value": fn(*args)}
         except BaseException:  # noqa: BLE001 - everything goes back to the parent
