@@ -11,6 +11,7 @@ import pytest
 
 import embeddb
 from embeddb.cache import Cache, CacheInvalidation, model_tag, query_tags, row_key
+from embeddb.cache.models import load_row
 from embeddb.errors import NotFoundError
 from embeddb.models import BaseModel, MoneyField, SoftDeleteModel, VersionedModel
 
@@ -54,7 +55,9 @@ def observer(cache):
 
 
 def cached(observer, model, pk):
-    return observer.get(row_key(model, pk), family=getattr(model, "cache_family", None))
+    """The row another process would find cached (a tuple in field order), as a dict."""
+    entry = observer.get(row_key(model, pk), family=getattr(model, "cache_family", None))
+    return None if entry is None else dict(zip(model._meta.sorted_field_names, entry))
 
 
 def test_get_row_reads_through_and_returns_copies(cache, observer):
@@ -204,7 +207,7 @@ def test_refresh_after_commit_writes_through(cache, observer, db):
     with db.atomic():
         Item.update(name="v2").where(Item.id == item.id).execute()
         cache.refresh_after_commit(
-            db, key, lambda: Item.select().where(Item.id == item.id).dicts().get(),
+            db, key, lambda: load_row(Item, item.id),
             family="services", tags=[model_tag(Item)],
         )
     assert cached(observer, Item, item.id)["name"] == "v2"

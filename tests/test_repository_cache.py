@@ -263,3 +263,27 @@ def test_cli_cache_clear(sqlite_file_url):
     assert result.exit_code == 0 and '"cleared": true' in result.output
     assert repo.get(gadget.id).name == "edited by hand"
     repo.cache.close()
+
+
+@pytest.mark.parametrize("first", ["cache", "repository"])
+def test_every_read_path_shares_one_cached_row(repo, first):
+    """Cache.get_row / get_instance and Repository.get cache a row under the same key: whichever
+    caches it first, every path reads the row's real values (once, the other order read the
+    column names as values or raised TypeError)."""
+    gadget = repo.create(name="g", rank=3, spec={"tags": ["a"]})
+    truth = Gadget.select().where(Gadget.id == gadget.id).dicts().get()
+    cache = repo.cache
+    cache.clear()
+    if first == "cache":
+        cache.get_row(Gadget, gadget.id)
+    else:
+        repo.get(gadget.id)
+    for _ in range(2):  # the second round is all cache hits
+        assert repo.get(gadget.id).__data__ == truth
+        assert cache.get_row(Gadget, gadget.id) == truth
+        assert cache.get_instance(Gadget, gadget.id).__data__ == truth
+    cache.get_row(Gadget, gadget.id)["spec"]["tags"].append("mutated")
+    assert repo.get(gadget.id).spec == {"tags": ["a"]}
+    renamed = repo.update(gadget, name="h")
+    assert cache.get_row(Gadget, gadget.id)["name"] == "h"
+    assert repo.get(gadget.id).name == renamed.name == "h"

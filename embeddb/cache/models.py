@@ -21,6 +21,7 @@ Raw SQL (``db.execute_sql``) and writes from other programs are not seen: call
 
 from __future__ import annotations
 
+import copy
 import threading
 import uuid
 from collections.abc import Iterable
@@ -72,16 +73,25 @@ def query_tags(*models: type[peewee.Model]) -> list[str]:
 
 
 def get_row(cache: tiered.Cache, model: type[peewee.Model], pk: Any) -> dict[str, Any]:
-    """See :meth:`Cache.get_row`."""
-    pk_field = model._meta.primary_key
+    """See :meth:`Cache.get_row`.
 
-    def load() -> dict[str, Any]:
-        return model.select().where(pk_field == pk).dicts().get()
-
+    A cached row is one shape whoever caches it (this function or a ``Repository`` with a
+    cache): the tuple of the model's Python values in ``_meta.sorted_fields`` order, under
+    :func:`row_key`. JSON values (the only mutable kind) are copied on each read.
+    """
     row = cache.get_or_set(
-        row_key(model, pk), load, family=family_of(model), tags=(model_tag(model),)
+        row_key(model, pk), lambda: load_row(model, pk), family=family_of(model),
+        tags=(model_tag(model),)
     )
-    return dict(row)
+    return {f.name: copy.deepcopy(v) if isinstance(v, (dict, list)) else v
+            for f, v in zip(model._meta.sorted_fields, row)}
+
+
+def load_row(model: type[peewee.Model], pk: Any) -> tuple[Any, ...]:
+    """One row from the database in the cached-row shape (for a write-through loader such as
+    ``refresh_after_commit``); raises the model's ``DoesNotExist`` if there is none."""
+    query = model.select(*model._meta.sorted_fields).where(model._meta.primary_key == pk)
+    return tuple(query.tuples().get())
 
 
 def get_instance(cache: tiered.Cache, model: type[peewee.Model], pk: Any) -> peewee.Model:
