@@ -114,7 +114,11 @@ def _check_columns(db: Any, model: type[peewee.Model], table: str) -> list[Diffe
                 table, "type", f"column {field.column_name} is {column.data_type} ({actual}), "
                 f"model says {expected}"))
         nullable = field.null and not field.primary_key
-        if bool(column.null) != nullable:
+        # SQLite reports an INTEGER PRIMARY KEY (the rowid) as nullable; it can never be NULL
+        stored_null = column.null and not (
+            column.primary_key and db.dialect.name == "sqlite"
+            and column.data_type.upper() == "INTEGER")
+        if bool(stored_null) != nullable:
             differences.append(Difference(
                 table, "nullability", f"column {field.column_name} is "
                 f"{'NULL' if column.null else 'NOT NULL'} in the database, model says "

@@ -40,3 +40,31 @@ def test_dump_to_a_missing_directory_names_the_path(sqlite_file_url, tmp_path):
     good = tmp_path / "schema.sql"
     result = CliRunner().invoke(cli, ["schema", "dump", "--db", sqlite_file_url, "--out", str(good)])
     assert result.exit_code == 0 and "CREATE TABLE" in Path(good).read_text()
+
+
+def test_an_integer_primary_key_is_not_reported_nullable(sqlite_file_url):
+    """SQLite's table_info says notnull=0 for ``INTEGER PRIMARY KEY`` (the rowid, never NULL),
+    but a TEXT primary key without NOT NULL really accepts NULL and is still reported."""
+    import peewee
+
+    from embeddb.schema import check
+
+    class Counter(peewee.Model):
+        id = peewee.IntegerField(primary_key=True)
+        hits = peewee.IntegerField()
+
+        class Meta:
+            table_name = "counter"
+
+    class Label(peewee.Model):
+        code = peewee.TextField(primary_key=True)
+
+        class Meta:
+            table_name = "label"
+
+    db = embeddb.connect(sqlite_file_url)
+    db.execute_sql("CREATE TABLE counter (id INTEGER PRIMARY KEY, hits INTEGER NOT NULL)")
+    db.execute_sql("CREATE TABLE label (code TEXT PRIMARY KEY)")
+    found = [(d.table, d.kind) for d in check(db, [Counter, Label])]
+    db.close()
+    assert found == [("label", "nullability")], found
