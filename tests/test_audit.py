@@ -262,3 +262,10 @@ def test_cli_enable_migrate_log_disable(tmp_path, cli_db_url):
                               "nope", "--migrations", str(folder)])
     assert bad.exit_code == 1 and "services has no column 'nope'" in bad.output
     db.close()
+
+
+@pytest.mark.parametrize("given", [{"actor": 42}, {"request_id": "r" * 501}, {"actor": b"x"}])
+def test_a_context_that_is_not_short_text_is_refused(given):
+    with pytest.raises(ConfigurationError, match="must be text of at most 500"):
+        audit.context(**given)
+    assert audit.current() is None
