@@ -692,3 +692,42 @@ def test_an_unknown_set_creates_no_database(tmp_path, small_sets):
                                       "--seeds", str(small_sets)])
     assert result.exit_code == 1 and "no seed set 'nope'" in result.output
     assert not target.exists()
+
+
+def test_setup_cli_with_the_default_dev_set_twice_changes_no_row(tmp_path):
+    """The dev set as shipped (rows made by a forked worker process) through the real CLI: the
+    second run writes the same rows, so nothing changes, and the content is identical."""
+    url = f"sqlite:///{tmp_path / 'dev.db'}"
+    command = [sys.executable, "-c", "from embeddb.cli import main; main()", "setup", "--env",
+               "dev", "--db", url, "--migrations", str(ROOT / "migrations"), "--seeds",
+               str(ROOT / "seeds"), "--json"]
+    runs = [json.loads(subprocess.run(command, check=True, capture_output=True, text=True,
+                                      timeout=300).stdout)]
+    db = embeddb.connect(url)
+    first = content_hashes(db)
+    runs.append(json.loads(subprocess.run(command, check=True, capture_output=True, text=True,
+                                          timeout=300).stdout))
+    assert content_hashes(db) == first
+    assert sum(runs[0]["rows"].values()) == sum(int(h.split(":")[0]) for h in first.values())
+    assert first["users"].split(":")[0] != "0"
+    db.close()
+
+
+def test_seed_cli_seed_option_chooses_the_data_set(tmp_path, small_sets):
+    def seeded(name: str, value: str) -> dict[str, str]:
+        url = f"sqlite:///{tmp_path / name}"
+        db = embeddb.connect(url)
+        embeddb.migrate.up(db, ROOT / "migrations", backup=False)
+        done = CliRunner().invoke(cli, ["seed", "small", "--seed", value, "--db", url,
+                                        "--seeds", str(small_sets)])
+        assert done.exit_code == 0 and f"Seeded small (seed {value})" in done.output
+        hashes = content_hashes(db)
+        db.close()
+        return hashes
+
+    seven = seeded("a.db", "7")
+    assert seeded("b.db", "7") == seven  # same seed, same rows
+    assert seeded("c.db", "8") != seven
+    bad = CliRunner().invoke(cli, ["seed", "small", "--seed", "many", "--db",
+                                   f"sqlite:///{tmp_path / 'd.db'}", "--seeds", str(small_sets)])
+    assert bad.exit_code == 2 and "'many' is not a valid integer" in bad.output
