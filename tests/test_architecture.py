@@ -1,7 +1,8 @@
 """embeddb's dependencies run one way: read its import graph from the source and check it.
 
 Every ``import`` counts, at module level and inside functions (a lazy import is still a
-dependency; it only hides a cycle from the interpreter). The foundation (errors, url, config,
+dependency; it only hides a cycle from the interpreter). Imports under ``if TYPE_CHECKING:``
+never run: they count for what a module knows of, not for cycles. The foundation (errors, url, config,
 ids, models, dialect) knows nothing of the features built on it, and nothing in the engine
 imports the reference application, which is an app like any other.
 """
@@ -35,10 +36,27 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
-def _imported(name: str, path: Path) -> Iterator[str]:
-    """The embeddb modules that ``name`` (at ``path``) imports, anywhere in its body."""
+def _type_only(tree: ast.Module) -> set[ast.AST]:
+    """The import statements inside ``if TYPE_CHECKING:`` blocks."""
+    return {
+        node
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+        for statement in block.body
+        for node in ast.walk(statement)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+    }
+
+
+def _imported(name: str, path: Path, runtime: bool) -> Iterator[str]:
+    """The embeddb modules that ``name`` (at ``path``) imports, anywhere in its body
+    (``runtime``: leaving out the imports made for the type checker only)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    skipped = _type_only(tree) if runtime else set()
+    for node in ast.walk(tree):
+        if node in skipped:
+            continue
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -52,14 +70,15 @@ def _imported(name: str, path: Path) -> Iterator[str]:
                 yield sub if sub in MODULES else target
 
 
-def _graph() -> dict[str, set[str]]:
+def _graph(runtime: bool) -> dict[str, set[str]]:
     return {
-        name: {t for t in _imported(name, path) if t in MODULES and t != name}
+        name: {t for t in _imported(name, path, runtime) if t in MODULES and t != name}
         for name, path in MODULES.items()
     }
 
 
-GRAPH = _graph()
+GRAPH = _graph(runtime=False)  # what each module knows of
+RUNTIME = _graph(runtime=True)  # what each module runs
 
 
 def _reachable(start: str) -> dict[str, str]:
@@ -92,7 +111,7 @@ def _cycles() -> list[list[str]]:
     def visit(node: str) -> None:
         index[node] = low[node] = len(index)
         stack.append(node)
-        for target in sorted(GRAPH[node]):
+        for target in sorted(RUNTIME[node]):
             if target not in index:
                 visit(target)
                 low[node] = min(low[node], low[target])
@@ -108,7 +127,7 @@ def _cycles() -> list[list[str]]:
             if len(component) > 1:
                 found.append(sorted(component))
 
-    for name in sorted(GRAPH):
+    for name in sorted(RUNTIME):
         if name not in index:
             visit(name)
     return found
@@ -122,6 +141,8 @@ def test_the_graph_is_read():
     """The reader sees lazy imports and package-relative ones (else every check passes)."""
     assert "embeddb.errors" in GRAPH["embeddb.database"]
     assert "embeddb.cache.memory" in GRAPH["embeddb.cache.disk"]
+    assert "embeddb.cache.tiered" in GRAPH["embeddb.cache.rows"]  # for the type checker
+    assert "embeddb.cache.tiered" not in RUNTIME["embeddb.cache.rows"]
     assert len(GRAPH) > 60
 
 

@@ -14,7 +14,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable
 from time import monotonic
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import peewee
 
@@ -25,6 +25,9 @@ from .families import DEFAULT_FAMILY, DEFAULT_TTLS
 from .locks import FileLocks, KeyLocks
 from .memory import MISSING, MemoryTier
 from .stats import LoadStats
+
+if TYPE_CHECKING:
+    from .rows import RowCache
 
 T = TypeVar("T")
 FORMAT = 2  # bump when the entry layout changes: old entries are then never read
@@ -87,6 +90,7 @@ class Cache:
         self._version_prefix = f"embeddb:{FORMAT}:{schema_version}:"
         self._vlen = len(self._version_prefix)
         self._prefixes: dict[str | None, str] = {}
+        self._row_caches: dict[type[peewee.Model], RowCache] = {}
         self.l1 = MemoryTier(l1_size, verify=consistency == "strict")
         self.loads = LoadStats()
         self.l2: DiskTier | None = None
@@ -540,22 +544,27 @@ class Cache:
         if gens is not None:
             gens.close()
 
-    # -- model rows (see embeddb.cache.models) --------------------------------------------------
+    # -- model rows (see embeddb.cache.rows) ----------------------------------------------------
 
     def get_row(self, model: type[peewee.Model], pk: Any) -> dict[str, Any]:
         """The row of ``model`` with primary key ``pk`` as a new dict (field name -> value).
 
         :raises NotFoundError: no such row (``model.DoesNotExist``); misses are not cached.
         """
-        from .models import get_row
-
-        return get_row(self, model, pk)
+        return self.rows(model).row(pk)
 
     def get_instance(self, model: type[peewee.Model], pk: Any) -> peewee.Model:
         """Like :meth:`get_row`, as a fresh ``model`` instance (never shared between callers)."""
-        from .models import get_instance
+        return self.rows(model).instance(pk)
 
-        return get_instance(self, model, pk)
+    def rows(self, model: type[peewee.Model]) -> RowCache:
+        """The cached rows of ``model`` (loaded from the model's database)."""
+        found = self._row_caches.get(model)
+        if found is None:
+            from .rows import RowCache
+
+            found = self._row_caches[model] = RowCache(self, model)
+        return found
 
     def get_or_set_query(
         self,
@@ -567,7 +576,7 @@ class Cache:
         ttl: float | None = None,
     ) -> T:
         """A cached query result (a list of dicts) that any write to ``models`` invalidates."""
-        from .models import query_tags
+        from .keys import query_tags
 
         return self.get_or_set(
             key, loader, family=family, ttl=ttl, tags=query_tags(*models)
