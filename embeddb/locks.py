@@ -30,8 +30,8 @@ from typing import Any, Self
 
 import psycopg2
 
-from .backup.ownership import foreign_owner
 from .errors import ConfigurationError, ConnectionFailed, LockTimeout
+from .ownership import foreign_owner
 
 #: The longest wait that makes sense (seconds): a day.
 MAX_TIMEOUT = 86400.0
@@ -415,7 +415,7 @@ class Lock:
     ) -> None:
         self.name = name
         self.timeout = check(name, timeout, scope)
-        self._impl: FileLock | AdvisoryLock = db.dialect.named_lock(db, name, self.timeout, scope)
+        self._impl: FileLock | AdvisoryLock = _backend(db).lock(db, name, self.timeout, scope)
 
     @property
     def token(self) -> int | None:
@@ -442,4 +442,41 @@ class Lock:
 
 def held(db: Any) -> list[HeldLock]:
     """Every named lock currently held on ``db`` (where the backend can tell)."""
-    return db.dialect.held_locks(db)
+    return _backend(db).held(db)
+
+
+# -- backends, by dialect name --------------------------------------------------------------
+
+
+class _FileLocks:
+    """SQLite: a ``flock`` on a file per name beside the database (a thread lock for
+    ``:memory:``); SQLite has no lock that ends with a transaction."""
+
+    @staticmethod
+    def lock(db: Any, name: str, timeout: float | None, scope: str) -> FileLock:
+        if scope != "session":
+            raise ConfigurationError(
+                f"lock {name!r}: SQLite has no transaction-scoped locks; use the default "
+                "(the lock is held until the `with` block ends)"
+            )
+        return FileLock(db, name, timeout)
+
+    held = staticmethod(held_files)
+
+
+class _AdvisoryLocks:
+    """PostgreSQL: advisory locks, session- or transaction-scoped."""
+
+    lock = AdvisoryLock
+    held = staticmethod(held_advisory)
+
+
+#: dialect name -> the named locks of that backend
+BACKENDS: dict[str, Any] = {"sqlite": _FileLocks, "postgresql": _AdvisoryLocks}
+
+
+def _backend(db: Any) -> Any:
+    try:
+        return BACKENDS[db.dialect.name]
+    except KeyError:
+        raise ConfigurationError(f"named locks are not supported on {db.dialect.name!r}") from None

@@ -1,6 +1,6 @@
 """Maintenance: VACUUM, ANALYZE, optimize, WAL checkpoint, integrity checks and data cleanup.
 
-Each task means what it should on the backend at hand (``db.dialect.maintenance_tasks()``):
+Each task means what it should on the backend at hand (:func:`tasks_for`):
 
 ========== ============================================ ===================================================
 task       SQLite                                       PostgreSQL
@@ -37,19 +37,30 @@ MAX_BATCH_SIZE = 1_000_000
 _ANALYSIS_LIMIT = 1000
 
 
+def tasks_for(db: Any) -> SqliteTasks | PostgresTasks:
+    """The object whose methods run VACUUM, ANALYZE, checkpoint... on ``db``'s backend.
+
+    :raises MaintenanceError: no tasks are known for its dialect.
+    """
+    tasks = TASKS.get(db.dialect.name)
+    if tasks is None:
+        raise MaintenanceError(f"no maintenance tasks for {db.dialect.name!r} databases")
+    return tasks
+
+
 def vacuum(db: Any) -> dict[str, Any]:
     """Rebuild/reclaim storage; returns sizes before and after where the backend tells."""
-    return db.dialect.maintenance_tasks().vacuum(db)
+    return tasks_for(db).vacuum(db)
 
 
 def analyze(db: Any) -> dict[str, Any]:
     """Refresh the query planner's statistics."""
-    return db.dialect.maintenance_tasks().analyze(db)
+    return tasks_for(db).analyze(db)
 
 
 def optimize(db: Any) -> dict[str, Any]:
     """The cheap periodic tune-up for the backend (see the module table)."""
-    return db.dialect.maintenance_tasks().optimize(db)
+    return tasks_for(db).optimize(db)
 
 
 def checkpoint(db: Any) -> dict[str, Any]:
@@ -57,12 +68,12 @@ def checkpoint(db: Any) -> dict[str, Any]:
 
     :raises MaintenanceError: the server refused (PostgreSQL needs superuser/pg_checkpoint).
     """
-    return db.dialect.maintenance_tasks().checkpoint(db)
+    return tasks_for(db).checkpoint(db)
 
 
 def integrity(db: Any) -> dict[str, Any]:
     """Run the backend's consistency checks: ``{"ok": bool, "problems": [...], "checks": [...]}``."""
-    return db.dialect.maintenance_tasks().integrity(db)
+    return tasks_for(db).integrity(db)
 
 
 # -- cleanup --------------------------------------------------------------------------------------
@@ -288,6 +299,12 @@ class PostgresTasks:
                        .fetchone()[0])
         except DatabaseError:  # needs superuser or pg_monitor: report unknown
             return None
+
+
+#: dialect name -> the maintenance tasks of that backend
+TASKS: dict[str, SqliteTasks | PostgresTasks] = {
+    "sqlite": SqliteTasks(), "postgresql": PostgresTasks(),
+}
 
 
 def _file_size(path: str) -> int:

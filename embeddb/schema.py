@@ -8,13 +8,14 @@ migration created. ``dump`` writes the schema for review in diffs, like dbmate's
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import peewee
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, DatabaseError
+from .url import scrub
 
 _FAMILIES = (
     ("uuid", "uuid"),
@@ -175,5 +176,58 @@ def _covers(have: tuple[tuple[str, ...], bool], columns: tuple[str, ...], unique
 
 
 def dump(db: Any) -> str:
-    """The database's schema as SQL (tables, indexes, triggers, views), stable across runs."""
-    return db.dialect.schema_sql(db)
+    """The database's schema as SQL (tables, indexes, triggers, views), stable across runs.
+
+    :raises ConfigurationError: no dump is known for the database's backend.
+    """
+    name = db.dialect.name
+    if name not in _DUMPS:
+        raise ConfigurationError(f"no schema dump for {name!r} databases")
+    return _DUMPS[name](db)
+
+
+def _sqlite_dump(db: Any) -> str:
+    rows = db.execute_sql(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master "
+        "WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY "
+        # replayable: every table before the indexes, views and triggers that use it
+        "CASE type WHEN 'table' THEN 0 WHEN 'index' THEN 1 WHEN 'view' THEN 2 ELSE 3 END, name"
+    ).fetchall()
+    virtual = {name for kind, name, _, sql in rows if sql.upper().startswith("CREATE VIRTUAL")}
+    statements = [
+        f"{sql};" for kind, name, _, sql in rows
+        # FTS5 creates its own shadow tables; dumping them would break a replay.
+        if not (kind == "table" and any(name in _fts_shadows(v) for v in virtual))
+    ]
+    return "\n\n".join(statements) + "\n"
+
+
+def _fts_shadows(table: str) -> set[str]:
+    """The tables FTS5 creates for virtual table ``table`` (recreated by its CREATE)."""
+    return {f"{table}_{part}" for part in ("data", "idx", "content", "docsize", "config")}
+
+
+def _postgres_dump(db: Any) -> str:
+    """``pg_dump --schema-only`` of the database (its schema only, when the URL names one)."""
+    import subprocess
+
+    from .backup.postgres import client_env, tool
+
+    args = [tool("pg_dump"), "--schema-only", "--no-owner", "--no-privileges"]
+    if db.settings.schema:
+        args += ["--schema", db.settings.schema]
+    done = subprocess.run(args, env=client_env(db.url), capture_output=True, text=True,
+                          check=False)
+    if done.returncode:
+        raise DatabaseError(f"pg_dump --schema-only failed: "
+                            f"{scrub(done.stderr, db.url.password)}")
+    # Keep only the schema itself, stable across runs: no comments, no SET preamble, and
+    # no \restrict lines (pg_dump 15.14+ puts a random key in them).
+    noise = ("--", "SET ", "SELECT pg_catalog.set_config", "\\restrict", "\\unrestrict")
+    lines = [line for line in done.stdout.splitlines()
+             if line and not line.startswith(noise)]
+    return "\n".join(lines) + "\n"
+
+
+#: dialect name -> how to dump that backend's schema
+_DUMPS: dict[str, Callable[[Any], str]] = {"sqlite": _sqlite_dump, "postgresql": _postgres_dump}

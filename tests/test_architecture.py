@@ -146,19 +146,12 @@ def test_the_graph_is_read():
     assert len(GRAPH) > 60
 
 
-@pytest.mark.xfail(strict=True, reason="not yet: dialect and backup still import back into the engine")
 def test_no_import_cycles():
     cycles = _cycles()
     assert not cycles, "import cycles:\n" + "\n".join(", ".join(c) for c in cycles)
 
 
-NOT_YET = {"dialect"}  # the modules still being untangled; empty when the work is done
-
-
-@pytest.mark.parametrize(
-    "module",
-    [pytest.param(m, marks=pytest.mark.xfail(strict=True)) if m in NOT_YET else m for m in FOUNDATION],
-)
+@pytest.mark.parametrize("module", FOUNDATION)
 def test_the_foundation_knows_no_feature(module):
     start = f"embeddb.{module}"
     parents = _reachable(start)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
-from . import ownership
+from .. import ownership
 
 #: 1 MiB reads keep memory flat whatever the database size and cost nothing in speed.
 CHUNK = 1024 * 1024

@@ -115,7 +115,7 @@ def record_verification(backup_path: str, manifest: Manifest, error: str | None)
 def schema_version_of(db: Any) -> int | None:
     """The latest applied migration of ``db`` (None when never migrated)."""
     try:
-        from ..migrate import current_version
+        from ..migrate.history import current_version
     except ImportError:  # a build without the migration runner
         return None
     return current_version(db)

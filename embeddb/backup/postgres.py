@@ -17,14 +17,16 @@ from typing import IO, Any
 
 import psycopg2
 
-from .. import __version__
 from ..errors import BackupCorrupt, BackupError, ConfigurationError, DatabaseInUse, ToolNotFound
 from ..url import scrub
+from ..version import __version__
 from . import files, manifest
 from .files import CHUNK, Progress
 from .manifest import Manifest
 
 FORMAT = "pg_dump"
+#: the suffix of the dump taken before migrating
+SAFETY_SUFFIX = ".dump"
 
 
 def extension(compress: bool) -> str:

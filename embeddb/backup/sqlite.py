@@ -19,13 +19,16 @@ from urllib.parse import quote
 
 import peewee
 
-from .. import __version__
+from .. import ownership
 from ..errors import BackupCorrupt, BackupError, ConfigurationError, SourceCorrupt
-from . import files, livefile, manifest, ownership
+from ..version import __version__
+from . import files, livefile, manifest
 from .files import CHUNK, Progress
 from .manifest import Manifest
 
 FORMAT = "sqlite3"
+#: the suffix of the copy taken before migrating (README: ``<name>-premigrate-<time>.db``)
+SAFETY_SUFFIX = ".db"
 COMPRESSION = "gzip"
 # zlib level 1: on SQLite pages it keeps ~95% of level 6's ratio at about twice the speed
 # (benchmarks/bench_backup.py), and compression is the slowest stage of a compressed backup.

@@ -20,6 +20,7 @@ import peewee
 
 from ..errors import CacheValueError, ConfigurationError
 from . import generations as gen
+from . import placement
 from .disk import DiskTier
 from .families import DEFAULT_FAMILY, DEFAULT_TTLS
 from .locks import FileLocks, KeyLocks
@@ -118,7 +119,7 @@ class Cache:
             cache = _registry.get(db)
             if cache is None:
                 if directory is None:
-                    directory = db.dialect.cache_directory(db)
+                    directory = placement.default_directory(db)
                 cache = cls(directory, db=db, **options)
                 _registry[db] = cache
             return cache
@@ -148,8 +149,7 @@ class Cache:
     def _owner(self) -> tuple[int, int] | None:
         """Whom the cache's files must belong to: the database file's owner when this process
         is root and the database is another user's (else None: nothing changes hands)."""
-        dialect = getattr(self.db, "dialect", None)
-        return dialect.cache_owner(self.db) if dialect is not None else None
+        return placement.owner(self.db)
 
     def _open_l2(self) -> None:
         try:
@@ -624,7 +624,7 @@ def shared(db: Any) -> Cache | None:
     cache = registered(db)
     if cache is not None or not hasattr(db, "dialect"):
         return cache
-    directory = db.dialect.cache_directory(db)
+    directory = placement.default_directory(db)
     if directory is None or not os.path.isdir(directory):
         return None
     return Cache.for_database(db)

@@ -1,16 +1,27 @@
-"""The bookkeeping table ``embeddb_migrations``: which versions ran, when, and with what content.
+"""The bookkeeping table ``embeddb_migrations`` and the lock over it: which versions ran, when,
+and with what content.
 
 One row per applied migration (``status='applied'``) or per no-transaction migration that failed
 half-way (``status='failed'``), which blocks later migrations until it is re-run or resolved.
+This module is its one owner (table name, DDL, reads and writes, the migration lock), as
+dbmate's driver is; the runner plans and executes, and :mod:`.status` reads and corrects.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ..errors import MigrationError
+from .backends import backend_for
+from .lock import OnWait, check_timeout
+
 TABLE = "embeddb_migrations"
+#: How long a second runner waits for the first before giving up (seconds).
+LOCK_TIMEOUT = 60.0
 APPLIED = "applied"
 FAILED = "failed"
 
@@ -27,6 +38,12 @@ class Record:
     status: str
 
 
+_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {TABLE} ("
+    "version {version} PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, "
+    "applied_at {applied_at} NOT NULL, duration_ms {duration} NOT NULL, "
+    f"status TEXT NOT NULL CHECK (status IN ('{APPLIED}', '{FAILED}')))"
+)
 _STATUS = f"SELECT status FROM {TABLE} WHERE version = {{p}}"
 _INSERT = (
     f"INSERT INTO {TABLE} (version, name, checksum, applied_at, duration_ms, status) "
@@ -52,7 +69,45 @@ def exists(db: Any) -> bool:
 
 def ensure(db: Any) -> None:
     """Create the bookkeeping table if it is missing."""
-    db.execute_sql(db.dialect.migrations_table_ddl)
+    version, applied_at, duration = backend_for(db).bookkeeping_types
+    db.execute_sql(_DDL.format(version=version, applied_at=applied_at, duration=duration))
+
+
+def lock(db: Any, timeout: float, on_wait: OnWait | None = None) -> Any:
+    """The migration lock of ``db`` (a context manager), so two runners never overlap.
+
+    ``on_wait(pid)`` is called once if another runner holds it, before waiting up to
+    ``timeout`` seconds.
+    """
+    return backend_for(db).lock(db, timeout, on_wait)
+
+
+@contextmanager
+def session(
+    db: Any, lock_timeout: float, locked: bool, on_wait: OnWait | None = None
+) -> Iterator[dict[int, Record]]:
+    """Connect if needed and yield the records; with ``locked``, under the migration lock and
+    with the table created if missing (the records then cannot change under the caller).
+
+    :raises MigrationError: ``db`` is inside a transaction.
+    :raises MigrationLockTimeout: another runner held the lock for ``lock_timeout`` seconds.
+    """
+    check_timeout(lock_timeout)
+    if db.in_transaction():
+        raise MigrationError("migrations cannot run inside an open transaction: commit it first")
+    opened = db.is_closed()
+    if opened:
+        db.connect()
+    try:
+        if not locked:
+            yield read(db)
+            return
+        with lock(db, lock_timeout, on_wait):
+            ensure(db)
+            yield read(db)
+    finally:
+        if opened and not db.is_closed():
+            db.close()
 
 
 def read(db: Any) -> dict[int, Record]:

@@ -29,9 +29,9 @@ from typing import Any, Self
 
 import psycopg2
 
-from ..backup.ownership import foreign_owner
 from ..errors import MigrationLockTimeout
 from ..locks import MAX_TIMEOUT, check_timeout, lock_connection
+from ..ownership import foreign_owner
 
 __all__ = ["MAX_LOCK_TIMEOUT", "PostgresMigrationLock", "SqliteMigrationLock", "check_timeout"]
 

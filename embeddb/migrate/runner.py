@@ -20,15 +20,13 @@ from typing import Any
 from ..cache.tiered import forget
 from ..errors import ChecksumMismatch, DatabaseError, MigrationError, MigrationFailed
 from . import history
+from .backends import backend_for
 from .files import Migration, Part, discover, resolve_directory
 from .foreign_keys import PLAIN, Rules, dropped_or_renamed, examine, may_need_rules
-from .history import APPLIED, FAILED, Record
+from .history import APPLIED, FAILED, LOCK_TIMEOUT, Record
 from .lock import check_timeout
-from .safety import KEEP_BACKUPS, keep_newest, keep_setting
+from .safety import KEEP_BACKUPS, keep_newest, keep_setting, premigrate_backup
 from .script import Statement, may_control_transaction, may_hold_parameters
-
-#: How long a second runner waits for the first before giving up (seconds).
-LOCK_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -196,7 +194,7 @@ def redo(
 
 
 def _discover(db: Any, directory: str | os.PathLike[str] | None) -> list[Migration]:
-    return discover(resolve_directory(directory), db.dialect.migration_variants)
+    return discover(resolve_directory(directory), backend_for(db).variants)
 
 
 def _check_options(lock_timeout: float, backup: bool, keep_backups: int | None) -> int:
@@ -223,31 +221,15 @@ def _check_down_target(steps: int | None, to: int | None) -> None:
 def _session(
     db: Any, lock_timeout: float, locked: bool, progress: Progress | None = None
 ) -> Iterator[dict[int, Record]]:
-    """Connect if needed, take the lock, make sure the table exists; yield the records.
-
-    While another runner holds the lock, ``progress`` hears a ``waiting`` event first.
-    """
-    check_timeout(lock_timeout)
-    if db.in_transaction():
-        raise MigrationError("migrations cannot run inside an open transaction: commit it first")
+    """:func:`history.session`; while another runner holds the lock, ``progress`` hears a
+    ``waiting`` event first."""
 
     def waiting(pid: int | None) -> None:
         if progress is not None:
             progress(Event("waiting", 0, "", pid=pid))
 
-    opened = db.is_closed()
-    if opened:
-        db.connect()
-    try:
-        if not locked:
-            yield history.read(db)
-            return
-        with db.dialect.migration_lock(db, lock_timeout, waiting):
-            history.ensure(db)
-            yield history.read(db)
-    finally:
-        if opened and not db.is_closed():
-            db.close()
+    with history.session(db, lock_timeout, locked, waiting) as records:
+        yield records
 
 
 def _version(db: Any, dry_run: bool) -> int | None:
@@ -366,14 +348,14 @@ def _preview(
         statements: tuple[str, ...] = (f"{direction}(db) in {part.path.name}",)
         split: list[Statement] = []
     else:
-        split = db.dialect.split_script(part.sql)
+        split = backend_for(db).split_script(part.sql)
         statements = tuple(s.sql for s in split)
     try:
         rules = _rules(db, part)
     except MigrationError as exc:
         findings.append(str(exc))
         rules = PLAIN
-    fks = db.dialect.foreign_keys(db)
+    fks = backend_for(db).foreign_keys(db)
     if fks is not None and rules.guarded and fks.enforced():
         for statement in split:
             target = dropped_or_renamed(statement)
@@ -410,14 +392,14 @@ def _rules(db: Any, part: Part) -> Rules:
 
 
 def _work_out_rules(db: Any, part: Part) -> Rules:
-    fks = db.dialect.foreign_keys(db)
+    fks = backend_for(db).foreign_keys(db)
     if fks is None:
         return PLAIN
     if part.sql is None:
         return Rules(foreign_keys_off=part.foreign_keys_off)
     if not may_need_rules(part.sql):
         return PLAIN
-    statements = db.dialect.split_script(part.sql)
+    statements = backend_for(db).split_script(part.sql)
     return examine(
         lambda s: _where(part, s), statements, part.transaction, fks.known_pragmas()
     )
@@ -435,7 +417,7 @@ def _foreign_keys(
 
     Yields the check to run before the part's COMMIT, and the guard to run before each of
     its statements (None when there is nothing to guard)."""
-    fks = db.dialect.foreign_keys(db)
+    fks = backend_for(db).foreign_keys(db)
     part = _part(migration, direction)
     if fks is None or (rules.plain and not part.python):
         yield _nothing, None
@@ -495,7 +477,7 @@ def _check_loadable(db: Any, plan: list[Migration], direction: str) -> None:
                     f"{part.path.name} defines no {direction}(db) function; nothing was changed"
                 )
         else:
-            unfinished = db.dialect.unfinished(part.sql)
+            unfinished = backend_for(db).unfinished(part.sql)
             if unfinished is not None:
                 raise MigrationFailed(
                     f"{part.path.name} line {part.first_line - 1 + unfinished.line}: the script "
@@ -505,7 +487,7 @@ def _check_loadable(db: Any, plan: list[Migration], direction: str) -> None:
 
 
 def _backup_if(db: Any, wanted: bool, keep: int, progress: Progress | None) -> str | None:
-    path = db.dialect.safety_backup(db) if wanted else None
+    path = premigrate_backup(db) if wanted else None
     if path is not None:
         keep_newest(db, path, keep)
     if path is not None and progress is not None:
@@ -591,7 +573,7 @@ def _apply_part(
 
 
 def _run_in_one_call(db: Any, part: Part, finish: Callable[[], None]) -> bool:
-    """Run a transactional SQL part and ``finish`` through the dialect's one-call path, when it
+    """Run a transactional SQL part and ``finish`` through the backend's one-call path, when it
     has one and the script surely leaves the transaction alone and binds no parameters; False
     otherwise.
 
@@ -604,7 +586,7 @@ def _run_in_one_call(db: Any, part: Part, finish: Callable[[], None]) -> bool:
             or may_hold_parameters(sql)):
         return False
     try:
-        return db.dialect.run_script(db, sql, finish)
+        return backend_for(db).run_script(db, sql, finish)
     except DatabaseError:
         return False
 
@@ -664,7 +646,7 @@ def _revert_part(
 
 
 def _statements(db: Any, part: Part) -> list[Statement] | None:
-    return None if part.sql is None else db.dialect.split_script(part.sql)
+    return None if part.sql is None else backend_for(db).split_script(part.sql)
 
 
 def _manages_transactions(statements: list[Statement] | None) -> bool:

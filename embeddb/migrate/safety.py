@@ -18,7 +18,6 @@ from ..errors import BackupError, ConfigurationError, MigrationError
 
 #: Safety copies kept per database when neither ``keep_backups=`` nor embeddb.toml says.
 KEEP_BACKUPS = 3
-_EXTENSIONS = {"sqlite3": ".db", "pg_dump": ".dump"}
 
 
 def keep_setting(keep: int | None = None, cwd: str | os.PathLike[str] | None = None) -> int:
@@ -51,14 +50,12 @@ def premigrate_backup(db: Any) -> str | None:
         not t.startswith("embeddb_") for t in db.get_tables()
     ):
         return None
-    from ..backup import create_backup, default_directory
-    from ..backup.postgres import source_name as pg_source
-    from ..backup.sqlite import source_name as sqlite_source
+    from ..backup import create_backup, driver_for
 
-    fmt = db.dialect.backup_format
-    stem = sqlite_source(db) if fmt == "sqlite3" else pg_source(db)
+    driver = driver_for(db)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    target = os.path.join(default_directory(db), f"{stem}-premigrate-{stamp}{_EXTENSIONS[fmt]}")
+    name = f"{driver.source_name(db)}-premigrate-{stamp}{driver.SAFETY_SUFFIX}"
+    target = os.path.join(driver.default_directory(db), name)
     try:
         return create_backup(db, out=target).path
     except (BackupError, ConfigurationError, OSError) as exc:

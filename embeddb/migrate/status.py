@@ -8,9 +8,9 @@ from typing import Any
 
 from ..errors import ChecksumMismatch, MigrationError
 from . import history
+from .backends import backend_for
 from .files import discover, resolve_directory
-from .history import APPLIED, FAILED
-from .runner import LOCK_TIMEOUT, _session
+from .history import APPLIED, FAILED, LOCK_TIMEOUT
 
 PENDING = "pending"
 CHANGED = "checksum changed"
@@ -36,7 +36,7 @@ def status(db: Any, directory: str | os.PathLike[str] | None = None) -> list[Ent
 
     :raises MigrationError: the folder is malformed.
     """
-    migrations = discover(resolve_directory(directory), db.dialect.migration_variants)
+    migrations = discover(resolve_directory(directory), backend_for(db).variants)
     records = history.read(db)
     entries = {}
     for m in migrations:
@@ -91,9 +91,9 @@ def repair(
 
     Returns the names of the migrations whose checksum was updated.
     """
-    migrations = discover(resolve_directory(directory), db.dialect.migration_variants)
+    migrations = discover(resolve_directory(directory), backend_for(db).variants)
     repaired = []
-    with _session(db, lock_timeout, locked=True) as records, db.atomic():
+    with history.session(db, lock_timeout, locked=True) as records, db.atomic():
         for m in migrations:
             record = records.get(m.version)
             if record is not None and record.checksum != m.checksum:
@@ -120,9 +120,9 @@ def resolve(
     """
     migrations = {
         m.version: m
-        for m in discover(resolve_directory(directory), db.dialect.migration_variants)
+        for m in discover(resolve_directory(directory), backend_for(db).variants)
     }
-    with _session(db, lock_timeout, locked=True) as records, db.atomic():
+    with history.session(db, lock_timeout, locked=True) as records, db.atomic():
         record = records.get(version)
         if record is None or record.status != FAILED:
             state = "not applied" if record is None else record.status
