@@ -45,7 +45,9 @@ class Cache:
         this process (no L2, no cross-process invalidation).
     :param db: the database whose transactions gate the cache: inside one of its transactions
         reads bypass the cache (read-your-writes, nothing uncommitted is cached) and ``set`` waits
-        for the commit.
+        for the commit (``db.after_commit``).
+    :param in_transaction: tells whether this thread is inside a transaction of ``db``
+        (default: ``db.in_transaction``); the cache reads nothing else of the database's state.
     :param l1_size: entries kept in memory (0 disables L1).
     :param l1_ttl: upper bound on how long L1 keeps an entry (None: the entry's own TTL).
     :param consistency: ``"strict"`` (default) checks the shared generations on every L1 hit, so
@@ -65,6 +67,7 @@ class Cache:
         directory: str | os.PathLike[str] | None = None,
         *,
         db: Any = None,
+        in_transaction: Callable[[], bool] | None = None,
         l1_size: int = 10_000,
         l1_ttl: float | None = None,
         consistency: str = "strict",
@@ -82,6 +85,9 @@ class Cache:
             raise ConfigurationError("l1_size must be >= 0 (0 disables the in-memory tier)")
         self.directory = os.fspath(directory) if directory is not None else None
         self.db = db
+        if in_transaction is None and db is not None:
+            in_transaction = db.in_transaction
+        self._in_transaction = in_transaction
         self.consistency = consistency
         self.l1_ttl = l1_ttl if l1_ttl is not None or consistency == "strict" else 1.0
         self.ttls = {**DEFAULT_TTLS, **(families or {})}
@@ -231,8 +237,8 @@ class Cache:
 
     def _counters(self) -> memoryview | None:
         """The generation counters, or None when the cache must be bypassed right now."""
-        db = self.db
-        if db is not None and db._state.transactions:  # db.in_transaction(), without a call
+        in_transaction = self._in_transaction
+        if in_transaction is not None and in_transaction():
             return None
         gens = self.generations
         if gens is None:
@@ -347,8 +353,10 @@ class Cache:
         :raises CacheValueError: ``value`` is a live model instance.
         """
         _check_value(value)
-        if self.db is not None and self.db.in_transaction():
-            self.db.after_commit(lambda: self.set(key, value, family=family, ttl=ttl, tags=tags))
+        if self._in_transaction is not None and self._in_transaction():
+            if self.db is not None:  # without one, nothing says when it commits: not stored
+                self.db.after_commit(
+                    lambda: self.set(key, value, family=family, ttl=ttl, tags=tags))
             return
         if self._counters() is None:
             return
