@@ -168,3 +168,13 @@ def test_the_engine_never_imports_the_reference_app():
         if target.startswith("embeddb.reference")
     ]
     assert not outside
+
+
+def test_backups_load_the_cache_tier_only_to_restore():
+    """``import embeddb.backup`` (every backup CLI run) does not load the cache tier."""
+    import subprocess
+    import sys
+
+    code = "import sys, embeddb.backup; print(any(m.startswith('embeddb.cache') for m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

@@ -17,7 +17,6 @@ from types import ModuleType
 from typing import Any
 
 from .. import ownership
-from ..cache.tiered import forget
 from ..errors import BackupCorrupt, BackupError, ConfigurationError
 from . import catalog, manifest, postgres, retention, sqlite
 from .catalog import parse_age
@@ -194,6 +193,8 @@ def restore_backup(
         manifest.record_verification(path, record, str(exc))
         raise
     manifest.record_verification(path, record, None)
+    from ..cache.tiered import forget  # only a restore needs the cache tier
+
     forget(db)  # cached rows describe the replaced contents
     return result
 

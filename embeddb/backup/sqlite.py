@@ -90,7 +90,7 @@ def create(
     with files.staged(final) as temp:
         snapshot = files.temp_path(final) if compress else temp
         try:
-            _snapshot(db, snapshot, progress)
+            facts = _snapshot(db, snapshot, progress)
             # quick_check reads the snapshot while the checksum or compression reads it too
             # (both release the GIL): the check costs little extra time on two cores.
             with ThreadPoolExecutor(max_workers=1) as pool:
@@ -108,7 +108,6 @@ def create(
                     "written; see embeddb maintenance integrity, or pass --force to back it "
                     "up as it is"
                 )
-            facts = _describe(snapshot)
         finally:
             if compress:
                 files.discard(snapshot)
@@ -139,7 +138,9 @@ def _source_connection(db: Any) -> sqlite3.Connection:
     return db.raw_connection()  # read-only when db was opened read-only
 
 
-def _snapshot(db: Any, target: str, progress: Progress) -> None:
+def _snapshot(db: Any, target: str, progress: Progress) -> dict[str, Any]:
+    """Copy ``db`` into ``target`` in one step of the online backup API; the snapshot's facts
+    for the manifest (page count and size, schema version), read on the same connection."""
     os.close(files.create_private(target))
     source = _source_connection(db)
     try:
@@ -148,20 +149,23 @@ def _snapshot(db: Any, target: str, progress: Progress) -> None:
         )
         estimate = page_size * page_count
         progress("snapshot", 0, estimate)
-        dest = sqlite3.connect(target, isolation_level=None)
+        copy = peewee.SqliteDatabase(target)
         try:
+            dest = copy.connection()
             # The snapshot is a private temp file: no journal, and one fsync at the end.
             dest.execute("PRAGMA journal_mode=OFF")
             dest.execute("PRAGMA synchronous=OFF")
             source.backup(dest, pages=-1)
             dest.execute("PRAGMA journal_mode=DELETE")
+            facts = _describe(copy)
         finally:
-            dest.close()
-    except sqlite3.Error as exc:
+            copy.close()
+    except (sqlite3.Error, peewee.DatabaseError) as exc:
         raise BackupError(f"could not snapshot {db.url.redacted()}: {exc}") from exc
     finally:
         source.close()
     progress("snapshot", estimate, estimate)
+    return facts
 
 
 def _quick_check(path: str) -> str:
@@ -185,21 +189,17 @@ def _readonly_uri(path: str) -> str:
     return f"file:{quote(os.path.abspath(path))}?mode=ro&immutable=1"
 
 
-def _describe(path: str) -> dict[str, Any]:
-    db = peewee.SqliteDatabase(_readonly_uri(path), uri=True)
+def _describe(copy: peewee.SqliteDatabase) -> dict[str, Any]:
+    facts = {
+        "page_count": copy.execute_sql("PRAGMA page_count").fetchone()[0],
+        "page_size": copy.execute_sql("PRAGMA page_size").fetchone()[0],
+        "schema_version": None,
+    }
     try:
-        facts = {
-            "page_count": db.execute_sql("PRAGMA page_count").fetchone()[0],
-            "page_size": db.execute_sql("PRAGMA page_size").fetchone()[0],
-            "schema_version": None,
-        }
-        try:
-            facts["schema_version"] = manifest.schema_version_of(db)
-        except (peewee.DatabaseError, sqlite3.DatabaseError):  # a damaged copy (--force)
-            pass
-        return facts
-    finally:
-        db.close()
+        facts["schema_version"] = manifest.schema_version_of(copy)
+    except (peewee.DatabaseError, sqlite3.DatabaseError):  # a damaged copy (--force)
+        pass
+    return facts
 
 
 def _compress(source: str, target: str, progress: Progress) -> tuple[str, int, str, int]:
