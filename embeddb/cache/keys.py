@@ -11,6 +11,8 @@ from typing import Any
 
 import peewee
 
+from ..models import primary_key
+
 
 def table_of(model: type[peewee.Model]) -> str:
     return model._meta.table_name
@@ -39,7 +41,7 @@ def pk_text(field: peewee.Field, pk: Any) -> str:
 
 def row_key(model: type[peewee.Model], pk: Any) -> str:
     """The cache key of one row; equal for every spelling of the same primary key."""
-    return row_prefix(model) + pk_text(model._meta.primary_key, pk)
+    return row_prefix(model) + pk_text(primary_key(model), pk)
 
 
 def model_tag(model: type[peewee.Model]) -> str:

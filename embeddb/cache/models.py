@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import peewee
 
@@ -35,7 +35,13 @@ __all__ = ["CacheInvalidation", "family_of", "list_tag", "load_row", "model_tag"
 _local = threading.local()
 
 
-class CacheInvalidation:
+if TYPE_CHECKING:  # a mixin for peewee models
+    _ModelMixin = peewee.Model
+else:
+    _ModelMixin = object
+
+
+class CacheInvalidation(_ModelMixin):
     """Mixin for models whose writes invalidate the cache after they commit.
 
     Put it first: ``class User(CacheInvalidation, BaseModel): cache_family = "users"``.
@@ -45,39 +51,41 @@ class CacheInvalidation:
     """
 
     cache_family: str | None = None
+    if TYPE_CHECKING:
+        _pk: Any  # peewee's, missing from its type stubs
 
     def save(self, *args: Any, **kwargs: Any) -> Any:
         with _instance_write(type(self)):
-            rows = super().save(*args, **kwargs)  # type: ignore[misc]
+            rows = super().save(*args, **kwargs)
         _after_write(type(self), keys=[row_key(type(self), self._pk)], everything=False)
         return rows
 
     def delete_instance(self, *args: Any, **kwargs: Any) -> Any:
         pk = self._pk
         with _instance_write(type(self)):
-            rows = super().delete_instance(*args, **kwargs)  # type: ignore[misc]
+            rows = super().delete_instance(*args, **kwargs)
         _after_write(type(self), keys=[row_key(type(self), pk)], everything=False)
         return rows
 
     @classmethod
     def update(cls, *args: Any, **kwargs: Any) -> peewee.ModelUpdate:
-        return _watch(super().update(*args, **kwargs), _WatchedUpdate)  # type: ignore[misc]
+        return _watch(super().update(*args, **kwargs), _WatchedUpdate)
 
     @classmethod
     def delete(cls) -> peewee.ModelDelete:
-        return _watch(super().delete(), _WatchedDelete)  # type: ignore[misc]
+        return _watch(super().delete(), _WatchedDelete)
 
     @classmethod
     def insert(cls, *args: Any, **kwargs: Any) -> peewee.ModelInsert:
-        return _watch(super().insert(*args, **kwargs), _WatchedInsert)  # type: ignore[misc]
+        return _watch(super().insert(*args, **kwargs), _WatchedInsert)
 
     @classmethod
     def insert_many(cls, *args: Any, **kwargs: Any) -> peewee.ModelInsert:
-        return _watch(super().insert_many(*args, **kwargs), _WatchedInsert)  # type: ignore[misc]
+        return _watch(super().insert_many(*args, **kwargs), _WatchedInsert)
 
     @classmethod
     def insert_from(cls, *args: Any, **kwargs: Any) -> peewee.ModelInsert:
-        return _watch(super().insert_from(*args, **kwargs), _WatchedInsert)  # type: ignore[misc]
+        return _watch(super().insert_from(*args, **kwargs), _WatchedInsert)
 
 
 class _WatchedWrite:

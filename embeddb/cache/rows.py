@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import peewee
 
 from ..hydration import compile_hydrator, json_copy, readers_of
-from ..models import SoftDeleteModel
+from ..models import SoftDeleteModel, primary_key
 from .keys import family_of, model_tag, pk_text, row_prefix
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ class RowCache:
         self.model = model
         self.db = db if db is not None else model._meta.database
         meta = model._meta
-        self._pk = meta.primary_key
+        self._pk = primary_key(model)
         self._prefix = row_prefix(model)
         self.family = family_of(model)
         self.tags = (model_tag(model),)
@@ -66,7 +66,8 @@ class RowCache:
         fetch = getattr(db, "fetch_one", None)
         row = fetch(self._sql, params) if fetch else db.execute_sql(self._sql, params).fetchone()
         if row is None:
-            raise self.model.DoesNotExist(f"{self.model.__name__} {pk} not found")
+            missing = self.model.DoesNotExist  # type: ignore[attr-defined]
+            raise missing(f"{self.model.__name__} {pk} not found")
         return tuple(v if r is None or v is None else r(v) for r, v in zip(self._readers, row))
 
     def entry(self, pk: Any) -> tuple[Any, ...]:

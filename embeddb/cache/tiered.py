@@ -251,7 +251,9 @@ class Cache:
         l2 = self.l2
         if l2 is None:
             return MISSING
-        if self.generations.opened != self._generation_file:
+        gens = self.generations
+        assert gens is not None  # counters were read from it: the cache is open
+        if gens.opened != self._generation_file:
             l2 = self._follow_generation_file()
             if l2 is None:
                 return MISSING
@@ -262,6 +264,7 @@ class Cache:
 
     def _follow_generation_file(self) -> DiskTier | None:
         # The cache directory was removed and recreated: the L2 moved with it.
+        assert self.generations is not None
         self._generation_file = self.generations.opened
         if self.l2 is not None:
             self.l2.close()
@@ -275,11 +278,13 @@ class Cache:
         loader: Callable[[], T],
         ttl: float,
     ) -> T:
+        gens = self.generations
+        assert gens is not None  # a load follows a read of its counters: the cache is open
         with self._thread_locks.hold(full, self.lock_timeout, self._waited) as alone:
             if not alone:
                 self.l1.stats.errors += 1  # lock timeout: load without protection
             else:
-                value = self.l1.lookup(full, self.generations.counters, monotonic())
+                value = self.l1.lookup(full, gens.counters, monotonic())
                 if value is not MISSING:
                     return value
             return self._load_across_processes(full, slots, loader, ttl)
@@ -303,6 +308,7 @@ class Cache:
             if not alone:
                 self.l2.stats.errors += 1  # lock timeout: load without protection
             else:
+                assert self.generations is not None
                 value = self._from_l2(full, self.generations.counters)
                 if value is not MISSING:
                     return value
@@ -318,6 +324,7 @@ class Cache:
         ttl: float,
     ) -> T:
         gens = self.generations
+        assert gens is not None
         token = gens.total(slots)
         self.loads.loads += 1
         value = loader()
@@ -362,6 +369,7 @@ class Cache:
             return
         full = self._key(key, family)
         slots = self._slots(full, tags)
+        assert self.generations is not None  # _counters() answered: the cache is open
         token = self.generations.total(slots)
         self._store(full, value, self._ttl(family, ttl), slots, token)
 
