@@ -172,7 +172,7 @@ class FileLock:
 
     def release(self) -> None:
         if self._memory is not None:
-            self._memory, lock = None, self._memory
+            lock, self._memory = self._memory, None
             lock.release()
         if self._fd is not None:
             fd, self._fd = self._fd, None

@@ -144,7 +144,7 @@ def _internal(table: str, modelled: set[str]) -> bool:
 
 def _expected_indexes(model: type[peewee.Model]) -> list[tuple[tuple[str, ...], bool]]:
     meta = model._meta
-    expected = [
+    expected: list[tuple[tuple[str, ...], bool]] = [
         ((f.column_name,), bool(f.unique))
         for f in meta.sorted_fields
         if (f.index or f.unique) and not f.primary_key

@@ -113,6 +113,8 @@ def load(env: str, directory: str | os.PathLike[str] | None = None) -> Callable[
             f"no seed set {env!r} in {folder}/ (available: {known}); pass --seeds DIR"
         )
     spec = importlib.util.spec_from_file_location(f"embeddb_seed_{env}", path)
+    if spec is None or spec.loader is None:
+        raise SeedError(f"{path}: not a Python file that can be loaded")
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)

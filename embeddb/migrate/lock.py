@@ -87,15 +87,17 @@ class SqliteMigrationLock:
         return self
 
     def _wait(self, path: str) -> None:
+        fd = self._fd
+        assert fd is not None  # opened by __enter__
         deadline = time.monotonic() + self.timeout
         told = False
         while True:
             try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
                 if not told and self.on_wait is not None:
-                    self.on_wait(_pid_in(self._fd))
+                    self.on_wait(_pid_in(fd))
                 told = True
                 if time.monotonic() >= deadline:
                     raise _timeout_error(path, self.timeout) from None

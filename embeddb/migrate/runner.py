@@ -650,7 +650,7 @@ def _statements(db: Any, part: Part) -> list[Statement] | None:
 
 
 def _manages_transactions(statements: list[Statement] | None) -> bool:
-    return bool(statements) and any(s.controls_transaction for s in statements)
+    return statements is not None and any(s.controls_transaction for s in statements)
 
 
 def _run_part(

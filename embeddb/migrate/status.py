@@ -48,8 +48,8 @@ def status(db: Any, directory: str | os.PathLike[str] | None = None) -> list[Ent
                 state = CHANGED
         entries[m.version] = Entry(
             m.version, m.label, state,
-            record and record.applied_at, record and record.duration_ms,
-            m.checksum, record and record.checksum, m.up.path.name,
+            record.applied_at if record else None, record.duration_ms if record else None,
+            m.checksum, record.checksum if record else None, m.up.path.name,
         )
     for version, record in records.items():
         if version not in entries:
