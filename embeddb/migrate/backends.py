@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import ConfigurationError, DatabaseError, MigrationError
+from ..protocols import Database
 from .foreign_keys import SqliteForeignKeys
 from .lock import OnWait, PostgresMigrationLock, SqliteMigrationLock
 from .script import Statement, split_postgres, split_sqlite
+
+if TYPE_CHECKING:
+    from ..database import SqliteEngine
 
 
 class MigrationBackend:
@@ -25,7 +29,7 @@ class MigrationBackend:
     #: column types of the bookkeeping table: (version, applied_at, duration_ms)
     bookkeeping_types: tuple[str, str, str] = ("BIGINT", "TEXT", "DOUBLE PRECISION")
 
-    def lock(self, db: Any, timeout: float, on_wait: OnWait | None = None) -> Any:
+    def lock(self, db: Database, timeout: float, on_wait: OnWait | None = None) -> Any:
         """A context manager held while migrations run, so two runners never overlap.
 
         ``on_wait(pid)`` is called once if another runner holds it (its process id, when known)
@@ -42,7 +46,7 @@ class MigrationBackend:
         body, when the backend can tell before running it (None: none found)."""
         return None
 
-    def run_script(self, db: Any, script: str, finish: Callable[[], None]) -> bool:
+    def run_script(self, db: Database, script: str, finish: Callable[[], None]) -> bool:
         """Run a migration script that has no transaction control of its own, then
         ``finish`` (the bookkeeping), in one transaction and as few driver calls as the backend
         allows. False when there is no such path here: the caller then runs the script
@@ -54,7 +58,7 @@ class MigrationBackend:
         """
         return False
 
-    def foreign_keys(self, db: Any) -> SqliteForeignKeys | None:
+    def foreign_keys(self, db: Database) -> SqliteForeignKeys | None:
         """What migrations need to rebuild tables with foreign keys off; None where tables
         are changed in place and pragmas do not exist."""
         return None
@@ -64,8 +68,8 @@ class SqliteBackend(MigrationBackend):
     variants = ("sqlite",)
     bookkeeping_types = ("INTEGER", "TEXT", "REAL")
 
-    def lock(self, db: Any, timeout: float, on_wait: OnWait | None = None) -> SqliteMigrationLock:
-        return SqliteMigrationLock(db, timeout, on_wait)
+    def lock(self, db: Database, timeout: float, on_wait: OnWait | None = None) -> SqliteMigrationLock:
+        return SqliteMigrationLock(cast("SqliteEngine", db), timeout, on_wait)
 
     def split_script(self, text: str) -> list[Statement]:
         return split_sqlite(text)
@@ -78,7 +82,7 @@ class SqliteBackend(MigrationBackend):
         statements = self.split_script(script)
         return statements[-1] if statements else None
 
-    def run_script(self, db: Any, script: str, finish: Callable[[], None]) -> bool:
+    def run_script(self, db: Database, script: str, finish: Callable[[], None]) -> bool:
         """``executescript("BEGIN IMMEDIATE;" + script)``, then ``finish`` and COMMIT.
 
         SQLite's own parser cuts the statements, and none of them enters the connection's
@@ -111,7 +115,7 @@ class SqliteBackend(MigrationBackend):
             raise
         return True
 
-    def foreign_keys(self, db: Any) -> SqliteForeignKeys:
+    def foreign_keys(self, db: Database) -> SqliteForeignKeys:
         return SqliteForeignKeys(db)
 
 
@@ -120,7 +124,7 @@ class PostgresBackend(MigrationBackend):
     bookkeeping_types = ("BIGINT", "TIMESTAMPTZ", "DOUBLE PRECISION")
 
     def lock(
-        self, db: Any, timeout: float, on_wait: OnWait | None = None
+        self, db: Database, timeout: float, on_wait: OnWait | None = None
     ) -> PostgresMigrationLock:
         return PostgresMigrationLock(db, timeout, on_wait)
 
@@ -132,7 +136,7 @@ class PostgresBackend(MigrationBackend):
 BACKENDS: dict[str, MigrationBackend] = {"sqlite": SqliteBackend(), "postgresql": PostgresBackend()}
 
 
-def backend_for(db: Any) -> MigrationBackend:
+def backend_for(db: Database) -> MigrationBackend:
     """The migration backend of ``db``.
 
     :raises ConfigurationError: no backend is registered for its dialect.

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import MigrationError
+from ..protocols import Database
 from .backends import backend_for
 from .lock import OnWait, check_timeout
 
@@ -53,7 +54,7 @@ _DELETE_WITH_STATUS = f"DELETE FROM {TABLE} WHERE version = {{p}} AND status = {
 _by_param: dict[tuple[str, str], str] = {}
 
 
-def _sql(db: Any, template: str) -> str:
+def _sql(db: Database, template: str) -> str:
     """``template`` with the driver's placeholder (? or %s), formatted once per style."""
     key = (template, db.param)
     sql = _by_param.get(key)
@@ -62,18 +63,18 @@ def _sql(db: Any, template: str) -> str:
     return sql
 
 
-def exists(db: Any) -> bool:
+def exists(db: Database) -> bool:
     """Whether the bookkeeping table exists (in the current schema on PostgreSQL)."""
     return db.table_exists(TABLE)
 
 
-def ensure(db: Any) -> None:
+def ensure(db: Database) -> None:
     """Create the bookkeeping table if it is missing."""
     version, applied_at, duration = backend_for(db).bookkeeping_types
     db.execute_sql(_DDL.format(version=version, applied_at=applied_at, duration=duration))
 
 
-def lock(db: Any, timeout: float, on_wait: OnWait | None = None) -> Any:
+def lock(db: Database, timeout: float, on_wait: OnWait | None = None) -> Any:
     """The migration lock of ``db`` (a context manager), so two runners never overlap.
 
     ``on_wait(pid)`` is called once if another runner holds it, before waiting up to
@@ -84,7 +85,7 @@ def lock(db: Any, timeout: float, on_wait: OnWait | None = None) -> Any:
 
 @contextmanager
 def session(
-    db: Any, lock_timeout: float, locked: bool, on_wait: OnWait | None = None
+    db: Database, lock_timeout: float, locked: bool, on_wait: OnWait | None = None
 ) -> Iterator[dict[int, Record]]:
     """Connect if needed and yield the records; with ``locked``, under the migration lock and
     with the table created if missing (the records then cannot change under the caller).
@@ -110,14 +111,14 @@ def session(
             db.close()
 
 
-def read(db: Any) -> dict[int, Record]:
+def read(db: Database) -> dict[int, Record]:
     """Every row, by version (an empty dict when the table does not exist)."""
     if not exists(db):
         return {}
     return _rows(db)
 
 
-def _rows(db: Any) -> dict[int, Record]:
+def _rows(db: Database) -> dict[int, Record]:
     cursor = db.execute_sql(
         f"SELECT version, name, checksum, applied_at, duration_ms, status FROM {TABLE} "
         "ORDER BY version"
@@ -132,13 +133,13 @@ def _rows(db: Any) -> dict[int, Record]:
     return records
 
 
-def status_of(db: Any, version: int) -> str | None:
+def status_of(db: Database, version: int) -> str | None:
     """The status of one version (None: not recorded)."""
     row = db.execute_fast(_sql(db, _STATUS), (version,)).fetchone()
     return row[0] if row else None
 
 
-def current_version(db: Any) -> int | None:
+def current_version(db: Database) -> int | None:
     """The highest applied version; None when the table is missing or has no applied row.
 
     This is what backups stamp into their manifest.
@@ -146,7 +147,7 @@ def current_version(db: Any) -> int | None:
     return newest_applied(db) if exists(db) else None
 
 
-def newest_applied(db: Any) -> int | None:
+def newest_applied(db: Database) -> int | None:
     """:func:`current_version` of a database whose table is known to exist (no catalog query)."""
     row = db.execute_sql(
         f"SELECT MAX(version) FROM {TABLE} WHERE status = {db.param}", (APPLIED,)
@@ -155,7 +156,7 @@ def newest_applied(db: Any) -> int | None:
 
 
 def write(
-    db: Any,
+    db: Database,
     version: int,
     name: str,
     checksum: str,
@@ -175,12 +176,12 @@ def write(
     db.execute_fast(_sql(db, _INSERT), row)
 
 
-def delete(db: Any, version: int) -> None:
+def delete(db: Database, version: int) -> None:
     """Forget ``version`` (after its down part ran, or on ``resolve --pending``)."""
     db.execute_sql(f"DELETE FROM {TABLE} WHERE version = {db.param}", (version,))
 
 
-def set_checksum(db: Any, version: int, name: str, checksum: str) -> None:
+def set_checksum(db: Database, version: int, name: str, checksum: str) -> None:
     """Accept an edited file's content as the applied one (``migrate repair``)."""
     p = db.param
     db.execute_sql(
@@ -189,7 +190,7 @@ def set_checksum(db: Any, version: int, name: str, checksum: str) -> None:
     )
 
 
-def mark_applied(db: Any, version: int) -> None:
+def mark_applied(db: Database, version: int) -> None:
     """Turn a failed row into an applied one (``migrate resolve``)."""
     p = db.param
     db.execute_sql(

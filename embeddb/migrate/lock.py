@@ -25,13 +25,17 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import psycopg2
 
 from ..errors import MigrationLockTimeout
 from ..locks import MAX_TIMEOUT, check_timeout, lock_connection
 from ..ownership import foreign_owner
+from ..protocols import Database
+
+if TYPE_CHECKING:
+    from ..database import SqliteEngine
 
 __all__ = ["MAX_LOCK_TIMEOUT", "PostgresMigrationLock", "SqliteMigrationLock", "check_timeout"]
 
@@ -53,7 +57,7 @@ def _timeout_error(where: str, timeout: float) -> MigrationLockTimeout:
 class SqliteMigrationLock:
     """``flock`` on ``<database>.migrate-lock``; a per-database thread lock for ``:memory:``."""
 
-    def __init__(self, db: Any, timeout: float, on_wait: OnWait | None = None) -> None:
+    def __init__(self, db: SqliteEngine, timeout: float, on_wait: OnWait | None = None) -> None:
         self.db = db
         self.timeout = timeout
         self.on_wait = on_wait
@@ -133,7 +137,7 @@ def _pid_in(fd: int) -> int | None:
 class PostgresMigrationLock:
     """``pg_advisory_lock`` on a dedicated connection, keyed by the current schema."""
 
-    def __init__(self, db: Any, timeout: float, on_wait: OnWait | None = None) -> None:
+    def __init__(self, db: Database, timeout: float, on_wait: OnWait | None = None) -> None:
         self.db = db
         self.timeout = timeout
         self.on_wait = on_wait

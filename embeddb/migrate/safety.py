@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from ..config import CONFIG_FILE, load_config_file
 from ..errors import BackupError, ConfigurationError, MigrationError
+from ..protocols import Database
 
 #: Safety copies kept per database when neither ``keep_backups=`` nor embeddb.toml says.
 KEEP_BACKUPS = 3
@@ -36,7 +36,7 @@ def keep_setting(keep: int | None = None, cwd: str | os.PathLike[str] | None = N
     return keep
 
 
-def premigrate_backup(db: Any) -> str | None:
+def premigrate_backup(db: Database) -> str | None:
     """Back the database up before migrations change it; the path.
 
     A regular backup with its manifest, so ``embeddb backup list`` shows it and ``embeddb
@@ -65,7 +65,7 @@ def premigrate_backup(db: Any) -> str | None:
         ) from exc
 
 
-def keep_newest(db: Any, path: str, keep: int) -> None:
+def keep_newest(db: Database, path: str, keep: int) -> None:
     """Of ``db``'s pre-migration copies in the folder of ``path`` (just written), keep the
     newest ``keep``; other kinds of backup there are neither counted nor touched."""
     from ..backup import prune_backups

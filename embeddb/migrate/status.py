@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
 
 from ..errors import ChecksumMismatch, MigrationError
+from ..protocols import Database
 from . import history
 from .backends import backend_for
 from .files import discover, resolve_directory
@@ -31,7 +31,7 @@ class Entry:
     file: str | None = None
 
 
-def status(db: Any, directory: str | os.PathLike[str] | None = None) -> list[Entry]:
+def status(db: Database, directory: str | os.PathLike[str] | None = None) -> list[Entry]:
     """Every version in the folder or the table, in order, with its state.
 
     :raises MigrationError: the folder is malformed.
@@ -60,7 +60,7 @@ def status(db: Any, directory: str | os.PathLike[str] | None = None) -> list[Ent
     return [entries[v] for v in sorted(entries)]
 
 
-def verify(db: Any, directory: str | os.PathLike[str] | None = None) -> list[Entry]:
+def verify(db: Database, directory: str | os.PathLike[str] | None = None) -> list[Entry]:
     """Check that every applied file is unchanged and present; return the status on success.
 
     :raises ChecksumMismatch: an applied file was edited (names the file and both checksums).
@@ -82,7 +82,7 @@ def verify(db: Any, directory: str | os.PathLike[str] | None = None) -> list[Ent
 
 
 def repair(
-    db: Any,
+    db: Database,
     directory: str | os.PathLike[str] | None = None,
     *,
     lock_timeout: float = LOCK_TIMEOUT,
@@ -103,7 +103,7 @@ def repair(
 
 
 def resolve(
-    db: Any,
+    db: Database,
     directory: str | os.PathLike[str] | None = None,
     version: int = 0,
     *,
