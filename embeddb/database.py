@@ -69,6 +69,7 @@ class Engine(_PeeweeDatabase):
 
     dialect: dialect.Dialect
     url: DatabaseURL
+    settings: Any  # the backend's config.SqliteSettings or config.PostgresSettings
     _state: Any  # peewee's per-thread connection state (not in its stubs)
 
     def savepoint(self) -> _TrackedSavepoint:

@@ -15,6 +15,7 @@ from typing import Any
 import peewee
 
 from .errors import ConfigurationError, DatabaseError
+from .protocols import Database
 from .url import scrub
 
 _FAMILIES = (
@@ -74,7 +75,7 @@ def type_family(sql_type: str) -> str:
     return lowered or "untyped"
 
 
-def check(db: Any, models: Iterable[type[peewee.Model]]) -> list[Difference]:
+def check(db: Database, models: Iterable[type[peewee.Model]]) -> list[Difference]:
     """Every difference between ``models`` and the tables of ``db``; empty when they agree."""
     models = list(models)
     tables = set(db.get_tables())
@@ -93,14 +94,14 @@ def check(db: Any, models: Iterable[type[peewee.Model]]) -> list[Difference]:
     return differences
 
 
-def _expected_type(db: Any, field: peewee.Field) -> str:
+def _expected_type(db: Database, field: peewee.Field) -> str:
     field_type = field.field_type
     if isinstance(field, peewee.ForeignKeyField):
         field_type = field.rel_field.field_type
     return db.get_context_options()["field_types"].get(field_type, field_type)
 
 
-def _check_columns(db: Any, model: type[peewee.Model], table: str) -> list[Difference]:
+def _check_columns(db: Database, model: type[peewee.Model], table: str) -> list[Difference]:
     columns = {c.name: c for c in db.get_columns(table)}
     differences = []
     for field in model._meta.sorted_fields:
@@ -157,7 +158,7 @@ def _expected_indexes(model: type[peewee.Model]) -> list[tuple[tuple[str, ...], 
     return expected
 
 
-def _check_indexes(db: Any, model: type[peewee.Model], table: str) -> list[Difference]:
+def _check_indexes(db: Database, model: type[peewee.Model], table: str) -> list[Difference]:
     present = [(tuple(i.columns), bool(i.unique)) for i in db.get_indexes(table)]
     differences = []
     for columns, unique in _expected_indexes(model):
@@ -175,7 +176,7 @@ def _covers(have: tuple[tuple[str, ...], bool], columns: tuple[str, ...], unique
     return have_columns[: len(columns)] == columns
 
 
-def dump(db: Any) -> str:
+def dump(db: Database) -> str:
     """The database's schema as SQL (tables, indexes, triggers, views), stable across runs.
 
     :raises ConfigurationError: no dump is known for the database's backend.
@@ -186,7 +187,7 @@ def dump(db: Any) -> str:
     return _DUMPS[name](db)
 
 
-def _sqlite_dump(db: Any) -> str:
+def _sqlite_dump(db: Database) -> str:
     rows = db.execute_sql(
         "SELECT type, name, tbl_name, sql FROM sqlite_master "
         "WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY "
@@ -207,7 +208,7 @@ def _fts_shadows(table: str) -> set[str]:
     return {f"{table}_{part}" for part in ("data", "idx", "content", "docsize", "config")}
 
 
-def _postgres_dump(db: Any) -> str:
+def _postgres_dump(db: Database) -> str:
     """``pg_dump --schema-only`` of the database (its schema only, when the URL names one)."""
     import subprocess
 

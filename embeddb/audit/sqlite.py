@@ -13,6 +13,7 @@ from typing import Any
 
 from ..dialect import quote
 from ..errors import DatabaseError
+from ..protocols import Database
 
 DRIVER = "sqlite"
 
@@ -36,7 +37,7 @@ _ACTOR = "(SELECT actor FROM embeddb_audit_context LIMIT 1)"
 _REQUEST = "(SELECT request_id FROM embeddb_audit_context LIMIT 1)"
 
 
-def table_columns(db: Any, table: str) -> tuple[list[str], list[str]]:
+def table_columns(db: Database, table: str) -> tuple[list[str], list[str]]:
     """``(columns, primary-key columns)`` of ``table`` (empty lists if it does not exist)."""
     rows = db.execute_sql(f"PRAGMA table_info({quote(table)})").fetchall()
     columns = [r[1] for r in rows]
@@ -98,7 +99,7 @@ def drop_triggers(table: str) -> list[str]:
             for action in ("insert", "update", "delete")]
 
 
-def push_context(db: Any, found: tuple[str | None, str | None],
+def push_context(db: Database, found: tuple[str | None, str | None],
                  lock_type: str | None) -> tuple[Any, ...] | None:
     """Hand the context to the transaction just begun.
 
@@ -123,7 +124,7 @@ def push_context(db: Any, found: tuple[str | None, str | None],
     return ("row",)
 
 
-def finish_context(db: Any, pending: tuple[Any, ...]) -> None:
+def finish_context(db: Database, pending: tuple[Any, ...]) -> None:
     """Before COMMIT: sign this transaction's audit rows, or remove the context row so the
     next transaction (maybe another program's) cannot see it."""
     if pending[0] == "mark":

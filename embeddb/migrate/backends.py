@@ -18,7 +18,7 @@ from .lock import OnWait, PostgresMigrationLock, SqliteMigrationLock
 from .script import Statement, split_postgres, split_sqlite
 
 if TYPE_CHECKING:
-    from ..database import SqliteEngine
+    from ..database import PostgresEngine, SqliteEngine
 
 
 class MigrationBackend:
@@ -126,7 +126,7 @@ class PostgresBackend(MigrationBackend):
     def lock(
         self, db: Database, timeout: float, on_wait: OnWait | None = None
     ) -> PostgresMigrationLock:
-        return PostgresMigrationLock(db, timeout, on_wait)
+        return PostgresMigrationLock(cast("PostgresEngine", db), timeout, on_wait)
 
     def split_script(self, text: str) -> list[Statement]:
         return split_postgres(text)

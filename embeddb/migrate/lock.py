@@ -32,10 +32,9 @@ import psycopg2
 from ..errors import MigrationLockTimeout
 from ..locks import MAX_TIMEOUT, check_timeout, lock_connection
 from ..ownership import foreign_owner
-from ..protocols import Database
 
 if TYPE_CHECKING:
-    from ..database import SqliteEngine
+    from ..database import PostgresEngine, SqliteEngine
 
 __all__ = ["MAX_LOCK_TIMEOUT", "PostgresMigrationLock", "SqliteMigrationLock", "check_timeout"]
 
@@ -137,7 +136,7 @@ def _pid_in(fd: int) -> int | None:
 class PostgresMigrationLock:
     """``pg_advisory_lock`` on a dedicated connection, keyed by the current schema."""
 
-    def __init__(self, db: Database, timeout: float, on_wait: OnWait | None = None) -> None:
+    def __init__(self, db: PostgresEngine, timeout: float, on_wait: OnWait | None = None) -> None:
         self.db = db
         self.timeout = timeout
         self.on_wait = on_wait
