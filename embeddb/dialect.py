@@ -10,9 +10,12 @@ one more per feature, rather than ``if`` statements spread through the package.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .config import SqliteSettings
+
+if TYPE_CHECKING:
+    from .protocols import Database
 
 
 class Dialect:
@@ -22,7 +25,7 @@ class Dialect:
     #: peewee field type name -> column type, for embeddb's own field types.
     field_types: dict[str, str] = {}
 
-    def describe(self, db: Any) -> dict[str, Any]:
+    def describe(self, db: Database) -> dict[str, Any]:
         """The settings in effect on ``db`` (pragmas or server settings), for ``embeddb info``."""
         raise NotImplementedError
 
@@ -37,7 +40,7 @@ class Dialect:
         """A NULL-safe "values differ" test."""
         raise NotImplementedError
 
-    def rebuildable_indexes(self, db: Any, table: str) -> list[tuple[str, str]]:
+    def rebuildable_indexes(self, db: Database, table: str) -> list[tuple[str, str]]:
         """``(name, CREATE statement)`` of the indexes a bulk load into empty ``table`` may
         drop and build afterwards, inside the load's transaction (none by default).
 
@@ -92,7 +95,7 @@ class Dialect:
     #: appended to the claim's SELECT so concurrent processors pass over each other's rows
     skip_locked: str = ""
 
-    def outbox_key_lock(self, db: Any, key: str) -> None:
+    def outbox_key_lock(self, db: Database, key: str) -> None:
         """Make publishers of one key commit in the order of their event ids, so a processor
         never sees a later event of that key before an earlier one (nothing to do where
         writers are serialized anyway)."""
@@ -128,7 +131,7 @@ class SqliteDialect(Dialect):
     _named = {"synchronous": ("OFF", "NORMAL", "FULL", "EXTRA"),
               "temp_store": ("DEFAULT", "FILE", "MEMORY")}
 
-    def describe(self, db: Any) -> dict[str, Any]:
+    def describe(self, db: Database) -> dict[str, Any]:
         values = {}
         for name in self._reported:
             row = db.execute_sql(f"PRAGMA {name}").fetchone()
@@ -136,7 +139,7 @@ class SqliteDialect(Dialect):
             names = self._named.get(name, ())
             values[name] = names[value] if isinstance(value, int) and 0 <= value < len(names) else value
         if getattr(db, "immutable", False):  # SQLite then ignores the WAL: ask the file header
-            values["journal_mode"] = db.file_journal_mode()
+            values["journal_mode"] = cast(Any, db).file_journal_mode()  # a SqliteEngine
         return values
 
     # -- repositories (embeddb.repository) --
@@ -150,7 +153,7 @@ class SqliteDialect(Dialect):
     def distinct_from(self, left: str, right: str) -> str:
         return f"{left} IS NOT {right}"
 
-    def rebuildable_indexes(self, db: Any, table: str) -> list[tuple[str, str]]:
+    def rebuildable_indexes(self, db: Database, table: str) -> list[tuple[str, str]]:
         """SQLite builds an index from sorted data several times faster than it maintains it
         row by row, and its DDL is transactional, so a failed load restores the indexes.
         (PostgreSQL keeps the default: DROP INDEX would lock readers out for the whole load.)"""
@@ -208,7 +211,7 @@ class PostgresDialect(Dialect):
         "default_transaction_isolation", "statement_timeout", "max_connections",
     )
 
-    def describe(self, db: Any) -> dict[str, Any]:
+    def describe(self, db: Database) -> dict[str, Any]:
         return {name: db.execute_sql(f'SHOW "{name}"').fetchone()[0] for name in self._reported}
 
     # -- repositories (embeddb.repository) --
@@ -261,7 +264,7 @@ class PostgresDialect(Dialect):
     outbox_payload = "payload::text"
     skip_locked = " FOR UPDATE OF e SKIP LOCKED"
 
-    def outbox_key_lock(self, db: Any, key: str) -> None:
+    def outbox_key_lock(self, db: Database, key: str) -> None:
         """Concurrent publishers take ids in one order and may commit in another; a lock on
         the key until commit keeps a key's events committing in id order."""
         db.execute_sql("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",

@@ -10,10 +10,24 @@ typed with that engine class instead.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from .dialect import Dialect
-from .url import DatabaseURL
+if TYPE_CHECKING:  # a leaf at run time: any module may import it
+    from .dialect import Dialect
+    from .url import DatabaseURL
+
+
+class Queryable(Protocol):
+    """Anything that runs SQL and can tell its tables: an embeddb database, or a bare peewee
+    database over a file (a backup's snapshot)."""
+
+    @property
+    def param(self) -> str:
+        """The driver's parameter placeholder: ``?`` or ``%s``."""
+
+    def execute_sql(self, sql: str, params: Any = None) -> Any: ...
+
+    def table_exists(self, table_name: Any, schema: str | None = None) -> bool: ...
 
 
 @runtime_checkable
@@ -82,5 +96,7 @@ class Database(Protocol):
     def get_indexes(self, table: str, schema: str | None = None) -> list[Any]: ...
 
     def get_context_options(self) -> dict[str, Any]: ...
+
+    def bind(self, models: Any, bind_refs: bool = True, bind_backrefs: bool = True) -> None: ...
 
     def bind_ctx(self, models: Any, bind_refs: bool = True, bind_backrefs: bool = True) -> Any: ...

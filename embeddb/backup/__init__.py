@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import ownership
 from ..errors import BackupCorrupt, BackupError, ConfigurationError
+from ..protocols import Database
 from . import catalog, manifest, postgres, retention, sqlite
 from .catalog import parse_age
 from .files import Progress, no_progress
@@ -52,7 +53,7 @@ def _driver(fmt: str) -> ModuleType:
         raise BackupError(f"unknown backup format {fmt!r}: written by a newer embeddb?") from None
 
 
-def driver_for(db: Any) -> ModuleType:
+def driver_for(db: Database) -> ModuleType:
     """The backup driver of ``db``'s backend (a module: ``FORMAT``, ``create``, ``restore``...).
 
     :raises ConfigurationError: no driver backs up its dialect.
@@ -65,13 +66,13 @@ def driver_for(db: Any) -> ModuleType:
         ) from None
 
 
-def default_directory(db: Any) -> str:
+def default_directory(db: Database) -> str:
     """Where backups of ``db`` go without --dir: ``backups/`` beside a SQLite file, else ./backups."""
     return driver_for(db).default_directory(db)
 
 
 def create_backup(
-    db: Any,
+    db: Database,
     directory: str | None = None,
     out: str | None = None,
     compress: bool = False,
@@ -138,7 +139,7 @@ def _make_directory(folder: str, shown: str, owner: tuple[int, int] | None) -> N
         raise BackupError(f"cannot write {shown}: {exc.strerror} ({exc.filename})") from exc
 
 
-def verify_backup(path: str, db: Any = None, progress: Progress = no_progress) -> dict[str, Any]:
+def verify_backup(path: str, db: Database | None = None, progress: Progress = no_progress) -> dict[str, Any]:
     """Check a backup: size and sha256 against its manifest, then a trial restore.
 
     SQLite: ``integrity_check`` and ``foreign_key_check`` on the (decompressed) copy.
@@ -168,7 +169,7 @@ def list_backups(directory: str, missing_ok: bool = False) -> list[dict[str, Any
 
 
 def restore_backup(
-    db: Any, path: str, safety_dir: str | None = None, progress: Progress = no_progress
+    db: Database, path: str, safety_dir: str | None = None, progress: Progress = no_progress
 ) -> dict[str, Any]:
     """Replace ``db``'s data with the backup at ``path``, after verifying it.
 

@@ -14,7 +14,7 @@ import os
 import sqlite3
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import peewee
@@ -25,6 +25,9 @@ from ..version import __version__
 from . import files, livefile, manifest
 from .files import CHUNK, Progress
 from .manifest import Manifest
+
+if TYPE_CHECKING:
+    from ..database import SqliteEngine
 
 FORMAT = "sqlite3"
 #: the suffix of the copy taken before migrating (README: ``<name>-premigrate-<time>.db``)
@@ -40,21 +43,28 @@ def extension(compress: bool) -> str:
     return ".sqlite3.gz" if compress else ".sqlite3"
 
 
-def source_name(db: Any) -> str:
+def _path(db: SqliteEngine) -> str:
+    """The database file's path as the URL gives it (every SQLite URL has one)."""
+    path = db.url.path
+    assert path is not None
+    return path
+
+
+def source_name(db: SqliteEngine) -> str:
     """A short name for backup files of ``db``: the database file's stem."""
     if db.is_memory:
         return "memory"
-    return os.path.splitext(os.path.basename(db.url.path))[0]
+    return os.path.splitext(os.path.basename(_path(db)))[0]
 
 
-def default_directory(db: Any) -> str:
+def default_directory(db: SqliteEngine) -> str:
     """``backups/`` beside the database file (the working directory for ``:memory:``)."""
     if db.is_memory:
         return os.path.abspath("backups")
-    return os.path.join(os.path.dirname(os.path.abspath(db.url.path)), "backups")
+    return os.path.join(os.path.dirname(os.path.abspath(_path(db))), "backups")
 
 
-def check_source(db: Any) -> None:
+def check_source(db: SqliteEngine) -> None:
     """Refuse an empty in-memory database: a new connection to ``:memory:`` (every CLI run) is
     one, and a backup of it would only look like a backup.
 
@@ -67,16 +77,16 @@ def check_source(db: Any) -> None:
         )
 
 
-def file_owner(db: Any) -> tuple[int, int] | None:
+def file_owner(db: SqliteEngine) -> tuple[int, int] | None:
     """The owner to give backups of ``db``: its file's, when root backs up another user's."""
-    return None if db.is_memory else ownership.foreign_owner(os.path.abspath(db.url.path))
+    return None if db.is_memory else ownership.foreign_owner(os.path.abspath(_path(db)))
 
 
 # -- create -------------------------------------------------------------------------------------
 
 
 def create(
-    db: Any, final: str, compress: bool, progress: Progress, force: bool = False
+    db: SqliteEngine, final: str, compress: bool, progress: Progress, force: bool = False
 ) -> Manifest:
     """Snapshot ``db`` into ``final`` (gzip-compressed if asked) and write its manifest.
 
@@ -104,7 +114,7 @@ def create(
                 source_check = checking.result()
             if source_check != "ok" and not force:
                 raise SourceCorrupt(
-                    f"{db.url.path} fails PRAGMA quick_check ({source_check}): no backup was "
+                    f"{_path(db)} fails PRAGMA quick_check ({source_check}): no backup was "
                     "written; see embeddb maintenance integrity, or pass --force to back it "
                     "up as it is"
                 )
@@ -134,11 +144,11 @@ def create(
     return record
 
 
-def _source_connection(db: Any) -> sqlite3.Connection:
+def _source_connection(db: SqliteEngine) -> sqlite3.Connection:
     return db.raw_connection()  # read-only when db was opened read-only
 
 
-def _snapshot(db: Any, target: str, progress: Progress) -> dict[str, Any]:
+def _snapshot(db: SqliteEngine, target: str, progress: Progress) -> dict[str, Any]:
     """Copy ``db`` into ``target`` in one step of the online backup API; the snapshot's facts
     for the manifest (page count and size, schema version), read on the same connection."""
     os.close(files.create_private(target))
@@ -226,7 +236,8 @@ def _compress(source: str, target: str, progress: Progress) -> tuple[str, int, s
 
 
 def verify(
-    path: str, record: Manifest, progress: Progress, db: Any = None, copy_to: str | None = None
+    path: str, record: Manifest, progress: Progress, db: SqliteEngine | None = None,
+    copy_to: str | None = None,
 ) -> dict[str, Any]:
     """Check the file against its manifest, then run integrity_check and foreign_key_check.
 
@@ -307,7 +318,7 @@ def _integrity(path: str, record: Manifest, shown: str) -> dict[str, Any]:
 
 
 def restore(
-    db: Any, path: str, record: Manifest, safety_dir: str | None, progress: Progress
+    db: SqliteEngine, path: str, record: Manifest, safety_dir: str | None, progress: Progress
 ) -> dict[str, Any]:
     """Verify ``path``, keep the current file as a safety copy, and install the backup atomically.
 
@@ -323,12 +334,12 @@ def restore(
         raise ConfigurationError(
             "cannot restore into an in-memory database: restore into a file (--db sqlite:///x.db)"
         )
-    target = os.path.abspath(db.url.path)
+    target = os.path.abspath(_path(db))
     for stale in files.stale_temps(target):  # a restore killed earlier left its copy
         files.discard(stale)
     staging = files.temp_path(target)
     try:
-        checks = _verify_into(path, record, progress, staging, db.url.path)
+        checks = _verify_into(path, record, progress, staging, _path(db))
         db.close()  # only now: closing the last connection checkpoints the live WAL
         safety = None
         progress("install", 0, None)

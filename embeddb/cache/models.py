@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import peewee
 
+from ..protocols import Database
 from . import tiered
 from .keys import family_of, list_tag, model_tag, query_tags, row_key, table_of
 from .rows import load_row
@@ -134,7 +135,7 @@ class _instance_write:
 
 
 def _after_write(
-    model: type[peewee.Model], keys: Iterable[str], everything: bool, db: Any = None
+    model: type[peewee.Model], keys: Iterable[str], everything: bool, db: Database | None = None
 ) -> None:
     db = db if db is not None else model._meta.database
     if db is None:

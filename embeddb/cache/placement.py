@@ -7,27 +7,31 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..ownership import foreign_owner
+from ..protocols import Database
+
+if TYPE_CHECKING:
+    from ..database import PostgresEngine, SqliteEngine
 
 
 class SqlitePlacement:
     @staticmethod
-    def directory(db: Any) -> str | None:
+    def directory(db: SqliteEngine) -> str | None:
         """``app.db`` -> ``app.db-cache/`` beside it; ``:memory:`` has no L2 (no other process
         can see the database, so there is nothing to share)."""
         return None if db.is_memory else os.path.abspath(db.database) + "-cache"
 
     @staticmethod
-    def owner(db: Any) -> tuple[int, int] | None:
+    def owner(db: SqliteEngine) -> tuple[int, int] | None:
         """The database file's owner when root uses another user's database."""
         return None if db.is_memory else foreign_owner(os.path.abspath(db.database))
 
 
 class PostgresPlacement:
     @staticmethod
-    def directory(db: Any) -> str | None:
+    def directory(db: PostgresEngine) -> str | None:
         """A folder per server, database and schema under ``$XDG_CACHE_HOME/embeddb`` (default
         ``~/.cache/embeddb``): shared by this machine's processes only."""
         url = db.url
@@ -37,24 +41,24 @@ class PostgresPlacement:
         return os.path.join(root, "embeddb", f"pg-{digest}")
 
     @staticmethod
-    def owner(db: Any) -> tuple[int, int] | None:
+    def owner(db: PostgresEngine) -> tuple[int, int] | None:
         return None
 
 
 #: dialect name -> where that backend's caches live
-PLACEMENTS: dict[str, type[SqlitePlacement] | type[PostgresPlacement]] = {
+PLACEMENTS: dict[str, Any] = {
     "sqlite": SqlitePlacement, "postgresql": PostgresPlacement,
 }
 
 
-def default_directory(db: Any) -> str | None:
+def default_directory(db: Database | None) -> str | None:
     """Where the cache's L2 and generation counters live by default (None: no L2, also for a
     database embeddb does not know)."""
     placement = PLACEMENTS.get(getattr(getattr(db, "dialect", None), "name", ""))
     return placement.directory(db) if placement is not None else None
 
 
-def owner(db: Any) -> tuple[int, int] | None:
+def owner(db: Database | None) -> tuple[int, int] | None:
     """``(uid, gid)`` to give the cache's files when root uses another user's database, so its
     owner can still use the cache (None: keep this process's)."""
     placement = PLACEMENTS.get(getattr(getattr(db, "dialect", None), "name", ""))

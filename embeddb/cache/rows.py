@@ -16,6 +16,7 @@ import peewee
 
 from ..hydration import compile_hydrator, json_copy, readers_of
 from ..models import SoftDeleteModel, primary_key
+from ..protocols import Database
 from .keys import family_of, model_tag, pk_text, row_prefix
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ class RowCache:
     Soft-deleted rows are not found, as with ``model.select()``.
     """
 
-    def __init__(self, cache: Cache | None, model: type[peewee.Model], db: Any = None) -> None:
+    def __init__(self, cache: Cache | None, model: type[peewee.Model], db: Database | None = None) -> None:
         self.cache = cache
         self.model = model
         self.db = db if db is not None else model._meta.database

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import peewee
 
 from ..errors import CacheValueError, ConfigurationError
+from ..protocols import Database
 from . import generations as gen
 from . import placement
 from .disk import DiskTier
@@ -66,7 +67,7 @@ class Cache:
         self,
         directory: str | os.PathLike[str] | None = None,
         *,
-        db: Any = None,
+        db: Database | None = None,
         in_transaction: Callable[[], bool] | None = None,
         l1_size: int = 10_000,
         l1_ttl: float | None = None,
@@ -113,7 +114,7 @@ class Cache:
 
     @classmethod
     def for_database(
-        cls, db: Any, directory: str | os.PathLike[str] | None = None, **options: Any
+        cls, db: Database, directory: str | os.PathLike[str] | None = None, **options: Any
     ) -> Cache:
         """The cache of ``db`` in this process, created on first use.
 
@@ -408,7 +409,7 @@ class Cache:
 
     def invalidate_after_commit(
         self,
-        db: Any,
+        db: Database,
         keys: Iterable[Any] = (),
         *,
         tags: Iterable[str] = (),
@@ -423,7 +424,7 @@ class Cache:
 
     def refresh_after_commit(
         self,
-        db: Any,
+        db: Database,
         key: Any,
         loader: Callable[[], Any],
         *,
@@ -626,12 +627,12 @@ def _hand_over(directory: str, owner: tuple[int, int]) -> None:
                 pass  # removed meanwhile by another process
 
 
-def registered(db: Any) -> Cache | None:
+def registered(db: Database) -> Cache | None:
     """The cache already created for ``db`` in this process, if any."""
     return _registry.get(db)
 
 
-def shared(db: Any) -> Cache | None:
+def shared(db: Database) -> Cache | None:
     """The cache other processes on this machine may hold for ``db``: this process's, else
     the one at ``db``'s default directory if that exists. None when nobody caches ``db``.
 
@@ -646,7 +647,7 @@ def shared(db: Any) -> Cache | None:
     return Cache.for_database(db)
 
 
-def forget(db: Any) -> None:
+def forget(db: Database) -> None:
     """Invalidate everything cached for ``db`` on this machine: after its contents were
     replaced wholesale (a restore, a migration), no entry can be trusted."""
     cache = shared(db)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import MigrationError
-from ..protocols import Database
+from ..protocols import Database, Queryable
 from .backends import backend_for
 from .lock import OnWait, check_timeout
 
@@ -63,7 +63,7 @@ def _sql(db: Database, template: str) -> str:
     return sql
 
 
-def exists(db: Database) -> bool:
+def exists(db: Queryable) -> bool:
     """Whether the bookkeeping table exists (in the current schema on PostgreSQL)."""
     return db.table_exists(TABLE)
 
@@ -139,7 +139,7 @@ def status_of(db: Database, version: int) -> str | None:
     return row[0] if row else None
 
 
-def current_version(db: Database) -> int | None:
+def current_version(db: Queryable) -> int | None:
     """The highest applied version; None when the table is missing or has no applied row.
 
     This is what backups stamp into their manifest.
@@ -147,7 +147,7 @@ def current_version(db: Database) -> int | None:
     return newest_applied(db) if exists(db) else None
 
 
-def newest_applied(db: Database) -> int | None:
+def newest_applied(db: Queryable) -> int | None:
     """:func:`current_version` of a database whose table is known to exist (no catalog query)."""
     row = db.execute_sql(
         f"SELECT MAX(version) FROM {TABLE} WHERE status = {db.param}", (APPLIED,)

@@ -19,6 +19,7 @@ import peewee
 
 from ..errors import InvalidQueryError, NotFoundError
 from ..models import utcnow
+from ..protocols import Database
 from ..repository import Repository
 from .models import (
     MODELS,
@@ -59,7 +60,7 @@ class _Reference(Repository):
 
 
 class UserRepository(_Reference):
-    def __init__(self, db: Any = None, cache: Any = None) -> None:
+    def __init__(self, db: Database | None = None, cache: Any = None) -> None:
         super().__init__(User, db, cache)
 
     def by_address(self, address: str) -> User:
@@ -119,7 +120,7 @@ class UserRepository(_Reference):
 
 
 class ServiceRepository(_Reference):
-    def __init__(self, db: Any = None, cache: Any = None) -> None:
+    def __init__(self, db: Database | None = None, cache: Any = None) -> None:
         super().__init__(Service, db, cache)
 
     def by_provider(self, provider_id: Any) -> list[Service]:
@@ -186,7 +187,7 @@ class ServiceRepository(_Reference):
 class SessionRepository(_Reference):
     """Login sessions; the token is shown once and only its hash is stored."""
 
-    def __init__(self, db: Any = None, cache: Any = None) -> None:
+    def __init__(self, db: Database | None = None, cache: Any = None) -> None:
         super().__init__(Session, db, cache)
 
     def open(self, user_id: Any, ttl: timedelta = timedelta(hours=1),
@@ -222,7 +223,7 @@ class ApiKeyRepository(_Reference):
 
     PREFIX = "edb"
 
-    def __init__(self, db: Any = None, cache: Any = None) -> None:
+    def __init__(self, db: Database | None = None, cache: Any = None) -> None:
         super().__init__(ApiKey, db, cache)
 
     def issue(self, user_id: Any, name: str, scopes: Iterable[str] = (), rate_limit: int = 60,
@@ -266,7 +267,7 @@ class ApiKeyRepository(_Reference):
 
 
 class ToolExecutionRepository(_Reference):
-    def __init__(self, db: Any = None, cache: Any = None) -> None:
+    def __init__(self, db: Database | None = None, cache: Any = None) -> None:
         super().__init__(ToolExecution, db, cache)
 
     def cleanup_older_than(self, age: timedelta = timedelta(days=90), *,
@@ -278,7 +279,7 @@ class ToolExecutionRepository(_Reference):
 
 
 class TransactionRepository(_Reference):
-    def __init__(self, db: Any = None, cache: Any = None) -> None:
+    def __init__(self, db: Database | None = None, cache: Any = None) -> None:
         super().__init__(Transaction, db, cache)
 
     def by_hash(self, tx_hash: str) -> Transaction:
