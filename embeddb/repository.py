@@ -18,17 +18,21 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import islice
-from typing import Any, Generic, NamedTuple, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar, cast
 
 import peewee
 
 from .cache.keys import family_of, list_tag, model_tag, row_key
 from .cache.rows import RowCache
+from .cache.tiered import Cache
 from .cache.tiered import shared as shared_cache
 from .dialect import quote
 from .errors import ConfigurationError, ConflictError, InvalidQueryError, NotFoundError
 from .hydration import Hydrator, compile_hydrator, readers_of
 from .models import BaseModel, MoneyField, SoftDeleteModel, VersionedModel, utcnow
+
+if TYPE_CHECKING:  # peewee queries need a peewee database: the engines, not the protocol
+    from .database import Database
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -143,7 +147,9 @@ class Repository(Generic[M]):
     #: other models a subclass's queries use (bound to ``db`` together with the model)
     related: Sequence[type[BaseModel]] = ()
 
-    def __init__(self, model: type[M], db: Any = None, cache: Any = None) -> None:
+    def __init__(
+        self, model: type[M], db: Database | None = None, cache: Cache | None = None
+    ) -> None:
         self.model = model
         #: an :class:`embeddb.cache.Cache`: reads by id and ``find_cached`` go through it, and
         #: every write through this repository invalidates what it changed, after commit.
@@ -485,8 +491,8 @@ class Repository(Generic[M]):
         ``self.db``: a no-op when the models are bound to it already (the usual case), else
         ``db.bind_ctx`` (which rebinds the model classes for the block: do not use one model
         with two databases from several threads at once)."""
-        models = [self.model, *self.related]
-        if all(m._meta.database is self.db for m in models):  # type: ignore[attr-defined]
+        models: list[type[BaseModel]] = [self.model, *self.related]
+        if all(m._meta.database is self.db for m in models):
             return nullcontext()
         return self.db.bind_ctx(models, bind_refs=False, bind_backrefs=False)
 

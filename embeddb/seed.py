@@ -34,13 +34,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import folders
 from .dialect import quote
 from .errors import EmbeddbError
-from .protocols import Database
 from .repository import Repository, UpsertBatch
+
+if TYPE_CHECKING:  # it writes through repositories: peewee needs the engines themselves
+    from .database import Database
 
 ENV_DIR = folders.SEEDS_ENV
 DEFAULT_DIR = folders.SEEDS_DEFAULT

@@ -6,11 +6,13 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import folders as folder_rule
 from . import migrate, seed
-from .protocols import Database
+
+if TYPE_CHECKING:  # it writes through repositories: peewee needs the engines themselves
+    from .database import Database
 
 
 @dataclass
