@@ -87,10 +87,10 @@ def main() -> None:
         same_pragmas(db, raw)
         sql = "SELECT id, created_at, updated_at, name, qty FROM thing WHERE id = ?"
 
-        def raw_get(key: Any) -> dict[str, Any]:
+        def raw_get(key: Any) -> tuple[Any, ...]:
+            """The row as Python values, in the shape the cache keeps it (a tuple in field order)."""
             id_, created, updated, name, qty = raw.execute(sql, (key.hex,)).fetchone()
-            return {"id": as_uuid(id_), "created_at": as_utc(created),
-                    "updated_at": as_utc(updated), "name": name, "qty": qty}
+            return (as_uuid(id_), as_utc(created), as_utc(updated), name, qty)
 
         def raw_fetch(key: Any) -> Any:
             return raw.execute(sql, (key.hex,)).fetchone()

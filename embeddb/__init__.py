@@ -12,8 +12,7 @@ from .errors import (
     NotFoundError,
     PoolExhausted,
 )
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "ConfigurationError",

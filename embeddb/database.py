@@ -15,7 +15,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import peewee
@@ -36,7 +36,8 @@ from .url import DatabaseURL, parse, scrub
 _peewee_logger = logging.getLogger("peewee")
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 _logger = logging.getLogger("embeddb")
-_driver_errors = peewee.__exception_wrapper__  # turns DB-API errors into peewee's classes
+#: turns DB-API errors into peewee's classes
+_driver_errors = peewee.__exception_wrapper__  # type: ignore[attr-defined]
 #: SQLITE_READONLY_DIRECTORY: a read-only WAL database whose -shm file cannot be created
 _READONLY_DIRECTORY = 1544
 
@@ -57,11 +58,19 @@ class _TrackedSavepoint(peewee._savepoint):
         del self.db._state.commit_callbacks[self._mark:]
 
 
-class Engine:
+if TYPE_CHECKING:  # the engines mix Engine into a peewee database class
+    _PeeweeDatabase = peewee.Database
+else:
+    _PeeweeDatabase = object
+
+
+class Engine(_PeeweeDatabase):
     """What both embeddb database classes add to peewee's (mixed in before the peewee class)."""
 
     dialect: dialect.Dialect
     url: DatabaseURL
+    settings: Any  # the backend's config.SqliteSettings or config.PostgresSettings
+    _state: Any  # peewee's per-thread connection state (not in its stubs)
 
     def savepoint(self) -> _TrackedSavepoint:
         return _TrackedSavepoint(self)
@@ -224,6 +233,7 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
     """
 
     dialect = dialect.SQLITE
+    _add_conn_hooks: Callable[[sqlite3.Connection], None]  # peewee's (not in its stubs)
 
     def __init__(
         self, url: DatabaseURL, settings: config.SqliteSettings, *, create: bool = True,
@@ -267,7 +277,7 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
                     conn.close()
                     raise
                 return conn
-            return super()._connect()
+            return super()._connect()  # type: ignore[misc]
         except sqlite3.Error as exc:
             raise ConnectionFailed(f"cannot open SQLite database {self.url.path}: {exc}") from exc
 
@@ -314,7 +324,7 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
                     f"{self.url.path}: SQLite refused WAL mode (got {mode!r}); "
                     "is the file on a network filesystem?"
                 )
-        super()._set_pragmas(conn)
+        super()._set_pragmas(conn)  # type: ignore[misc]
 
     def _switch_to_wal(self, conn: sqlite3.Connection) -> str:
         """Put the file in WAL mode (a no-op when it already is); the mode SQLite reports.

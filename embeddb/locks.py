@@ -26,12 +26,16 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import psycopg2
 
-from .backup.ownership import foreign_owner
 from .errors import ConfigurationError, ConnectionFailed, LockTimeout
+from .ownership import foreign_owner
+from .protocols import Database
+
+if TYPE_CHECKING:
+    from .database import PostgresEngine, SqliteEngine
 
 #: The longest wait that makes sense (seconds): a day.
 MAX_TIMEOUT = 86400.0
@@ -97,7 +101,7 @@ def _now() -> str:
 # -- SQLite: a file per name --------------------------------------------------------------
 
 
-def lock_directory(db: Any) -> str:
+def lock_directory(db: SqliteEngine) -> str:
     """``app.db`` -> ``app.db-locks/``."""
     return os.path.abspath(db.database) + "-locks"
 
@@ -111,7 +115,7 @@ def _lock_path(directory: str, name: str) -> str:
 class FileLock:
     """An exclusive ``flock`` on the name's file; ``token`` once held."""
 
-    def __init__(self, db: Any, name: str, timeout: float | None) -> None:
+    def __init__(self, db: SqliteEngine, name: str, timeout: float | None) -> None:
         self.db = db
         self.name = name
         self.timeout = timeout
@@ -172,7 +176,7 @@ class FileLock:
 
     def release(self) -> None:
         if self._memory is not None:
-            self._memory, lock = None, self._memory
+            lock, self._memory = self._memory, None
             lock.release()
         if self._fd is not None:
             fd, self._fd = self._fd, None
@@ -198,7 +202,7 @@ def _write(fd: int, data: dict[str, Any]) -> None:
     os.fsync(fd)
 
 
-def held_files(db: Any) -> list[HeldLock]:
+def held_files(db: SqliteEngine) -> list[HeldLock]:
     """The named locks held on a SQLite file, by any process on this machine."""
     if db.is_memory:
         return []
@@ -248,7 +252,7 @@ def lock_key(name: str) -> int:
 class AdvisoryLock:
     """``pg_advisory_lock`` on the name's key, with a fencing token from a sequence."""
 
-    def __init__(self, db: Any, name: str, timeout: float | None, scope: str) -> None:
+    def __init__(self, db: PostgresEngine, name: str, timeout: float | None, scope: str) -> None:
         self.db = db
         self.name = name
         self.timeout = timeout
@@ -328,7 +332,7 @@ class AdvisoryLock:
             conn.close()
 
 
-def lock_connection(db: Any, purpose: str, application: str) -> Any:
+def lock_connection(db: PostgresEngine, purpose: str, application: str) -> Any:
     """A dedicated autocommit connection to ``db``'s database that holds advisory locks,
     named ``<application><pid>`` so waiters can tell who holds them.
 
@@ -346,7 +350,7 @@ def lock_connection(db: Any, purpose: str, application: str) -> Any:
     return conn
 
 
-def _ensure_objects(db: Any, conn: Any = None, name: tuple[int, str] | None = None) -> None:
+def _ensure_objects(db: PostgresEngine, conn: Any = None, name: tuple[int, str] | None = None) -> None:
     """The token sequence and the name table, created once per database object, on an
     autocommit connection (never inside the caller's transaction); and ``name`` (key, name)
     recorded there, so other sessions can list a transaction-scoped lock by name."""
@@ -376,7 +380,7 @@ def _ensure_objects(db: Any, conn: Any = None, name: tuple[int, str] | None = No
     db.__dict__["_embeddb_lock_objects"] = True
 
 
-def held_advisory(db: Any) -> list[HeldLock]:
+def held_advisory(db: PostgresEngine) -> list[HeldLock]:
     """The named locks held in this database, by any client of the server."""
     rows = db.execute_sql(
         "SELECT n.name, l.pid, n.token, a.backend_start, a.xact_start, a.application_name "
@@ -400,7 +404,7 @@ def held_advisory(db: Any) -> list[HeldLock]:
     return found
 
 
-def _names_table_exists(db: Any) -> bool:
+def _names_table_exists(db: PostgresEngine) -> bool:
     return db.execute_sql("SELECT to_regclass('embeddb_lock_names')").fetchone()[0] is not None
 
 
@@ -411,11 +415,11 @@ class Lock:
     """A named lock, taken by ``with`` (or :meth:`acquire`) and given back on exit."""
 
     def __init__(
-        self, db: Any, name: str, timeout: float | None = None, scope: str = "session"
+        self, db: Database, name: str, timeout: float | None = None, scope: str = "session"
     ) -> None:
         self.name = name
         self.timeout = check(name, timeout, scope)
-        self._impl: FileLock | AdvisoryLock = db.dialect.named_lock(db, name, self.timeout, scope)
+        self._impl: FileLock | AdvisoryLock = _backend(db).lock(db, name, self.timeout, scope)
 
     @property
     def token(self) -> int | None:
@@ -440,6 +444,43 @@ class Lock:
         self.release()
 
 
-def held(db: Any) -> list[HeldLock]:
+def held(db: Database) -> list[HeldLock]:
     """Every named lock currently held on ``db`` (where the backend can tell)."""
-    return db.dialect.held_locks(db)
+    return _backend(db).held(db)
+
+
+# -- backends, by dialect name --------------------------------------------------------------
+
+
+class _FileLocks:
+    """SQLite: a ``flock`` on a file per name beside the database (a thread lock for
+    ``:memory:``); SQLite has no lock that ends with a transaction."""
+
+    @staticmethod
+    def lock(db: SqliteEngine, name: str, timeout: float | None, scope: str) -> FileLock:
+        if scope != "session":
+            raise ConfigurationError(
+                f"lock {name!r}: SQLite has no transaction-scoped locks; use the default "
+                "(the lock is held until the `with` block ends)"
+            )
+        return FileLock(db, name, timeout)
+
+    held = staticmethod(held_files)
+
+
+class _AdvisoryLocks:
+    """PostgreSQL: advisory locks, session- or transaction-scoped."""
+
+    lock = AdvisoryLock
+    held = staticmethod(held_advisory)
+
+
+#: dialect name -> the named locks of that backend
+BACKENDS: dict[str, Any] = {"sqlite": _FileLocks, "postgresql": _AdvisoryLocks}
+
+
+def _backend(db: Database) -> Any:
+    try:
+        return BACKENDS[db.dialect.name]
+    except KeyError:
+        raise ConfigurationError(f"named locks are not supported on {db.dialect.name!r}") from None

@@ -1,6 +1,6 @@
 """Maintenance: VACUUM, ANALYZE, optimize, WAL checkpoint, integrity checks and data cleanup.
 
-Each task means what it should on the backend at hand (``db.dialect.maintenance_tasks()``):
+Each task means what it should on the backend at hand (:func:`tasks_for`):
 
 ========== ============================================ ===================================================
 task       SQLite                                       PostgreSQL
@@ -22,10 +22,14 @@ import os
 import sqlite3
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import retention
 from .errors import ConnectionFailed, DatabaseError, MaintenanceError
+from .protocols import Database
+
+if TYPE_CHECKING:
+    from .database import PostgresEngine, SqliteEngine
 from .retention import Policy
 
 #: rows deleted per transaction: short enough that writers never wait long for the lock
@@ -37,39 +41,50 @@ MAX_BATCH_SIZE = 1_000_000
 _ANALYSIS_LIMIT = 1000
 
 
-def vacuum(db: Any) -> dict[str, Any]:
+def tasks_for(db: Database) -> Any:
+    """The object whose methods run VACUUM, ANALYZE, checkpoint... on ``db``'s backend.
+
+    :raises MaintenanceError: no tasks are known for its dialect.
+    """
+    tasks = TASKS.get(db.dialect.name)
+    if tasks is None:
+        raise MaintenanceError(f"no maintenance tasks for {db.dialect.name!r} databases")
+    return tasks
+
+
+def vacuum(db: Database) -> dict[str, Any]:
     """Rebuild/reclaim storage; returns sizes before and after where the backend tells."""
-    return db.dialect.maintenance_tasks().vacuum(db)
+    return tasks_for(db).vacuum(db)
 
 
-def analyze(db: Any) -> dict[str, Any]:
+def analyze(db: Database) -> dict[str, Any]:
     """Refresh the query planner's statistics."""
-    return db.dialect.maintenance_tasks().analyze(db)
+    return tasks_for(db).analyze(db)
 
 
-def optimize(db: Any) -> dict[str, Any]:
+def optimize(db: Database) -> dict[str, Any]:
     """The cheap periodic tune-up for the backend (see the module table)."""
-    return db.dialect.maintenance_tasks().optimize(db)
+    return tasks_for(db).optimize(db)
 
 
-def checkpoint(db: Any) -> dict[str, Any]:
+def checkpoint(db: Database) -> dict[str, Any]:
     """Write the WAL back into the database; reports the WAL size before and after.
 
     :raises MaintenanceError: the server refused (PostgreSQL needs superuser/pg_checkpoint).
     """
-    return db.dialect.maintenance_tasks().checkpoint(db)
+    return tasks_for(db).checkpoint(db)
 
 
-def integrity(db: Any) -> dict[str, Any]:
+def integrity(db: Database) -> dict[str, Any]:
     """Run the backend's consistency checks: ``{"ok": bool, "problems": [...], "checks": [...]}``."""
-    return db.dialect.maintenance_tasks().integrity(db)
+    return tasks_for(db).integrity(db)
 
 
 # -- cleanup --------------------------------------------------------------------------------------
 
 
 def cleanup(
-    db: Any,
+    db: Database,
     policies: list[Policy] | None = None,
     now: datetime | None = None,
     batch_size: int = BATCH_SIZE,
@@ -125,16 +140,16 @@ def corruption(exc: BaseException | None) -> str | None:
 class SqliteTasks:
     """What each maintenance task means on SQLite."""
 
-    def vacuum(self, db: Any) -> dict[str, Any]:
+    def vacuum(self, db: SqliteEngine) -> dict[str, Any]:
         before = self._size(db)
         db.execute_sql("VACUUM")
         return {"task": "vacuum", "size_before": before, "size_after": self._size(db)}
 
-    def analyze(self, db: Any) -> dict[str, Any]:
+    def analyze(self, db: SqliteEngine) -> dict[str, Any]:
         db.execute_sql("ANALYZE")
         return {"task": "analyze", "statement": "ANALYZE"}
 
-    def optimize(self, db: Any) -> dict[str, Any]:
+    def optimize(self, db: SqliteEngine) -> dict[str, Any]:
         # analysis_limit bounds the cost of each table's ANALYZE (approximate statistics).
         db.execute_sql(f"PRAGMA analysis_limit={_ANALYSIS_LIMIT}")
         # 0x10002: look at every table, not only those this connection queried (3.46+).
@@ -147,7 +162,7 @@ class SqliteTasks:
             statements.append(f"ANALYZE (analysis_limit={_ANALYSIS_LIMIT})")
         return {"task": "optimize", "statements": statements}
 
-    def checkpoint(self, db: Any) -> dict[str, Any]:
+    def checkpoint(self, db: SqliteEngine) -> dict[str, Any]:
         if db.is_memory:
             return {"task": "checkpoint", "skipped": "an in-memory database has no WAL"}
         wal = os.path.abspath(db.database) + "-wal"
@@ -160,7 +175,7 @@ class SqliteTasks:
             "complete": busy == 0,
         }
 
-    def integrity(self, db: Any) -> dict[str, Any]:
+    def integrity(self, db: SqliteEngine) -> dict[str, Any]:
         """Damage that stops SQLite from reading the file at all (a wrecked header or schema
         page, a truncated file, not a database) is reported as a problem, not raised."""
         problems: list[str] = []
@@ -179,7 +194,7 @@ class SqliteTasks:
                 "checks": list(_SQLITE_CHECKS)}
 
     @staticmethod
-    def _size(db: Any) -> int:
+    def _size(db: SqliteEngine) -> int:
         pages = db.execute_sql("PRAGMA page_count").fetchone()[0]
         return pages * db.execute_sql("PRAGMA page_size").fetchone()[0]
 
@@ -187,19 +202,19 @@ class SqliteTasks:
 class PostgresTasks:
     """What each maintenance task means on PostgreSQL (scoped to the URL's schema if any)."""
 
-    def vacuum(self, db: Any) -> dict[str, Any]:
+    def vacuum(self, db: PostgresEngine) -> dict[str, Any]:
         return self._vacuum(db, "vacuum", "VACUUM (ANALYZE)")
 
-    def analyze(self, db: Any) -> dict[str, Any]:
+    def analyze(self, db: PostgresEngine) -> dict[str, Any]:
         tables = self._tables(db)
         if tables or db.settings.schema is None:
             db.execute_sql("ANALYZE " + ", ".join(tables))
         return {"task": "analyze", "statement": "ANALYZE", "tables": len(tables)}
 
-    def optimize(self, db: Any) -> dict[str, Any]:
+    def optimize(self, db: PostgresEngine) -> dict[str, Any]:
         return self._vacuum(db, "optimize", "VACUUM (ANALYZE)")
 
-    def checkpoint(self, db: Any) -> dict[str, Any]:
+    def checkpoint(self, db: PostgresEngine) -> dict[str, Any]:
         before = self._wal_size(db)
         try:
             db.execute_sql("CHECKPOINT")
@@ -211,7 +226,7 @@ class PostgresTasks:
         return {"task": "checkpoint", "wal_bytes_before": before,
                 "wal_bytes_after": self._wal_size(db), "complete": True}
 
-    def integrity(self, db: Any) -> dict[str, Any]:
+    def integrity(self, db: PostgresEngine) -> dict[str, Any]:
         scope = self._scope_sql(db)
         problems = [f"invalid index {name} (rebuild it: REINDEX INDEX {name})" for (name,) in
                     db.execute_sql(
@@ -232,7 +247,7 @@ class PostgresTasks:
                           "(CREATE EXTENSION amcheck, as a superuser, enables it)")
         return {"task": "integrity", "ok": not problems, "problems": problems, "checks": checks}
 
-    def _amcheck(self, db: Any, scope: str) -> list[str]:
+    def _amcheck(self, db: PostgresEngine, scope: str) -> list[str]:
         rows = db.execute_sql(
             "SELECT c.oid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
             "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_am a ON a.oid = c.relam "
@@ -246,7 +261,7 @@ class PostgresTasks:
                 problems.append(f"index {index}: {exc}".strip())
         return problems
 
-    def _vacuum(self, db: Any, task: str, statement: str) -> dict[str, Any]:
+    def _vacuum(self, db: PostgresEngine, task: str, statement: str) -> dict[str, Any]:
         tables = self._tables(db)
         before = self._size(db)
         if tables or db.settings.schema is None:
@@ -255,14 +270,14 @@ class PostgresTasks:
                 "size_before": before, "size_after": self._size(db)}
 
     @staticmethod
-    def _scope_sql(db: Any) -> str:
+    def _scope_sql(db: PostgresEngine) -> str:
         # %% because psycopg2 interpolates every statement peewee sends
         if db.settings.schema is not None:
             return "n.nspname = current_schema()"
         return ("n.nspname NOT IN ('pg_catalog', 'information_schema') "
                 "AND n.nspname NOT LIKE 'pg\\_%%'")
 
-    def _tables(self, db: Any) -> list[str]:
+    def _tables(self, db: PostgresEngine) -> list[str]:
         if db.settings.schema is None:
             return []  # no list: VACUUM/ANALYZE then cover the whole database
         rows = db.execute_sql(
@@ -272,7 +287,7 @@ class PostgresTasks:
         ).fetchall()
         return [name for (name,) in rows]
 
-    def _size(self, db: Any) -> int:
+    def _size(self, db: PostgresEngine) -> int:
         if db.settings.schema is None:
             return db.execute_sql("SELECT pg_database_size(current_database())").fetchone()[0]
         return db.execute_sql(
@@ -282,12 +297,18 @@ class PostgresTasks:
         ).fetchone()[0]
 
     @staticmethod
-    def _wal_size(db: Any) -> int | None:
+    def _wal_size(db: PostgresEngine) -> int | None:
         try:
             return int(db.execute_sql("SELECT coalesce(sum(size), 0) FROM pg_ls_waldir()")
                        .fetchone()[0])
         except DatabaseError:  # needs superuser or pg_monitor: report unknown
             return None
+
+
+#: dialect name -> the maintenance tasks of that backend
+TASKS: dict[str, Any] = {
+    "sqlite": SqliteTasks(), "postgresql": PostgresTasks(),
+}
 
 
 def _file_size(path: str) -> int:

@@ -14,11 +14,11 @@ import uuid
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 import peewee
 
-from .errors import ConflictError, NotFoundError
+from .errors import ConfigurationError, ConflictError, NotFoundError
 from .ids import new_id
 
 UTC = UTC
@@ -193,6 +193,16 @@ class BaseModel(peewee.Model, metaclass=_ModelBase):
     created_at = UTCDateTimeField(default=utcnow)
     updated_at = UTCDateTimeField(default=utcnow)
 
+    if TYPE_CHECKING:  # peewee's, missing from its type stubs
+        DoesNotExist: type[NotFoundError]
+        _pk: Any
+        _dirty: set[str]
+
+        @classmethod
+        def _normalize_data(cls, data: Any, kwargs: dict[str, Any]) -> dict[Any, Any]: ...
+
+        def _prune_fields(self, field_dict: dict[str, Any], only: Any) -> dict[str, Any]: ...
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._persisted = bool(kwargs.get("__no_default__"))  # peewee's marker for loaded rows
         super().__init__(*args, **kwargs)
@@ -227,15 +237,15 @@ class SoftDeleteModel(BaseModel):
     deleted_at = UTCDateTimeField(null=True)
 
     @classmethod
-    def select(cls, *fields: Any) -> peewee.ModelSelect:
+    def select(cls, *fields: Any) -> peewee.ModelSelect[Self]:
         return super().select(*fields).where(cls.deleted_at.is_null())
 
     @classmethod
-    def select_with_deleted(cls, *fields: Any) -> peewee.ModelSelect:
+    def select_with_deleted(cls, *fields: Any) -> peewee.ModelSelect[Self]:
         return super().select(*fields)
 
     @classmethod
-    def deleted(cls, *fields: Any) -> peewee.ModelSelect:
+    def deleted(cls, *fields: Any) -> peewee.ModelSelect[Self]:
         """Only the soft-deleted rows."""
         return cls.select_with_deleted(*fields).where(cls.deleted_at.is_null(False))
 
@@ -243,7 +253,9 @@ class SoftDeleteModel(BaseModel):
     def is_deleted(self) -> bool:
         return self.deleted_at is not None
 
-    def delete_instance(self, permanent: bool = False, **kwargs: Any) -> int:
+    def delete_instance(  # type: ignore[override]  # adds ``permanent`` before peewee's options
+        self, permanent: bool = False, **kwargs: Any
+    ) -> int:
         if permanent:
             return super().delete_instance(**kwargs)
         self.deleted_at = utcnow()
@@ -267,7 +279,7 @@ class VersionedModel(BaseModel):
     def update(cls, __data: Any = None, **update: Any) -> peewee.ModelUpdate:
         """Class-level UPDATEs bump ``version`` too, so a copy read before them conflicts."""
         query = super().update(__data, **update)
-        query._update.setdefault(cls.version, cls.version + 1)
+        query._update.setdefault(cls.version, cls.version + 1)  # type: ignore[attr-defined]
         return query
 
     def save(self, force_insert: bool = False, only: Iterable[Any] | None = None) -> int:
@@ -277,7 +289,7 @@ class VersionedModel(BaseModel):
         expected = self.version
         self.updated_at = utcnow()
         data = dict(self.__data__)
-        data.pop(cls._meta.primary_key.name, None)
+        data.pop(primary_key(cls).name, None)
         if only is not None:
             data = self._prune_fields(data, [*only, cls.updated_at])
         data["version"] = expected + 1
@@ -296,6 +308,17 @@ class VersionedModel(BaseModel):
         return rows
 
 
+def primary_key(model: type[peewee.Model]) -> peewee.Field:
+    """The primary key field of ``model`` (every embeddb model has one).
+
+    :raises ConfigurationError: the model has none (a composite or no key).
+    """
+    field = model._meta.primary_key
+    if field is False:
+        raise ConfigurationError(f"{model.__name__} has no single-column primary key")
+    return field
+
+
 __all__ = [
     "BaseModel",
     "IdField",
@@ -305,5 +328,6 @@ __all__ = [
     "UTCDateTimeField",
     "VersionedModel",
     "new_id",
+    "primary_key",
     "utcnow",
 ]

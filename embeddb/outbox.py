@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigurationError, DatabaseError, EmbeddbError
+from .protocols import Database
 
 TABLE = "embeddb_outbox"
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
@@ -72,12 +73,12 @@ class RunStats:
 Handler = Callable[[Event], Any]
 
 
-def ddl(db: Any) -> list[str]:
+def ddl(db: Database) -> list[str]:
     """The statements that create the outbox table on ``db``'s backend (for a migration)."""
     return list(db.dialect.outbox_ddl)
 
 
-def publish(db: Any, topic: str, payload: Any, key: str | None = None) -> int:
+def publish(db: Database, topic: str, payload: Any, key: str | None = None) -> int:
     """Write an event in the caller's transaction (autocommit outside one); its id.
 
     :raises ConfigurationError: an empty topic, or a payload JSON cannot hold.
@@ -114,7 +115,7 @@ class Outbox:
 
     def __init__(
         self,
-        db: Any,
+        db: Database,
         *,
         lease: float = 30.0,
         max_attempts: int = 10,
@@ -252,7 +253,7 @@ class Status:
     dead: list[dict[str, Any]] = field(default_factory=list)  # the newest dead letters
 
 
-def status(db: Any, dead_limit: int = 20) -> Status:
+def status(db: Database, dead_limit: int = 20) -> Status:
     """Counts per status and topic, the age of the oldest pending event, the dead letters."""
     with _table_needed(db):
         rows = db.execute_sql(
@@ -278,7 +279,7 @@ def status(db: Any, dead_limit: int = 20) -> Status:
     )
 
 
-def retry(db: Any, event_id: int) -> None:
+def retry(db: Database, event_id: int) -> None:
     """Make a dead event pending again, with its attempts reset.
 
     :raises OutboxError: there is no event with that id, or it is not dead.
@@ -298,7 +299,7 @@ def retry(db: Any, event_id: int) -> None:
         )
 
 
-def purge(db: Any, delivered_older_than: float, *, dry_run: bool = False,
+def purge(db: Database, delivered_older_than: float, *, dry_run: bool = False,
           batch: int = 1000) -> int:
     """Delete delivered events older than ``delivered_older_than`` seconds, in short
     transactions of ``batch`` rows; how many (would be) deleted."""
@@ -371,7 +372,7 @@ def load_handler(spec: str) -> Handler:
 class _table_needed:
     """Turn "no such table" into an error that says how to create it."""
 
-    def __init__(self, db: Any) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
 
     def __enter__(self) -> None:

@@ -33,6 +33,7 @@ from typing import Any
 
 from .errors import DatabaseError, MaintenanceError
 from .models import UTCDateTimeField
+from .protocols import Database
 
 FILE = "retention.toml"
 #: the longest retention accepted (100 years): further back leaves the range of dates
@@ -130,7 +131,7 @@ def declared(path: str | os.PathLike[str] | None = None) -> list[Policy]:
 
 
 def run(
-    db: Any,
+    db: Database,
     policies: list[Policy],
     *,
     now: datetime | None = None,
@@ -168,14 +169,14 @@ def run(
     return result
 
 
-def _condition(db: Any, policy: Policy) -> str:
+def _condition(db: Database, policy: Policy) -> str:
     from .dialect import quote
 
     sql = f"{quote(policy.column)} < {db.param}"
     return f"{sql} AND ({policy.where})" if policy.where else sql
 
 
-def _check(db: Any, policy: Policy, condition: str, cutoff: datetime) -> None:
+def _check(db: Database, policy: Policy, condition: str, cutoff: datetime) -> None:
     from .dialect import quote
 
     # checked by name: SQLite would read an unknown "column" as a string literal
@@ -193,7 +194,7 @@ def _check(db: Any, policy: Policy, condition: str, cutoff: datetime) -> None:
             f"{' '.join(str(exc).split())}; nothing was deleted") from exc
 
 
-def _apply(db: Any, policy: Policy, condition: str, cutoff: datetime, batch_size: int,
+def _apply(db: Database, policy: Policy, condition: str, cutoff: datetime, batch_size: int,
            dry_run: bool, progress: Progress | None) -> int:
     from .dialect import quote
 

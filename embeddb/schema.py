@@ -8,13 +8,15 @@ migration created. ``dump`` writes the schema for review in diffs, like dbmate's
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import peewee
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, DatabaseError
+from .protocols import Database
+from .url import scrub
 
 _FAMILIES = (
     ("uuid", "uuid"),
@@ -73,7 +75,7 @@ def type_family(sql_type: str) -> str:
     return lowered or "untyped"
 
 
-def check(db: Any, models: Iterable[type[peewee.Model]]) -> list[Difference]:
+def check(db: Database, models: Iterable[type[peewee.Model]]) -> list[Difference]:
     """Every difference between ``models`` and the tables of ``db``; empty when they agree."""
     models = list(models)
     tables = set(db.get_tables())
@@ -92,14 +94,14 @@ def check(db: Any, models: Iterable[type[peewee.Model]]) -> list[Difference]:
     return differences
 
 
-def _expected_type(db: Any, field: peewee.Field) -> str:
+def _expected_type(db: Database, field: peewee.Field) -> str:
     field_type = field.field_type
     if isinstance(field, peewee.ForeignKeyField):
         field_type = field.rel_field.field_type
     return db.get_context_options()["field_types"].get(field_type, field_type)
 
 
-def _check_columns(db: Any, model: type[peewee.Model], table: str) -> list[Difference]:
+def _check_columns(db: Database, model: type[peewee.Model], table: str) -> list[Difference]:
     columns = {c.name: c for c in db.get_columns(table)}
     differences = []
     for field in model._meta.sorted_fields:
@@ -143,7 +145,7 @@ def _internal(table: str, modelled: set[str]) -> bool:
 
 def _expected_indexes(model: type[peewee.Model]) -> list[tuple[tuple[str, ...], bool]]:
     meta = model._meta
-    expected = [
+    expected: list[tuple[tuple[str, ...], bool]] = [
         ((f.column_name,), bool(f.unique))
         for f in meta.sorted_fields
         if (f.index or f.unique) and not f.primary_key
@@ -156,7 +158,7 @@ def _expected_indexes(model: type[peewee.Model]) -> list[tuple[tuple[str, ...], 
     return expected
 
 
-def _check_indexes(db: Any, model: type[peewee.Model], table: str) -> list[Difference]:
+def _check_indexes(db: Database, model: type[peewee.Model], table: str) -> list[Difference]:
     present = [(tuple(i.columns), bool(i.unique)) for i in db.get_indexes(table)]
     differences = []
     for columns, unique in _expected_indexes(model):
@@ -174,6 +176,59 @@ def _covers(have: tuple[tuple[str, ...], bool], columns: tuple[str, ...], unique
     return have_columns[: len(columns)] == columns
 
 
-def dump(db: Any) -> str:
-    """The database's schema as SQL (tables, indexes, triggers, views), stable across runs."""
-    return db.dialect.schema_sql(db)
+def dump(db: Database) -> str:
+    """The database's schema as SQL (tables, indexes, triggers, views), stable across runs.
+
+    :raises ConfigurationError: no dump is known for the database's backend.
+    """
+    name = db.dialect.name
+    if name not in _DUMPS:
+        raise ConfigurationError(f"no schema dump for {name!r} databases")
+    return _DUMPS[name](db)
+
+
+def _sqlite_dump(db: Database) -> str:
+    rows = db.execute_sql(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master "
+        "WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY "
+        # replayable: every table before the indexes, views and triggers that use it
+        "CASE type WHEN 'table' THEN 0 WHEN 'index' THEN 1 WHEN 'view' THEN 2 ELSE 3 END, name"
+    ).fetchall()
+    virtual = {name for kind, name, _, sql in rows if sql.upper().startswith("CREATE VIRTUAL")}
+    statements = [
+        f"{sql};" for kind, name, _, sql in rows
+        # FTS5 creates its own shadow tables; dumping them would break a replay.
+        if not (kind == "table" and any(name in _fts_shadows(v) for v in virtual))
+    ]
+    return "\n\n".join(statements) + "\n"
+
+
+def _fts_shadows(table: str) -> set[str]:
+    """The tables FTS5 creates for virtual table ``table`` (recreated by its CREATE)."""
+    return {f"{table}_{part}" for part in ("data", "idx", "content", "docsize", "config")}
+
+
+def _postgres_dump(db: Database) -> str:
+    """``pg_dump --schema-only`` of the database (its schema only, when the URL names one)."""
+    import subprocess
+
+    from .backup.postgres import client_env, tool
+
+    args = [tool("pg_dump"), "--schema-only", "--no-owner", "--no-privileges"]
+    if db.settings.schema:
+        args += ["--schema", db.settings.schema]
+    done = subprocess.run(args, env=client_env(db.url), capture_output=True, text=True,
+                          check=False)
+    if done.returncode:
+        raise DatabaseError(f"pg_dump --schema-only failed: "
+                            f"{scrub(done.stderr, db.url.password)}")
+    # Keep only the schema itself, stable across runs: no comments, no SET preamble, and
+    # no \restrict lines (pg_dump 15.14+ puts a random key in them).
+    noise = ("--", "SET ", "SELECT pg_catalog.set_config", "\\restrict", "\\unrestrict")
+    lines = [line for line in done.stdout.splitlines()
+             if line and not line.startswith(noise)]
+    return "\n".join(lines) + "\n"
+
+
+#: dialect name -> how to dump that backend's schema
+_DUMPS: dict[str, Callable[[Any], str]] = {"sqlite": _sqlite_dump, "postgresql": _postgres_dump}

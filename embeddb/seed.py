@@ -34,12 +34,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import folders
 from .dialect import quote
 from .errors import EmbeddbError
 from .repository import Repository, UpsertBatch
+
+if TYPE_CHECKING:  # it writes through repositories: peewee needs the engines themselves
+    from .database import Database
 
 ENV_DIR = folders.SEEDS_ENV
 DEFAULT_DIR = folders.SEEDS_DEFAULT
@@ -113,6 +116,8 @@ def load(env: str, directory: str | os.PathLike[str] | None = None) -> Callable[
             f"no seed set {env!r} in {folder}/ (available: {known}); pass --seeds DIR"
         )
     spec = importlib.util.spec_from_file_location(f"embeddb_seed_{env}", path)
+    if spec is None or spec.loader is None:
+        raise SeedError(f"{path}: not a Python file that can be loaded")
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
@@ -131,7 +136,7 @@ def check_allowed(env: str, force: bool) -> None:
 
 
 def run(
-    db: Any,
+    db: Database,
     env: str,
     *,
     directory: str | os.PathLike[str] | None = None,
@@ -188,14 +193,14 @@ def run(
     return result
 
 
-def count_rows(db: Any, tables: Iterable[str]) -> dict[str, int]:
+def count_rows(db: Database, tables: Iterable[str]) -> dict[str, int]:
     """Rows in each of ``tables`` (soft-deleted rows included)."""
     return {name: db.execute_sql(f"SELECT count(*) FROM {quote(name)}").fetchone()[0]
             for name in tables}
 
 
 def _write(
-    db: Any, tables: list[Any], result: SeedResult, progress: Progress | None, parallel: bool,
+    db: Database, tables: list[Any], result: SeedResult, progress: Progress | None, parallel: bool,
     fresh: bool, bound: float | None,
 ) -> None:
     """Upsert every table of the set by id (after emptying them, with ``fresh``): all in one
@@ -221,7 +226,7 @@ def _write(
             worker.close()
 
 
-def _insert(db: Any, repo: Repository, batches: Iterable[UpsertBatch],
+def _insert(db: Database, repo: Repository, batches: Iterable[UpsertBatch],
             bound: float | None = None) -> tuple[int, int]:
     """Write ``batches``; rows given and rows changed. ``bound`` None: straight into the seed's
     transaction; else each transaction is committed once it has run ``bound`` seconds, so the
@@ -256,7 +261,7 @@ def _insert(db: Any, repo: Repository, batches: Iterable[UpsertBatch],
     return given, changed
 
 
-def _empty(db: Any, model: Any) -> int:
+def _empty(db: Database, model: Any) -> int:
     """Delete every row of ``model``'s table (foreign-key actions apply); the rows deleted."""
     deleted = db.execute_sql(f"DELETE FROM {quote(model._meta.table_name)}").rowcount
     Repository(model, db)._invalidate(every_row=True)
@@ -264,7 +269,7 @@ def _empty(db: Any, model: Any) -> int:
 
 
 @contextlib.contextmanager
-def _indexes_built_after(db: Any, table: str) -> Iterator[None]:
+def _indexes_built_after(db: Database, table: str) -> Iterator[None]:
     """Into an empty table, load first and build its plain indexes afterwards (on SQLite,
     ~25% faster for the dev set). Runs inside the seed's transaction: if the load fails, the
     rollback brings the indexes back with the rest."""
@@ -312,7 +317,7 @@ class _Worker:
     memory, and each table ends with None.
     """
 
-    def __init__(self, db: Any, tables: list[Any], env: str) -> None:
+    def __init__(self, db: Database, tables: list[Any], env: str) -> None:
         import fcntl  # Linux only, like the worker itself
 
         receive, send = multiprocessing.Pipe(duplex=False)
@@ -371,7 +376,7 @@ class _Worker:
             pass
 
 
-def _prepare(db: Any, tables: list[Any], env: str, send: Any) -> None:
+def _prepare(db: Database, tables: list[Any], env: str, send: Any) -> None:
     """The child's work: every table's batches, then None, or the error that stopped it."""
     try:
         for model, rows in tables:

@@ -6,10 +6,13 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import folders as folder_rule
 from . import migrate, seed
+
+if TYPE_CHECKING:  # it writes through repositories: peewee needs the engines themselves
+    from .database import Database
 
 
 @dataclass
@@ -29,7 +32,7 @@ class SetupResult:
 
 
 def run(
-    db: Any,
+    db: Database,
     env: str = "dev",
     *,
     migrations: str | os.PathLike[str] | None = None,
@@ -87,7 +90,7 @@ def folders(migrations: Any = None, seeds: Any = None) -> tuple[Path, Path]:
     return folder_rule.resolve(migrations, seeds)
 
 
-def table_rows(db: Any) -> dict[str, int]:
+def table_rows(db: Database) -> dict[str, int]:
     """Row count of every table (embeddb's bookkeeping and FTS internals left out)."""
     return seed.count_rows(db, [t for t in sorted(db.get_tables())
                                 if not t.startswith("embeddb_") and "_fts" not in t])

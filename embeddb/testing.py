@@ -75,12 +75,15 @@ class SqliteTemplate(Template):
 
     def copy(self) -> SqliteEngine:
         db = SqliteEngine(self._url, self._settings)
-        self.db._anchor.backup(db._anchor)
+        source, target = self.db._anchor, db._anchor
+        assert source is not None and target is not None  # in-memory engines hold one
+        source.backup(target)
         return db
 
     def discard(self, db: Database) -> None:
         if not db.is_closed():
             db.close()
+        assert isinstance(db, SqliteEngine) and db._anchor is not None
         db._anchor.close()
 
     def close(self) -> None:
@@ -94,7 +97,7 @@ class PostgresTemplate(Template):
         self.name = f"embeddb_tpl_{uuid.uuid4().hex[:12]}"
         self._admin(f'CREATE DATABASE "{self.name}"')
         try:
-            db = connect(self._url_for(self.name))
+            db = _postgres(self._url_for(self.name))
             _prepare(db, migrations, seed_set, seeds)
             db.close_all()
         except BaseException:
@@ -120,11 +123,18 @@ class PostgresTemplate(Template):
     def copy(self) -> PostgresEngine:
         name = f"embeddb_t_{uuid.uuid4().hex[:12]}"
         self._admin(f'CREATE DATABASE "{name}" TEMPLATE "{self.name}"')
-        return connect(self._url_for(name))
+        return _postgres(self._url_for(name))
 
     def discard(self, db: Database) -> None:
+        assert isinstance(db, PostgresEngine)
         db.close_all()
         self._admin(f'DROP DATABASE IF EXISTS "{db.database}" WITH (FORCE)')
 
     def close(self) -> None:
         self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+def _postgres(url: str) -> PostgresEngine:
+    db = connect(url)
+    assert isinstance(db, PostgresEngine)  # a postgresql:// URL
+    return db

@@ -18,6 +18,7 @@ import embeddb
 from embeddb.backup import create_backup, manifest, restore_backup, verify_backup
 from embeddb.cli import cli
 from embeddb.errors import BackupCorrupt, BackupError, ConfigurationError, ToolNotFound
+from embeddb.migrate import history
 
 pytestmark = pytest.mark.postgres
 
@@ -48,7 +49,7 @@ def _hashes(db) -> dict[str, str]:
 
 def test_round_trip_verify_and_restore(shop, tmp_path: Path) -> None:
     db = shop
-    db.execute_sql(db.dialect.migrations_table_ddl)
+    history.ensure(db)
     db.execute_sql("INSERT INTO embeddb_migrations VALUES (7, 'm', 'c', now(), 1, 'applied')")
     at_backup = _hashes(db)
     backup = create_backup(db, directory=str(tmp_path))

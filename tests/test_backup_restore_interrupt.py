@@ -158,7 +158,9 @@ def test_interrupts_at_random_moments_leave_old_or_new(scene) -> None:
         assert content in (old, new), f"attempt {attempt}: neither the old nor the new data"
         outcomes.append("finished" if "finished" in output else {old: "old", new: "new"}[content])
         if sig == signal.SIGINT and "finished" not in output:
-            assert _temps(live) == []
+            # its own temps: a SIGINT before the restore swept the previous (killed) attempt's
+            # leftovers leaves those for the next run, which the last restore below checks
+            assert [t for t in _temps(live) if f".{child.pid}-" in t] == []
     assert "old" in outcomes, outcomes  # some interrupts did land mid-restore
     assert len(last_phases) >= 2, last_phases  # ... and in different phases
     restore_backup(embeddb.connect(f"sqlite:///{live}"), backup)

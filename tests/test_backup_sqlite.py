@@ -26,6 +26,7 @@ from embeddb.backup import (
 )
 from embeddb.cli import cli
 from embeddb.errors import BackupCorrupt, BackupError, DatabaseInUse
+from embeddb.migrate import history
 
 ACCOUNTS = 100
 START_BALANCE = 1000
@@ -365,7 +366,7 @@ def test_restore_refused_while_another_process_has_the_database_open(
 
 def test_backup_file_is_private_and_manifest_complete(shop: Path, tmp_path: Path) -> None:
     db = embeddb.connect(_url(shop))
-    db.execute_sql(db.dialect.migrations_table_ddl)
+    history.ensure(db)
     for version in (1, 2, 3):
         db.execute_sql(
             "INSERT INTO embeddb_migrations VALUES (?, ?, 'c', '2024-01-01', 1.0, ?)",

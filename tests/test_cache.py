@@ -495,3 +495,20 @@ def test_counter_file_written_before_the_last_reboot_is_reset(cache_dir):
     again = Cache(cache_dir)  # the same boot from now on: the file is kept
     assert not again.generations.reinitialised
     again.close()
+
+
+def test_in_transaction_is_all_the_cache_asks_of_a_database(cache_dir):
+    """A cache given only ``in_transaction`` bypasses itself while it says True: reads load,
+    nothing is stored (no database to say when the transaction commits)."""
+    inside = [False]
+    cache = Cache(cache_dir, in_transaction=lambda: inside[0])
+    try:
+        assert cache.get_or_set("k", lambda: 1) == 1
+        inside[0] = True
+        assert cache.get_or_set("k", lambda: 2) == 2  # bypassed: not the cached 1
+        assert cache.get("k", "none") == "none"
+        cache.set("other", 3)
+        inside[0] = False
+        assert cache.get("k") == 1 and cache.get("other") is None
+    finally:
+        cache.close()

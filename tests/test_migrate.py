@@ -12,7 +12,7 @@ import psycopg2
 import pytest
 
 import embeddb
-from embeddb import migrate
+from embeddb import migrate, schema
 from embeddb.errors import (
     ChecksumMismatch,
     DatabaseError,
@@ -20,6 +20,7 @@ from embeddb.errors import (
     MigrationFailed,
     MigrationLockTimeout,
 )
+from embeddb.migrate.backends import backend_for
 from embeddb.migrate.files import checksum, discover
 from embeddb.migrate.script import normalize
 
@@ -335,7 +336,7 @@ def test_python_migration_and_its_error_line(db, folder):
 
 def test_lock_held_elsewhere_times_out_with_a_clear_error(db, folder):
     three(folder)
-    with db.dialect.migration_lock(db, 5), pytest.raises(MigrationLockTimeout, match="held"):
+    with backend_for(db).lock(db, 5), pytest.raises(MigrationLockTimeout, match="held"):
         migrate.up(db, folder, lock_timeout=0.2)
     assert migrate.up(db, folder).names == ["0001_users", "0002_posts", "0003_tags"]
 
@@ -471,16 +472,16 @@ def test_sqlite_run_script_is_one_transaction_with_its_finish(tmp_path):
         raise RuntimeError("boom")
 
     script = "-- one\nCREATE TABLE a (x INT);\nINSERT INTO a VALUES (1) /* two */;\n-- three\n"
-    assert db.dialect.run_script(db, script, finish)
+    assert backend_for(db).run_script(db, script, finish)
     assert rows(db, "SELECT x FROM a") == [(1,)] and rows(db, "SELECT v FROM done") == [(1,)]
     with pytest.raises(DatabaseError, match="no_such"):
-        db.dialect.run_script(db, "CREATE TABLE b (x INT); INSERT INTO no_such VALUES (1);", finish)
+        backend_for(db).run_script(db, "CREATE TABLE b (x INT); INSERT INTO no_such VALUES (1);", finish)
     with pytest.raises(RuntimeError, match="boom"):
-        db.dialect.run_script(db, "CREATE TABLE c (x INT);", boom)
+        backend_for(db).run_script(db, "CREATE TABLE c (x INT);", boom)
     with db.atomic():
-        assert not db.dialect.run_script(db, "CREATE TABLE d (x INT);", finish)
+        assert not backend_for(db).run_script(db, "CREATE TABLE d (x INT);", finish)
     db.query_hooks.append(lambda event: None)
-    assert not db.dialect.run_script(db, "CREATE TABLE d (x INT);", finish)
+    assert not backend_for(db).run_script(db, "CREATE TABLE d (x INT);", finish)
     assert tables(db) == {"a", "done"}
     assert rows(db, "SELECT v FROM done") == [(1,)]
     assert not db.in_transaction() and not db.connection().in_transaction
@@ -500,7 +501,7 @@ def test_sqlite_one_call_and_statement_by_statement_runs_agree(folder, tmp_path)
         migrate.up(db, folder)
         migrate.down(db, folder)
         outcomes.append((
-            db.dialect.schema_sql(db), rows(db, "SELECT x FROM a"),
+            schema.dump(db), rows(db, "SELECT x FROM a"),
             rows(db, "SELECT version, name, checksum, status FROM embeddb_migrations"),
         ))
         db.close()
@@ -633,10 +634,10 @@ def test_postgres_create_index_concurrently_while_holding_the_lock(pg_own_databa
 
 def test_plain_sqlite_scripts_take_the_one_call_path(tmp_path, folder, monkeypatch):
     """Only scripts without transaction words or parameter markers go in one call."""
-    from embeddb.dialect import SqliteDialect
+    from embeddb.migrate.backends import SqliteBackend
 
     taken: list[str] = []
-    original = SqliteDialect.run_script
+    original = SqliteBackend.run_script
 
     def spy(self, db, script, finish):
         done = original(self, db, script, finish)
@@ -644,7 +645,7 @@ def test_plain_sqlite_scripts_take_the_one_call_path(tmp_path, folder, monkeypat
             taken.append(script.strip().splitlines()[0])
         return done
 
-    monkeypatch.setattr(SqliteDialect, "run_script", spy)
+    monkeypatch.setattr(SqliteBackend, "run_script", spy)
     write(folder, "0001_plain.up.sql", "CREATE TABLE a (x INT);\nINSERT INTO a VALUES (1);\n")
     write(folder, "0002_words.up.sql", "CREATE TABLE b (x INT);\n"
           "CREATE TRIGGER b_t AFTER INSERT ON b BEGIN SELECT 1; END;\n")

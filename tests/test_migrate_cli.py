@@ -16,6 +16,7 @@ from click.testing import CliRunner
 import embeddb
 from embeddb import migrate
 from embeddb.cli import cli
+from embeddb.migrate.backends import backend_for
 
 
 @pytest.fixture(autouse=True)
@@ -175,7 +176,7 @@ def _spawn(url: str, folder, *args: str) -> subprocess.Popen:
 def test_a_second_runner_says_whom_it_waits_for(url, folder):
     db = embeddb.connect(url)
     try:
-        with db.dialect.migration_lock(db, 5):  # held by this process
+        with backend_for(db).lock(db, 5):  # held by this process
             proc = _spawn(url, folder, "up", "--lock-timeout", "1")
             out, err = proc.communicate(timeout=60)
     finally:

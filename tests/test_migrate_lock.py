@@ -12,6 +12,7 @@ import pytest
 
 from embeddb import migrate
 from embeddb.errors import MigrationLockTimeout
+from embeddb.migrate.backends import backend_for
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +41,7 @@ def test_a_runner_waits_until_the_holder_lets_go_and_reports_the_wait_once(db, f
     held, release = threading.Event(), threading.Event()
 
     def holder() -> None:
-        with db.dialect.migration_lock(db, 5):
+        with backend_for(db).lock(db, 5):
             held.set()
             release.wait(20)
 
@@ -65,7 +66,7 @@ def test_a_runner_waits_until_the_holder_lets_go_and_reports_the_wait_once(db, f
 
 
 def test_the_timeout_names_the_lock_and_the_wait(db, folder):
-    with db.dialect.migration_lock(db, 5):
+    with backend_for(db).lock(db, 5):
         with pytest.raises(MigrationLockTimeout) as info:
             migrate.up(db, folder, backup=False, lock_timeout=0.2)
     assert str(info.value) == (

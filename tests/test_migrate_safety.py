@@ -14,6 +14,7 @@ import embeddb
 from embeddb import migrate
 from embeddb.backup import create_backup, list_backups
 from embeddb.errors import ConfigurationError, MigrationError, MigrationFailed, MigrationLockTimeout
+from embeddb.migrate.backends import backend_for
 
 
 @pytest.fixture(autouse=True)
@@ -162,7 +163,7 @@ def test_lock_timeout_out_of_range_is_refused(db, folder, timeout):
 def test_a_waiting_runner_reports_the_holder_and_zero_means_no_wait(db, folder):
     """The holder here is this process (its own lock connection / lock file descriptor)."""
     events = []
-    with db.dialect.migration_lock(db, 5):
+    with backend_for(db).lock(db, 5):
         started = time.monotonic()
         with pytest.raises(MigrationLockTimeout):
             migrate.up(db, folder, lock_timeout=0, progress=events.append)

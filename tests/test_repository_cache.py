@@ -280,10 +280,13 @@ def test_every_read_path_shares_one_cached_row(repo, first):
         repo.get(gadget.id)
     for _ in range(2):  # the second round is all cache hits
         assert repo.get(gadget.id).__data__ == truth
+        assert repo.get(str(gadget.id)).__data__ == truth  # every spelling of the id, one entry
         assert cache.get_row(Gadget, gadget.id) == truth
+        assert cache.get_row(Gadget, gadget.id.hex) == truth
         assert cache.get_instance(Gadget, gadget.id).__data__ == truth
     cache.get_row(Gadget, gadget.id)["spec"]["tags"].append("mutated")
     assert repo.get(gadget.id).spec == {"tags": ["a"]}
+    assert cache.stats()["loads"]["loads"] == 1
     renamed = repo.update(gadget, name="h")
     assert cache.get_row(Gadget, gadget.id)["name"] == "h"
     assert repo.get(gadget.id).name == renamed.name == "h"

@@ -22,6 +22,7 @@ import embeddb
 import embeddb.migrate
 import embeddb.seed
 import embeddb.setup
+from embeddb import schema
 from embeddb.cli import cli
 from embeddb.errors import InvalidQueryError
 from embeddb.reference import fixtures
@@ -131,7 +132,7 @@ def test_a_constraint_failure_writes_nothing(migrated, small_sets):
 def test_seeding_an_empty_database_leaves_the_schema_as_migrated(migrated, small_sets):
     """In one transaction, plain indexes are built after the load on SQLite; the schema must
     end up identical."""
-    before = migrated.dialect.schema_sql(migrated)
+    before = schema.dump(migrated)
     sqlite = migrated.dialect.name == "sqlite"
     if sqlite:  # a spy: during the load the plain index is gone, the unique one stays
         migrated.execute_sql("CREATE TEMP TABLE seen (name TEXT)")
@@ -145,7 +146,7 @@ def test_seeding_an_empty_database_leaves_the_schema_as_migrated(migrated, small
         assert "transactions_seller" not in seen and "sqlite_autoindex_transactions_2" in seen
         migrated.execute_sql("DROP TRIGGER temp.spy")
         migrated.execute_sql("DROP TABLE temp.seen")
-    assert migrated.dialect.schema_sql(migrated) == before
+    assert schema.dump(migrated) == before
     if sqlite:
         plan = migrated.execute_sql(
             "EXPLAIN QUERY PLAN SELECT id FROM transactions WHERE seller_id = ?", ["x" * 32]
@@ -164,15 +165,15 @@ def test_a_failure_after_indexes_were_dropped_restores_them(migrated, small_sets
         "    rows = list(rows)\n"
         "    rows.append(dict(rows[0], id='e' * 32, user='0' * 32))  # no such user\n"
         "    return [*tables[:-1], (model, rows)]\n")
-    before = migrated.dialect.schema_sql(migrated)
+    before = schema.dump(migrated)
     with pytest.raises(embeddb.IntegrityError):
         embeddb.seed.run(migrated, "late", directory=small_sets, atomic=True)
-    assert migrated.dialect.schema_sql(migrated) == before
+    assert schema.dump(migrated) == before
     assert migrated.execute_sql("SELECT count(*) FROM transactions").fetchone()[0] == 0
     # in short transactions no index is ever dropped, and what was committed stays
     with pytest.raises(embeddb.IntegrityError):
         embeddb.seed.run(migrated, "late", directory=small_sets)
-    assert migrated.dialect.schema_sql(migrated) == before
+    assert schema.dump(migrated) == before
     assert migrated.execute_sql("SELECT count(*) FROM users").fetchone()[0] == SMALL.users
 
 

@@ -26,6 +26,7 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import ConfigurationError, EmbeddbError
+from ..protocols import Database
 from . import postgres, sqlite
 
 _DRIVERS: dict[str, ModuleType] = {"sqlite": sqlite, "postgresql": postgres}
@@ -53,7 +54,7 @@ class Change:
     at: datetime  # UTC
 
 
-def _driver(db: Any) -> ModuleType:
+def _driver(db: Database) -> ModuleType:
     return _DRIVERS[db.dialect.name]
 
 
@@ -91,7 +92,7 @@ def current() -> tuple[str | None, str | None] | None:
     return _current.get()
 
 
-def on_begin(db: Any, lock_type: str | None = None) -> Any:
+def on_begin(db: Database, lock_type: str | None = None) -> Any:
     """Called by the engine right after BEGIN: hand the context to the transaction. What it
     returns (None: nothing) goes to :func:`before_commit`."""
     found = _current.get()
@@ -100,7 +101,7 @@ def on_begin(db: Any, lock_type: str | None = None) -> Any:
     return _driver(db).push_context(db, found, lock_type)
 
 
-def before_commit(db: Any, pending: Any) -> None:
+def before_commit(db: Database, pending: Any) -> None:
     """Called by the engine before COMMIT with what :func:`on_begin` returned."""
     _driver(db).finish_context(db, pending)
 
@@ -108,7 +109,7 @@ def before_commit(db: Any, pending: Any) -> None:
 # -- enabling -----------------------------------------------------------------------------
 
 
-def _plan(db: Any, table: str, columns: list[str] | None,
+def _plan(db: Database, table: str, columns: list[str] | None,
           exclude: list[str]) -> tuple[list[str], list[str]]:
     driver = _driver(db)
     present, pk = driver.table_columns(db, table)
@@ -125,7 +126,7 @@ def _plan(db: Any, table: str, columns: list[str] | None,
     return pk, kept
 
 
-def enable_sql(db: Any, table: str, columns: list[str] | None = None,
+def enable_sql(db: Database, table: str, columns: list[str] | None = None,
                exclude: list[str] | None = None) -> dict[str, list[str]]:
     """The up statements, per backend (``sqlite``, ``postgres``), that audit ``table``.
 
@@ -139,7 +140,7 @@ def enable_sql(db: Any, table: str, columns: list[str] | None = None,
     }
 
 
-def write_migration(db: Any, table: str, *, enable: bool = True,
+def write_migration(db: Database, table: str, *, enable: bool = True,
                     columns: list[str] | None = None, exclude: list[str] | None = None,
                     directory: str | os.PathLike[str] | None = None) -> list[Path]:
     """Write the next migration that enables (or disables) auditing of ``table``; the files."""
@@ -159,12 +160,12 @@ def write_migration(db: Any, table: str, *, enable: bool = True,
 # -- reading ------------------------------------------------------------------------------
 
 
-def history(db: Any, table: str, pk: Any, limit: int = 1000) -> list[Change]:
+def history(db: Database, table: str, pk: Any, limit: int = 1000) -> list[Change]:
     """Every audited write to one row, oldest first."""
     return _query(db, "table_name = {p} AND row_pk = {p}", [table, str(pk)], limit, "ASC")
 
 
-def changes(db: Any, *, actor: str | None = None, since: datetime | None = None,
+def changes(db: Database, *, actor: str | None = None, since: datetime | None = None,
             table: str | None = None, limit: int = 1000) -> list[Change]:
     """Audited writes, newest first, filtered by actor, time and table."""
     where, params = ["1 = 1"], []
@@ -182,7 +183,7 @@ def changes(db: Any, *, actor: str | None = None, since: datetime | None = None,
     return _query(db, " AND ".join(where), params, limit, "DESC")
 
 
-def _query(db: Any, where: str, params: list[Any], limit: int, order: str) -> list[Change]:
+def _query(db: Database, where: str, params: list[Any], limit: int, order: str) -> list[Change]:
     if not isinstance(limit, int) or not 1 <= limit <= 1_000_000:
         raise ConfigurationError(f"limit={limit!r}: must be 1 to 1000000")
     sql = (f"SELECT id, table_name, row_pk, action, old_values, new_values, actor, request_id, "

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from ..dialect import quote
+from ..protocols import Database
 
 DRIVER = "postgres"
 
@@ -71,7 +72,7 @@ $fn$""",
 )
 
 
-def table_columns(db: Any, table: str) -> tuple[list[str], list[str]]:
+def table_columns(db: Database, table: str) -> tuple[list[str], list[str]]:
     """``(columns, primary-key columns)`` of ``table`` in the current schema."""
     columns = [r[0] for r in db.execute_sql(
         "SELECT column_name FROM information_schema.columns WHERE table_schema = "
@@ -97,7 +98,7 @@ def drop_triggers(table: str) -> list[str]:
     return [f"DROP TRIGGER IF EXISTS {quote(f'embeddb_audit_{name}')} ON {quote(table)}"]
 
 
-def push_context(db: Any, found: tuple[str | None, str | None], lock_type: Any) -> None:
+def push_context(db: Database, found: tuple[str | None, str | None], lock_type: Any) -> None:
     actor, request_id = found
     db.execute_fast(
         "SELECT set_config('embeddb.audit_actor', %s, true), "
@@ -105,7 +106,7 @@ def push_context(db: Any, found: tuple[str | None, str | None], lock_type: Any) 
     return None  # transaction-local: ends with the transaction by itself
 
 
-def finish_context(db: Any, pending: Any) -> None:
+def finish_context(db: Database, pending: Any) -> None:
     """Never called: :func:`push_context` leaves nothing to finish."""
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from ..dialect import quote
 from ..errors import DatabaseError, OperationalError
+from ..protocols import Database
 
 DRIVER = "sqlite"
 
@@ -47,7 +48,7 @@ INSTALL = (
 _NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 
 
-def table_columns(db: Any, table: str) -> tuple[list[str], list[str]]:
+def table_columns(db: Database, table: str) -> tuple[list[str], list[str]]:
     """``(columns, primary-key columns)`` of ``table`` (empty lists if it does not exist)."""
     rows = db.execute_sql(f"PRAGMA table_info({quote(table)})").fetchall()
     columns = [r[1] for r in rows]
@@ -98,7 +99,7 @@ def drop_triggers(table: str) -> list[str]:
             for action in ("insert", "update", "delete")]
 
 
-def push_context(db: Any, found: tuple[str | None, str | None],
+def push_context(db: Database, found: tuple[str | None, str | None],
                  lock_type: str | None) -> tuple[Any, ...] | None:
     """Note where this transaction's audit rows will start, holding the write lock.
 
@@ -124,7 +125,7 @@ def push_context(db: Any, found: tuple[str | None, str | None],
     return (mark or 0, actor, request_id, deferred)
 
 
-def finish_context(db: Any, pending: tuple[Any, ...]) -> None:
+def finish_context(db: Database, pending: tuple[Any, ...]) -> None:
     """Before COMMIT: sign this transaction's audit rows and remove its context row, so the
     next transaction (maybe another program's) cannot see it."""
     mark, actor, request_id, deferred = pending
@@ -134,7 +135,7 @@ def finish_context(db: Any, pending: tuple[Any, ...]) -> None:
         db.execute_sql("DELETE FROM embeddb_audit_context")
 
 
-def _run(db: Any, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+def _run(db: Database, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
     """One statement straight on the driver: these two run in every audited transaction, and
     the engine's own path costs a third of their time on bookkeeping they do not need (unless
     the database is observed: monitoring sees every statement)."""

@@ -16,9 +16,10 @@ from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
 
-from ..cache.tiered import forget
+from .. import ownership
 from ..errors import BackupCorrupt, BackupError, ConfigurationError
-from . import catalog, manifest, ownership, postgres, retention, sqlite
+from ..protocols import Database
+from . import catalog, manifest, postgres, retention, sqlite
 from .catalog import parse_age
 from .files import Progress, no_progress
 from .manifest import Manifest
@@ -28,7 +29,10 @@ __all__ = [
     "parse_age", "prune_backups", "restore_backup", "verify_backup",
 ]
 
+#: the manifest's ``format`` -> the driver that writes and reads such files
 _DRIVERS: dict[str, ModuleType] = {sqlite.FORMAT: sqlite, postgres.FORMAT: postgres}
+#: dialect name -> the driver that backs up that backend
+BACKENDS: dict[str, ModuleType] = {"sqlite": sqlite, "postgresql": postgres}
 
 
 @dataclass(frozen=True)
@@ -49,13 +53,26 @@ def _driver(fmt: str) -> ModuleType:
         raise BackupError(f"unknown backup format {fmt!r}: written by a newer embeddb?") from None
 
 
-def default_directory(db: Any) -> str:
+def driver_for(db: Database) -> ModuleType:
+    """The backup driver of ``db``'s backend (a module: ``FORMAT``, ``create``, ``restore``...).
+
+    :raises ConfigurationError: no driver backs up its dialect.
+    """
+    try:
+        return BACKENDS[db.dialect.name]
+    except KeyError:
+        raise ConfigurationError(
+            f"backups are not supported on {db.dialect.name!r} databases"
+        ) from None
+
+
+def default_directory(db: Database) -> str:
     """Where backups of ``db`` go without --dir: ``backups/`` beside a SQLite file, else ./backups."""
-    return _driver(db.dialect.backup_format).default_directory(db)
+    return driver_for(db).default_directory(db)
 
 
 def create_backup(
-    db: Any,
+    db: Database,
     directory: str | None = None,
     out: str | None = None,
     compress: bool = False,
@@ -76,7 +93,7 @@ def create_backup(
         or the snapshot or dump failed.
     :raises ToolNotFound: pg_dump is not on PATH (PostgreSQL).
     """
-    driver = _driver(db.dialect.backup_format)
+    driver = driver_for(db)
     driver.check_source(db)
     if out:
         final = os.path.abspath(out)
@@ -122,7 +139,7 @@ def _make_directory(folder: str, shown: str, owner: tuple[int, int] | None) -> N
         raise BackupError(f"cannot write {shown}: {exc.strerror} ({exc.filename})") from exc
 
 
-def verify_backup(path: str, db: Any = None, progress: Progress = no_progress) -> dict[str, Any]:
+def verify_backup(path: str, db: Database | None = None, progress: Progress = no_progress) -> dict[str, Any]:
     """Check a backup: size and sha256 against its manifest, then a trial restore.
 
     SQLite: ``integrity_check`` and ``foreign_key_check`` on the (decompressed) copy.
@@ -152,7 +169,7 @@ def list_backups(directory: str, missing_ok: bool = False) -> list[dict[str, Any
 
 
 def restore_backup(
-    db: Any, path: str, safety_dir: str | None = None, progress: Progress = no_progress
+    db: Database, path: str, safety_dir: str | None = None, progress: Progress = no_progress
 ) -> dict[str, Any]:
     """Replace ``db``'s data with the backup at ``path``, after verifying it.
 
@@ -166,7 +183,7 @@ def restore_backup(
     :raises ConfigurationError: the backup is of another kind than ``db``.
     """
     record = manifest.read(path)
-    if record.format != db.dialect.backup_format:
+    if record.format != driver_for(db).FORMAT:
         raise ConfigurationError(
             f"{path} is a {record.format} backup and cannot be restored into a "
             f"{db.dialect.name} database"
@@ -177,6 +194,8 @@ def restore_backup(
         manifest.record_verification(path, record, str(exc))
         raise
     manifest.record_verification(path, record, None)
+    from ..cache.tiered import forget  # only a restore needs the cache tier
+
     forget(db)  # cached rows describe the replaced contents
     return result
 

@@ -44,7 +44,7 @@ def entries(directory: str, missing_ok: bool = False) -> list[dict[str, Any]]:
         what = "is not a directory" if os.path.exists(directory) else "does not exist"
         raise BackupError(f"backup directory {directory} {what}: pass --dir DIR")
     now = datetime.now(UTC)
-    found = []
+    found: list[dict[str, Any]] = []
     for name in os.listdir(directory):
         if not name.endswith(manifest.SUFFIX):
             continue
@@ -79,7 +79,7 @@ def leftovers(directory: str) -> list[str]:
     """Remains of killed backups: old orphan manifests and temp files of dead processes."""
     if not os.path.isdir(directory):
         return []
-    found = []
+    found: list[str] = []
     for name in sorted(os.listdir(directory)):
         path = os.path.join(directory, name)
         if (name.endswith(manifest.SUFFIX) and not os.path.exists(path[: -len(manifest.SUFFIX)])

@@ -13,9 +13,9 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import BinaryIO
+from typing import IO
 
-from . import ownership
+from .. import ownership
 
 #: 1 MiB reads keep memory flat whatever the database size and cost nothing in speed.
 CHUNK = 1024 * 1024
@@ -140,7 +140,7 @@ def sha256_and_sync(path: str, phase: str, progress: Progress = no_progress) -> 
 
 
 def copy_stream(
-    source: BinaryIO, target: BinaryIO, phase: str, total: int | None, progress: Progress
+    source: IO[bytes], target: IO[bytes], phase: str, total: int | None, progress: Progress
 ) -> tuple[str, int]:
     """Copy ``source`` to ``target`` in chunks; return the sha256 and length of the bytes."""
     digest = hashlib.sha256()

@@ -8,8 +8,9 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from .. import ownership
 from ..errors import BackupError, DatabaseInUse
-from . import files, manifest, ownership
+from . import files, manifest
 
 # A restore waits this long for a writer's transaction to end before calling the database busy.
 _LOCK_WAIT = 0.2

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import BackupCorrupt, BackupError
+from ..protocols import Queryable
 from . import files
 from .files import Progress
 
@@ -112,10 +113,10 @@ def record_verification(backup_path: str, manifest: Manifest, error: str | None)
         pass
 
 
-def schema_version_of(db: Any) -> int | None:
+def schema_version_of(db: Queryable) -> int | None:
     """The latest applied migration of ``db`` (None when never migrated)."""
     try:
-        from ..migrate import current_version
+        from ..migrate.history import current_version
     except ImportError:  # a build without the migration runner
         return None
     return current_version(db)

@@ -13,18 +13,23 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import psycopg2
 
-from .. import __version__
 from ..errors import BackupCorrupt, BackupError, ConfigurationError, DatabaseInUse, ToolNotFound
 from ..url import scrub
+from ..version import __version__
 from . import files, manifest
 from .files import CHUNK, Progress
 from .manifest import Manifest
 
+if TYPE_CHECKING:
+    from ..database import PostgresEngine
+
 FORMAT = "pg_dump"
+#: the suffix of the dump taken before migrating
+SAFETY_SUFFIX = ".dump"
 
 
 def extension(compress: bool) -> str:
@@ -32,19 +37,19 @@ def extension(compress: bool) -> str:
     return ".dump"
 
 
-def source_name(db: Any) -> str:
-    return db.settings.schema or db.url.database
+def source_name(db: PostgresEngine) -> str:
+    return str(db.settings.schema or db.url.database)
 
 
-def default_directory(db: Any) -> str:
+def default_directory(db: PostgresEngine) -> str:
     return os.path.abspath("backups")
 
 
-def check_source(db: Any) -> None:
+def check_source(db: PostgresEngine) -> None:
     """Nothing to refuse up front: pg_dump reports its own failures."""
 
 
-def file_owner(db: Any) -> tuple[int, int] | None:
+def file_owner(db: PostgresEngine) -> tuple[int, int] | None:
     """A server database has no file whose owner the backup should follow."""
     return None
 
@@ -87,7 +92,7 @@ def _stderr_of(handle: IO[bytes], password: str | None) -> str:
 
 
 def create(
-    db: Any, final: str, compress: bool, progress: Progress, force: bool = False
+    db: PostgresEngine, final: str, compress: bool, progress: Progress, force: bool = False
 ) -> Manifest:
     """``pg_dump -Fc`` of ``db`` (its schema only with ``?schema=``) into ``final``.
 
@@ -147,7 +152,7 @@ def _version(program: str) -> str:
 # -- verify -------------------------------------------------------------------------------------
 
 
-def verify(path: str, record: Manifest, progress: Progress, db: Any) -> dict[str, Any]:
+def verify(path: str, record: Manifest, progress: Progress, db: PostgresEngine) -> dict[str, Any]:
     """Checksum, ``pg_restore --list``, then a full restore into a scratch database (dropped).
 
     :raises BackupCorrupt: a check failed.
@@ -233,7 +238,7 @@ def _count_tables(url: Any, database: str, schema: str | None) -> int:
 
 
 def restore(
-    db: Any, path: str, record: Manifest, safety_dir: str | None, progress: Progress
+    db: PostgresEngine, path: str, record: Manifest, safety_dir: str | None, progress: Progress
 ) -> dict[str, Any]:
     """Verify, dump the current data as a safety copy, then replay the backup in one transaction.
 

@@ -14,18 +14,24 @@ import os
 import sqlite3
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import peewee
 
-from .. import __version__
+from .. import ownership
 from ..errors import BackupCorrupt, BackupError, ConfigurationError, SourceCorrupt
-from . import files, livefile, manifest, ownership
+from ..version import __version__
+from . import files, livefile, manifest
 from .files import CHUNK, Progress
 from .manifest import Manifest
 
+if TYPE_CHECKING:
+    from ..database import SqliteEngine
+
 FORMAT = "sqlite3"
+#: the suffix of the copy taken before migrating (README: ``<name>-premigrate-<time>.db``)
+SAFETY_SUFFIX = ".db"
 COMPRESSION = "gzip"
 # zlib level 1: on SQLite pages it keeps ~95% of level 6's ratio at about twice the speed
 # (benchmarks/bench_backup.py), and compression is the slowest stage of a compressed backup.
@@ -37,21 +43,28 @@ def extension(compress: bool) -> str:
     return ".sqlite3.gz" if compress else ".sqlite3"
 
 
-def source_name(db: Any) -> str:
+def _path(db: SqliteEngine) -> str:
+    """The database file's path as the URL gives it (every SQLite URL has one)."""
+    path = db.url.path
+    assert path is not None
+    return path
+
+
+def source_name(db: SqliteEngine) -> str:
     """A short name for backup files of ``db``: the database file's stem."""
     if db.is_memory:
         return "memory"
-    return os.path.splitext(os.path.basename(db.url.path))[0]
+    return os.path.splitext(os.path.basename(_path(db)))[0]
 
 
-def default_directory(db: Any) -> str:
+def default_directory(db: SqliteEngine) -> str:
     """``backups/`` beside the database file (the working directory for ``:memory:``)."""
     if db.is_memory:
         return os.path.abspath("backups")
-    return os.path.join(os.path.dirname(os.path.abspath(db.url.path)), "backups")
+    return os.path.join(os.path.dirname(os.path.abspath(_path(db))), "backups")
 
 
-def check_source(db: Any) -> None:
+def check_source(db: SqliteEngine) -> None:
     """Refuse an empty in-memory database: a new connection to ``:memory:`` (every CLI run) is
     one, and a backup of it would only look like a backup.
 
@@ -64,16 +77,16 @@ def check_source(db: Any) -> None:
         )
 
 
-def file_owner(db: Any) -> tuple[int, int] | None:
+def file_owner(db: SqliteEngine) -> tuple[int, int] | None:
     """The owner to give backups of ``db``: its file's, when root backs up another user's."""
-    return None if db.is_memory else ownership.foreign_owner(os.path.abspath(db.url.path))
+    return None if db.is_memory else ownership.foreign_owner(os.path.abspath(_path(db)))
 
 
 # -- create -------------------------------------------------------------------------------------
 
 
 def create(
-    db: Any, final: str, compress: bool, progress: Progress, force: bool = False
+    db: SqliteEngine, final: str, compress: bool, progress: Progress, force: bool = False
 ) -> Manifest:
     """Snapshot ``db`` into ``final`` (gzip-compressed if asked) and write its manifest.
 
@@ -87,7 +100,7 @@ def create(
     with files.staged(final) as temp:
         snapshot = files.temp_path(final) if compress else temp
         try:
-            _snapshot(db, snapshot, progress)
+            facts = _snapshot(db, snapshot, progress)
             # quick_check reads the snapshot while the checksum or compression reads it too
             # (both release the GIL): the check costs little extra time on two cores.
             with ThreadPoolExecutor(max_workers=1) as pool:
@@ -101,11 +114,10 @@ def create(
                 source_check = checking.result()
             if source_check != "ok" and not force:
                 raise SourceCorrupt(
-                    f"{db.url.path} fails PRAGMA quick_check ({source_check}): no backup was "
+                    f"{_path(db)} fails PRAGMA quick_check ({source_check}): no backup was "
                     "written; see embeddb maintenance integrity, or pass --force to back it "
                     "up as it is"
                 )
-            facts = _describe(snapshot)
         finally:
             if compress:
                 files.discard(snapshot)
@@ -132,11 +144,13 @@ def create(
     return record
 
 
-def _source_connection(db: Any) -> sqlite3.Connection:
+def _source_connection(db: SqliteEngine) -> sqlite3.Connection:
     return db.raw_connection()  # read-only when db was opened read-only
 
 
-def _snapshot(db: Any, target: str, progress: Progress) -> None:
+def _snapshot(db: SqliteEngine, target: str, progress: Progress) -> dict[str, Any]:
+    """Copy ``db`` into ``target`` in one step of the online backup API; the snapshot's facts
+    for the manifest (page count and size, schema version), read on the same connection."""
     os.close(files.create_private(target))
     source = _source_connection(db)
     try:
@@ -145,20 +159,23 @@ def _snapshot(db: Any, target: str, progress: Progress) -> None:
         )
         estimate = page_size * page_count
         progress("snapshot", 0, estimate)
-        dest = sqlite3.connect(target, isolation_level=None)
+        copy = peewee.SqliteDatabase(target)
         try:
+            dest = copy.connection()
             # The snapshot is a private temp file: no journal, and one fsync at the end.
             dest.execute("PRAGMA journal_mode=OFF")
             dest.execute("PRAGMA synchronous=OFF")
             source.backup(dest, pages=-1)
             dest.execute("PRAGMA journal_mode=DELETE")
+            facts = _describe(copy)
         finally:
-            dest.close()
-    except sqlite3.Error as exc:
+            copy.close()
+    except (sqlite3.Error, peewee.DatabaseError) as exc:
         raise BackupError(f"could not snapshot {db.url.redacted()}: {exc}") from exc
     finally:
         source.close()
     progress("snapshot", estimate, estimate)
+    return facts
 
 
 def _quick_check(path: str) -> str:
@@ -182,21 +199,17 @@ def _readonly_uri(path: str) -> str:
     return f"file:{quote(os.path.abspath(path))}?mode=ro&immutable=1"
 
 
-def _describe(path: str) -> dict[str, Any]:
-    db = peewee.SqliteDatabase(_readonly_uri(path), uri=True)
+def _describe(copy: peewee.SqliteDatabase) -> dict[str, Any]:
+    facts = {
+        "page_count": copy.execute_sql("PRAGMA page_count").fetchone()[0],
+        "page_size": copy.execute_sql("PRAGMA page_size").fetchone()[0],
+        "schema_version": None,
+    }
     try:
-        facts = {
-            "page_count": db.execute_sql("PRAGMA page_count").fetchone()[0],
-            "page_size": db.execute_sql("PRAGMA page_size").fetchone()[0],
-            "schema_version": None,
-        }
-        try:
-            facts["schema_version"] = manifest.schema_version_of(db)
-        except (peewee.DatabaseError, sqlite3.DatabaseError):  # a damaged copy (--force)
-            pass
-        return facts
-    finally:
-        db.close()
+        facts["schema_version"] = manifest.schema_version_of(copy)
+    except (peewee.DatabaseError, sqlite3.DatabaseError):  # a damaged copy (--force)
+        pass
+    return facts
 
 
 def _compress(source: str, target: str, progress: Progress) -> tuple[str, int, str, int]:
@@ -223,7 +236,8 @@ def _compress(source: str, target: str, progress: Progress) -> tuple[str, int, s
 
 
 def verify(
-    path: str, record: Manifest, progress: Progress, db: Any = None, copy_to: str | None = None
+    path: str, record: Manifest, progress: Progress, db: SqliteEngine | None = None,
+    copy_to: str | None = None,
 ) -> dict[str, Any]:
     """Check the file against its manifest, then run integrity_check and foreign_key_check.
 
@@ -304,7 +318,7 @@ def _integrity(path: str, record: Manifest, shown: str) -> dict[str, Any]:
 
 
 def restore(
-    db: Any, path: str, record: Manifest, safety_dir: str | None, progress: Progress
+    db: SqliteEngine, path: str, record: Manifest, safety_dir: str | None, progress: Progress
 ) -> dict[str, Any]:
     """Verify ``path``, keep the current file as a safety copy, and install the backup atomically.
 
@@ -320,12 +334,12 @@ def restore(
         raise ConfigurationError(
             "cannot restore into an in-memory database: restore into a file (--db sqlite:///x.db)"
         )
-    target = os.path.abspath(db.url.path)
+    target = os.path.abspath(_path(db))
     for stale in files.stale_temps(target):  # a restore killed earlier left its copy
         files.discard(stale)
     staging = files.temp_path(target)
     try:
-        checks = _verify_into(path, record, progress, staging, db.url.path)
+        checks = _verify_into(path, record, progress, staging, _path(db))
         db.close()  # only now: closing the last connection checkpoints the live WAL
         safety = None
         progress("install", 0, None)

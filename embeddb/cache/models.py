@@ -1,10 +1,8 @@
 """The cache and the model layer: cached rows by primary key, and writes that invalidate them.
 
-Keys and tags for a model ``M`` (table ``t``), in family ``M.cache_family`` (default family
-otherwise):
-
-- a row: key ``t:<pk>``, tag ``model:t``;
-- a cached query over ``M`` (:func:`query_tags`): tag ``list:t``.
+Keys and tags for a model ``M`` (table ``t``) are named in :mod:`embeddb.cache.keys`
+(a row: ``t:<pk>``, tag ``model:t``; a cached query: tag ``list:t``); cached rows are owned
+by :class:`embeddb.cache.rows.RowCache`.
 
 What a write through a model with :class:`CacheInvalidation` invalidates, after the commit:
 
@@ -21,87 +19,30 @@ Raw SQL (``db.execute_sql``) and writes from other programs are not seen: call
 
 from __future__ import annotations
 
-import copy
 import threading
-import uuid
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import peewee
 
+from ..protocols import Database
 from . import tiered
+from .keys import family_of, list_tag, model_tag, query_tags, row_key, table_of
+from .rows import load_row
+
+__all__ = ["CacheInvalidation", "family_of", "list_tag", "load_row", "model_tag", "query_tags",
+           "row_key", "table_of"]
 
 _local = threading.local()
 
 
-def table_of(model: type[peewee.Model]) -> str:
-    return model._meta.table_name
+if TYPE_CHECKING:  # a mixin for peewee models
+    _ModelMixin = peewee.Model
+else:
+    _ModelMixin = object
 
 
-def family_of(model: type[peewee.Model]) -> str | None:
-    """The key family of ``model``'s rows: its ``cache_family`` attribute, if any."""
-    return getattr(model, "cache_family", None)
-
-
-def row_key(model: type[peewee.Model], pk: Any) -> str:
-    """The cache key of one row; equal for every spelling of the same primary key."""
-    field = model._meta.primary_key
-    if isinstance(pk, uuid.UUID):
-        text = pk.hex
-    elif isinstance(field, peewee.UUIDField) and isinstance(pk, str):
-        text = pk.replace("-", "").lower()
-    elif isinstance(field, peewee.IntegerField) and isinstance(pk, str):
-        text = str(int(pk))
-    else:
-        text = str(pk)
-    return f"{table_of(model)}:{text}"
-
-
-def model_tag(model: type[peewee.Model]) -> str:
-    """Tag on every cached row of ``model``."""
-    return f"model:{table_of(model)}"
-
-
-def list_tag(model: type[peewee.Model]) -> str:
-    """Tag on every cached query result over ``model``."""
-    return f"list:{table_of(model)}"
-
-
-def query_tags(*models: type[peewee.Model]) -> list[str]:
-    """Tags for a cached query result that reads ``models``."""
-    return [list_tag(m) for m in models]
-
-
-def get_row(cache: tiered.Cache, model: type[peewee.Model], pk: Any) -> dict[str, Any]:
-    """See :meth:`Cache.get_row`.
-
-    A cached row is one shape whoever caches it (this function or a ``Repository`` with a
-    cache): the tuple of the model's Python values in ``_meta.sorted_fields`` order, under
-    :func:`row_key`. JSON values (the only mutable kind) are copied on each read.
-    """
-    row = cache.get_or_set(
-        row_key(model, pk), lambda: load_row(model, pk), family=family_of(model),
-        tags=(model_tag(model),)
-    )
-    return {f.name: copy.deepcopy(v) if isinstance(v, (dict, list)) else v
-            for f, v in zip(model._meta.sorted_fields, row)}
-
-
-def load_row(model: type[peewee.Model], pk: Any) -> tuple[Any, ...]:
-    """One row from the database in the cached-row shape (for a write-through loader such as
-    ``refresh_after_commit``); raises the model's ``DoesNotExist`` if there is none."""
-    query = model.select(*model._meta.sorted_fields).where(model._meta.primary_key == pk)
-    return tuple(query.tuples().get())
-
-
-def get_instance(cache: tiered.Cache, model: type[peewee.Model], pk: Any) -> peewee.Model:
-    """See :meth:`Cache.get_instance`."""
-    instance = model(__no_default__=True, **get_row(cache, model, pk))
-    instance._dirty.clear()
-    return instance
-
-
-class CacheInvalidation:
+class CacheInvalidation(_ModelMixin):
     """Mixin for models whose writes invalidate the cache after they commit.
 
     Put it first: ``class User(CacheInvalidation, BaseModel): cache_family = "users"``.
@@ -111,39 +52,41 @@ class CacheInvalidation:
     """
 
     cache_family: str | None = None
+    if TYPE_CHECKING:
+        _pk: Any  # peewee's, missing from its type stubs
 
     def save(self, *args: Any, **kwargs: Any) -> Any:
         with _instance_write(type(self)):
-            rows = super().save(*args, **kwargs)  # type: ignore[misc]
+            rows = super().save(*args, **kwargs)
         _after_write(type(self), keys=[row_key(type(self), self._pk)], everything=False)
         return rows
 
     def delete_instance(self, *args: Any, **kwargs: Any) -> Any:
         pk = self._pk
         with _instance_write(type(self)):
-            rows = super().delete_instance(*args, **kwargs)  # type: ignore[misc]
+            rows = super().delete_instance(*args, **kwargs)
         _after_write(type(self), keys=[row_key(type(self), pk)], everything=False)
         return rows
 
     @classmethod
     def update(cls, *args: Any, **kwargs: Any) -> peewee.ModelUpdate:
-        return _watch(super().update(*args, **kwargs), _WatchedUpdate)  # type: ignore[misc]
+        return _watch(super().update(*args, **kwargs), _WatchedUpdate)
 
     @classmethod
     def delete(cls) -> peewee.ModelDelete:
-        return _watch(super().delete(), _WatchedDelete)  # type: ignore[misc]
+        return _watch(super().delete(), _WatchedDelete)
 
     @classmethod
     def insert(cls, *args: Any, **kwargs: Any) -> peewee.ModelInsert:
-        return _watch(super().insert(*args, **kwargs), _WatchedInsert)  # type: ignore[misc]
+        return _watch(super().insert(*args, **kwargs), _WatchedInsert)
 
     @classmethod
     def insert_many(cls, *args: Any, **kwargs: Any) -> peewee.ModelInsert:
-        return _watch(super().insert_many(*args, **kwargs), _WatchedInsert)  # type: ignore[misc]
+        return _watch(super().insert_many(*args, **kwargs), _WatchedInsert)
 
     @classmethod
     def insert_from(cls, *args: Any, **kwargs: Any) -> peewee.ModelInsert:
-        return _watch(super().insert_from(*args, **kwargs), _WatchedInsert)  # type: ignore[misc]
+        return _watch(super().insert_from(*args, **kwargs), _WatchedInsert)
 
 
 class _WatchedWrite:
@@ -192,7 +135,7 @@ class _instance_write:
 
 
 def _after_write(
-    model: type[peewee.Model], keys: Iterable[str], everything: bool, db: Any = None
+    model: type[peewee.Model], keys: Iterable[str], everything: bool, db: Database | None = None
 ) -> None:
     db = db if db is not None else model._meta.database
     if db is None:

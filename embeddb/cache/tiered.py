@@ -14,17 +14,22 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable
 from time import monotonic
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import peewee
 
 from ..errors import CacheValueError, ConfigurationError
+from ..protocols import Database
 from . import generations as gen
+from . import placement
 from .disk import DiskTier
 from .families import DEFAULT_FAMILY, DEFAULT_TTLS
 from .locks import FileLocks, KeyLocks
 from .memory import MISSING, MemoryTier
 from .stats import LoadStats
+
+if TYPE_CHECKING:
+    from .rows import RowCache
 
 T = TypeVar("T")
 FORMAT = 2  # bump when the entry layout changes: old entries are then never read
@@ -41,7 +46,9 @@ class Cache:
         this process (no L2, no cross-process invalidation).
     :param db: the database whose transactions gate the cache: inside one of its transactions
         reads bypass the cache (read-your-writes, nothing uncommitted is cached) and ``set`` waits
-        for the commit.
+        for the commit (``db.after_commit``).
+    :param in_transaction: tells whether this thread is inside a transaction of ``db``
+        (default: ``db.in_transaction``); the cache reads nothing else of the database's state.
     :param l1_size: entries kept in memory (0 disables L1).
     :param l1_ttl: upper bound on how long L1 keeps an entry (None: the entry's own TTL).
     :param consistency: ``"strict"`` (default) checks the shared generations on every L1 hit, so
@@ -60,7 +67,8 @@ class Cache:
         self,
         directory: str | os.PathLike[str] | None = None,
         *,
-        db: Any = None,
+        db: Database | None = None,
+        in_transaction: Callable[[], bool] | None = None,
         l1_size: int = 10_000,
         l1_ttl: float | None = None,
         consistency: str = "strict",
@@ -78,6 +86,9 @@ class Cache:
             raise ConfigurationError("l1_size must be >= 0 (0 disables the in-memory tier)")
         self.directory = os.fspath(directory) if directory is not None else None
         self.db = db
+        if in_transaction is None and db is not None:
+            in_transaction = db.in_transaction
+        self._in_transaction = in_transaction
         self.consistency = consistency
         self.l1_ttl = l1_ttl if l1_ttl is not None or consistency == "strict" else 1.0
         self.ttls = {**DEFAULT_TTLS, **(families or {})}
@@ -87,6 +98,7 @@ class Cache:
         self._version_prefix = f"embeddb:{FORMAT}:{schema_version}:"
         self._vlen = len(self._version_prefix)
         self._prefixes: dict[str | None, str] = {}
+        self._row_caches: dict[type[peewee.Model], RowCache] = {}
         self.l1 = MemoryTier(l1_size, verify=consistency == "strict")
         self.loads = LoadStats()
         self.l2: DiskTier | None = None
@@ -102,7 +114,7 @@ class Cache:
 
     @classmethod
     def for_database(
-        cls, db: Any, directory: str | os.PathLike[str] | None = None, **options: Any
+        cls, db: Database, directory: str | os.PathLike[str] | None = None, **options: Any
     ) -> Cache:
         """The cache of ``db`` in this process, created on first use.
 
@@ -114,7 +126,7 @@ class Cache:
             cache = _registry.get(db)
             if cache is None:
                 if directory is None:
-                    directory = db.dialect.cache_directory(db)
+                    directory = placement.default_directory(db)
                 cache = cls(directory, db=db, **options)
                 _registry[db] = cache
             return cache
@@ -144,8 +156,7 @@ class Cache:
     def _owner(self) -> tuple[int, int] | None:
         """Whom the cache's files must belong to: the database file's owner when this process
         is root and the database is another user's (else None: nothing changes hands)."""
-        dialect = getattr(self.db, "dialect", None)
-        return dialect.cache_owner(self.db) if dialect is not None else None
+        return placement.owner(self.db)
 
     def _open_l2(self) -> None:
         try:
@@ -227,8 +238,8 @@ class Cache:
 
     def _counters(self) -> memoryview | None:
         """The generation counters, or None when the cache must be bypassed right now."""
-        db = self.db
-        if db is not None and db._state.transactions:  # db.in_transaction(), without a call
+        in_transaction = self._in_transaction
+        if in_transaction is not None and in_transaction():
             return None
         gens = self.generations
         if gens is None:
@@ -241,7 +252,9 @@ class Cache:
         l2 = self.l2
         if l2 is None:
             return MISSING
-        if self.generations.opened != self._generation_file:
+        gens = self.generations
+        assert gens is not None  # counters were read from it: the cache is open
+        if gens.opened != self._generation_file:
             l2 = self._follow_generation_file()
             if l2 is None:
                 return MISSING
@@ -252,6 +265,7 @@ class Cache:
 
     def _follow_generation_file(self) -> DiskTier | None:
         # The cache directory was removed and recreated: the L2 moved with it.
+        assert self.generations is not None
         self._generation_file = self.generations.opened
         if self.l2 is not None:
             self.l2.close()
@@ -265,11 +279,13 @@ class Cache:
         loader: Callable[[], T],
         ttl: float,
     ) -> T:
+        gens = self.generations
+        assert gens is not None  # a load follows a read of its counters: the cache is open
         with self._thread_locks.hold(full, self.lock_timeout, self._waited) as alone:
             if not alone:
                 self.l1.stats.errors += 1  # lock timeout: load without protection
             else:
-                value = self.l1.lookup(full, self.generations.counters, monotonic())
+                value = self.l1.lookup(full, gens.counters, monotonic())
                 if value is not MISSING:
                     return value
             return self._load_across_processes(full, slots, loader, ttl)
@@ -293,6 +309,7 @@ class Cache:
             if not alone:
                 self.l2.stats.errors += 1  # lock timeout: load without protection
             else:
+                assert self.generations is not None
                 value = self._from_l2(full, self.generations.counters)
                 if value is not MISSING:
                     return value
@@ -308,6 +325,7 @@ class Cache:
         ttl: float,
     ) -> T:
         gens = self.generations
+        assert gens is not None
         token = gens.total(slots)
         self.loads.loads += 1
         value = loader()
@@ -343,13 +361,16 @@ class Cache:
         :raises CacheValueError: ``value`` is a live model instance.
         """
         _check_value(value)
-        if self.db is not None and self.db.in_transaction():
-            self.db.after_commit(lambda: self.set(key, value, family=family, ttl=ttl, tags=tags))
+        if self._in_transaction is not None and self._in_transaction():
+            if self.db is not None:  # without one, nothing says when it commits: not stored
+                self.db.after_commit(
+                    lambda: self.set(key, value, family=family, ttl=ttl, tags=tags))
             return
         if self._counters() is None:
             return
         full = self._key(key, family)
         slots = self._slots(full, tags)
+        assert self.generations is not None  # _counters() answered: the cache is open
         token = self.generations.total(slots)
         self._store(full, value, self._ttl(family, ttl), slots, token)
 
@@ -388,7 +409,7 @@ class Cache:
 
     def invalidate_after_commit(
         self,
-        db: Any,
+        db: Database,
         keys: Iterable[Any] = (),
         *,
         tags: Iterable[str] = (),
@@ -403,7 +424,7 @@ class Cache:
 
     def refresh_after_commit(
         self,
-        db: Any,
+        db: Database,
         key: Any,
         loader: Callable[[], Any],
         *,
@@ -540,22 +561,27 @@ class Cache:
         if gens is not None:
             gens.close()
 
-    # -- model rows (see embeddb.cache.models) --------------------------------------------------
+    # -- model rows (see embeddb.cache.rows) ----------------------------------------------------
 
     def get_row(self, model: type[peewee.Model], pk: Any) -> dict[str, Any]:
         """The row of ``model`` with primary key ``pk`` as a new dict (field name -> value).
 
         :raises NotFoundError: no such row (``model.DoesNotExist``); misses are not cached.
         """
-        from .models import get_row
-
-        return get_row(self, model, pk)
+        return self.rows(model).row(pk)
 
     def get_instance(self, model: type[peewee.Model], pk: Any) -> peewee.Model:
         """Like :meth:`get_row`, as a fresh ``model`` instance (never shared between callers)."""
-        from .models import get_instance
+        return self.rows(model).instance(pk)
 
-        return get_instance(self, model, pk)
+    def rows(self, model: type[peewee.Model]) -> RowCache:
+        """The cached rows of ``model`` (loaded from the model's database)."""
+        found = self._row_caches.get(model)
+        if found is None:
+            from .rows import RowCache
+
+            found = self._row_caches[model] = RowCache(self, model)
+        return found
 
     def get_or_set_query(
         self,
@@ -567,7 +593,7 @@ class Cache:
         ttl: float | None = None,
     ) -> T:
         """A cached query result (a list of dicts) that any write to ``models`` invalidates."""
-        from .models import query_tags
+        from .keys import query_tags
 
         return self.get_or_set(
             key, loader, family=family, ttl=ttl, tags=query_tags(*models)
@@ -601,12 +627,12 @@ def _hand_over(directory: str, owner: tuple[int, int]) -> None:
                 pass  # removed meanwhile by another process
 
 
-def registered(db: Any) -> Cache | None:
+def registered(db: Database) -> Cache | None:
     """The cache already created for ``db`` in this process, if any."""
     return _registry.get(db)
 
 
-def shared(db: Any) -> Cache | None:
+def shared(db: Database) -> Cache | None:
     """The cache other processes on this machine may hold for ``db``: this process's, else
     the one at ``db``'s default directory if that exists. None when nobody caches ``db``.
 
@@ -615,13 +641,13 @@ def shared(db: Any) -> Cache | None:
     cache = registered(db)
     if cache is not None or not hasattr(db, "dialect"):
         return cache
-    directory = db.dialect.cache_directory(db)
+    directory = placement.default_directory(db)
     if directory is None or not os.path.isdir(directory):
         return None
     return Cache.for_database(db)
 
 
-def forget(db: Any) -> None:
+def forget(db: Database) -> None:
     """Invalidate everything cached for ``db`` on this machine: after its contents were
     replaced wholesale (a restore, a migration), no entry can be trusted."""
     cache = shared(db)

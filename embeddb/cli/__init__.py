@@ -12,8 +12,8 @@ from typing import Any
 
 import click
 
-from .. import __version__
 from ..errors import EmbeddbError
+from ..version import __version__
 from .audit import audit
 from .backup import backup
 from .cache import cache

@@ -70,6 +70,7 @@ def checkpoint(as_json: bool) -> None:
 @click.pass_context
 def integrity(ctx: click.Context, as_json: bool) -> None:
     """Check the database's consistency; exits 1 on any problem (also when it cannot be read)."""
+    result: dict[str, Any] | None
     try:
         result = tasks.integrity(database(readonly=True))
     except ConnectionFailed as exc:  # a file too damaged to open is a finding, not a crash

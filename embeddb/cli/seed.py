@@ -134,11 +134,13 @@ def setup(directory: str | None, seeds_dir: str | None, seed_value: int, as_json
             seed_progress=bar, parallel=parallel)
     finally:
         bar.close()
+    seeded = result.seeded
+    assert seeded is not None  # setup always seeds
     if as_json:
         emit_json({"backend": result.backend, "location": result.location,
                    "applied": result.applied, "schema_version": result.version,
                    "migrations": result.migrations, "seeds": result.seeds,
-                   "backup": result.backup, "seed": _summary(result.seeded),
+                   "backup": result.backup, "seed": _summary(seeded),
                    "rows": result.rows, "seconds": round(result.seconds, 3)})
         return
     click.echo(f"backend         {result.backend}")
@@ -146,7 +148,7 @@ def setup(directory: str | None, seeds_dir: str | None, seed_value: int, as_json
     click.echo(f"schema version  {result.version}")
     click.echo(f"migrations      {len(result.applied)} applied now, from {result.migrations}")
     click.echo(f"seed            {env} (seed {seed_value}) from {result.seeds}, "
-               f"{_changes(result.seeded)}")
+               f"{_changes(seeded)}")
     click.echo("rows:")
     for table, count in result.rows.items():
         click.echo(f"  {table:<18} {count:>8}")

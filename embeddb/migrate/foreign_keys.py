@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import MigrationError, MigrationFailed
+from ..protocols import Database
 from .script import Statement
 
 #: Settings SQLite silently ignores (or rejects) while a transaction is open.
@@ -173,7 +174,7 @@ def dropped_or_renamed(statement: Statement) -> tuple[str, str] | None:
 class SqliteForeignKeys:
     """The foreign-key questions a migration asks of one SQLite connection."""
 
-    def __init__(self, db: Any) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
 
     def known_pragmas(self) -> frozenset[str]:

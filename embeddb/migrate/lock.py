@@ -25,13 +25,16 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import psycopg2
 
-from ..backup.ownership import foreign_owner
 from ..errors import MigrationLockTimeout
 from ..locks import MAX_TIMEOUT, check_timeout, lock_connection
+from ..ownership import foreign_owner
+
+if TYPE_CHECKING:
+    from ..database import PostgresEngine, SqliteEngine
 
 __all__ = ["MAX_LOCK_TIMEOUT", "PostgresMigrationLock", "SqliteMigrationLock", "check_timeout"]
 
@@ -53,7 +56,7 @@ def _timeout_error(where: str, timeout: float) -> MigrationLockTimeout:
 class SqliteMigrationLock:
     """``flock`` on ``<database>.migrate-lock``; a per-database thread lock for ``:memory:``."""
 
-    def __init__(self, db: Any, timeout: float, on_wait: OnWait | None = None) -> None:
+    def __init__(self, db: SqliteEngine, timeout: float, on_wait: OnWait | None = None) -> None:
         self.db = db
         self.timeout = timeout
         self.on_wait = on_wait
@@ -87,15 +90,17 @@ class SqliteMigrationLock:
         return self
 
     def _wait(self, path: str) -> None:
+        fd = self._fd
+        assert fd is not None  # opened by __enter__
         deadline = time.monotonic() + self.timeout
         told = False
         while True:
             try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
                 if not told and self.on_wait is not None:
-                    self.on_wait(_pid_in(self._fd))
+                    self.on_wait(_pid_in(fd))
                 told = True
                 if time.monotonic() >= deadline:
                     raise _timeout_error(path, self.timeout) from None
@@ -131,7 +136,7 @@ def _pid_in(fd: int) -> int | None:
 class PostgresMigrationLock:
     """``pg_advisory_lock`` on a dedicated connection, keyed by the current schema."""
 
-    def __init__(self, db: Any, timeout: float, on_wait: OnWait | None = None) -> None:
+    def __init__(self, db: PostgresEngine, timeout: float, on_wait: OnWait | None = None) -> None:
         self.db = db
         self.timeout = timeout
         self.on_wait = on_wait

@@ -19,16 +19,15 @@ from typing import Any
 
 from ..cache.tiered import forget
 from ..errors import ChecksumMismatch, DatabaseError, MigrationError, MigrationFailed
+from ..protocols import Database
 from . import history
+from .backends import backend_for
 from .files import Migration, Part, discover, resolve_directory
 from .foreign_keys import PLAIN, Rules, dropped_or_renamed, examine, may_need_rules
-from .history import APPLIED, FAILED, Record
+from .history import APPLIED, FAILED, LOCK_TIMEOUT, Record
 from .lock import check_timeout
-from .safety import KEEP_BACKUPS, keep_newest, keep_setting
+from .safety import KEEP_BACKUPS, keep_newest, keep_setting, premigrate_backup
 from .script import Statement, may_control_transaction, may_hold_parameters
-
-#: How long a second runner waits for the first before giving up (seconds).
-LOCK_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,7 @@ Progress = Callable[[Event], None]
 
 
 def up(
-    db: Any,
+    db: Database,
     directory: str | os.PathLike[str] | None = None,
     *,
     to: int | None = None,
@@ -122,7 +121,7 @@ def up(
 
 
 def down(
-    db: Any,
+    db: Database,
     directory: str | os.PathLike[str] | None = None,
     steps: int | None = None,
     to: int | None = None,
@@ -163,7 +162,7 @@ def down(
 
 
 def redo(
-    db: Any,
+    db: Database,
     directory: str | os.PathLike[str] | None = None,
     *,
     backup: bool = True,
@@ -195,8 +194,8 @@ def redo(
 # -- planning -------------------------------------------------------------------------------
 
 
-def _discover(db: Any, directory: str | os.PathLike[str] | None) -> list[Migration]:
-    return discover(resolve_directory(directory), db.dialect.migration_variants)
+def _discover(db: Database, directory: str | os.PathLike[str] | None) -> list[Migration]:
+    return discover(resolve_directory(directory), backend_for(db).variants)
 
 
 def _check_options(lock_timeout: float, backup: bool, keep_backups: int | None) -> int:
@@ -221,36 +220,20 @@ def _check_down_target(steps: int | None, to: int | None) -> None:
 
 @contextmanager
 def _session(
-    db: Any, lock_timeout: float, locked: bool, progress: Progress | None = None
+    db: Database, lock_timeout: float, locked: bool, progress: Progress | None = None
 ) -> Iterator[dict[int, Record]]:
-    """Connect if needed, take the lock, make sure the table exists; yield the records.
-
-    While another runner holds the lock, ``progress`` hears a ``waiting`` event first.
-    """
-    check_timeout(lock_timeout)
-    if db.in_transaction():
-        raise MigrationError("migrations cannot run inside an open transaction: commit it first")
+    """:func:`history.session`; while another runner holds the lock, ``progress`` hears a
+    ``waiting`` event first."""
 
     def waiting(pid: int | None) -> None:
         if progress is not None:
             progress(Event("waiting", 0, "", pid=pid))
 
-    opened = db.is_closed()
-    if opened:
-        db.connect()
-    try:
-        if not locked:
-            yield history.read(db)
-            return
-        with db.dialect.migration_lock(db, lock_timeout, waiting):
-            history.ensure(db)
-            yield history.read(db)
-    finally:
-        if opened and not db.is_closed():
-            db.close()
+    with history.session(db, lock_timeout, locked, waiting) as records:
+        yield records
 
 
-def _version(db: Any, dry_run: bool) -> int | None:
+def _version(db: Database, dry_run: bool) -> int | None:
     """The version after the run; the table exists unless this was a dry run (no lock, no
     CREATE)."""
     return history.current_version(db) if dry_run else history.newest_applied(db)
@@ -353,27 +336,27 @@ def _plan_down(
     return [by_version[v] for v in targets]
 
 
-def _previews(db: Any, plan: list[Migration], direction: str) -> list[Step]:
+def _previews(db: Database, plan: list[Migration], direction: str) -> list[Step]:
     dropped: set[str] = set()  # by earlier steps of the plan: no longer there to reference
     return [_preview(db, m, _part(m, direction), direction, dropped) for m in plan]
 
 
 def _preview(
-    db: Any, migration: Migration, part: Part, direction: str, dropped: set[str]
+    db: Database, migration: Migration, part: Part, direction: str, dropped: set[str]
 ) -> Step:
     findings: list[str] = []
     if part.sql is None:
         statements: tuple[str, ...] = (f"{direction}(db) in {part.path.name}",)
         split: list[Statement] = []
     else:
-        split = db.dialect.split_script(part.sql)
+        split = backend_for(db).split_script(part.sql)
         statements = tuple(s.sql for s in split)
     try:
         rules = _rules(db, part)
     except MigrationError as exc:
         findings.append(str(exc))
         rules = PLAIN
-    fks = db.dialect.foreign_keys(db)
+    fks = backend_for(db).foreign_keys(db)
     if fks is not None and rules.guarded and fks.enforced():
         for statement in split:
             target = dropped_or_renamed(statement)
@@ -401,7 +384,7 @@ def _part(migration: Migration, direction: str) -> Part:
     return part
 
 
-def _rules(db: Any, part: Part) -> Rules:
+def _rules(db: Database, part: Part) -> Rules:
     """How ``part`` must run (worked out once per part): foreign keys off, DROPs guarded."""
     known = part.__dict__.get("_rules")
     if known is None:
@@ -409,15 +392,15 @@ def _rules(db: Any, part: Part) -> Rules:
     return known
 
 
-def _work_out_rules(db: Any, part: Part) -> Rules:
-    fks = db.dialect.foreign_keys(db)
+def _work_out_rules(db: Database, part: Part) -> Rules:
+    fks = backend_for(db).foreign_keys(db)
     if fks is None:
         return PLAIN
     if part.sql is None:
         return Rules(foreign_keys_off=part.foreign_keys_off)
     if not may_need_rules(part.sql):
         return PLAIN
-    statements = db.dialect.split_script(part.sql)
+    statements = backend_for(db).split_script(part.sql)
     return examine(
         lambda s: _where(part, s), statements, part.transaction, fks.known_pragmas()
     )
@@ -429,13 +412,13 @@ def _where(part: Part, statement: Statement) -> str:
 
 @contextmanager
 def _foreign_keys(
-    db: Any, migration: Migration, direction: str, rules: Rules
+    db: Database, migration: Migration, direction: str, rules: Rules
 ) -> Iterator[tuple[Callable[[], None], Callable[[Statement], None] | None]]:
     """Foreign keys as the part needs them for the block, as they were afterwards.
 
     Yields the check to run before the part's COMMIT, and the guard to run before each of
     its statements (None when there is nothing to guard)."""
-    fks = db.dialect.foreign_keys(db)
+    fks = backend_for(db).foreign_keys(db)
     part = _part(migration, direction)
     if fks is None or (rules.plain and not part.python):
         yield _nothing, None
@@ -464,7 +447,7 @@ def _nothing() -> None:
 
 
 @contextmanager
-def _forgetting(db: Any, changing: bool) -> Iterator[None]:
+def _forgetting(db: Database, changing: bool) -> Iterator[None]:
     """Migrations rewrite data the cache may hold: once they ran (or failed part-way),
     invalidate everything cached for ``db`` on this machine."""
     try:
@@ -474,7 +457,7 @@ def _forgetting(db: Any, changing: bool) -> Iterator[None]:
             forget(db)
 
 
-def _check_loadable(db: Any, plan: list[Migration], direction: str) -> None:
+def _check_loadable(db: Database, plan: list[Migration], direction: str) -> None:
     """Load every Python migration, check every script of ``plan`` and work out how each
     part must run, before the safety copy and the first change: a file that cannot even be
     read, or a pragma that would be lost, costs neither.
@@ -495,7 +478,7 @@ def _check_loadable(db: Any, plan: list[Migration], direction: str) -> None:
                     f"{part.path.name} defines no {direction}(db) function; nothing was changed"
                 )
         else:
-            unfinished = db.dialect.unfinished(part.sql)
+            unfinished = backend_for(db).unfinished(part.sql)
             if unfinished is not None:
                 raise MigrationFailed(
                     f"{part.path.name} line {part.first_line - 1 + unfinished.line}: the script "
@@ -504,8 +487,8 @@ def _check_loadable(db: Any, plan: list[Migration], direction: str) -> None:
                 )
 
 
-def _backup_if(db: Any, wanted: bool, keep: int, progress: Progress | None) -> str | None:
-    path = db.dialect.safety_backup(db) if wanted else None
+def _backup_if(db: Database, wanted: bool, keep: int, progress: Progress | None) -> str | None:
+    path = premigrate_backup(db) if wanted else None
     if path is not None:
         keep_newest(db, path, keep)
     if path is not None and progress is not None:
@@ -517,7 +500,7 @@ def _backup_if(db: Any, wanted: bool, keep: int, progress: Progress | None) -> s
 
 
 def _apply_all(
-    db: Any, plan: list[Migration], records: dict[int, Record], progress: Progress | None
+    db: Database, plan: list[Migration], records: dict[int, Record], progress: Progress | None
 ) -> list[Step]:
     steps = []
     for migration in plan:
@@ -529,7 +512,7 @@ def _apply_all(
     return steps
 
 
-def _apply(db: Any, migration: Migration, replace: bool) -> Step | None:
+def _apply(db: Database, migration: Migration, replace: bool) -> Step | None:
     """Apply one migration with its bookkeeping row; None if another runner applied it first.
 
     The plan comes from the history read under the migration lock, which every embeddb
@@ -548,7 +531,7 @@ def _apply(db: Any, migration: Migration, replace: bool) -> Step | None:
 
 
 def _apply_part(
-    db: Any,
+    db: Database,
     migration: Migration,
     part: Part,
     replace: bool,
@@ -590,8 +573,8 @@ def _apply_part(
     return Step(migration.version, migration.label, "up", _ms(start), (), part.transaction)
 
 
-def _run_in_one_call(db: Any, part: Part, finish: Callable[[], None]) -> bool:
-    """Run a transactional SQL part and ``finish`` through the dialect's one-call path, when it
+def _run_in_one_call(db: Database, part: Part, finish: Callable[[], None]) -> bool:
+    """Run a transactional SQL part and ``finish`` through the backend's one-call path, when it
     has one and the script surely leaves the transaction alone and binds no parameters; False
     otherwise.
 
@@ -604,12 +587,12 @@ def _run_in_one_call(db: Any, part: Part, finish: Callable[[], None]) -> bool:
             or may_hold_parameters(sql)):
         return False
     try:
-        return db.dialect.run_script(db, sql, finish)
+        return backend_for(db).run_script(db, sql, finish)
     except DatabaseError:
         return False
 
 
-def _applied_elsewhere(db: Any, version: int) -> bool:
+def _applied_elsewhere(db: Database, version: int) -> bool:
     """After a failed (rolled back) attempt: whether the history now says ``version`` is
     applied. A history that cannot be read says no, so the original error is raised."""
     try:
@@ -618,7 +601,7 @@ def _applied_elsewhere(db: Any, version: int) -> bool:
         return False
 
 
-def _revert(db: Any, migration: Migration, progress: Progress | None) -> Step:
+def _revert(db: Database, migration: Migration, progress: Progress | None) -> Step:
     part = migration.down
     assert part is not None
     _notify(progress, "reverting", migration)
@@ -630,7 +613,7 @@ def _revert(db: Any, migration: Migration, progress: Progress | None) -> Step:
 
 
 def _revert_part(
-    db: Any,
+    db: Database,
     migration: Migration,
     part: Part,
     check: Callable[[], None],
@@ -663,16 +646,16 @@ def _revert_part(
     return _ms(start)
 
 
-def _statements(db: Any, part: Part) -> list[Statement] | None:
-    return None if part.sql is None else db.dialect.split_script(part.sql)
+def _statements(db: Database, part: Part) -> list[Statement] | None:
+    return None if part.sql is None else backend_for(db).split_script(part.sql)
 
 
 def _manages_transactions(statements: list[Statement] | None) -> bool:
-    return bool(statements) and any(s.controls_transaction for s in statements)
+    return statements is not None and any(s.controls_transaction for s in statements)
 
 
 def _run_part(
-    db: Any,
+    db: Database,
     migration: Migration,
     part: Part,
     statements: list[Statement] | None,
@@ -691,7 +674,7 @@ def _run_part(
 
 
 def _execute(
-    db: Any, migration: Migration, part: Part, statement: Statement, direction: str
+    db: Database, migration: Migration, part: Part, statement: Statement, direction: str
 ) -> None:
     try:
         db.execute_fast(statement.sql)
@@ -705,7 +688,7 @@ def _execute(
 
 
 def _run_outside(
-    db: Any,
+    db: Database,
     migration: Migration,
     part: Part,
     statements: list[Statement] | None,
@@ -753,7 +736,7 @@ def _run_outside(
         finish()
 
 
-def _run_python(db: Any, migration: Migration, part: Part, direction: str) -> None:
+def _run_python(db: Database, migration: Migration, part: Part, direction: str) -> None:
     module = _load_module(migration)
     function = getattr(module, direction)
     try:
@@ -768,7 +751,7 @@ def _run_python(db: Any, migration: Migration, part: Part, direction: str) -> No
 
 
 def _run_python_outside(
-    db: Any,
+    db: Database,
     migration: Migration,
     part: Part,
     finish: Callable[[], None],

@@ -11,14 +11,13 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from ..config import CONFIG_FILE, load_config_file
 from ..errors import BackupError, ConfigurationError, MigrationError
+from ..protocols import Database
 
 #: Safety copies kept per database when neither ``keep_backups=`` nor embeddb.toml says.
 KEEP_BACKUPS = 3
-_EXTENSIONS = {"sqlite3": ".db", "pg_dump": ".dump"}
 
 
 def keep_setting(keep: int | None = None, cwd: str | os.PathLike[str] | None = None) -> int:
@@ -37,7 +36,7 @@ def keep_setting(keep: int | None = None, cwd: str | os.PathLike[str] | None = N
     return keep
 
 
-def premigrate_backup(db: Any) -> str | None:
+def premigrate_backup(db: Database) -> str | None:
     """Back the database up before migrations change it; the path.
 
     A regular backup with its manifest, so ``embeddb backup list`` shows it and ``embeddb
@@ -51,14 +50,12 @@ def premigrate_backup(db: Any) -> str | None:
         not t.startswith("embeddb_") for t in db.get_tables()
     ):
         return None
-    from ..backup import create_backup, default_directory
-    from ..backup.postgres import source_name as pg_source
-    from ..backup.sqlite import source_name as sqlite_source
+    from ..backup import create_backup, driver_for
 
-    fmt = db.dialect.backup_format
-    stem = sqlite_source(db) if fmt == "sqlite3" else pg_source(db)
+    driver = driver_for(db)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    target = os.path.join(default_directory(db), f"{stem}-premigrate-{stamp}{_EXTENSIONS[fmt]}")
+    name = f"{driver.source_name(db)}-premigrate-{stamp}{driver.SAFETY_SUFFIX}"
+    target = os.path.join(driver.default_directory(db), name)
     try:
         return create_backup(db, out=target).path
     except (BackupError, ConfigurationError, OSError) as exc:
@@ -68,7 +65,7 @@ def premigrate_backup(db: Any) -> str | None:
         ) from exc
 
 
-def keep_newest(db: Any, path: str, keep: int) -> None:
+def keep_newest(db: Database, path: str, keep: int) -> None:
     """Of ``db``'s pre-migration copies in the folder of ``path`` (just written), keep the
     newest ``keep``; other kinds of backup there are neither counted nor touched."""
     from ..backup import prune_backups

@@ -86,7 +86,9 @@ class _Collector:
         while True:
             if start < end and text[start] not in _NOISE_STARTS:
                 return start
-            start = _LEADING_NOISE.match(text, start, end).end()
+            noise = _LEADING_NOISE.match(text, start, end)
+            assert noise is not None  # the pattern also matches nothing
+            start = noise.end()
             if not text.startswith("/*", start, end):
                 return start
             if self.nested_comments:

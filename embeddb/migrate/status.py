@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
 
 from ..errors import ChecksumMismatch, MigrationError
+from ..protocols import Database
 from . import history
+from .backends import backend_for
 from .files import discover, resolve_directory
-from .history import APPLIED, FAILED
-from .runner import LOCK_TIMEOUT, _session
+from .history import APPLIED, FAILED, LOCK_TIMEOUT
 
 PENDING = "pending"
 CHANGED = "checksum changed"
@@ -31,12 +31,12 @@ class Entry:
     file: str | None = None
 
 
-def status(db: Any, directory: str | os.PathLike[str] | None = None) -> list[Entry]:
+def status(db: Database, directory: str | os.PathLike[str] | None = None) -> list[Entry]:
     """Every version in the folder or the table, in order, with its state.
 
     :raises MigrationError: the folder is malformed.
     """
-    migrations = discover(resolve_directory(directory), db.dialect.migration_variants)
+    migrations = discover(resolve_directory(directory), backend_for(db).variants)
     records = history.read(db)
     entries = {}
     for m in migrations:
@@ -48,8 +48,8 @@ def status(db: Any, directory: str | os.PathLike[str] | None = None) -> list[Ent
                 state = CHANGED
         entries[m.version] = Entry(
             m.version, m.label, state,
-            record and record.applied_at, record and record.duration_ms,
-            m.checksum, record and record.checksum, m.up.path.name,
+            record.applied_at if record else None, record.duration_ms if record else None,
+            m.checksum, record.checksum if record else None, m.up.path.name,
         )
     for version, record in records.items():
         if version not in entries:
@@ -60,7 +60,7 @@ def status(db: Any, directory: str | os.PathLike[str] | None = None) -> list[Ent
     return [entries[v] for v in sorted(entries)]
 
 
-def verify(db: Any, directory: str | os.PathLike[str] | None = None) -> list[Entry]:
+def verify(db: Database, directory: str | os.PathLike[str] | None = None) -> list[Entry]:
     """Check that every applied file is unchanged and present; return the status on success.
 
     :raises ChecksumMismatch: an applied file was edited (names the file and both checksums).
@@ -82,7 +82,7 @@ def verify(db: Any, directory: str | os.PathLike[str] | None = None) -> list[Ent
 
 
 def repair(
-    db: Any,
+    db: Database,
     directory: str | os.PathLike[str] | None = None,
     *,
     lock_timeout: float = LOCK_TIMEOUT,
@@ -91,9 +91,9 @@ def repair(
 
     Returns the names of the migrations whose checksum was updated.
     """
-    migrations = discover(resolve_directory(directory), db.dialect.migration_variants)
+    migrations = discover(resolve_directory(directory), backend_for(db).variants)
     repaired = []
-    with _session(db, lock_timeout, locked=True) as records, db.atomic():
+    with history.session(db, lock_timeout, locked=True) as records, db.atomic():
         for m in migrations:
             record = records.get(m.version)
             if record is not None and record.checksum != m.checksum:
@@ -103,7 +103,7 @@ def repair(
 
 
 def resolve(
-    db: Any,
+    db: Database,
     directory: str | os.PathLike[str] | None = None,
     version: int = 0,
     *,
@@ -120,9 +120,9 @@ def resolve(
     """
     migrations = {
         m.version: m
-        for m in discover(resolve_directory(directory), db.dialect.migration_variants)
+        for m in discover(resolve_directory(directory), backend_for(db).variants)
     }
-    with _session(db, lock_timeout, locked=True) as records, db.atomic():
+    with history.session(db, lock_timeout, locked=True) as records, db.atomic():
         record = records.get(version)
         if record is None or record.status != FAILED:
             state = "not applied" if record is None else record.status

@@ -18,6 +18,7 @@ from ..models import (
     UTCDateTimeField,
     VersionedModel,
 )
+from ..protocols import Database
 
 #: Token amounts: 6 decimal places (USDC-style micro units) fit 9.2 trillion in a BIGINT.
 AMOUNT_PLACES = 6
@@ -225,6 +226,6 @@ MODELS: list[type[BaseModel]] = [
 ]
 
 
-def bind(db: Any) -> None:
+def bind(db: Database) -> None:
     """Bind every reference model to ``db``."""
     db.bind(MODELS, bind_refs=False, bind_backrefs=False)

@@ -13,13 +13,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import peewee
 
+from ..cache import Cache
 from ..errors import InvalidQueryError, NotFoundError
 from ..models import utcnow
 from ..repository import Repository
+
+if TYPE_CHECKING:  # peewee queries need a peewee database: the engines, not the protocol
+    from ..database import Database
 from .models import (
     MODELS,
     ApiKey,
@@ -36,6 +40,7 @@ _WORDS = re.compile(r"[^\W_]+", re.UNICODE)
 Progress = Callable[[str, int], None]
 #: How many words of a search query are used; more only slows the query down.
 MAX_SEARCH_WORDS = 8
+
 
 
 def hash_secret(secret: str) -> str:
@@ -59,7 +64,7 @@ class _Reference(Repository):
 
 
 class UserRepository(_Reference):
-    def __init__(self, db: Any = None, cache: Any = None) -> None:
+    def __init__(self, db: Database | None = None, cache: Cache | None = None) -> None:
         super().__init__(User, db, cache)
 
     def by_address(self, address: str) -> User:
@@ -119,7 +124,7 @@ class UserRepository(_Reference):
 
 
 class ServiceRepository(_Reference):
-    def __init__(self, db: Any = None, cache: Any = None) -> None:
+    def __init__(self, db: Database | None = None, cache: Cache | None = None) -> None:
         super().__init__(Service, db, cache)
 
     def by_provider(self, provider_id: Any) -> list[Service]:
@@ -186,7 +191,7 @@ class ServiceRepository(_Reference):
 class SessionRepository(_Reference):
     """Login sessions; the token is shown once and only its hash is stored."""
 
-    def __init__(self, db: Any = None, cache: Any = None) -> None:
+    def __init__(self, db: Database | None = None, cache: Cache | None = None) -> None:
         super().__init__(Session, db, cache)
 
     def open(self, user_id: Any, ttl: timedelta = timedelta(hours=1),
@@ -222,7 +227,7 @@ class ApiKeyRepository(_Reference):
 
     PREFIX = "edb"
 
-    def __init__(self, db: Any = None, cache: Any = None) -> None:
+    def __init__(self, db: Database | None = None, cache: Cache | None = None) -> None:
         super().__init__(ApiKey, db, cache)
 
     def issue(self, user_id: Any, name: str, scopes: Iterable[str] = (), rate_limit: int = 60,
@@ -266,7 +271,7 @@ class ApiKeyRepository(_Reference):
 
 
 class ToolExecutionRepository(_Reference):
-    def __init__(self, db: Any = None, cache: Any = None) -> None:
+    def __init__(self, db: Database | None = None, cache: Cache | None = None) -> None:
         super().__init__(ToolExecution, db, cache)
 
     def cleanup_older_than(self, age: timedelta = timedelta(days=90), *,
@@ -278,7 +283,7 @@ class ToolExecutionRepository(_Reference):
 
 
 class TransactionRepository(_Reference):
-    def __init__(self, db: Any = None, cache: Any = None) -> None:
+    def __init__(self, db: Database | None = None, cache: Cache | None = None) -> None:
         super().__init__(Transaction, db, cache)
 
     def by_hash(self, tx_hash: str) -> Transaction:

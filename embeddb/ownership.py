@@ -1,5 +1,5 @@
-"""Who owns the files a backup or a restore writes, so a root-run command never locks the
-database's owner out.
+"""Who owns the files embeddb writes beside a database (backups, restores, locks, the cache),
+so a root-run command never locks the database's owner out.
 
 A restored database keeps the owner, group and mode of the file it replaces. A backup that root
 takes of another user's database file is given to that user (it holds nothing they cannot read

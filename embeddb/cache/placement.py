@@ -1,0 +1,65 @@
+"""Where a database's cache lives by default, and whose its files are, per backend.
+
+Chosen by ``db.dialect.name``: a third backend adds one entry to :data:`PLACEMENTS`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import TYPE_CHECKING, Any
+
+from ..ownership import foreign_owner
+from ..protocols import Database
+
+if TYPE_CHECKING:
+    from ..database import PostgresEngine, SqliteEngine
+
+
+class SqlitePlacement:
+    @staticmethod
+    def directory(db: SqliteEngine) -> str | None:
+        """``app.db`` -> ``app.db-cache/`` beside it; ``:memory:`` has no L2 (no other process
+        can see the database, so there is nothing to share)."""
+        return None if db.is_memory else os.path.abspath(db.database) + "-cache"
+
+    @staticmethod
+    def owner(db: SqliteEngine) -> tuple[int, int] | None:
+        """The database file's owner when root uses another user's database."""
+        return None if db.is_memory else foreign_owner(os.path.abspath(db.database))
+
+
+class PostgresPlacement:
+    @staticmethod
+    def directory(db: PostgresEngine) -> str | None:
+        """A folder per server, database and schema under ``$XDG_CACHE_HOME/embeddb`` (default
+        ``~/.cache/embeddb``): shared by this machine's processes only."""
+        url = db.url
+        identity = f"{url.host}:{url.port}/{url.database}/{db.settings.schema or ''}"
+        digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+        root = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+        return os.path.join(root, "embeddb", f"pg-{digest}")
+
+    @staticmethod
+    def owner(db: PostgresEngine) -> tuple[int, int] | None:
+        return None
+
+
+#: dialect name -> where that backend's caches live
+PLACEMENTS: dict[str, Any] = {
+    "sqlite": SqlitePlacement, "postgresql": PostgresPlacement,
+}
+
+
+def default_directory(db: Database | None) -> str | None:
+    """Where the cache's L2 and generation counters live by default (None: no L2, also for a
+    database embeddb does not know)."""
+    placement = PLACEMENTS.get(getattr(getattr(db, "dialect", None), "name", ""))
+    return placement.directory(db) if placement is not None else None
+
+
+def owner(db: Database | None) -> tuple[int, int] | None:
+    """``(uid, gid)`` to give the cache's files when root uses another user's database, so its
+    owner can still use the cache (None: keep this process's)."""
+    placement = PLACEMENTS.get(getattr(getattr(db, "dialect", None), "name", ""))
+    return placement.owner(db) if placement is not None else None
