@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from .errors import (
     ConfigurationError,
     ConnectionFailed,
     DatabaseNotFound,
+    OperationalError,
     PoolExhausted,
     translate,
 )
@@ -62,6 +64,20 @@ if TYPE_CHECKING:  # the engines mix Engine into a peewee database class
     _PeeweeDatabase = peewee.Database
 else:
     _PeeweeDatabase = object
+
+
+#: realpath of an SQLite file -> the lock its writers take in this process before BEGIN
+_WRITER_GATES: dict[str, threading.Lock] = {}
+_WRITER_GATES_GUARD = threading.Lock()
+
+
+def _writer_gate(path: str) -> threading.Lock:
+    key = os.path.realpath(path)
+    with _WRITER_GATES_GUARD:
+        gate = _WRITER_GATES.get(key)
+        if gate is None:
+            gate = _WRITER_GATES[key] = threading.Lock()
+        return gate
 
 
 class Engine(_PeeweeDatabase):
@@ -234,6 +250,7 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
 
     dialect = dialect.SQLITE
     _add_conn_hooks: Callable[[sqlite3.Connection], None]  # peewee's (not in its stubs)
+    _lock_type: str | None  # peewee's default for BEGIN (not in its stubs)
 
     def __init__(
         self, url: DatabaseURL, settings: config.SqliteSettings, *, create: bool = True,
@@ -262,6 +279,55 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
         if memory:
             # The in-memory database lives while one connection to it is open.
             self._anchor = sqlite3.connect(name, uri=True, check_same_thread=False)
+        #: this process's write transactions on this file go through it one at a time
+        self._gate = None if self.readonly else _writer_gate(name if memory else
+                                                                  self.database)
+
+    # -- write transactions queue in the process -----------------------------------------------
+    # Each thread retrying BEGIN IMMEDIATE on its own is what starves writers: SQLite's busy
+    # handler sleeps longer and longer (up to 100 ms) between tries, so a waiting thread can
+    # miss every moment the lock is free until its busy timeout ends in "database is locked".
+    # With a process-local lock in front, threads wait in line (woken the moment the lock is
+    # released) and one thread per process contends for SQLite's lock. Readers take no part.
+
+    def begin(self, lock_type: str | None = None) -> None:
+        kind = (lock_type or self._lock_type or "").upper()
+        gated = self._gate is not None and kind in ("IMMEDIATE", "EXCLUSIVE")
+        if gated:
+            self._enter_gate()
+        try:
+            super().begin(lock_type)
+        except BaseException:
+            if gated:
+                self._leave_gate()
+            raise
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self._leave_gate()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self._leave_gate()
+
+    def _enter_gate(self) -> None:
+        timeout = self.settings.busy_timeout
+        assert self._gate is not None  # begin() checked
+        if not self._gate.acquire(timeout=timeout):
+            raise OperationalError(
+                f"database is locked: other threads of this process kept writing to "
+                f"{self.url.path} for the whole busy timeout ({timeout:g} s)")
+        self._state.gated = True
+
+    def _leave_gate(self) -> None:
+        state = self._state
+        if getattr(state, "gated", False) and self._gate is not None:
+            state.gated = False
+            self._gate.release()
 
     @property
     def is_memory(self) -> bool:

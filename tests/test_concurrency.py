@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+import time
 
 import pytest
 
 import embeddb
+from embeddb.errors import OperationalError
 
 THREADS = 8
 INCREMENTS = 25
@@ -95,3 +97,55 @@ def test_processes_opening_a_new_file_together_all_succeed(tmp_path):
     for proc in procs:
         proc.join(timeout=30)
     assert [e for chunk in errors for e in chunk] == []
+
+
+def test_writers_of_one_process_wait_in_line_and_readers_do_not(tmp_path):
+    """A write transaction open in one thread: another thread's write waits on the process's
+    own queue (and says so when its busy timeout ends), a reader is not held up at all, and the
+    queued writer goes as soon as the first commits."""
+    url = f"sqlite:///{tmp_path / 'q.db'}?busy_timeout=0.3"
+    db = embeddb.connect(url)
+    db.execute_sql("CREATE TABLE t (n INTEGER)")
+    db.execute_sql("INSERT INTO t VALUES (0)")
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with db.atomic():
+            db.execute_sql("UPDATE t SET n = n + 1")
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(10)
+    outcome: dict[str, object] = {}
+
+    def write() -> None:
+        try:
+            with db.atomic():
+                db.execute_sql("UPDATE t SET n = n + 10")
+        except OperationalError as exc:
+            outcome["error"] = str(exc)
+        outcome["open"] = db.in_transaction()
+
+    def read() -> None:
+        started = time.monotonic()
+        with db.atomic("DEFERRED"):
+            outcome["read"] = db.execute_sql("SELECT n FROM t").fetchone()[0]
+        outcome["read_took"] = time.monotonic() - started
+
+    for target in (write, read):
+        thread = threading.Thread(target=target)
+        thread.start()
+        thread.join(10)
+    assert "other threads of this process kept writing" in outcome["error"]
+    assert outcome["open"] is False
+    assert outcome["read"] == 0 and outcome["read_took"] < 0.3  # the old row, at once
+    late = threading.Thread(target=write)
+    late.start()
+    time.sleep(0.05)
+    release.set()  # the holder commits; the queued writer follows
+    holder.join(10)
+    late.join(10)
+    assert db.execute_sql("SELECT n FROM t").fetchone()[0] == 11
+    db.close()
