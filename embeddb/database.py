@@ -476,6 +476,9 @@ class PostgresEngine(Engine, PooledPostgresqlDatabase):
             server_options.append("-c default_transaction_read_only=on")
         if server_options:
             params["options"] = " ".join(server_options)
+        #: connection id -> the thread that checked it out (see _reclaim_from_ended_threads)
+        self._owners: dict[int, threading.Thread] = {}
+        self._reclaimed = 0
         super().__init__(
             url.database,
             max_connections=settings.max_connections,
@@ -495,13 +498,31 @@ class PostgresEngine(Engine, PooledPostgresqlDatabase):
             ) from exc
 
     def _connect(self) -> Any:
-        try:
-            return super()._connect()
-        except psycopg2.Error as exc:
-            raise ConnectionFailed(
-                f"cannot connect to PostgreSQL at {self.url.redacted()}: "
-                f"{scrub(str(exc), self.url.password)}"
-            ) from None
+        with self._pool_lock:
+            if len(self._in_use) >= self._max_connections:
+                self._reclaim_from_ended_threads()
+            try:
+                conn = super()._connect()
+            except psycopg2.Error as exc:
+                raise ConnectionFailed(
+                    f"cannot connect to PostgreSQL at {self.url.redacted()}: "
+                    f"{scrub(str(exc), self.url.password)}"
+                ) from None
+            self._owners[id(conn)] = threading.current_thread()
+            return conn
+
+    def _reclaim_from_ended_threads(self) -> None:
+        """Close the connections still checked out by threads that have ended (a thread that
+        never called ``close()``), so they do not hold the pool's places for ever; the server
+        rolls back whatever they left open. Called with the pool lock held, when it is full."""
+        for key, owner in list(self._owners.items()):
+            held = self._in_use.get(key)
+            if held is None:
+                del self._owners[key]  # back in the pool, or closed
+            elif not owner.is_alive():
+                del self._in_use[key], self._owners[key]
+                self._close_raw(held.connection)
+                self._reclaimed += 1
 
     def _initialize_connection(self, conn: Any) -> None:
         # jsonb comes back as text, as on SQLite, so JSONField decodes one way on both backends
@@ -519,12 +540,14 @@ class PostgresEngine(Engine, PooledPostgresqlDatabase):
                 f"create it (CREATE SCHEMA \"{schema}\") or fix the URL")
 
     def pool_stats(self) -> dict[str, int]:
-        """Connections checked out, idle in the pool, and the pool's maximum."""
+        """Connections checked out, idle in the pool, the pool's maximum, and how many were
+        taken back from threads that ended without releasing them."""
         with self._pool_lock:
             return {
                 "in_use": len(self._in_use),
                 "idle": len(self._connections),
                 "max": self._max_connections,
+                "reclaimed": self._reclaimed,
             }
 
     def _location(self) -> dict[str, Any]:

@@ -245,7 +245,43 @@ def test_postgres_pool_stats_and_exhaustion(pg_schema_url):
     thread.join()
     assert errors and "max_connections" in str(errors[0])
     db.close()
-    assert db.pool_stats() == {"in_use": 0, "idle": 1, "max": 1}
+    assert db.pool_stats() == {"in_use": 0, "idle": 1, "max": 1, "reclaimed": 0}
+    db.close_all()
+
+
+def test_postgres_pool_takes_back_connections_of_threads_that_ended(pg_schema_url):
+    """Two threads that end without closing their connection must not exhaust a pool of two."""
+    db = embeddb.connect(pg_schema_url, max_connections=2, timeout=0.5)
+    db.execute_sql("CREATE TABLE t (n INTEGER)")
+    db.close()
+
+    def leak(n: int) -> None:
+        # (the server ends such a session after 5 s, so a failing run cannot hang the
+        # schema's DROP at teardown)
+        db.execute_sql("SET idle_in_transaction_session_timeout = '5s'")
+        db.begin()  # even one left in the middle of a transaction
+        db.execute_sql("INSERT INTO t VALUES (%s)", (n,))
+
+    for n in range(2):
+        thread = threading.Thread(target=leak, args=(n,))
+        thread.start()
+        thread.join()
+    assert db.pool_stats()["in_use"] == 2
+    found: list = []
+
+    def use() -> None:
+        try:
+            found.append(db.execute_sql("SELECT count(*) FROM t").fetchone()[0])
+        except PoolExhausted as exc:
+            found.append(exc)
+        db.close()
+
+    for _ in range(3):
+        thread = threading.Thread(target=use)
+        thread.start()
+        thread.join()
+    assert found == [0, 0, 0]  # the ended threads' uncommitted rows were rolled back
+    assert db.pool_stats()["reclaimed"] == 2
     db.close_all()
 
 
