@@ -15,7 +15,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import peewee
@@ -32,6 +32,9 @@ from .errors import (
     translate,
 )
 from .url import DatabaseURL, parse, scrub
+
+if TYPE_CHECKING:
+    from .monitor import Monitor
 
 _peewee_logger = logging.getLogger("peewee")
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
@@ -181,6 +184,11 @@ class Engine:
     @property
     def backend(self) -> str:
         return self.dialect.name
+
+    @property
+    def monitor(self) -> Monitor:
+        """The query monitor (see the monitoring section at the end of this module)."""
+        return monitor_of(self)
 
     def health(self) -> dict[str, Any]:
         """Run a trivial query and report whether it worked and how long it took."""
@@ -482,12 +490,14 @@ def connect(
     :raises ConnectionFailed: the file cannot be opened or the server does not answer.
     """
     parsed = parse(config.resolve_url(url))
+    query = dict(parsed.options)
+    monitoring = config.monitor_settings(options.pop("monitor", None), query.pop("monitor", None))
     db: Database
     if parsed.backend == "sqlite":
-        settings = config.build_settings(config.SqliteSettings, parsed.options, options)
+        settings = config.build_settings(config.SqliteSettings, query, options)
         db = SqliteEngine(parsed, settings, create=create, readonly=readonly)
     else:
-        settings = config.build_settings(config.PostgresSettings, parsed.options, options)
+        settings = config.build_settings(config.PostgresSettings, query, options)
         db = PostgresEngine(parsed, settings, readonly=readonly)
     try:
         db.connect(reuse_if_open=True)
@@ -499,4 +509,138 @@ def connect(
     finally:
         if not db.is_closed():
             db.close()
+    if monitoring.enabled:
+        monitor_of(db, monitoring).enable()
     return db
+
+
+
+# ---- monitoring (embeddb.monitor) ---------------------------------------------------------
+# A database with monitoring on is switched to a subclass of its class that times every
+# statement, BEGIN / COMMIT / ROLLBACK and the hot paths included. A database without it runs
+# none of this code: its hot paths keep their benchmark figures.
+
+def monitor_of(db: Engine, settings: config.MonitorSettings | None = None) -> Monitor:
+    """``db``'s monitor, created (off) on first use."""
+    found = db.__dict__.get("_monitor_object")
+    if found is None:
+        from .monitor import Monitor
+
+        found = db.__dict__["_monitor_object"] = Monitor(db, settings)
+    return found
+
+
+def set_monitoring(db: Engine, monitor: Monitor | None) -> None:
+    """Switch ``db`` to its monitored class with ``monitor`` (None: back to the plain class)."""
+    plain = _PLAIN.get(type(db), type(db))
+    if monitor is None:
+        db.__class__ = plain
+        db.__dict__.pop("_monitor", None)
+        return
+    db.__dict__["_monitor"] = monitor
+    monitored = _MONITORED.get(plain)
+    if monitored is None:  # an app's own subclass of an engine class
+        monitored = _MONITORED[plain] = type(f"Monitored{plain.__name__}", (_Monitored, plain), {})
+        _PLAIN[monitored] = plain
+    db.__class__ = monitored
+
+
+class _Monitored:
+    """Mixed in before an engine class: every statement reports to ``self._monitor``."""
+
+    _monitor: Monitor
+
+    @property
+    def observed(self) -> bool:
+        return True  # e.g. migrations then run statement by statement, each one seen
+
+    def execute_sql(self, sql: str, params: Any = None) -> Any:
+        start = time.perf_counter()
+        try:
+            cursor = super().execute_sql(sql, params)  # type: ignore[misc]
+        except Exception as exc:
+            self._monitor.record(sql, params, time.perf_counter() - start, 0, exc)
+            raise
+        return self._monitor.executed(sql, params, time.perf_counter() - start, cursor)
+
+    def _run(self, sql: str, params: Any) -> Any:
+        cursor = self.cursor()  # type: ignore[attr-defined]
+        try:
+            with _driver_errors:
+                cursor.execute(sql, params)
+        except peewee.PeeweeException as exc:
+            raise translate(exc, self.url.password) from exc  # type: ignore[attr-defined]
+        return cursor
+
+    def execute_fast(self, sql: str, params: Any = ()) -> Any:
+        if self.query_hooks or _peewee_logger.isEnabledFor(logging.DEBUG):  # type: ignore
+            return self.execute_sql(sql, params)
+        start = time.perf_counter()
+        try:
+            cursor = self._run(sql, params)
+        except Exception as exc:
+            self._monitor.record(sql, params, time.perf_counter() - start, 0, exc)
+            raise
+        return self._monitor.executed(sql, params, time.perf_counter() - start, cursor)
+
+    def fetch_one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        if self.query_hooks or _peewee_logger.isEnabledFor(logging.DEBUG):  # type: ignore
+            return self.execute_sql(sql, params).fetchone()
+        start = time.perf_counter()
+        try:
+            row = self._run(sql, params).fetchone()
+        except Exception as exc:
+            self._monitor.record(sql, params, time.perf_counter() - start, 0, exc)
+            raise
+        self._monitor.record(sql, params, time.perf_counter() - start, int(row is not None))
+        return row
+
+    def _batch(self, run: Callable[[Any], None], label: str, count: int) -> int:
+        start = time.perf_counter()
+        try:
+            changed = super()._batch(run, label, count)  # type: ignore[misc]
+        except Exception as exc:
+            self._monitor.record(label, None, time.perf_counter() - start, 0, exc)
+            raise
+        self._monitor.record(label, None, time.perf_counter() - start,
+                             changed if changed >= 0 else count)
+        return changed
+
+    def _control(self, statement: str, step: Callable[[], None]) -> None:
+        start = time.perf_counter()
+        try:
+            step()
+        except Exception as exc:
+            self._monitor.record(statement, None, time.perf_counter() - start, 0, exc)
+            raise
+        self._monitor.record(statement, None, time.perf_counter() - start, 0)
+
+    def begin(self, *args: Any, **kwargs: Any) -> None:
+        self._control("BEGIN", lambda: super(_Monitored, self).begin(*args, **kwargs))
+        self._monitor.transaction_began()
+
+    def commit(self) -> None:
+        try:
+            self._control("COMMIT", super().commit)  # type: ignore[misc]
+        finally:
+            self._monitor.transaction_ended()
+
+    def rollback(self) -> None:
+        try:
+            self._control("ROLLBACK", super().rollback)  # type: ignore[misc]
+        finally:
+            self._monitor.transaction_ended()
+
+
+class MonitoredSqliteEngine(_Monitored, SqliteEngine):
+    """A :class:`SqliteEngine` whose monitor is on."""
+
+
+class MonitoredPostgresEngine(_Monitored, PostgresEngine):
+    """A :class:`PostgresEngine` whose monitor is on."""
+
+
+_MONITORED: dict[type, type] = {
+    SqliteEngine: MonitoredSqliteEngine, PostgresEngine: MonitoredPostgresEngine,
+}
+_PLAIN: dict[type, type] = {monitored: plain for plain, monitored in _MONITORED.items()}
