@@ -616,7 +616,7 @@ class _Monitored:
         self._monitor.record(statement, None, time.perf_counter() - start, 0)
 
     def begin(self, *args: Any, **kwargs: Any) -> None:
-        self._control("BEGIN", lambda: super(_Monitored, self).begin(*args, **kwargs))
+        self._control("BEGIN", lambda: super(_Monitored, self).begin(*args, **kwargs))  # type: ignore[misc]
         self._monitor.transaction_began()
 
     def commit(self) -> None:

@@ -16,8 +16,13 @@ from ..config import MonitorSettings
 from ..errors import QueryBudgetExceeded
 from .nplusone import Detector, Finding
 from .slow import SlowLog
-from .statements import StatementStats, StatementTable, fingerprint, is_select, \
-    is_transaction_control
+from .statements import (
+    StatementStats,
+    StatementTable,
+    fingerprint,
+    is_select,
+    is_transaction_control,
+)
 
 
 @dataclass(frozen=True)
