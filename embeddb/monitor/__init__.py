@@ -5,9 +5,9 @@ Off by default; on with ``connect(url, monitor=True)``, ``?monitor=1``, ``$EMBED
 ``db.monitor.stats()``, ``db.monitor.slow_queries()``, ``with db.monitor.unit("name"):``.
 """
 
-from .core import Monitor, Query, QueryLog
+from .core import Monitor, Query, QueryLog, assert_max_queries
 from .nplusone import Finding, NPlusOneWarning
 from .statements import fingerprint, normalize
 
-__all__ = ["Finding", "Monitor", "NPlusOneWarning", "Query", "QueryLog", "fingerprint",
+__all__ = ["Finding", "Monitor", "NPlusOneWarning", "Query", "QueryLog", "assert_max_queries", "fingerprint",
            "normalize"]

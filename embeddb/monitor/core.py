@@ -42,8 +42,15 @@ class Query:
 class QueryLog:
     """The statements run while a capture is open (from any thread), in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, monitor: Monitor | None = None) -> None:
         self.queries: list[Query] = []
+        self.monitor = monitor
+
+    def assert_max_queries(self, limit: int) -> Any:
+        """``with log.assert_max_queries(3): ...``: see :meth:`Monitor.assert_max_queries`."""
+        if self.monitor is None:
+            raise TypeError("this QueryLog belongs to no monitor")
+        return self.monitor.assert_max_queries(limit)
 
     @property
     def statements(self) -> list[Query]:
@@ -110,6 +117,12 @@ class RowCounter:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._cursor, name)
+
+
+def assert_max_queries(db: Any, limit: int) -> Any:
+    """``with assert_max_queries(db, 3): ...`` fails when the block runs more than 3 statements
+    on ``db`` (see :meth:`Monitor.assert_max_queries`)."""
+    return db.monitor.assert_max_queries(limit)
 
 
 class Monitor:
@@ -239,7 +252,7 @@ class Monitor:
     @contextmanager
     def capture(self) -> Iterator[QueryLog]:
         """Record every statement run inside the block (monitoring must be on)."""
-        log = QueryLog()
+        log = QueryLog(self)
         self._captures.append(log)
         try:
             yield log
