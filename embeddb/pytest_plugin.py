@@ -78,7 +78,7 @@ def _copies(template: Template, request: pytest.FixtureRequest) -> Iterator[Any]
         if mode == "off":
             yield db
         else:
-            db.monitor.enable(strict=mode == "error")
+            db.monitor.enable(strict=mode == "error", publish=False)
             with db.monitor.unit(request.node.nodeid):
                 yield db
     finally:
@@ -120,6 +120,6 @@ def embeddb_queries(request: pytest.FixtureRequest) -> Iterator[QueryLog]:
     name = "embeddb_seeded_db" if "embeddb_seeded_db" in request.fixturenames else "embeddb_db"
     db = request.getfixturevalue(name)
     if not db.monitor.enabled:
-        db.monitor.enable()
+        db.monitor.enable(publish=False)
     with db.monitor.capture() as log:
         yield log

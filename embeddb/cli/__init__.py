@@ -26,6 +26,7 @@ from .options import CliState, db_option
 from .outbox import outbox
 from .schema import schema
 from .seed import seed, setup
+from .stats import stats
 
 
 class EmbeddbGroup(click.Group):
@@ -107,6 +108,7 @@ cli.add_command(outbox)
 cli.add_command(schema)
 cli.add_command(seed)
 cli.add_command(setup)
+cli.add_command(stats)
 _accept_verbose_everywhere(cli)
 
 

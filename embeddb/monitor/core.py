@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..config import MonitorSettings
@@ -147,20 +147,40 @@ class Monitor:
     def enabled(self) -> bool:
         return getattr(self.db, "_monitor", None) is self
 
-    def enable(self, strict: bool | None = None) -> Monitor:
-        """Time every statement of this database from now on (``strict``: N+1 raises)."""
+    def enable(self, strict: bool | None = None, publish: bool | None = None) -> Monitor:
+        """Time every statement of this database from now on (``strict``: N+1 raises;
+        ``publish``: whether ``embeddb stats`` in other processes sees this one)."""
         if strict is not None:
             self.detector.strict = strict
+        if publish is not None:
+            self.settings = replace(self.settings, publish=publish)
         from ..database import set_monitoring
 
         set_monitoring(self.db, self)
+        self._start_publishing()
         return self
+
+    def _start_publishing(self) -> None:
+        if not self.settings.publish or self.publisher is not None:
+            return
+        from .publish import Publisher, directory_of
+
+        directory = directory_of(self.db)
+        if directory is not None:
+            self.publisher = Publisher(self, directory)
+
+    def publish(self) -> bool:
+        """Publish the statistics for ``embeddb stats`` now instead of within the second."""
+        return self.publisher.publish(self) if self.publisher is not None else False
 
     def disable(self) -> None:
         """Stop timing statements; the statistics gathered so far stay readable."""
         from ..database import set_monitoring
 
         set_monitoring(self.db, None)
+        if self.publisher is not None:
+            self.publisher.close()
+            self.publisher = None
 
     # -- called by the database for each statement --------------------------------------------
 
