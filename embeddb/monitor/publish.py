@@ -3,8 +3,9 @@
 The files live in a folder beside the database (``app.db-monitor/``; PostgreSQL: beside the
 per-database cache folder under ``~/.cache/embeddb``), one ``<host>-<pid>.json`` per process,
 written by a background thread at most once a second and only when something changed (temp
-file + rename: a reader never sees half a file). The app never waits on them: a failed write is counted and skipped. Readers keep the files of live
-processes only; those of dead processes age out and are removed.
+file + rename: a reader never sees half a file). The app never waits on them: a failed write
+is counted and skipped. Readers keep the files of live processes only; those of dead
+processes age out and are removed.
 """
 
 from __future__ import annotations
