@@ -339,6 +339,10 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
                 time.sleep(pause)
                 pause = min(pause * 2, 0.05)
 
+    def pool_stats(self) -> dict[str, Any]:
+        """SQLite has no pool: one connection per thread; whether this thread's is open."""
+        return {"pooled": False, "in_use": int(not self.is_closed())}
+
     @property
     def immutable(self) -> bool:
         """Whether this read-only database is read as immutable (see :meth:`raw_connection`)."""
@@ -446,14 +450,20 @@ class PostgresEngine(Engine, PooledPostgresqlDatabase):
                 f"schema {schema!r} does not exist in database {self.database}: "
                 f"create it (CREATE SCHEMA \"{schema}\") or fix the URL")
 
-    def pool_stats(self) -> dict[str, int]:
-        """Connections checked out, idle in the pool, and the pool's maximum."""
+    def pool_stats(self) -> dict[str, Any]:
+        """Connections checked out, idle in the pool, and the pool's maximum; with monitoring
+        on also threads waiting, checkouts, checkout wait p95, connections opened and closed."""
         with self._pool_lock:
-            return {
+            found: dict[str, Any] = {
+                "pooled": True,
                 "in_use": len(self._in_use),
                 "idle": len(self._connections),
                 "max": self._max_connections,
             }
+        counters = getattr(self, "_pool_counters", None)
+        if counters is not None:
+            found.update(counters.as_dict())
+        return found
 
     def _location(self) -> dict[str, Any]:
         version = self.server_version  # e.g. 150019 for 15.19
@@ -637,7 +647,33 @@ class MonitoredSqliteEngine(_Monitored, SqliteEngine):
 
 
 class MonitoredPostgresEngine(_Monitored, PostgresEngine):
-    """A :class:`PostgresEngine` whose monitor is on."""
+    """A :class:`PostgresEngine` whose monitor is on; its pool counts checkouts too."""
+
+    @property
+    def _pool_counters(self) -> Any:
+        return self._monitor.pool
+
+    def connect(self, reuse_if_open: bool = False) -> bool:
+        counters = self._monitor.pool
+        counters.enter()
+        start, ok = time.perf_counter(), False
+        try:
+            opened = super().connect(reuse_if_open)
+            ok = bool(opened)
+            return opened
+        finally:
+            counters.leave(time.perf_counter() - start, ok)
+
+    def _connect(self) -> Any:
+        idle = {id(conn) for _ts, _n, conn in self._connections}
+        conn = super()._connect()
+        if id(conn) not in idle:
+            self._monitor.pool.opened += 1
+        return conn
+
+    def _close_raw(self, conn: Any) -> None:
+        self._monitor.pool.closed += 1
+        super()._close_raw(conn)
 
 
 _MONITORED: dict[type, type] = {

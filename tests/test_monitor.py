@@ -251,3 +251,55 @@ def test_monitoring_from_the_environment_in_a_real_process(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path,
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == "1"
+
+
+# -- pool and health ----------------------------------------------------------------------------
+
+def test_pool_stats_count_checkouts_waits_and_connections(pg_schema_url):
+    import threading
+
+    db = embeddb.connect(pg_schema_url + "&max_connections=1&timeout=5", monitor=True)
+    db.connect()
+    held, started = threading.Event(), threading.Event()
+
+    def second():
+        started.set()
+        db.connect()  # waits for the only connection
+        db.close()
+        held.set()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    started.wait()
+    while db.pool_stats()["waiting"] == 0:  # the other thread is inside connect()
+        pass
+    stats = db.pool_stats()
+    assert (stats["in_use"], stats["max"], stats["waiting"]) == (1, 1, 1)
+    db.close()
+    thread.join()
+    assert held.is_set()
+    stats = db.pool_stats()
+    assert stats["checkouts"] == 2 and stats["waiting"] == 0
+    assert stats["checkout_wait_p95_ms"] > 0
+    assert stats["opened"] == 0  # both reused the connection connect() had checked
+    db.close_all()
+    assert db.pool_stats()["closed"] == 1
+    db.connect()
+    db.close()
+    assert db.pool_stats()["opened"] == 1
+    db.close_all()
+
+
+def test_pool_stats_without_monitoring_and_on_sqlite(pg_schema_url):
+    plain = embeddb.connect(pg_schema_url)
+    assert set(plain.pool_stats()) == {"pooled", "in_use", "idle", "max"}
+    plain.close_all()
+    lite = embeddb.connect("sqlite:///:memory:")
+    assert lite.pool_stats() == {"pooled": False, "in_use": 0}
+
+
+def test_health_reports_latency(db_url):
+    db = embeddb.connect(db_url, monitor=True)
+    health = db.health()
+    assert health["ok"] and health["latency_ms"] > 0
+    db.close()

@@ -15,6 +15,7 @@ from typing import Any
 from ..config import MonitorSettings
 from ..errors import QueryBudgetExceeded
 from .nplusone import Detector, Finding
+from .pool import PoolCounters
 from .slow import SlowLog
 from .statements import (
     StatementStats,
@@ -140,6 +141,7 @@ class Monitor:
         self.detector = Detector(self.settings.nplusone_threshold, self.settings.strict)
         self._captures: list[QueryLog] = []
         self.publisher: Any = None
+        self.pool = PoolCounters()
 
     # -- switching ----------------------------------------------------------------------------
 
