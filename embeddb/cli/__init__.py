@@ -17,6 +17,7 @@ from ..errors import EmbeddbError
 from .audit import audit
 from .backup import backup
 from .cache import cache
+from .doctor import doctor
 from .explain import explain
 from .info import info
 from .locks import locks
@@ -101,6 +102,7 @@ cli.add_command(info)
 cli.add_command(locks)
 cli.add_command(backup)
 cli.add_command(cache)
+cli.add_command(doctor)
 cli.add_command(explain)
 cli.add_command(maintenance)
 cli.add_command(migrate)
