@@ -9,6 +9,7 @@ import click
 from ..monitor import publish
 from ..monitor.prometheus import exposition
 from ..monitor.sizes import sizes
+from ..monitor.statements import short
 from .explain import json_failure
 from .options import database, db_option, emit_json, json_option
 
@@ -63,7 +64,7 @@ def _print(view: dict[str, Any], limit: int) -> None:
         click.echo(f"{'calls':>8} {'mean ms':>9} {'p95 ms':>9} {'max ms':>9} {'rows':>8}  "
                    "statement")
         for s in view["statements"][:limit]:
-            text = s["statement"] if len(s["statement"]) <= 90 else s["statement"][:87] + "..."
+            text = short(s["statement"])
             click.echo(f"{s['calls']:>8} {s['mean_ms']:>9.3f} {s['p95_ms']:>9.3f} "
                        f"{s['max_ms']:>9.3f} {s['rows']:>8}  {text}")
     if "tables" in view:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from .statements import short
+
 #: name -> (type, help, key in a statement's statistics, scale)
 _STATEMENT_METRICS = {
     "embeddb_statement_calls_total": ("counter", "Statements run", "calls", 1),
@@ -31,7 +33,7 @@ def samples(view: dict[str, Any], database: str) -> Iterator[tuple[str, str, str
     db = {"database": database}
     for name, (kind, text, key, scale) in _STATEMENT_METRICS.items():
         yield name, kind, text, [
-            ({**db, "fingerprint": s["fingerprint"], "statement": s["statement"][:200]},
+            ({**db, "fingerprint": s["fingerprint"], "statement": short(s["statement"], 120)},
              s[key] * scale) for s in view["statements"]]
     totals = view["totals"]
     yield "embeddb_slow_queries", "gauge", "Slow statements in the recent log", \

@@ -53,6 +53,17 @@ def fingerprint(sql: str) -> tuple[str, str]:
     return found
 
 
+_SELECT_LIST = re.compile(r"^SELECT\s+(?:DISTINCT\s+)?(?!\()(.+?)\s+FROM\s", re.I | re.S)
+
+
+def short(text: str, width: int = 90) -> str:
+    """A statement for one line of a report: a long SELECT list becomes ``...``, then the text
+    is cut at ``width``."""
+    if len(text) > width:
+        text = _SELECT_LIST.sub("SELECT ... FROM ", text, count=1)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
 def is_transaction_control(text: str) -> bool:
     """Whether a normalized statement is BEGIN / COMMIT / ROLLBACK / SAVEPOINT / RELEASE."""
     return text.split(" ", 1)[0].upper() in _TRANSACTION
