@@ -455,7 +455,6 @@ class PostgresEngine(Engine, PooledPostgresqlDatabase):
         on also threads waiting, checkouts, checkout wait p95, connections opened and closed."""
         with self._pool_lock:
             found: dict[str, Any] = {
-                "pooled": True,
                 "in_use": len(self._in_use),
                 "idle": len(self._connections),
                 "max": self._max_connections,
