@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import embeddb
+import embeddb.migrate
+import embeddb.seed
 from benchmarks.harness import pg_scratch_schema, pg_url, report, size
 from embeddb.errors import NotFoundError
 from embeddb.reference import models as m

@@ -124,3 +124,22 @@ def test_cli_explain_error_is_one_line(big, cli_db_url):
     result = CliRunner().invoke(cli, ["--db", cli_db_url, "explain", "SELECT * FROM nowhere",
                                       "--json"])
     assert result.exit_code == 1 and "nowhere" in json.loads(result.stdout)["error"]
+
+
+def test_advise_in_process_uses_the_first_run_parameters(big):
+    big.monitor.enable(publish=False)
+    sql = QUERY.format(p=p(big))
+    for customer in range(3):
+        big.execute_sql(sql, (customer, "open")).fetchall()
+    big.execute_sql(f"SELECT * FROM orders WHERE id = {p(big)}", (5,)).fetchall()
+    advice = big.monitor.advise()
+    assert [a["statement"] for a in advice] == [
+        "SELECT id, placed FROM orders WHERE customer = ? AND status = ? ORDER BY placed"]
+    assert advice[0]["calls"] == 3
+    assert advice[0]["suggestions"][0]["columns"] == ["customer", "status", "placed"]
+    big.monitor.disable()
+
+
+def test_a_limited_scan_without_order_is_not_a_full_scan(big):
+    plan = big.monitor.explain(f"SELECT * FROM orders WHERE status = {p(big)} LIMIT 5", ("x",))
+    assert plan.scans == [] and plan.suggestions == []

@@ -26,6 +26,7 @@ db = embeddb.connect(url, monitor=True)
 mark = "?" if db.backend == "sqlite" else "%s"
 for i in range(runs):
     db.execute_sql(f"SELECT x FROM t WHERE id = {mark}", (i,)).fetchall()
+db.execute_sql(f"SELECT id FROM t WHERE x = {mark} ORDER BY id", (3,)).fetchall()
 cache = Cache.for_database(db)
 cache.get_or_set("answer", lambda: 42)
 cache.get_or_set("answer", lambda: 42)
@@ -163,3 +164,15 @@ def test_the_app_never_fails_on_the_stats_file(app_db, cli_db_url):
 def test_memory_databases_do_not_publish():
     db = embeddb.connect("sqlite:///:memory:", monitor=True)
     assert db.monitor.publisher is None and publish.directory_of(db) is None
+
+
+def test_advise_explains_what_the_app_ran(app_db, start_app, cli_db_url):
+    start_app(2)
+    result = CliRunner().invoke(cli, ["--db", cli_db_url, "stats", "--advise", "--json"])
+    assert result.exit_code == 0, result.output
+    advice = json.loads(result.stdout)["advice"]
+    [scan] = [a for a in advice if a["statement"] == "SELECT id FROM t WHERE x = ? ORDER BY id"]
+    assert scan["full_scans"] == ["t"] and scan["suggestions"][0]["columns"] == ["x", "id"]
+    assert not [a for a in advice if "WHERE id = ?" in a["statement"]]  # by primary key: fine
+    text = CliRunner().invoke(cli, ["--db", cli_db_url, "stats", "--advise"]).output
+    assert 'SUGGEST CREATE INDEX "idx_t_x_id" ON "t" ("x", "id");' in text

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from ..monitor import publish
+from ..monitor.explain import review
 from ..monitor.prometheus import exposition
 from ..monitor.sizes import sizes
 from ..monitor.statements import short
@@ -26,11 +27,14 @@ def live_view(db: Any) -> dict[str, Any]:
 @click.option("--prometheus", is_flag=True, help="Print the Prometheus text exposition format.")
 @click.option("--tables", is_flag=True,
               help="Also show rows, table and index bytes per table, WAL size and free pages.")
+@click.option("--advise", is_flag=True,
+              help="EXPLAIN the costliest and most frequent SELECTs (with the parameters of "
+                   "their first run) and show the warnings and index suggestions.")
 @click.option("--limit", default=15, show_default=True, metavar="N",
               help="Statements to show, the costliest (total time) first.")
 @db_option
 @json_option
-def stats(prometheus: bool, tables: bool, limit: int, as_json: bool) -> None:
+def stats(prometheus: bool, tables: bool, advise: bool, limit: int, as_json: bool) -> None:
     """Show the statistics per statement of every live process monitoring this database
     (apps connected with monitor=True, ?monitor=1 or $EMBEDDB_MONITOR=1).
 
@@ -41,6 +45,8 @@ def stats(prometheus: bool, tables: bool, limit: int, as_json: bool) -> None:
         view = live_view(db)
         if tables:
             view["tables"] = sizes(db)
+        if advise:
+            view["advice"] = advice_for(db, view, limit=5)
     if prometheus:
         click.echo(exposition(view, db.url.redacted()), nl=False)
     elif as_json:
@@ -69,6 +75,33 @@ def _print(view: dict[str, Any], limit: int) -> None:
                        f"{s['max_ms']:>9.3f} {s['rows']:>8}  {text}")
     if "tables" in view:
         _print_tables(view["tables"])
+    if "advice" in view:
+        _print_advice(view["advice"])
+
+
+def advice_for(db: Any, view: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+    """EXPLAIN the published examples (those without masked parameters) on ``db``."""
+    usable = [s for s in view["statements"]
+              if s.get("example") and not s["example"]["redacted"]]
+    return review(db, [(s["statement"], s["example"]["sql"], s["example"]["params"])
+                       for s in usable], limit,
+                  {s["statement"]: (s["total_ms"], s["calls"]) for s in usable})
+
+
+def _print_advice(advice: list[dict[str, Any]]) -> None:
+    if not advice:
+        click.echo("\nadvice: the costliest and most frequent statements need no index")
+        return
+    click.echo("\nadvice:")
+    for item in advice:
+        click.echo(f"  {short(item['statement'], 100)}")
+        if "error" in item:
+            click.echo(f"    cannot explain: {item['error']}")
+            continue
+        for warning in item["warnings"]:
+            click.echo(f"    WARN {warning}")
+        for suggestion in item["suggestions"]:
+            click.echo(f"    SUGGEST {suggestion['sql']}  -- {suggestion['reason']}")
 
 
 def _print_tables(found: dict[str, Any]) -> None:

@@ -189,6 +189,8 @@ class Monitor:
     def executed(self, sql: str, params: Any, duration: float, cursor: Any) -> Any:
         """Account a statement that ran; the cursor to hand back (counting rows if needed)."""
         stats = self.table.entry(sql)
+        if stats.example is None:
+            stats.example = (sql, params)
         rows = cursor.rowcount
         counted = rows < 0 and cursor.description is not None
         stats.add(duration, rows, False)
@@ -205,6 +207,8 @@ class Monitor:
                error: BaseException | None = None) -> None:
         """Account a statement whose rows are known (or that failed with ``error``)."""
         stats = self.table.entry(sql)
+        if stats.example is None and error is None:
+            stats.example = (sql, params)
         stats.add(duration, rows, error is not None)
         if duration >= self.slow.threshold:
             self.slow.add(sql, params, duration, rows, error)
@@ -300,6 +304,15 @@ class Monitor:
         if len(log) > limit:
             raise QueryBudgetExceeded(
                 f"{len(log)} queries ran, more than the budget of {limit}:\n{log.describe()}")
+
+    def advise(self, limit: int = 5) -> list[dict[str, Any]]:
+        """EXPLAIN the costliest and the most frequent SELECTs seen (``limit`` of each) with
+        the parameters of their first run; those whose plan warns or suggests an index."""
+        from .explain import review
+
+        entries = [e for e in self.table._entries.values() if e.example is not None]
+        return review(self.db, [(e.statement, *e.example) for e in entries], limit,
+                      {e.statement: (e.total * 1000, e.calls) for e in entries})
 
     def explain(self, sql: str, params: Any = None, analyze: bool = False) -> Any:
         """The plan of ``sql`` as a tree with warnings and index suggestions

@@ -18,6 +18,8 @@ from .advice import Suggestion, suggest
 
 #: a full scan of a table with at least this many rows is worth a warning
 LARGE_TABLE = 1000
+_LIMIT = re.compile(r"\bLIMIT\b", re.I)
+_ORDER_BY = re.compile(r"\b(ORDER|GROUP)\s+BY\b|\bDISTINCT\b|\b(count|sum|avg|min|max)\s*\(", re.I)
 
 
 @dataclass
@@ -249,6 +251,9 @@ def explain(db: Any, sql: str, params: Any = None, *, analyze: bool = False,
                 for w in plan.warnings)
     if sorts:
         tables_sorted = list(dict.fromkeys(_aliases(sql).values()))
+    stops_early = bool(_LIMIT.search(sql)) and not _ORDER_BY.search(sql)
+    if stops_early:  # the scan ends after LIMIT rows: not a full scan, no index needed
+        plan.scans = []
     for table in plan.scans:
         rows = planner.row_count(table, large_table)
         if rows >= large_table:
@@ -261,3 +266,30 @@ def explain(db: Any, sql: str, params: Any = None, *, analyze: bool = False,
         if found is not None:
             plan.suggestions.append(found)
     return plan
+
+
+def review(db: Any, statements: list[tuple[str, str, Any]], limit: int,
+           weights: dict[str, tuple[float, int]]) -> list[dict[str, Any]]:
+    """Explain the ``limit`` costliest and ``limit`` most frequent of ``statements``
+    (``(normalized, sql, params)``, weighted by ``weights[normalized] = (total_ms, calls)``);
+    the ones with warnings or suggestions, costliest first."""
+    from ..errors import EmbeddbError
+    from .statements import is_select
+
+    selects = [s for s in statements if is_select(s[0])]
+    by_total = sorted(selects, key=lambda s: weights[s[0]][0], reverse=True)[:limit]
+    by_calls = sorted(selects, key=lambda s: weights[s[0]][1], reverse=True)[:limit]
+    chosen = {s[0]: s for s in by_total + by_calls}
+    found = []
+    for normalized, sql, params in chosen.values():
+        try:
+            plan = explain(db, sql, params)
+        except EmbeddbError as exc:
+            found.append({"statement": normalized, "error": str(exc)})
+            continue
+        if plan.warnings or plan.suggestions:
+            total, calls = weights[normalized]
+            found.append({"statement": normalized, "calls": calls,
+                          "total_ms": round(total, 3), **plan.as_dict()})
+    found.sort(key=lambda f: f.get("total_ms", 0), reverse=True)
+    return found

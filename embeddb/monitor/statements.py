@@ -79,7 +79,7 @@ class StatementStats:
     be off by a few, which statistics tolerate and a lock per statement would not."""
 
     __slots__ = ("fingerprint", "statement", "calls", "errors", "rows", "total", "max",
-                 "first_seen", "last_seen", "_samples", "_next")
+                 "first_seen", "last_seen", "_samples", "_next", "example")
 
     def __init__(self, fingerprint: str, statement: str) -> None:
         self.fingerprint = fingerprint
@@ -89,6 +89,8 @@ class StatementStats:
         self.first_seen = self.last_seen = time.time()
         self._samples: list[float] = []
         self._next = 0
+        #: the first run's SQL and parameters, for EXPLAIN (kept in this process only)
+        self.example: tuple[str, Any] | None = None
 
     def add(self, duration: float, rows: int, failed: bool) -> None:
         self.calls += 1
@@ -122,7 +124,17 @@ class StatementStats:
             "max_ms": _ms(self.max),
             "first_seen": self.first_seen,
             "last_seen": self.last_seen,
+            "example": self._example(),
         }
+
+    def _example(self) -> dict[str, Any] | None:
+        if self.example is None:
+            return None
+        from .slow import MASK, redact
+
+        sql, params = self.example
+        shown = redact(sql, params)
+        return {"sql": sql, "params": shown, "redacted": MASK in shown}
 
 
 def _quantile(ordered: list[float], q: float) -> float:
