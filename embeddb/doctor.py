@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -272,14 +271,49 @@ def _long_transactions(db: Any, options: Options) -> list[Check]:
                   "commit or end them (SELECT pg_terminate_backend(pid) as a last resort)")]
 
 
+#: scans of a table before an index of it that none of them used is worth a warning
+USED_TABLE = 1000
+
+
+def _unused_indexes(db: Any, _options: Options) -> list[Check]:
+    rows = db.execute_sql(
+        "SELECT s.relname, s.indexrelname, pg_relation_size(s.indexrelid) "
+        "FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid "
+        "JOIN pg_stat_user_tables t ON t.relid = s.relid "
+        "WHERE s.idx_scan = 0 AND NOT i.indisunique AND NOT i.indisprimary "
+        "AND s.schemaname = current_schema() "
+        "AND coalesce(t.seq_scan, 0) + coalesce(t.idx_scan, 0) >= %s ORDER BY 3 DESC",
+        (USED_TABLE,)).fetchall()
+    if not rows:
+        return [Check("unused_indexes", OK, "no unused index on a busy table")]
+    listed = ", ".join(f"{index} on {table} ({size} bytes)" for table, index, size in rows[:10])
+    return [Check("unused_indexes", WARN, f"never used since the statistics were reset, "
+                  f"though their tables were scanned {USED_TABLE}+ times: {listed}",
+                  "if the workload seen is representative: "
+                  + "; ".join(f'DROP INDEX "{index}"' for _t, index, _s in rows[:10]))]
+
+
+def _pg_stat_statements(db: Any, _options: Options) -> list[Check]:
+    if not db.execute_sql(
+            "SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'").fetchone():
+        return [Check("pg_stat_statements", OK, "not installed: embeddb's monitor sees this "
+                      "app's statements only (for every client: shared_preload_libraries = "
+                      "'pg_stat_statements', then CREATE EXTENSION pg_stat_statements)")]
+    row = db.execute_sql(
+        "SELECT left(query, 80), calls, round(mean_exec_time::numeric, 2) "
+        "FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database "
+        "WHERE datname = current_database()) ORDER BY mean_exec_time DESC LIMIT 1").fetchone()
+    if row is None:
+        return [Check("pg_stat_statements", OK, "installed, nothing recorded yet")]
+    return [Check("pg_stat_statements", OK,
+                  f"installed; slowest on average: {row[0]} ({row[1]} calls, {row[2]} ms)")]
+
+
 _Checker = Callable[[Any, Options], list[Check]]
 _CHECKS: dict[str, list[_Checker]] = {
     "sqlite": [_pragmas, _integrity, _wal, _migrations, _backups, _cache_directory, _disk,
                _foreign_key_indexes],
     "postgresql": [_migrations, _backups, _cache_directory, _connections, _long_transactions,
-                   _foreign_key_indexes],
+                   _foreign_key_indexes, _unused_indexes, _pg_stat_statements],
 }
 
-
-def elapsed(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000, 1)

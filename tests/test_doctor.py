@@ -142,3 +142,22 @@ def test_an_unreachable_database_is_one_line(tmp_path):
                                       "--json"])
     assert result.exit_code == 1
     assert "no database at" in json.loads(result.stdout)["error"]
+
+
+def test_postgres_unused_indexes_and_pg_stat_statements(pg_schema_url):
+    db = embeddb.connect(pg_schema_url)
+    db.execute_sql("CREATE TABLE busy (id SERIAL PRIMARY KEY, a INTEGER, b INTEGER)")
+    db.execute_sql("CREATE INDEX busy_b ON busy (b)")
+    [check] = [c for c in doctor.run(db) if c.name == "unused_indexes"]
+    assert check.status == "OK"  # an index of a table nobody scanned is not "unused"
+    with db.atomic():
+        for i in range(doctor.USED_TABLE):
+            db.execute_sql("SELECT count(*) FROM busy WHERE a = %s", (i,)).fetchone()
+    db.execute_sql("SELECT pg_stat_force_next_flush()")
+    [check] = [c for c in doctor.run(db) if c.name == "unused_indexes"]
+    assert check.status == "WARN" and "busy_b on busy" in check.message
+    assert 'DROP INDEX "busy_b"' in check.fix
+    [check] = [c for c in doctor.run(db) if c.name == "pg_stat_statements"]
+    assert check.status == "OK" and ("not installed" in check.message
+                                     or "installed" in check.message)
+    db.close_all()
