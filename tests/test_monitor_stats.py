@@ -176,3 +176,34 @@ def test_advise_explains_what_the_app_ran(app_db, start_app, cli_db_url):
     assert not [a for a in advice if "WHERE id = ?" in a["statement"]]  # by primary key: fine
     text = CliRunner().invoke(cli, ["--db", cli_db_url, "stats", "--advise"]).output
     assert 'SUGGEST CREATE INDEX "idx_t_x_id" ON "t" ("x", "id");' in text
+
+
+def test_a_forked_child_publishes_its_own_numbers(app_db, cli_db_url):
+    db = embeddb.connect(cli_db_url, monitor=True)
+    mark = "?" if db.backend == "sqlite" else "%s"
+    for i in range(4):
+        db.execute_sql(f"SELECT x FROM t WHERE id = {mark}", (i,)).fetchall()
+    db.monitor.publish()
+    to_parent_r, to_parent_w = os.pipe()
+    to_child_r, to_child_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: one statement of its own, published under its own pid
+        try:
+            if db.backend == "postgresql":
+                db._state.reset()  # never share the parent's socket
+                db._connections, db._in_use = [], {}
+            db.execute_sql(f"SELECT x FROM t WHERE id = {mark}", (9,)).fetchall()
+            os.write(to_parent_w, b"1" if db.monitor.publish() else b"0")
+            os.read(to_child_r, 1)
+        finally:
+            os._exit(0)
+    try:
+        assert os.read(to_parent_r, 1) == b"1"
+        view = stats(cli_db_url)
+        assert sorted(p["pid"] for p in view["processes"]) == sorted([os.getpid(), pid])
+        assert calls_of(view, "SELECT x FROM t WHERE id = ?") == 5
+    finally:
+        os.write(to_child_w, b"x")
+        os.waitpid(pid, 0)
+        db.monitor.disable()
+        db.close()

@@ -86,9 +86,9 @@ def suggest(sql: str, table: str, columns: set[str], existing: list[tuple[str, .
             if _belongs(q, c, table, names, columns, alias) and c not in equal and c not in ranged:
                 ranged.append(c)
     order: list[str] = []
-    match = _ORDER.search(text)
-    if match:
-        for item in match.group(1).split(","):
+    ordering = _ORDER.search(text)
+    if ordering:
+        for item in ordering.group(1).split(","):
             found = re.match(rf"\s*{_COLUMN}", item)
             if not found or not _belongs(found.group(1) or "", found.group(2), table, names,
                                          columns, alias):

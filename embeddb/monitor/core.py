@@ -199,7 +199,7 @@ class Monitor:
             slow = self.slow.add(sql, params, duration, None if counted else rows, None)
         if self._captures:
             self._capture(sql, params, duration, None)
-        if self.detector._local.__dict__.get("units") and is_select(stats.statement):
+        if self.detector.local.__dict__.get("units") and is_select(stats.statement):
             self.detector.observe(stats.fingerprint, stats.statement, params)
         return RowCounter(cursor, stats, slow) if counted else cursor
 
@@ -214,7 +214,7 @@ class Monitor:
             self.slow.add(sql, params, duration, rows, error)
         if self._captures:
             self._capture(sql, params, duration, error)
-        if error is None and self.detector._local.__dict__.get("units") \
+        if error is None and self.detector.local.__dict__.get("units") \
                 and is_select(stats.statement):
             self.detector.observe(stats.fingerprint, stats.statement, params)
 
@@ -310,9 +310,9 @@ class Monitor:
         the parameters of their first run; those whose plan warns or suggests an index."""
         from .explain import review
 
-        entries = [e for e in self.table._entries.values() if e.example is not None]
-        return review(self.db, [(e.statement, *e.example) for e in entries], limit,
-                      {e.statement: (e.total * 1000, e.calls) for e in entries})
+        entries = [(e, e.example) for e in self.table.entries() if e.example is not None]
+        return review(self.db, [(e.statement, sql, params) for e, (sql, params) in entries],
+                      limit, {e.statement: (e.total * 1000, e.calls) for e, _ in entries})
 
     def explain(self, sql: str, params: Any = None, analyze: bool = False) -> Any:
         """The plan of ``sql`` as a tree with warnings and index suggestions

@@ -280,7 +280,7 @@ def review(db: Any, statements: list[tuple[str, str, Any]], limit: int,
     by_total = sorted(selects, key=lambda s: weights[s[0]][0], reverse=True)[:limit]
     by_calls = sorted(selects, key=lambda s: weights[s[0]][1], reverse=True)[:limit]
     chosen = {s[0]: s for s in by_total + by_calls}
-    found = []
+    found: list[dict[str, Any]] = []
     for normalized, sql, params in chosen.values():
         try:
             plan = explain(db, sql, params)

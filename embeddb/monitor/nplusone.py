@@ -81,12 +81,13 @@ class Detector:
         self.threshold = threshold
         self.strict = strict
         self.findings: list[Finding] = []
-        self._local = threading.local()
+        #: per thread: ``units``, the open units (read directly on the statement path)
+        self.local = threading.local()
 
     def stack(self) -> list[Unit]:
-        stack = getattr(self._local, "units", None)
+        stack = getattr(self.local, "units", None)
         if stack is None:
-            stack = self._local.units = []
+            stack = self.local.units = []
         return stack
 
     def open(self, name: str, transaction: bool = False) -> Unit:
@@ -111,7 +112,7 @@ class Detector:
 
         :raises NPlusOneError: strict mode, and this run crossed the threshold.
         """
-        stack = getattr(self._local, "units", None)
+        stack = getattr(self.local, "units", None)
         if not stack:
             return
         for unit in stack:

@@ -32,22 +32,36 @@ def directory_of(db: Any) -> str | None:
     return (base[:-len("-cache")] if base.endswith("-cache") else base) + "-monitor"
 
 
+_publishers: weakref.WeakSet[Publisher] = weakref.WeakSet()
+
+
 class Publisher:
     """Writes one monitor's snapshot for other processes, from a daemon thread."""
 
     def __init__(self, monitor: Any, directory: str) -> None:
         self.directory = directory
         self.host = socket.gethostname()
-        self.pid = os.getpid()
-        self.path = os.path.join(directory, f"{self.host}-{self.pid}.json")
-        self.started = time.time()
         self.errors = 0
         self._monitor = weakref.ref(monitor)
+        self._start()
+        _publishers.add(self)
+
+    def _start(self) -> None:
+        self.pid = os.getpid()
+        self.path = os.path.join(self.directory, f"{self.host}-{self.pid}.json")
+        self.started = time.time()
         self._last: tuple[int, int] | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="embeddb-monitor-publish",
                                         daemon=True)
         self._thread.start()
+
+    def _forked(self) -> None:
+        """In a forked child: the parent's numbers are the parent's; start afresh."""
+        monitor = self._monitor()
+        if monitor is not None and not self._stop.is_set():
+            monitor.reset()
+            self._start()
 
     def _loop(self) -> None:
         while not self._stop.wait(INTERVAL):
@@ -211,3 +225,12 @@ def combine_cache(caches: list[dict[str, Any]]) -> dict[str, Any] | None:
         total[part] = counters
     total["processes"] = len(caches)
     return total
+
+
+def _after_fork_in_child() -> None:
+    for publisher in list(_publishers):
+        publisher._forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

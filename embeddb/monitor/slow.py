@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections import deque
+from types import FrameType
 from typing import Any
 
 logger = logging.getLogger("embeddb.slow")
@@ -68,7 +69,7 @@ def _loggable(value: Any) -> Any:
 
 def call_site() -> str | None:
     """``file:line in function`` of the first frame outside embeddb and peewee."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         path = frame.f_code.co_filename
         inside = path.startswith(_PACKAGE) and not path.startswith(_APP_INSIDE)

@@ -174,6 +174,9 @@ class StatementTable:
                     found = self._entries[key] = StatementStats(key, text)
         return found
 
+    def entries(self) -> list[StatementStats]:
+        return list(self._entries.values())
+
     def snapshot(self) -> list[dict[str, Any]]:
         """Every entry as a dict, the costliest (total time) first."""
         rows = [e.as_dict() for e in list(self._entries.values())]
