@@ -138,7 +138,7 @@ class ServiceRepository(_Reference):
             .join(Subscription, on=(
                 (Subscription.service == Service.id) & (Subscription.status == "active")))
             .where(Service.status == "active")
-            .group_by(*self._fields)
+            .group_by(Service.id)  # the key: grouping by every column sorted wide rows
             .order_by(subscribers.desc(), Service.id)
             .limit(limit)
         )
