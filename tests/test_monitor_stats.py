@@ -207,3 +207,46 @@ def test_a_forked_child_publishes_its_own_numbers(app_db, cli_db_url):
         os.waitpid(pid, 0)
         db.monitor.disable()
         db.close()
+
+
+def test_the_collector_serves_an_apps_numbers_to_prometheus_client(tmp_path):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from embeddb.cache import Cache
+    from embeddb.monitor.prometheus import Collector
+
+    db = embeddb.connect(f"sqlite:///{tmp_path / 'app.db'}", monitor=True)
+    for i in range(3):
+        db.execute_sql("SELECT ?", (i,)).fetchall()
+    cache = Cache.for_database(db)
+    cache.get_or_set("k", lambda: 1)
+    cache.get_or_set("k", lambda: 1)
+    registry = CollectorRegistry()
+    registry.register(Collector(db))
+    families = {f.name: f for f in text_string_to_metric_families(
+        generate_latest(registry).decode())}
+    [select] = [s for s in families["embeddb_statement_calls"].samples
+                if s.labels["statement"] == "SELECT ?"]
+    assert select.value == 3 and select.name == "embeddb_statement_calls_total"
+    assert families["embeddb_statement_p95_seconds"].type == "gauge"
+    assert {s.labels["tier"]: s.value for s in families["embeddb_cache_hits"].samples}["l1"] == 1
+    cache.close()
+    db.monitor.disable()
+
+
+def test_a_publishing_monitor_leaves_the_seed_worker_on(tmp_path, monkeypatch):
+    from embeddb import seed
+
+    db = embeddb.connect(f"sqlite:///{tmp_path / 'app.db'}", monitor=True)
+    assert db.monitor.publisher is not None and seed._can_fork()
+    import threading
+
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert not seed._can_fork()  # any other thread still turns the worker off
+    finally:
+        stop.set()
+        other.join()
+    db.monitor.disable()

@@ -7,6 +7,7 @@ is what an app, a test or the CLI asks of it.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -256,6 +257,13 @@ class Monitor:
         self.table.reset()
         self.slow.clear()
         self.detector.findings.clear()
+
+    def after_fork(self) -> None:
+        """In a forked child: fresh locks and empty statistics (the parent's are its own)."""
+        self.table._lock = threading.Lock()
+        self.slow._lock = threading.Lock()
+        self.pool._lock = threading.Lock()
+        self.reset()
 
     def slow_queries(self, limit: int | None = None) -> list[dict[str, Any]]:
         """The slowest recent statements (over ``slow_ms``), newest first."""

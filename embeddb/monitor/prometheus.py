@@ -78,7 +78,11 @@ class Collector:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+        from ..cache.tiered import registered
+
         view = self.db.monitor.stats()
+        cache = registered(self.db)
+        view["cache"] = cache.stats() if cache is not None else None
         database = self.db.url.redacted()
         for name, kind, text, values in samples(view, database):
             labels = list(values[0][0]) if values else ["database"]

@@ -54,13 +54,15 @@ class Publisher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="embeddb-monitor-publish",
                                         daemon=True)
+        self._thread.embeddb_fork_safe = True  # type: ignore[attr-defined]  # see _forked
         self._thread.start()
 
     def _forked(self) -> None:
-        """In a forked child: the parent's numbers are the parent's; start afresh."""
+        """In a forked child: the parent's numbers are the parent's; start afresh, with new
+        locks (the parent's publisher thread may have held one at the fork)."""
         monitor = self._monitor()
         if monitor is not None and not self._stop.is_set():
-            monitor.reset()
+            monitor.after_fork()
             self._start()
 
     def _loop(self) -> None:
