@@ -107,8 +107,12 @@ class Engine:
         except peewee.PeeweeException as exc:
             raise translate(exc, self.url.password) from exc
         if audit.current() is not None:  # who is writing, for the audit triggers
-            self._state.audit_pending = audit.on_begin(self, args[0] if args else
-                                                       kwargs.get("lock_type"))
+            try:
+                self._state.audit_pending = audit.on_begin(self, args[0] if args else
+                                                           kwargs.get("lock_type"))
+            except BaseException:
+                super().rollback()  # the caller never got the transaction: leave none open
+                raise
 
     def commit(self) -> None:
         pending = getattr(self._state, "audit_pending", None)

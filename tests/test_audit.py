@@ -98,6 +98,47 @@ def test_deferred_transactions_carry_the_actor_too(sqlite_file_url):
     db.close()
 
 
+def test_a_deferred_begin_that_cannot_take_the_lock_fails_and_leaves_no_transaction(tmp_path):
+    """The context is never dropped silently: without the write lock the transaction cannot
+    be signed, so it does not start."""
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    db = embeddb.connect(url + "?busy_timeout=0.05")
+    db.execute_sql(TABLE)
+    enable(db)
+    holder = sqlite3.connect(tmp_path / "app.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(embeddb.DatabaseError, match="locked"):
+            with audit.context(actor="user:d"), db.atomic("DEFERRED"):
+                pass
+        assert not db.in_transaction()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    with audit.context(actor="user:d"), db.atomic("DEFERRED"):
+        db.execute_sql("INSERT INTO services (id, name) VALUES (1, 'x')")
+    assert [c.actor for c in audit.history(db, "services", 1)] == ["user:d"]
+    db.close()
+
+
+def test_odd_column_names_and_values_round_trip(db):
+    db.execute_sql('CREATE TABLE odd (id INTEGER PRIMARY KEY, "we""ird, col" TEXT, "ünï" REAL, '
+                   'note TEXT)')
+    for statement in audit.enable_sql(db, "odd")[audit._driver(db).DRIVER]:
+        db.execute_sql(statement)
+    p = db.param
+    text = 'a "quoted", comma\\ and \n newline,'
+    with db.atomic():
+        db.execute_sql(f'INSERT INTO odd VALUES ({p}, {p}, {p}, {p})', (1, text, 1.5, None))
+    with db.atomic():
+        db.execute_sql(f'UPDATE odd SET "we""ird, col" = NULL, "ünï" = {p}, note = {p}',
+                       (2.25, "[1, 2,]"))
+    insert, update = audit.history(db, "odd", 1)
+    assert insert.new == {"id": 1, 'we"ird, col': text, "ünï": 1.5, "note": None}
+    assert update.old == {'we"ird, col': text, "ünï": 1.5, "note": None}
+    assert update.new == {'we"ird, col': None, "ünï": 2.25, "note": "[1, 2,]"}
+
+
 def test_contexts_are_per_thread_and_per_task(cli_db_url):
     db = embeddb.connect(cli_db_url)
     db.execute_sql(TABLE)
@@ -221,3 +262,10 @@ def test_cli_enable_migrate_log_disable(tmp_path, cli_db_url):
                               "nope", "--migrations", str(folder)])
     assert bad.exit_code == 1 and "services has no column 'nope'" in bad.output
     db.close()
+
+
+@pytest.mark.parametrize("given", [{"actor": 42}, {"request_id": "r" * 501}, {"actor": b"x"}])
+def test_a_context_that_is_not_short_text_is_refused(given):
+    with pytest.raises(ConfigurationError, match="must be text of at most 500"):
+        audit.context(**given)
+    assert audit.current() is None

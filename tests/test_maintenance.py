@@ -283,3 +283,53 @@ def test_postgres_checkpoint_refused_without_the_right_role(pg_url: str, pg_sche
         admin.close()
     done = maintenance.checkpoint(embeddb.connect(pg_schema_url))  # the superuser may
     assert done["complete"] is True and done["wal_bytes_before"] >= 0
+
+
+@pytest.fixture
+def pg_private_url(pg_url: str):
+    """A database of its own (amcheck is installed per database, not per schema)."""
+    name = f"embeddb_amc_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(pg_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = pg_url.partition("?")
+    try:
+        yield base.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def test_postgres_integrity_runs_amcheck_and_reports_a_broken_btree(pg_private_url) -> None:
+    db = embeddb.connect(pg_private_url)
+    try:
+        db.execute_sql("CREATE TABLE t (x INTEGER)")
+        db.execute_sql("INSERT INTO t SELECT generate_series(1, 2000)")
+        report = maintenance.integrity(db)
+        assert report["ok"] is True
+        assert any("NOT checked: amcheck is not installed" in c for c in report["checks"])
+        # an index built with one ordering whose comparison is then reversed: its pages are
+        # out of order, exactly what amcheck exists to find (no catalog flag shows it)
+        for statement in (
+                "CREATE EXTENSION amcheck",
+                "CREATE FUNCTION cmp(int, int) RETURNS int LANGUAGE sql IMMUTABLE AS "
+                "'SELECT CASE WHEN $1 < $2 THEN -1 WHEN $1 > $2 THEN 1 ELSE 0 END'",
+                "CREATE OPERATOR CLASS odd_ops FOR TYPE int USING btree AS OPERATOR 1 <, "
+                "OPERATOR 2 <=, OPERATOR 3 =, OPERATOR 4 >=, OPERATOR 5 >, "
+                "FUNCTION 1 cmp(int, int)",
+                "CREATE INDEX t_x ON t (x odd_ops)"):
+            db.execute_sql(statement)
+        report = maintenance.integrity(db)
+        assert report["ok"] is True, report["problems"]  # amcheck ran and found it sound
+        assert "amcheck bt_index_check on every B-tree index" in report["checks"]
+        db.execute_sql("CREATE OR REPLACE FUNCTION cmp(int, int) RETURNS int LANGUAGE sql "
+                       "IMMUTABLE AS 'SELECT CASE WHEN $1 < $2 THEN 1 WHEN $1 > $2 THEN -1 "
+                       "ELSE 0 END'")
+        report = maintenance.integrity(db)
+        assert report["ok"] is False
+        [problem] = report["problems"]
+        assert problem.startswith("index t_x: ") and "item order invariant violated" in problem
+    finally:
+        db.close_all()
