@@ -143,3 +143,11 @@ def test_advise_in_process_uses_the_first_run_parameters(big):
 def test_a_limited_scan_without_order_is_not_a_full_scan(big):
     plan = big.monitor.explain(f"SELECT * FROM orders WHERE status = {p(big)} LIMIT 5", ("x",))
     assert plan.scans == [] and plan.suggestions == []
+
+
+def test_a_scanned_subquery_is_not_taken_for_a_table(big):
+    sql = ("SELECT o.id FROM orders o JOIN (SELECT customer, count(*) AS n FROM orders "
+           "GROUP BY customer) AS per ON per.customer = o.customer ORDER BY per.n DESC LIMIT 3")
+    plan = big.monitor.explain(sql)
+    assert "per" not in plan.scans
+    assert all(s.table == "orders" for s in plan.suggestions)

@@ -118,6 +118,12 @@ class SqlitePlanner:
                     "query; a JOIN usually does better"]
         return []
 
+    def is_table(self, name: str) -> bool:
+        """Whether a scanned name is a table (not a subquery or CTE the plan names)."""
+        return self.db.execute_sql(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone() is not None
+
     def row_count(self, table: str, at_least: int) -> int:
         return self.db.execute_sql(
             f'SELECT count(*) FROM (SELECT 1 FROM "{table}" LIMIT {at_least})').fetchone()[0]
@@ -189,6 +195,9 @@ class PostgresPlanner:
                     "does better"]
         return []
 
+    def is_table(self, name: str) -> bool:
+        return True  # a Seq Scan always names a relation
+
     def row_count(self, table: str, at_least: int) -> int:
         row = self.db.execute_sql(
             "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
@@ -244,13 +253,13 @@ def explain(db: Any, sql: str, params: Any = None, *, analyze: bool = False,
     for root in roots:
         for node in root.walk():
             plan.warnings.extend(planner.warnings(node))
-            if node.table and node.table not in plan.scans:
+            if node.table and node.table not in plan.scans and planner.is_table(node.table):
                 plan.scans.append(node.table)
                 scan_aliases[node.table] = node.alias
     sorts = any(w.startswith("a temporary B-tree sorts") or " rows are sorted " in w
                 for w in plan.warnings)
     if sorts:
-        tables_sorted = list(dict.fromkeys(_aliases(sql).values()))
+        tables_sorted = [t for t in dict.fromkeys(_aliases(sql).values()) if planner.is_table(t)]
     stops_early = bool(_LIMIT.search(sql)) and not _ORDER_BY.search(sql)
     if stops_early:  # the scan ends after LIMIT rows: not a full scan, no index needed
         plan.scans = []

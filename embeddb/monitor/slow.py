@@ -17,6 +17,7 @@ from types import FrameType
 from typing import Any
 
 logger = logging.getLogger("embeddb.slow")
+logger.addHandler(logging.NullHandler())  # a library never prints: the app's logging decides
 
 MASK = "***"
 #: column names whose values never reach a log
