@@ -2,6 +2,7 @@
 
 - get by primary key    (target: on <= 1.10x off)
 - listing 1,000 rows    (target: on <= 1.05x off)
+- what the monitor adds to one statement, against a raw sqlite3 execute + fetchone of it
 
 "raw" in each line is the same read with monitoring off, so the ratio is the monitor's cost.
 Off and on alternate in several rounds on the same database (the best round of each counts),
@@ -50,6 +51,19 @@ def _bench(db, label: str) -> None:
     report(f"{label}.monitor.list_1000_on_vs_off", "ms/op", t_on * 1e3, t_off * 1e3)
 
 
+def bench_record() -> None:
+    """The monitor's own work per statement (fingerprint lookup, counters, samples), alone."""
+    import sqlite3
+
+    db = embeddb.connect("sqlite:///:memory:", monitor=True)
+    sql = 'SELECT "id", "name" FROM "listing" WHERE "id" = ?'
+    t_record = per_op(lambda: db.monitor.record(sql, ("k",), 1e-5, 1), 20_000)
+    raw = sqlite3.connect(":memory:")
+    raw.execute('CREATE TABLE listing (id TEXT PRIMARY KEY, name TEXT)')
+    t_raw = per_op(lambda: raw.execute(sql, ("k",)).fetchone(), 20_000)
+    report("monitor.record_per_statement", "us/op", t_record * 1e6, t_raw * 1e6)
+
+
 def bench_sqlite() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = embeddb.connect(f"sqlite:///{Path(tmp) / 'monitor.db'}")
@@ -65,6 +79,7 @@ def bench_postgres(url: str) -> None:
 
 
 def main() -> None:
+    bench_record()
     bench_sqlite()
     url = pg_url()
     if url:
