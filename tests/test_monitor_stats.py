@@ -250,3 +250,12 @@ def test_a_publishing_monitor_leaves_the_seed_worker_on(tmp_path, monkeypatch):
         stop.set()
         other.join()
     db.monitor.disable()
+
+
+@pytest.mark.parametrize("command", [["stats"], ["cache", "stats"], ["doctor"]])
+def test_json_failures_are_json(command, tmp_path):
+    result = CliRunner().invoke(cli, ["--db", f"sqlite:///{tmp_path / 'none.db'}", *command,
+                                      "--json"])
+    assert result.exit_code == 1
+    assert json.loads(result.stdout) == {"ok": False, "error": json.loads(result.stdout)["error"]}
+    assert "no database at" in json.loads(result.stdout)["error"]

@@ -37,9 +37,11 @@ def clear(as_json: bool) -> None:
 def cache_stats(as_json: bool) -> None:
     """Hits, misses and hit ratio per tier, summed over the live monitored processes of the
     database (each publishes its counters with its query statistics)."""
+    from .explain import json_failure
     from .stats import live_view
 
-    view = live_view(database(readonly=True))
+    with json_failure(as_json):
+        view = live_view(database(readonly=True))
     data = {"processes": len(view["processes"]), "cache": view["cache"]}
     if as_json:
         emit_json(data)
