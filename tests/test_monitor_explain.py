@@ -31,7 +31,7 @@ def big(cli_db_url):
             "INSERT INTO orders (customer, status, placed) SELECT mod(i, 500), "
             "CASE mod(i, 3) WHEN 0 THEN 'open' ELSE 'done' END, i FROM generate_series(1, %s) i",
             (ROWS,))
-    db.execute_sql("ANALYZE")
+    db.execute_sql("ANALYZE orders")
     yield db
     db.close()
 
@@ -52,7 +52,7 @@ def test_a_scan_is_warned_about_and_the_suggestion_fixes_it(big):
         'CREATE INDEX "idx_orders_customer_status_placed" ON "orders" '
         '("customer", "status", "placed");']
     big.execute_sql(plan.suggestions[0].sql)
-    big.execute_sql("ANALYZE")
+    big.execute_sql("ANALYZE orders")
     after = big.monitor.explain(sql, (7, "open"))
     assert after.scans == [] and after.uses_index
     assert "idx_orders_customer_status_placed" in after.render()
@@ -65,7 +65,7 @@ def test_range_column_comes_after_the_equality_columns(big):
     plan = big.monitor.explain(sql, (100, 3))
     assert plan.suggestions[0].columns == ("customer", "placed")
     big.execute_sql(plan.suggestions[0].sql)
-    big.execute_sql("ANALYZE")
+    big.execute_sql("ANALYZE orders")
     assert big.monitor.explain(sql, (100, 3)).uses_index
 
 
