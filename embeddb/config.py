@@ -15,6 +15,7 @@ from typing import Any
 from .errors import ConfigurationError
 
 ENV_URL = "EMBEDDB_DATABASE_URL"
+ENV_MONITOR = "EMBEDDB_MONITOR"
 CONFIG_FILE = "embeddb.toml"
 # A file beside the app, so a first run needs no set-up and no server.
 DEFAULT_URL = "sqlite:///embeddb.db"
@@ -89,6 +90,7 @@ _CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "database": ("url",),
     "migrate": ("keep_backups",),  # read by embeddb.migrate.safety
     "maintenance": ("retention",),  # read by embeddb.retention
+    "monitor": ("enabled", "slow_ms", "nplusone_threshold", "max_statements", "publish"),
 }
 
 
@@ -143,3 +145,73 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
     except (TypeError, ValueError):
         kind = {int: "an integer", float: "a number"}.get(type(default), type(default).__name__)
         raise ConfigurationError(f"option {name}={value!r} must be {kind}") from None
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """What the query monitor (:mod:`embeddb.monitor`) does when it is on."""
+
+    # Off: an app pays nothing for monitoring it did not ask for.
+    enabled: bool = False
+    # N+1 findings raise NPlusOneError instead of warning (for test suites and CI).
+    strict: bool = False
+    # Twice the 50 ms the mission sets as the bar for an average query: clearly wrong, not noise.
+    slow_ms: float = 100.0
+    # Ten runs of one SELECT with different parameters in a unit is a loop, not a coincidence.
+    nplusone_threshold: int = 10
+    # An app's whole vocabulary of statements fits; each costs ~5 KiB (512 duration samples).
+    max_statements: int = 1000
+    # Publish statistics beside the database for `embeddb stats` in another terminal.
+    publish: bool = True
+
+
+_ON = ("1", "true", "yes", "on")
+_OFF = ("0", "false", "no", "off", "")
+
+
+def monitor_mode(value: Any, source: str) -> tuple[bool, bool] | None:
+    """``(enabled, strict)`` from True/False/"strict"/"1"/"off"...; None for None.
+
+    :raises ConfigurationError: a value that is none of these.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return value, False
+    text = str(value).strip().lower()
+    if text == "strict":
+        return True, True
+    if text in _ON:
+        return True, False
+    if text in _OFF:
+        return False, False
+    raise ConfigurationError(
+        f"{source}={value!r}: use true, false or \"strict\" (N+1 findings then raise)")
+
+
+def monitor_settings(
+    argument: Any = None, url_value: str | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> MonitorSettings:
+    """The monitor settings: ``monitor=`` argument > URL ``?monitor=`` > $EMBEDDB_MONITOR >
+    embeddb.toml ``[monitor]`` > off. The other ``[monitor]`` keys apply whenever it is on.
+
+    :raises ConfigurationError: an unusable value in any of these places.
+    """
+    table = load_config_file(Path(cwd or os.getcwd()) / CONFIG_FILE).get("monitor", {})
+    mode = (monitor_mode(argument, "monitor")
+            or monitor_mode(url_value, "URL option monitor")
+            or monitor_mode(os.environ.get(ENV_MONITOR), f"${ENV_MONITOR}")
+            or monitor_mode(table.get("enabled"), f"{CONFIG_FILE} [monitor] enabled")
+            or (False, False))
+    values = {k: v for k, v in table.items() if k != "enabled"}
+    try:
+        settings = replace(MonitorSettings(), enabled=mode[0], strict=mode[1], **values)
+    except TypeError as exc:
+        raise ConfigurationError(f"{CONFIG_FILE} [monitor]: {exc}") from None
+    for name in ("slow_ms", "nplusone_threshold", "max_statements"):
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigurationError(
+                f"{CONFIG_FILE} [monitor] {name}={value!r} must be a positive number")
+    return settings

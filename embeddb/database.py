@@ -35,6 +35,9 @@ from .errors import (
 )
 from .url import DatabaseURL, parse, scrub
 
+if TYPE_CHECKING:
+    from .monitor import Monitor
+
 _peewee_logger = logging.getLogger("peewee")
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 _logger = logging.getLogger("embeddb")
@@ -210,6 +213,11 @@ class Engine(_PeeweeDatabase):
     @property
     def backend(self) -> str:
         return self.dialect.name
+
+    @property
+    def monitor(self) -> Monitor:
+        """The query monitor (see the monitoring section at the end of this module)."""
+        return monitor_of(self)
 
     def health(self) -> dict[str, Any]:
         """Run a trivial query and report whether it worked and how long it took."""
@@ -411,6 +419,10 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
                 time.sleep(pause)
                 pause = min(pause * 2, 0.05)
 
+    def pool_stats(self) -> dict[str, Any]:
+        """SQLite has no pool: one connection per thread; whether this thread's is open."""
+        return {"pooled": False, "in_use": int(not self.is_closed())}
+
     @property
     def immutable(self) -> bool:
         """Whether this read-only database is read as immutable (see :meth:`raw_connection`)."""
@@ -539,16 +551,21 @@ class PostgresEngine(Engine, PooledPostgresqlDatabase):
                 f"schema {schema!r} does not exist in database {self.database}: "
                 f"create it (CREATE SCHEMA \"{schema}\") or fix the URL")
 
-    def pool_stats(self) -> dict[str, int]:
+    def pool_stats(self) -> dict[str, Any]:
         """Connections checked out, idle in the pool, the pool's maximum, and how many were
-        taken back from threads that ended without releasing them."""
+        taken back from threads that ended without releasing them; with monitoring on also
+        threads waiting, checkouts, checkout wait p95, connections opened and closed."""
         with self._pool_lock:
-            return {
+            found: dict[str, Any] = {
                 "in_use": len(self._in_use),
                 "idle": len(self._connections),
                 "max": self._max_connections,
                 "reclaimed": self._reclaimed,
             }
+        counters = getattr(self, "_pool_counters", None)
+        if counters is not None:
+            found.update(counters.as_dict())
+        return found
 
     def _location(self) -> dict[str, Any]:
         version = self.server_version  # e.g. 150019 for 15.19
@@ -585,12 +602,14 @@ def connect(
     :raises ConnectionFailed: the file cannot be opened or the server does not answer.
     """
     parsed = parse(config.resolve_url(url))
+    query = dict(parsed.options)
+    monitoring = config.monitor_settings(options.pop("monitor", None), query.pop("monitor", None))
     db: Database
     if parsed.backend == "sqlite":
-        settings = config.build_settings(config.SqliteSettings, parsed.options, options)
+        settings = config.build_settings(config.SqliteSettings, query, options)
         db = SqliteEngine(parsed, settings, create=create, readonly=readonly)
     else:
-        settings = config.build_settings(config.PostgresSettings, parsed.options, options)
+        settings = config.build_settings(config.PostgresSettings, query, options)
         db = PostgresEngine(parsed, settings, readonly=readonly)
     try:
         db.connect(reuse_if_open=True)
@@ -602,4 +621,164 @@ def connect(
     finally:
         if not db.is_closed():
             db.close()
+    if monitoring.enabled:
+        monitor_of(db, monitoring).enable()
     return db
+
+
+
+# ---- monitoring (embeddb.monitor) ---------------------------------------------------------
+# A database with monitoring on is switched to a subclass of its class that times every
+# statement, BEGIN / COMMIT / ROLLBACK and the hot paths included. A database without it runs
+# none of this code: its hot paths keep their benchmark figures.
+
+def monitor_of(db: Engine, settings: config.MonitorSettings | None = None) -> Monitor:
+    """``db``'s monitor, created (off) on first use."""
+    found = db.__dict__.get("_monitor_object")
+    if found is None:
+        from .monitor import Monitor
+
+        found = db.__dict__["_monitor_object"] = Monitor(db, settings)
+    return found
+
+
+def set_monitoring(db: Engine, monitor: Monitor | None) -> None:
+    """Switch ``db`` to its monitored class with ``monitor`` (None: back to the plain class)."""
+    plain = _PLAIN.get(type(db), type(db))
+    if monitor is None:
+        db.__class__ = plain
+        db.__dict__.pop("_monitor", None)
+        return
+    db.__dict__["_monitor"] = monitor
+    monitored = _MONITORED.get(plain)
+    if monitored is None:  # an app's own subclass of an engine class
+        monitored = _MONITORED[plain] = type(f"Monitored{plain.__name__}", (_Monitored, plain), {})
+        _PLAIN[monitored] = plain
+    db.__class__ = monitored
+
+
+class _Monitored:
+    """Mixed in before an engine class: every statement reports to ``self._monitor``."""
+
+    _monitor: Monitor
+
+    @property
+    def observed(self) -> bool:
+        return True  # e.g. migrations then run statement by statement, each one seen
+
+    def execute_sql(self, sql: str, params: Any = None) -> Any:
+        start = time.perf_counter()
+        try:
+            cursor = super().execute_sql(sql, params)  # type: ignore[misc]
+        except Exception as exc:
+            self._monitor.record(sql, params, time.perf_counter() - start, 0, exc)
+            raise
+        return self._monitor.executed(sql, params, time.perf_counter() - start, cursor)
+
+    def _run(self, sql: str, params: Any) -> Any:
+        cursor = self.cursor()  # type: ignore[attr-defined]
+        try:
+            with _driver_errors:
+                cursor.execute(sql, params)
+        except peewee.PeeweeException as exc:
+            raise translate(exc, self.url.password) from exc  # type: ignore[attr-defined]
+        return cursor
+
+    def execute_fast(self, sql: str, params: Any = ()) -> Any:
+        if self.query_hooks or _peewee_logger.isEnabledFor(logging.DEBUG):  # type: ignore
+            return self.execute_sql(sql, params)
+        start = time.perf_counter()
+        try:
+            cursor = self._run(sql, params)
+        except Exception as exc:
+            self._monitor.record(sql, params, time.perf_counter() - start, 0, exc)
+            raise
+        return self._monitor.executed(sql, params, time.perf_counter() - start, cursor)
+
+    def fetch_one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        if self.query_hooks or _peewee_logger.isEnabledFor(logging.DEBUG):  # type: ignore
+            return self.execute_sql(sql, params).fetchone()
+        start = time.perf_counter()
+        try:
+            row = self._run(sql, params).fetchone()
+        except Exception as exc:
+            self._monitor.record(sql, params, time.perf_counter() - start, 0, exc)
+            raise
+        self._monitor.record(sql, params, time.perf_counter() - start, int(row is not None))
+        return row
+
+    def _batch(self, run: Callable[[Any], None], label: str, count: int) -> int:
+        start = time.perf_counter()
+        try:
+            changed = super()._batch(run, label, count)  # type: ignore[misc]
+        except Exception as exc:
+            self._monitor.record(label, None, time.perf_counter() - start, 0, exc)
+            raise
+        self._monitor.record(label, None, time.perf_counter() - start,
+                             changed if changed >= 0 else count)
+        return changed
+
+    def _control(self, statement: str, step: Callable[[], None]) -> None:
+        start = time.perf_counter()
+        try:
+            step()
+        except Exception as exc:
+            self._monitor.record(statement, None, time.perf_counter() - start, 0, exc)
+            raise
+        self._monitor.record(statement, None, time.perf_counter() - start, 0)
+
+    def begin(self, *args: Any, **kwargs: Any) -> None:
+        self._control("BEGIN", lambda: super(_Monitored, self).begin(*args, **kwargs))  # type: ignore[misc]
+        self._monitor.transaction_began()
+
+    def commit(self) -> None:
+        try:
+            self._control("COMMIT", super().commit)  # type: ignore[misc]
+        finally:
+            self._monitor.transaction_ended()
+
+    def rollback(self) -> None:
+        try:
+            self._control("ROLLBACK", super().rollback)  # type: ignore[misc]
+        finally:
+            self._monitor.transaction_ended()
+
+
+class MonitoredSqliteEngine(_Monitored, SqliteEngine):
+    """A :class:`SqliteEngine` whose monitor is on."""
+
+
+class MonitoredPostgresEngine(_Monitored, PostgresEngine):
+    """A :class:`PostgresEngine` whose monitor is on; its pool counts checkouts too."""
+
+    @property
+    def _pool_counters(self) -> Any:
+        return self._monitor.pool
+
+    def connect(self, reuse_if_open: bool = False) -> bool:
+        counters = self._monitor.pool
+        counters.enter()
+        start, ok = time.perf_counter(), False
+        try:
+            opened = super().connect(reuse_if_open)
+            ok = bool(opened)
+            return opened
+        finally:
+            counters.leave(time.perf_counter() - start, ok)
+
+    def _connect(self) -> Any:
+        idle = {id(conn) for _ts, _n, conn in self._connections}
+        conn = super()._connect()
+        if id(conn) not in idle:
+            self._monitor.pool.opened += 1
+        return conn
+
+    def _close_raw(self, conn: Any) -> None:
+        self._monitor.pool.closed += 1
+        super()._close_raw(conn)
+
+
+_MONITORED: dict[type, type] = {
+    SqliteEngine: MonitoredSqliteEngine, PostgresEngine: MonitoredPostgresEngine,
+}
+_PLAIN: dict[type, type] = {monitored: plain for plain, monitored in _MONITORED.items()}

@@ -135,3 +135,11 @@ def translate(exc: Exception, redact: str | None = None) -> Exception:
 
 class SourceCorrupt(BackupError):
     """The database to back up fails ``PRAGMA quick_check``: no backup is written without force."""
+
+
+class NPlusOneError(EmbeddbError):
+    """Strict monitoring saw one SELECT repeated with different parameters in a unit of work."""
+
+
+class QueryBudgetExceeded(EmbeddbError, AssertionError):
+    """More statements ran inside ``assert_max_queries(n)`` than its budget allows."""

@@ -293,8 +293,11 @@ def _reported(batches: Iterable[UpsertBatch], table: str,
 
 def _can_fork() -> bool:
     """Forking is safe only where it is cheap and no other thread may hold a lock the child
-    would need (Linux; macOS system libraries are not fork-safe)."""
-    return sys.platform == "linux" and threading.active_count() == 1
+    would need (Linux; macOS system libraries are not fork-safe). The monitor's publisher
+    threads do not count: the child gets fresh locks for what they touch."""
+    others = [t for t in threading.enumerate() if t is not threading.current_thread()
+              and not getattr(t, "embeddb_fork_safe", False)]
+    return sys.platform == "linux" and not others
 
 
 _END = pickle.dumps(None)  # what the worker sends after a table's last batch

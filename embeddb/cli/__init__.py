@@ -17,6 +17,8 @@ from ..version import __version__
 from .audit import audit
 from .backup import backup
 from .cache import cache
+from .doctor import doctor
+from .explain import explain
 from .info import info
 from .locks import locks
 from .maintenance import maintenance
@@ -25,6 +27,7 @@ from .options import CliState, db_option
 from .outbox import outbox
 from .schema import schema
 from .seed import seed, setup
+from .stats import stats
 
 
 class EmbeddbGroup(click.Group):
@@ -99,12 +102,15 @@ cli.add_command(info)
 cli.add_command(locks)
 cli.add_command(backup)
 cli.add_command(cache)
+cli.add_command(doctor)
+cli.add_command(explain)
 cli.add_command(maintenance)
 cli.add_command(migrate)
 cli.add_command(outbox)
 cli.add_command(schema)
 cli.add_command(seed)
 cli.add_command(setup)
+cli.add_command(stats)
 _accept_verbose_everywhere(cli)
 
 

@@ -1,4 +1,4 @@
-"""``embeddb cache clear``: drop everything cached for a database on this machine."""
+"""``embeddb cache clear`` / ``cache stats``: the cache tier of a database on this machine."""
 
 from __future__ import annotations
 
@@ -29,3 +29,32 @@ def clear(as_json: bool) -> None:
         click.echo("No cache in use for this database on this machine.")
     else:
         click.echo(f"Cleared the cache in {directory or 'this process'}.")
+
+
+@cache.command("stats")
+@db_option
+@json_option
+def cache_stats(as_json: bool) -> None:
+    """Hits, misses and hit ratio per tier, summed over the live monitored processes of the
+    database (each publishes its counters with its query statistics)."""
+    from .explain import json_failure
+    from .stats import live_view
+
+    with json_failure(as_json):
+        view = live_view(database(readonly=True))
+    data = {"processes": len(view["processes"]), "cache": view["cache"]}
+    if as_json:
+        emit_json(data)
+        return
+    if view["cache"] is None:
+        click.echo(f"No monitored process with a cache is publishing ({data['processes']} "
+                   "monitored process(es) found).")
+        return
+    cache_view = view["cache"]
+    click.echo(f"{cache_view['processes']} process(es) with a cache")
+    for tier in ("l1", "l2"):
+        counters = cache_view.get(tier) or {}
+        if counters:
+            click.echo(f"{tier}: {counters.get('hits', 0)} hits, {counters.get('misses', 0)} "
+                       f"misses, hit ratio {counters.get('hit_ratio', 0.0)}, "
+                       f"{counters.get('entries', 0)} entries")

@@ -1,0 +1,46 @@
+"""``embeddb explain``: the plan of a statement, its warnings and index suggestions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+
+from ..errors import EmbeddbError
+from .options import database, db_option, emit_json, json_option
+
+
+@contextmanager
+def json_failure(as_json: bool) -> Iterator[None]:
+    """With ``--json``, a failure also prints ``{"ok": false, "error": ...}`` on stdout (the
+    one-line ``Error:`` and exit code 1 come from the command group)."""
+    try:
+        yield
+    except EmbeddbError as exc:
+        if as_json:
+            emit_json({"ok": False, "error": " ".join(str(exc).split())})
+        raise
+
+
+@click.command()
+@click.argument("sql")
+@click.option("--param", "params", multiple=True, metavar="VALUE",
+              help="A value for the next placeholder (? or %s), as text; repeat in order.")
+@click.option("--analyze", is_flag=True,
+              help="Also run the statement (in a transaction rolled back afterwards) and show "
+                   "what it really took; PostgreSQL adds ANALYZE, BUFFERS.")
+@db_option
+@json_option
+def explain(sql: str, params: tuple[str, ...], analyze: bool, as_json: bool) -> None:
+    """Show the plan of SQL as a tree, warn about full scans, sorts and correlated subqueries,
+    and print CREATE INDEX statements that would help.
+
+    Example: embeddb explain "SELECT * FROM services WHERE category = ?" --param ai
+    """
+    with json_failure(as_json):
+        plan = database(create=False).monitor.explain(sql, list(params), analyze=analyze)
+    if as_json:
+        emit_json(plan.as_dict())
+    else:
+        click.echo(plan.render())
