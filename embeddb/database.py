@@ -214,6 +214,11 @@ class Engine(_PeeweeDatabase):
     def backend(self) -> str:
         return self.dialect.name
 
+    def switch_monitoring(self, monitor: Monitor | None) -> None:
+        """Switch to the monitored class reporting to ``monitor`` (None: the plain class);
+        what :meth:`Monitor.enable` / ``disable`` call."""
+        set_monitoring(self, monitor)
+
     @property
     def monitor(self) -> Monitor:
         """The query monitor (see the monitoring section at the end of this module)."""

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .cache.placement import default_directory
+
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 #: a newer backup than this is expected of a database in use
 BACKUP_AGE = 24 * 3600
@@ -175,7 +177,7 @@ def _backups(db: Any, options: Options) -> list[Check]:
 
 
 def _cache_directory(db: Any, _options: Options) -> list[Check]:
-    directory = db.dialect.cache_directory(db)
+    directory = default_directory(db)
     if directory is None or not os.path.isdir(directory):
         return [Check("cache", OK, "no cache directory in use")]
     if not os.access(directory, os.W_OK | os.X_OK):

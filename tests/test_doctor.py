@@ -13,6 +13,7 @@ from click.testing import CliRunner
 import embeddb
 from embeddb import doctor
 from embeddb.backup import create_backup
+from embeddb.cache.placement import default_directory
 from embeddb.cli import cli
 
 ROOT = Path(__file__).parent.parent
@@ -116,7 +117,7 @@ def test_a_long_transaction_is_reported(pg_schema_url):
 
 def test_a_cache_directory_others_can_read_warns(sqlite_file_url, tmp_path):
     db = embeddb.connect(sqlite_file_url)
-    directory = Path(db.dialect.cache_directory(db))
+    directory = Path(default_directory(db))
     directory.mkdir(mode=0o755)
     directory.chmod(0o755)
     [check] = [c for c in doctor.run(db) if c.name == "cache"]

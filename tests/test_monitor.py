@@ -292,7 +292,7 @@ def test_pool_stats_count_checkouts_waits_and_connections(pg_schema_url):
 
 def test_pool_stats_without_monitoring_and_on_sqlite(pg_schema_url):
     plain = embeddb.connect(pg_schema_url)
-    assert set(plain.pool_stats()) == {"in_use", "idle", "max"}
+    assert set(plain.pool_stats()) == {"in_use", "idle", "max", "reclaimed"}
     plain.close_all()
     lite = embeddb.connect("sqlite:///:memory:")
     assert lite.pool_stats() == {"pooled": False, "in_use": 0}

@@ -157,9 +157,7 @@ class Monitor:
             self.detector.strict = strict
         if publish is not None:
             self.settings = replace(self.settings, publish=publish)
-        from ..database import set_monitoring
-
-        set_monitoring(self.db, self)
+        self.db.switch_monitoring(self)
         self._start_publishing()
         return self
 
@@ -178,9 +176,7 @@ class Monitor:
 
     def disable(self) -> None:
         """Stop timing statements; the statistics gathered so far stay readable."""
-        from ..database import set_monitoring
-
-        set_monitoring(self.db, None)
+        self.db.switch_monitoring(None)
         if self.publisher is not None:
             self.publisher.close()
             self.publisher = None

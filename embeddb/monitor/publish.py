@@ -18,6 +18,8 @@ import time
 import weakref
 from typing import Any
 
+from ..cache.placement import default_directory
+
 INTERVAL = 1.0  # seconds between publications: fresh enough for a terminal, cheap for the app
 STALE = 30.0  # a file not rewritten for this long is a dead (or frozen) process's
 
@@ -26,7 +28,7 @@ def directory_of(db: Any) -> str | None:
     """Where ``db``'s processes publish (None: ``:memory:``, which no other process sees).
 
     Not inside the cache folder: that folder existing tells writers a cache is in use."""
-    base = db.dialect.cache_directory(db)
+    base = default_directory(db)
     if base is None:
         return None
     return (base[:-len("-cache")] if base.endswith("-cache") else base) + "-monitor"
