@@ -1,0 +1,487 @@
+"""The shared tier: Redis above L1 and L2, and the generation counters every machine sees.
+
+Entries live under ``<prefix><key>`` as ``"<token>,<slot>,...;"`` followed by the codec's bytes;
+the generation counters in the hash ``<prefix>gens`` (field = slot). A Lua script returns an
+entry only while the counters of its slots still add up to its token, so a Redis hit is checked
+against the counters in the same round trip, atomically. Values are written with the family TTL.
+
+Invalidation crosses machines through pub/sub, with an acknowledgement: a bump increments the
+counters and publishes the slots in one script; every subscribed process bumps its machine's
+local counters (which L1 and L2 check) and acknowledges; the writer returns once every
+subscriber acknowledged, or after :data:`LEASE` seconds. A process serves L1/L2 only while its
+*lease* holds: until :data:`LEASE` seconds after sending a PING whose PONG came back on the
+subscription, i.e. after which every bump published before that PING had been applied. So a
+subscriber that is slow, stuck or cut off stops serving its local tiers before the writer stops
+waiting for it. Why pub/sub and not RESP3 client-side tracking: tracking tells a client that a
+key it read changed but cannot be acknowledged, and it tracks Redis keys while our L1/L2 check
+slots; PUBLISH returns how many subscribers received a bump, which is what the writer waits for.
+
+Redis trouble is never an error for the caller: a failed command is counted under ``errors``
+and the read goes to the loader; a process whose subscription broke serves no L1/L2 entry (the
+cache then reads from loaders) until it has resubscribed and checked the counters: if Redis's
+epoch or write count moved on meanwhile (or this is its first connection), the machine's local
+epoch is bumped so no entry that might have missed an invalidation is served. A bump that could
+not reach Redis is owed: the first reconnect bumps Redis's epoch (everything, everywhere).
+
+Locks (stampede protection across machines): on a miss the script also takes
+``<prefix>lock:<key>`` (``SET NX PX``) for the loader; the others poll the entry until it
+appears or ``lock_timeout`` runs out, then load themselves.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import os
+import secrets
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from . import codec
+from . import generations as gen
+from .memory import MISSING
+from .stats import LoadStats, TierStats
+
+T = TypeVar("T")
+
+#: seconds a process keeps serving L1/L2 after its last confirmed contact with Redis, and the
+#: longest a write waits for a silent subscriber. Short enough that a dead reader delays writes
+#: noticeably only in that rare case; long enough that a busy reader's GIL never loses its lease.
+LEASE = 1.0
+PING = LEASE / 5  # a PING every 200 ms keeps the lease renewed four times over
+#: socket timeout of every command: a Redis that does not answer costs a read this much, once,
+#: before the read goes to the loader (a local round trip is ~50 µs).
+TIMEOUT = 0.25
+ACK_TTL_MS = 10_000  # acknowledgement lists outlive any writer's wait
+LATENCIES = 1024  # recent round trips kept for the p50/p99 in stats()
+
+_GET = """
+local stale = 0
+local v = redis.call('GET', KEYS[1])
+if v then
+  local sep = string.find(v, ';', 1, true)
+  local fields = {}
+  for part in string.gmatch(string.sub(v, 1, sep - 1), '[^,]+') do fields[#fields + 1] = part end
+  local token = table.remove(fields, 1)
+  local total = 0
+  for _, c in ipairs(redis.call('HMGET', KEYS[2], unpack(fields))) do
+    if c then total = total + tonumber(c) end
+  end
+  if total == tonumber(token) then
+    return {string.sub(v, sep + 1), redis.call('PTTL', KEYS[1])}
+  end
+  redis.call('DEL', KEYS[1])
+  stale = 1
+end
+local total = 0
+if #ARGV > 2 then
+  for _, c in ipairs(redis.call('HMGET', KEYS[2], unpack(ARGV, 3))) do
+    if c then total = total + tonumber(c) end
+  end
+end
+local locked = 0
+if ARGV[2] ~= '0' and redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then locked = 1 end
+return {string.format('%.0f', total), locked, stale}
+"""
+
+_STORE = """
+local slots = {}
+for i = 5, #ARGV do slots[#slots + 1] = ARGV[i] end
+local total = 0
+for _, c in ipairs(redis.call('HMGET', KEYS[2], unpack(slots))) do
+  if c then total = total + tonumber(c) end
+end
+local stored = 0
+if ARGV[1] == '' or tonumber(ARGV[1]) == total then
+  local head = string.format('%.0f', total) .. ',' .. table.concat(slots, ',') .. ';'
+  redis.call('SET', KEYS[1], head .. ARGV[4], 'PX', ARGV[2])
+  stored = 1
+end
+if ARGV[3] ~= '' and redis.call('GET', KEYS[3]) == ARGV[3] then redis.call('DEL', KEYS[3]) end
+return stored
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_BUMP = """
+local slots = {}
+for i = 2, #ARGV do
+  redis.call('HINCRBY', KEYS[1], ARGV[i], 1)
+  slots[#slots + 1] = ARGV[i]
+end
+local writes = redis.call('HINCRBY', KEYS[1], '1', 1)
+return redis.call('PUBLISH', KEYS[2], ARGV[1] .. ' ' .. writes .. ' ' .. table.concat(slots, ','))
+"""
+
+
+@dataclass
+class RemoteStats(TierStats):
+    """The Redis tier's counters, plus acknowledgement waits that ran out and reconnects."""
+
+    ack_timeouts: int = 0  # writes that waited LEASE for a subscriber that never acknowledged
+    reconnects: int = 0
+
+    def __post_init__(self) -> None:
+        self.latencies: collections.deque[float] = collections.deque(maxlen=LATENCIES)
+
+    def as_dict(self) -> dict[str, float]:
+        ordered = sorted(self.latencies)
+        p50 = ordered[len(ordered) // 2] if ordered else 0.0
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else 0.0
+        return {**super().as_dict(), "p50_us": round(p50, 1), "p99_us": round(p99, 1)}
+
+    def reset(self) -> None:
+        super().reset()
+        self.latencies.clear()
+
+
+class RemoteTier:
+    """Redis at ``url`` as the shared tier of ``cache`` (keys under ``prefix``).
+
+    Never raises for Redis trouble, including at construction: an unreachable server means
+    the cache reads from loaders until it answers.
+
+    :raises ImportError: redis-py is not installed (``pip install 'embeddb[redis]'``).
+    """
+
+    def __init__(self, url: str, prefix: str, cache: Any, lock_timeout: float) -> None:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        options: dict[str, Any] = {
+            "socket_connect_timeout": TIMEOUT,
+            "retry": Retry(NoBackoff(), 0),  # a retry is the caller's loader, not a second wait
+        }
+        self.url = url
+        self.prefix = prefix
+        self.client = redis.Redis.from_url(url, socket_timeout=TIMEOUT, **options)
+        # Blocking waits (acknowledgements) need a socket timeout longer than the wait.
+        self._waiter = redis.Redis.from_url(url, socket_timeout=LEASE + TIMEOUT, **options)
+        self._get_script = self.client.register_script(_GET)
+        self._store_script = self.client.register_script(_STORE)
+        self._release_script = self.client.register_script(_RELEASE)
+        self._bump_script = self.client.register_script(_BUMP)
+        self._gens = prefix + "gens"
+        self._channel = prefix + "bumps"
+        self.origin = secrets.token_hex(8)
+        self.lock_ms = max(1, int(lock_timeout * 1000))
+        self.lock_timeout = lock_timeout
+        self.stats = RemoteStats()
+        self.serving_until = 0.0  # monotonic time the lease ends; 0: not serving L1/L2
+        self.owed = False  # a bump never reached Redis: bump its epoch on reconnect
+        self._cache = weakref.ref(cache)
+        self._seen: tuple[bytes | None, bytes | None] | None = None
+        self._pubsub: Any = None
+        self._closed = threading.Event()
+        self._sequence = itertools.count(1)  # next() is atomic: ids unique across threads
+        self._connected = threading.Event()
+        self._start()
+        # Give the first connection a moment so a fresh cache does not start on loaders only.
+        self._connected.wait(TIMEOUT * 2)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def lookup(self, full: str) -> tuple[Any, float, tuple[int, ...]] | Any:
+        """``(value, seconds left, slots)`` of a live entry, else MISSING (a failure counts)."""
+        try:
+            reply = self._timed(self._get_script, [self.prefix + full, self._gens, ""], ["", "0"])
+        except self._errors:
+            self.stats.errors += 1
+            return MISSING
+        return self._decoded(full, reply)
+
+    def fetch(
+        self,
+        full: str,
+        slots: tuple[int, ...],
+        ttl: float,
+        loader: Callable[[], T],
+        loads: LoadStats,
+        on_wait: Callable[[], None],
+    ) -> tuple[T, float]:
+        """The entry's value, or ``loader()``'s under the key's Redis lock, stored in Redis.
+
+        Returns the value and how long the local tiers may keep it.
+        """
+        keys = [self.prefix + full, self._gens, self.prefix + "lock:" + full]
+        lock_id = f"{self.origin}:{next(self._sequence)}"
+        args = [lock_id, str(self.lock_ms), *slots]
+        deadline = 0.0
+        pause = 0.001
+        while True:
+            try:
+                reply = self._timed(self._get_script, keys, args)
+            except self._errors:
+                self.stats.errors += 1
+                loads.loads += 1
+                return loader(), ttl
+            found = self._decoded(full, reply)
+            if found is not MISSING:
+                return found[0], min(ttl, found[1])
+            token, locked = reply[0].decode(), reply[1]
+            if locked:
+                break
+            now = time.monotonic()
+            if not deadline:
+                deadline = now + self.lock_timeout
+                on_wait()
+            elif now >= deadline:
+                self.stats.errors += 1  # the holder is slow: load without protection
+                lock_id = ""
+                break
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
+        loads.loads += 1
+        try:
+            value = loader()
+        except BaseException:
+            if lock_id:
+                self._release(keys[2], lock_id)
+            raise
+        self._put(keys, value, ttl, slots, token, lock_id)
+        return value, ttl
+
+    def _decoded(self, full: str, reply: list) -> tuple[Any, float, tuple[int, ...]] | Any:
+        stats = self.stats
+        payload = reply[0]
+        if len(reply) == 3:
+            if reply[2]:
+                stats.stale += 1
+            stats.misses += 1
+            return MISSING
+        try:
+            slots, _, value = codec.loads(payload)
+        except Exception:  # noqa: BLE001 - an entry that does not decode is corrupt
+            stats.errors += 1
+            stats.misses += 1
+            self._drop(full)
+            return MISSING
+        stats.hits += 1
+        left = reply[1] / 1000 if reply[1] > 0 else 0.0
+        return value, left, slots
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def store(self, full: str, value: Any, ttl: float, slots: tuple[int, ...]) -> None:
+        """Write ``value`` through to Redis, valid against Redis's counters as they are now."""
+        self._put([self.prefix + full, self._gens, ""], value, ttl, slots, "", "")
+
+    def _put(
+        self,
+        keys: list[str],
+        value: Any,
+        ttl: float,
+        slots: tuple[int, ...],
+        token: str,
+        lock_id: str,
+    ) -> None:
+        ttl_ms = int(ttl * 1000)
+        if ttl_ms <= 0:
+            if lock_id:
+                self._release(keys[2], lock_id)
+            return
+        try:
+            stored = self._timed(
+                self._store_script,
+                keys,
+                [token, str(ttl_ms), lock_id, codec.dumps(slots, 0, value), *slots],
+            )
+        except self._errors:
+            self.stats.errors += 1
+            return
+        if stored:
+            self.stats.sets += 1
+
+    def _release(self, lock: str, lock_id: str) -> None:
+        try:
+            self._release_script(keys=[lock], args=[lock_id])
+        except self._errors:
+            self.stats.errors += 1  # the lock expires by itself
+
+    def _drop(self, full: str) -> None:
+        try:
+            self.client.delete(self.prefix + full)
+        except self._errors:
+            self.stats.errors += 1
+
+    def bump(self, slots: Iterable[int], wait: bool = True) -> None:
+        """Advance ``slots`` in Redis and tell every subscribed process; with ``wait``, return
+        once each has applied it to its machine's counters (at most :data:`LEASE` seconds)."""
+        slots = sorted(set(slots))
+        bump_id = f"{self.origin}:{next(self._sequence)}"
+        start = time.monotonic()
+        try:
+            receivers = self._bump_script(keys=[self._gens, self._channel], args=[bump_id, *slots])
+            if wait:
+                self._await_acks(bump_id, receivers, start + LEASE)
+        except self._errors:
+            self.stats.errors += 1
+            self.owed = True
+
+    def _await_acks(self, bump_id: str, receivers: int, deadline: float) -> None:
+        key = self.prefix + "ack:" + bump_id
+        acks = 0
+        while acks < receivers:
+            left = deadline - time.monotonic()
+            if left <= 0 or self._waiter.blpop([key], timeout=max(left, 0.001)) is None:
+                self.stats.ack_timeouts += 1
+                break
+            acks += 1
+
+    def _timed(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        start = time.perf_counter()
+        reply = script(keys=keys, args=args)
+        self.stats.latencies.append((time.perf_counter() - start) * 1e6)
+        return reply
+
+    # -- the subscription -----------------------------------------------------------------------
+
+    def _start(self) -> None:
+        self.serving_until = 0.0
+        self._thread = threading.Thread(
+            target=self._listen, name=f"embeddb-cache-redis-{self.origin}", daemon=True
+        )
+        self._thread.start()
+
+    def _listen(self) -> None:
+        pause = 0.02
+        while not self._closed.is_set():
+            try:
+                self._subscribe()
+                pause = 0.02
+                self._serve()
+            except self._errors:
+                pass
+            except ValueError:  # a malformed message or pong: start over, conservatively
+                pass
+            self.serving_until = 0.0
+            self._close_pubsub()
+            if self._closed.wait(pause):
+                return
+            pause = min(pause * 2, 0.5)
+            self.stats.reconnects += 1
+
+    def _subscribe(self) -> None:
+        pubsub = self.client.pubsub()
+        self._pubsub = pubsub
+        pubsub.subscribe(self._channel)
+        while True:  # subscribed before the counters are read: no bump falls in between
+            message = pubsub.get_message(timeout=TIMEOUT)
+            if message is None:
+                raise OSError("no subscription confirmation from Redis")
+            if message["type"] == "subscribe":
+                break
+        self.client.hsetnx(self._gens, str(gen.EPOCH), str(secrets.randbits(40)))
+        seen = tuple(self.client.hmget(self._gens, [str(gen.EPOCH), str(gen.WRITES)]))
+        if seen != self._seen:
+            self._forget_local()  # bumps may have been missed while not subscribed
+        self._seen = seen  # type: ignore[assignment]
+        if self.owed:
+            self.owed = False
+            self.bump([gen.EPOCH], wait=False)
+
+    def _serve(self) -> None:
+        pubsub = self._pubsub
+        next_ping = 0.0
+        last_pong = time.monotonic()
+        while not self._closed.is_set():
+            now = time.monotonic()
+            if now >= next_ping:
+                pubsub.ping(repr(now))
+                next_ping = now + PING
+            message = pubsub.get_message(timeout=PING / 2)
+            if message is None:
+                if time.monotonic() - last_pong > 2 * LEASE:
+                    raise OSError("Redis stopped answering PING")
+                continue
+            kind = message["type"]
+            if kind == "pong":
+                sent = float(message["data"])
+                last_pong = time.monotonic()
+                self.serving_until = max(self.serving_until, sent + LEASE)
+                self._connected.set()
+            elif kind == "message":
+                self._apply(message["data"])
+
+    def _apply(self, data: bytes) -> None:
+        # Our own bumps too: a Redis hit read just before our bump reached Redis may have been
+        # stored locally with a token that already included our local bump.
+        bump_id, writes, slots = data.decode().split(" ")
+        cache = self._cache()
+        gens = cache.generations if cache is not None else None
+        if gens is not None:
+            try:
+                gens.bump([int(s) for s in slots.split(",")])
+            except (OSError, ValueError):
+                self.serving_until = 0.0  # cannot apply: stop serving local entries
+                raise OSError("cannot apply a bump to the local counters") from None
+        if self._seen is not None:
+            self._seen = (self._seen[0], writes.encode())
+        pipe = self.client.pipeline(transaction=False)
+        key = self.prefix + "ack:" + bump_id
+        pipe.rpush(key, 1)
+        pipe.pexpire(key, ACK_TTL_MS)
+        pipe.execute()
+
+    def _forget_local(self) -> None:
+        cache = self._cache()
+        if cache is None or cache.generations is None:
+            return
+        try:
+            cache.generations.bump([gen.EPOCH])
+        except (OSError, ValueError):
+            raise OSError("cannot bump the local epoch") from None
+        cache.l1.clear()
+
+    def _close_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            try:
+                pubsub.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection has nothing to report
+                pass
+
+    def close(self) -> None:
+        """Stop listening and release the connections (the cache then reads from loaders)."""
+        self.serving_until = 0.0
+        self._closed.set()
+        self._thread.join(timeout=PING + TIMEOUT)
+        self._close_pubsub()
+        for client in (self.client, self._waiter):
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001
+                pass
+        _tiers.discard(self)
+
+
+_tiers: weakref.WeakSet[RemoteTier] = weakref.WeakSet()
+
+
+def _restart_listeners() -> None:
+    """In a forked child: the parent's listener thread did not come along; until a new one has
+    subscribed, the child must not trust its local tiers."""
+    for tier in list(_tiers):
+        if not tier._closed.is_set():
+            tier._pubsub = None
+            tier._start()
+
+
+os.register_at_fork(after_in_child=_restart_listeners)
+
+
+def open_remote(url: str, prefix: str, cache: Any, lock_timeout: float) -> RemoteTier:
+    """The Redis tier for ``cache``; see :class:`RemoteTier`."""
+    tier = RemoteTier(url, prefix, cache, lock_timeout)
+    _tiers.add(tier)
+    weakref.finalize(cache, tier.close)
+    return tier
