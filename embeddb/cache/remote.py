@@ -127,6 +127,7 @@ class RemoteStats(TierStats):
 
     ack_timeouts: int = 0  # writes that waited LEASE for a subscriber that never acknowledged
     reconnects: int = 0
+    resyncs: int = 0  # (re)subscriptions that found bumps possibly missed: local entries dropped
 
     def __post_init__(self) -> None:
         self.latencies: collections.deque[float] = collections.deque(maxlen=LATENCIES)
@@ -179,7 +180,7 @@ class RemoteTier:
         self.serving_until = 0.0  # monotonic time the lease ends; 0: not serving L1/L2
         self.owed = False  # a bump never reached Redis: bump its epoch on reconnect
         self._cache = weakref.ref(cache)
-        self._seen: tuple[bytes | None, bytes | None] | None = None
+        self._incarnation = 0
         self._pubsub: Any = None
         self._closed = threading.Event()
         self._sequence = itertools.count(1)  # next() is atomic: ids unique across threads
@@ -313,16 +314,18 @@ class RemoteTier:
         except self._errors:
             self.stats.errors += 1
 
-    def bump(self, slots: Iterable[int], wait: bool = True) -> None:
-        """Advance ``slots`` in Redis and tell every subscribed process; with ``wait``, return
-        once each has applied it to its machine's counters (at most :data:`LEASE` seconds)."""
+    def bump(self, slots: Iterable[int], acks_from_others_only: bool = False) -> None:
+        """Advance ``slots`` in Redis and tell every subscribed process; return once each has
+        applied it to its machine's counters (at most :data:`LEASE` seconds). A failure is
+        counted and owed (settled by the next subscription)."""
         slots = sorted(set(slots))
         bump_id = f"{self.origin}:{next(self._sequence)}"
         start = time.monotonic()
         try:
             receivers = self._bump_script(keys=[self._gens, self._channel], args=[bump_id, *slots])
-            if wait:
-                self._await_acks(bump_id, receivers, start + LEASE)
+            # The listener itself, when it settles an owed bump, cannot acknowledge yet.
+            expected = receivers - 1 if acks_from_others_only else receivers
+            self._await_acks(bump_id, expected, start + LEASE)
         except self._errors:
             self.stats.errors += 1
             self.owed = True
@@ -380,14 +383,16 @@ class RemoteTier:
                 raise OSError("no subscription confirmation from Redis")
             if message["type"] == "subscribe":
                 break
+        # A fresh (or emptied) Redis gets a random epoch and incarnation, so no entry checked
+        # against an earlier one validates again.
         self.client.hsetnx(self._gens, str(gen.EPOCH), str(secrets.randbits(40)))
-        seen = tuple(self.client.hmget(self._gens, [str(gen.EPOCH), str(gen.WRITES)]))
-        if seen != self._seen:
-            self._forget_local()  # bumps may have been missed while not subscribed
-        self._seen = seen  # type: ignore[assignment]
+        self.client.hsetnx(self._gens, "incarnation", str(secrets.randbits(40)))
+        incarnation, writes = self.client.hmget(self._gens, ["incarnation", str(gen.WRITES)])
+        self._incarnation = int(incarnation)
+        self._follow(int(writes or 0))
         if self.owed:
             self.owed = False
-            self.bump([gen.EPOCH], wait=False)
+            self.bump([gen.EPOCH], acks_from_others_only=True)
 
     def _serve(self) -> None:
         pubsub = self._pubsub
@@ -400,8 +405,11 @@ class RemoteTier:
                 next_ping = now + PING
             message = pubsub.get_message(timeout=PING / 2)
             if message is None:
-                if time.monotonic() - last_pong > 2 * LEASE:
+                if time.monotonic() >= self.serving_until and time.monotonic() - last_pong > LEASE:
+                    # The lease lapsed: bumps may have been missed; check, as on a reconnect.
                     raise OSError("Redis stopped answering PING")
+                if self.owed:
+                    raise OSError("a bump is owed to Redis")  # settled by resubscribing
                 continue
             kind = message["type"]
             if kind == "pong":
@@ -420,27 +428,27 @@ class RemoteTier:
         gens = cache.generations if cache is not None else None
         if gens is not None:
             try:
-                gens.bump([int(s) for s in slots.split(",")])
+                gens.bump([int(s) for s in slots.split(",")], int(writes))
             except (OSError, ValueError):
                 self.serving_until = 0.0  # cannot apply: stop serving local entries
                 raise OSError("cannot apply a bump to the local counters") from None
-        if self._seen is not None:
-            self._seen = (self._seen[0], writes.encode())
         pipe = self.client.pipeline(transaction=False)
         key = self.prefix + "ack:" + bump_id
         pipe.rpush(key, 1)
         pipe.pexpire(key, ACK_TTL_MS)
         pipe.execute()
 
-    def _forget_local(self) -> None:
+    def _follow(self, writes: int) -> None:
+        """Drop this machine's entries unless its counters hold every bump up to ``writes``."""
         cache = self._cache()
         if cache is None or cache.generations is None:
             return
         try:
-            cache.generations.bump([gen.EPOCH])
+            if cache.generations.follow_remote(self._incarnation, writes):
+                self.stats.resyncs += 1
+                cache.l1.clear()
         except (OSError, ValueError):
             raise OSError("cannot bump the local epoch") from None
-        cache.l1.clear()
 
     def _close_pubsub(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
