@@ -143,6 +143,8 @@ def test_a_silent_subscriber_delays_a_write_by_its_lease_only(machines, tmp_path
             import sys, time
             from embeddb.cache import Cache
             c = Cache({str(tmp_path / 'r')!r}, redis_url={redis_url!r}, redis_prefix={redis_prefix!r})
+            while time.monotonic() >= c.remote.serving_until:
+                time.sleep(0.01)
             c.get_or_set("k", lambda: "old")
             print("ready", flush=True)
             sys.stdin.readline()
