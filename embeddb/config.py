@@ -104,9 +104,9 @@ def resolve_redis_url(cwd: str | os.PathLike[str] | None = None) -> str | None:
 #: every key embeddb.toml may hold, by table
 _CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "database": ("url",),
-    "cache": ("redis_url",),  # read by resolve_redis_url
     "migrate": ("keep_backups",),  # read by embeddb.migrate.safety
     "maintenance": ("retention",),  # read by embeddb.retention
+    "cache": ("redis_url",),  # read by resolve_redis_url
 }
 
 
