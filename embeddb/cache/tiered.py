@@ -211,7 +211,7 @@ class Cache:
         if value is MISSING:
             value = self._from_l2(full, counters)
             if value is MISSING and self.remote is not None:
-                found = self.remote.lookup(full)  # not kept locally: its tags are unknown here
+                found = self.remote.lookup(full, self._slots(full, ()))  # not kept locally
                 value = found if found is MISSING else found[0]
         return default if value is MISSING else value
 
