@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -30,6 +31,11 @@ def _until(condition, timeout: float = WAIT) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.01)
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rsplit(")", 1)[1].split()[0]
 
 
 def _serving(cache: Cache) -> bool:
@@ -155,11 +161,12 @@ def test_a_silent_subscriber_delays_a_write_by_its_lease_only(machines, tmp_path
     )
     try:
         assert reader.stdout.readline().strip() == "ready"
-        os.kill(reader.pid, 19)  # SIGSTOP: it neither acknowledges nor serves
+        os.kill(reader.pid, signal.SIGSTOP)  # it neither acknowledges nor serves
+        _until(lambda: _state(reader.pid) == "T")  # SIGSTOP takes effect when it gets a CPU
         start = time.monotonic()
         a.invalidate(["k"])
         waited = time.monotonic() - start
-        os.kill(reader.pid, 18)  # SIGCONT
+        os.kill(reader.pid, signal.SIGCONT)
         reader.stdin.write("\n")
         reader.stdin.flush()
         assert reader.stdout.readline().strip() == "new"
