@@ -241,7 +241,7 @@ class RemoteTier:
         equals its counters' sum when they are read after it was not invalidated before then.
         """
         start = time.perf_counter()
-        reply = self.client.mget([self.prefix + full, *(self._counter(s) for s in slots)])
+        reply: list[Any] = self.client.mget([self.prefix + full, *map(self._counter, slots)])
         counts = {s: int(c) if c is not None else 0 for s, c in zip(slots, reply[1:])}
         total = sum(counts.values())
         data = reply[0]
@@ -263,7 +263,7 @@ class RemoteTier:
                 stats.stale += 1
                 stats.misses += 1
                 return MISSING, total
-            value = codec.loads(memoryview(data)[head + 1:])[2]
+            value = codec.loads(data[head + 1:])[2]
         except self._errors:
             raise
         except Exception:  # noqa: BLE001 - an entry that does not parse or decode is corrupt
@@ -402,6 +402,8 @@ class RemoteTier:
         # against an earlier one validates again.
         self.client.setnx(self._counter(gen.EPOCH), secrets.randbits(40))
         self.client.setnx(self.prefix + "incarnation", secrets.randbits(40))
+        incarnation: Any
+        writes: Any
         incarnation, writes = self.client.mget(
             [self.prefix + "incarnation", self._counter(gen.WRITES)])
         self._incarnation = int(incarnation)
