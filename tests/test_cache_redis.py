@@ -121,6 +121,10 @@ def test_an_invalidation_is_seen_by_the_other_machine_when_it_returns(machines):
     assert b.get_or_set("other", lambda: "new", tags=["t"]) == "new"
     a.clear()
     assert b.get_or_set("k", lambda: "newer") == "newer"
+    a.set("aside", 1, tags=["x"])  # a cache-aside get() does not know the entry's tags
+    assert machines("c").get("aside") == 1
+    a.invalidate(tags=["x"])
+    assert machines("d").get("aside", "gone") == "gone"
     assert a.stats()["redis"]["ack_timeouts"] == 0
 
 

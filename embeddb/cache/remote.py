@@ -152,6 +152,7 @@ class RemoteTier:
             self._script(source) for source in (_STORE, _RELEASE, _BUMP)
         )
         self._channel = prefix + "bumps"
+        self._names = _CounterNames(prefix)
         self.origin = secrets.token_hex(8)
         self.lock_ms = max(1, int(lock_timeout * 1000))
         self.lock_timeout = lock_timeout
@@ -169,7 +170,7 @@ class RemoteTier:
         self._connected.wait(TIMEOUT * 2)
 
     def _counter(self, slot: int) -> str:
-        return f"{self.prefix}g:{slot}"
+        return self._names[slot]
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -241,9 +242,12 @@ class RemoteTier:
         equals its counters' sum when they are read after it was not invalidated before then.
         """
         start = time.perf_counter()
-        reply: list[Any] = self.client.mget([self.prefix + full, *map(self._counter, slots)])
-        counts = {s: int(c) if c is not None else 0 for s, c in zip(slots, reply[1:])}
-        total = sum(counts.values())
+        names = self._names
+        reply: list[Any] = self.client.mget([self.prefix + full, *[names[s] for s in slots]])
+        total = 0
+        for count in reply[1:]:
+            if count is not None:
+                total += int(count)
         data = reply[0]
         stats = self.stats
         if data is None:
@@ -252,14 +256,11 @@ class RemoteTier:
             return MISSING, total
         try:
             head = data.index(b";")
-            fields = [int(f) for f in data[:head].split(b",")]
-            entry_slots = tuple(fields[2:])
-            missing = [s for s in entry_slots if s not in counts]
-            if missing:  # the entry's tags, unknown to a cache-aside get()
-                more = self.client.mget([self._counter(s) for s in missing])
-                counts.update((s, int(c) if c is not None else 0) for s, c in zip(missing, more))
+            fields = data[:head].split(b",")
+            entry_slots = tuple(map(int, fields[2:]))
+            current = total if entry_slots == slots else self._sum(entry_slots, slots, reply)
             stats.latencies.append((time.perf_counter() - start) * 1e6)
-            if sum(counts[s] for s in entry_slots) != fields[0]:
+            if current != int(fields[0]):
                 stats.stale += 1
                 stats.misses += 1
                 return MISSING, total
@@ -272,8 +273,18 @@ class RemoteTier:
             self._drop(full)
             return MISSING, total
         stats.hits += 1
-        left = max(0.0, fields[1] / 1000 - time.time())
+        left = max(0.0, int(fields[1]) / 1000 - time.time())
         return (value, left, entry_slots), total
+
+    def _sum(self, entry_slots: tuple[int, ...], known: tuple[int, ...], reply: list[Any]) -> int:
+        """The sum of ``entry_slots``' counters; those not in ``known`` (an entry's tags, which
+        a cache-aside get() does not know) cost a second round trip."""
+        counts = {s: int(c or 0) for s, c in zip(known, reply[1:])}
+        missing = [s for s in entry_slots if s not in counts]
+        if missing:
+            more = self.client.mget([self._names[s] for s in missing])
+            counts.update((s, int(c or 0)) for s, c in zip(missing, more))
+        return sum(counts[s] for s in entry_slots)
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -488,6 +499,18 @@ class RemoteTier:
             except Exception:  # noqa: BLE001
                 pass
         _tiers.discard(self)
+
+
+class _CounterNames(dict):
+    """slot -> the Redis key of its counter, built once per slot."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def __missing__(self, slot: int) -> str:
+        name = self[slot] = f"{self.prefix}g:{slot}"
+        return name
 
 
 _tiers: weakref.WeakSet[RemoteTier] = weakref.WeakSet()
