@@ -145,6 +145,48 @@ def test_a_rolled_back_write_invalidates_nothing_anywhere(machines, tmp_path):
     db.close()
 
 
+def test_a_value_loaded_while_it_was_invalidated_is_not_kept_in_redis(machines):
+    a, b, c = machines("a"), machines("b"), machines("c")
+
+    def load_during_a_write():
+        b.invalidate(["k"])  # another machine's write lands while this load runs
+        return "maybe old"
+
+    assert a.get_or_set("k", load_during_a_write) == "maybe old"
+    assert a.stats()["loads"]["races"] == 1
+    assert c.get_or_set("k", lambda: "fresh") == "fresh"
+    assert c.stats()["redis"]["hits"] == 0
+
+
+def _forked_reader(cache: Cache, ready, go, result) -> None:
+    # The inherited cache listens again, on a thread of its own (the parent's did not come along).
+    _until(lambda: cache.remote._thread.is_alive() and _serving(cache))
+    assert cache.get_or_set("k", lambda: "reloaded") == "old"  # the parent's L1 entry
+    ready.set()
+    go.wait(WAIT)
+    result.put(cache.get_or_set("k", lambda: "new"))
+
+
+def test_a_forked_child_listens_with_the_cache_it_inherited(machines):
+    import multiprocessing
+
+    fork = multiprocessing.get_context("fork")
+    parent, other = machines("parent"), machines("other")
+    parent.get_or_set("k", lambda: "old")
+    ready, go, result = fork.Event(), fork.Event(), fork.Queue()
+    child = fork.Process(target=_forked_reader, args=(parent, ready, go, result))
+    child.start()
+    try:
+        assert ready.wait(WAIT)
+        other.invalidate(["k"])
+        go.set()
+        assert result.get(timeout=WAIT) == "new"
+        assert other.stats()["redis"]["ack_timeouts"] == 0
+    finally:
+        child.join(WAIT)
+    assert child.exitcode == 0
+
+
 def test_a_silent_subscriber_delays_a_write_by_its_lease_only(machines, tmp_path, redis_url,
                                                                redis_prefix):
     a = machines("a")
