@@ -58,7 +58,8 @@ class Cache:
         None reads ``$EMBEDDB_REDIS_URL`` / embeddb.toml ``[cache] redis_url``, "" means none.
     :param redis_prefix: what every Redis key of this cache starts with; caches that share it
         share entries and invalidations (default: ``embeddb:<cache directory name>:``).
-    :raises ConfigurationError: an unknown consistency mode or a negative size.
+    :raises ConfigurationError: an unknown consistency mode or a negative size, or an
+        unreadable embeddb.toml (read for the Redis URL when ``redis_url`` is None).
     """
 
     def __init__(
