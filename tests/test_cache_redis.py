@@ -107,6 +107,8 @@ def test_values_are_written_through_with_the_family_ttl(machines, redis_url, red
     assert 9_000 < ttls["prices:quote"] <= 10_000
     assert 299_000 < ttls["users:u1"] <= 300_000
     assert b.get("quote", family="prices") == 42  # cache-aside read reaches Redis too
+    a.set("forever", 1, ttl=float("inf"))
+    assert b.get("forever") == 1
     client.close()
 
 

@@ -64,6 +64,7 @@ PING = LEASE / 5  # a PING every 200 ms keeps the lease renewed four times over
 TIMEOUT = 0.25
 ACK_TTL_MS = 10_000  # acknowledgement lists outlive any writer's wait
 LATENCIES = 1024  # recent round trips kept for the p50/p99 in stats()
+MAX_TTL = 10 * 365 * 86400.0  # what ttl=float("inf") means in Redis (which needs a number)
 
 # KEYS: the entry, its lock, the counters of its slots. ARGV: the token the value was loaded
 # under ('' = whatever the counters are now), TTL ms, lock id ('' = none), the payload, the
@@ -302,7 +303,7 @@ class RemoteTier:
         lock: str,
         lock_id: str,
     ) -> None:
-        ttl_ms = int(ttl * 1000)
+        ttl_ms = int(min(ttl, MAX_TTL) * 1000)
         if ttl_ms <= 0:
             if lock_id:
                 self._release(lock, lock_id)
@@ -390,8 +391,8 @@ class RemoteTier:
                 self._serve()
             except self._errors:
                 pass
-            except ValueError:  # a malformed message or pong: start over, conservatively
-                pass
+            except Exception:  # noqa: BLE001 - a malformed message or reply: start over
+                self.stats.errors += 1
             self.serving_until = 0.0
             self._close_pubsub()
             if self._closed.wait(pause):
@@ -455,7 +456,7 @@ class RemoteTier:
         bump_id, writes, slots = data.decode().split(" ")
         cache = self._cache()
         gens = cache.generations if cache is not None else None
-        if gens is not None:
+        if gens is not None and slots:
             try:
                 gens.bump([int(s) for s in slots.split(",")], int(writes))
             except (OSError, ValueError):
