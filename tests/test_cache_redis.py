@@ -312,6 +312,50 @@ def test_a_dead_redis_fails_no_read_and_no_write(tmp_path, private_redis):
         b.close()
 
 
+def test_a_subscriber_cut_off_silently_is_waited_for_until_its_lease_ends(tmp_path,
+                                                                           private_redis):
+    import redis
+
+    a = Cache(tmp_path / "a", redis_url=private_redis.url, redis_prefix="p:")
+    reader = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            from embeddb.cache import Cache
+            c = Cache({str(tmp_path / 'r')!r}, redis_url={private_redis.url!r}, redis_prefix="p:")
+            while time.monotonic() >= c.remote.serving_until:
+                time.sleep(0.01)
+            c.get_or_set("k", lambda: "old")
+            print(c.remote._pubsub.connection._sock.getsockname()[1], flush=True)
+            sys.stdin.readline()
+            print(c.get_or_set("k", lambda: "new"), flush=True)
+            c.close()
+        """)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    admin = redis.Redis.from_url(private_redis.url)
+    try:
+        port = int(reader.stdout.readline())
+        _until(lambda: _serving(a))
+        os.kill(reader.pid, signal.SIGSTOP)
+        _until(lambda: _state(reader.pid) == "T")
+        # Its subscription is gone, and it does not know: the bump does not reach it.
+        assert admin.client_kill_filter(_type="pubsub", addr=f"127.0.0.1:{port}") == 1
+        start = time.monotonic()
+        a.invalidate(["k"])
+        waited = time.monotonic() - start
+        os.kill(reader.pid, signal.SIGCONT)
+        reader.stdin.write("\n")
+        reader.stdin.flush()
+        assert reader.stdout.readline().strip() == "new"
+        assert 0 < waited < LEASE + 1.0
+        assert a.stats()["redis"]["ack_timeouts"] == 1  # waited out the reader's lease
+    finally:
+        reader.kill()
+        reader.wait()
+        admin.close()
+        a.close()
+
+
 def test_a_paused_redis_times_out_into_the_loader(tmp_path, private_redis):
     a, b = _pair(tmp_path, private_redis.url)
     try:

@@ -91,13 +91,28 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 0
 """
 
-# KEYS: the write counter, the channel, the counters to bump. ARGV: the bump id, their slots.
+# KEYS: the write counter, the channel, the listeners, the counters to bump. ARGV: the bump
+# id, their slots. Returns Redis's time (ms) and the listeners whose lease has not ended, with
+# the time it ends.
 _BUMP = """
-for i = 3, #KEYS do redis.call('INCR', KEYS[i]) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+for i = 4, #KEYS do redis.call('INCR', KEYS[i]) end
 local writes = redis.call('INCR', KEYS[1])
 local slots = {}
 for i = 2, #ARGV do slots[#slots + 1] = ARGV[i] end
-return redis.call('PUBLISH', KEYS[2], ARGV[1] .. ' ' .. writes .. ' ' .. table.concat(slots, ','))
+redis.call('PUBLISH', KEYS[2], ARGV[1] .. ' ' .. writes .. ' ' .. table.concat(slots, ','))
+return {now, redis.call('ZRANGEBYSCORE', KEYS[3], now, '+inf', 'WITHSCORES')}
+"""
+
+# KEYS: the listeners. ARGV: this listener, its lease in ms. Its lease, as Redis counts it, ends
+# no sooner than the one the listener counts from before this call.
+_RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+return now
 """
 
 
@@ -149,10 +164,11 @@ class RemoteTier:
         self._waiter = redis.Redis.from_url(url, socket_timeout=LEASE + TIMEOUT, **options)
         self._no_script = redis.exceptions.NoScriptError
         self._sources: dict[str, str] = {}
-        self._store_script, self._release_script, self._bump_script = (
-            self._script(source) for source in (_STORE, _RELEASE, _BUMP)
+        self._store_script, self._release_script, self._bump_script, self._renew_script = (
+            self._script(source) for source in (_STORE, _RELEASE, _BUMP, _RENEW)
         )
         self._channel = prefix + "bumps"
+        self._listeners = prefix + "listeners"
         self._names = _CounterNames(prefix)
         self.origin = secrets.token_hex(8)
         self.lock_ms = max(1, int(lock_timeout * 1000))
@@ -332,31 +348,38 @@ class RemoteTier:
             self.stats.errors += 1
 
     def bump(self, slots: Iterable[int], acks_from_others_only: bool = False) -> None:
-        """Advance ``slots`` in Redis and tell every subscribed process; return once each has
-        applied it to its machine's counters (at most :data:`LEASE` seconds). A failure is
-        counted and owed (settled by the next subscription)."""
+        """Advance ``slots`` in Redis and tell every listening process; return once each has
+        applied it to its machine's counters, or its lease ended (at most :data:`LEASE` s). A
+        failure is counted and owed (settled by the next subscription)."""
         slots = sorted(set(slots))
         bump_id = f"{self.origin}:{next(self._sequence)}"
-        start = time.monotonic()
-        keys = [self._counter(gen.WRITES), self._channel, *map(self._counter, slots)]
+        keys = [self._counter(gen.WRITES), self._channel, self._listeners,
+                *map(self._counter, slots)]
         try:
-            receivers = self._run(self._bump_script, keys, [bump_id, *slots])
-            # The listener itself, when it settles an owed bump, cannot acknowledge yet.
-            expected = receivers - 1 if acks_from_others_only else receivers
-            self._await_acks(bump_id, expected, start + LEASE)
+            now_ms, live = self._run(self._bump_script, keys, [bump_id, *slots])
+            start = time.monotonic()  # no earlier than Redis's now_ms
+            leases = {live[i].decode(): int(live[i + 1]) for i in range(0, len(live), 2)}
+            if acks_from_others_only:  # the listener settling an owed bump cannot answer yet
+                leases.pop(self.origin, None)
+            self._await_acks(bump_id, leases, start, int(now_ms))
         except self._errors:
             self.stats.errors += 1
             self.owed = True
 
-    def _await_acks(self, bump_id: str, receivers: int, deadline: float) -> None:
+    def _await_acks(self, bump_id: str, leases: dict[str, int], start: float, now_ms: int) -> None:
+        """Wait until every listener in ``leases`` (origin -> end of its lease, Redis time in ms)
+        acknowledged, or its lease ended: one that did neither may still serve old entries.
+
+        A listener whose subscription silently broke is not told, but its lease runs out."""
         key = self.prefix + "ack:" + bump_id
-        acks = 0
-        while acks < receivers:
-            left = deadline - time.monotonic()
-            if left <= 0 or self._waiter.blpop([key], timeout=max(left, 0.001)) is None:
+        while leases:
+            until = start + min(LEASE, max(0, max(leases.values()) - now_ms) / 1000)
+            left = until - time.monotonic()
+            reply = self._waiter.blpop([key], timeout=left) if left >= 0.001 else None
+            if reply is None:
                 self.stats.ack_timeouts += 1
-                break
-            acks += 1
+                return
+            leases.pop(reply[1].decode(), None)
 
     def _script(self, source: str) -> str:
         import hashlib
@@ -431,6 +454,8 @@ class RemoteTier:
         while not self._closed.is_set():
             now = time.monotonic()
             if now >= next_ping:
+                # Registered first: Redis's count of the lease then ends after this one's.
+                self._run(self._renew_script, [self._listeners], [self.origin, int(LEASE * 1000)])
                 pubsub.ping(repr(now))
                 next_ping = now + PING
             message = pubsub.get_message(timeout=PING / 2)
@@ -464,7 +489,7 @@ class RemoteTier:
                 raise OSError("cannot apply a bump to the local counters") from None
         pipe = self.client.pipeline(transaction=False)
         key = self.prefix + "ack:" + bump_id
-        pipe.rpush(key, 1)
+        pipe.rpush(key, self.origin)
         pipe.pexpire(key, ACK_TTL_MS)
         pipe.execute()
 
@@ -494,6 +519,10 @@ class RemoteTier:
         self._closed.set()
         self._thread.join(timeout=PING + TIMEOUT)
         self._close_pubsub()
+        try:
+            self.client.zrem(self._listeners, self.origin)  # writers need not wait for us
+        except self._errors:
+            pass  # the lease ends by itself
         for client in (self.client, self._waiter):
             try:
                 client.close()
@@ -522,6 +551,7 @@ def _restart_listeners() -> None:
     subscribed, the child must not trust its local tiers."""
     for tier in list(_tiers):
         if not tier._closed.is_set():
+            tier.origin = secrets.token_hex(8)  # a listener of its own, acknowledging for itself
             tier._pubsub = None
             tier._start()
 
