@@ -7,14 +7,16 @@ server time per call here, a GET or MGET ~1 µs), valid while the counters add u
 
 Invalidation crosses machines through pub/sub, with an acknowledgement: a bump increments the
 counters and publishes the slots in one script; every subscribed process bumps its machine's
-local counters (which L1 and L2 check) and acknowledges; the writer returns once every
-subscriber acknowledged, or after :data:`LEASE` seconds. A process serves L1/L2 only while its
+local counters (which L1 and L2 check) and acknowledges. A process serves L1/L2 only while its
 *lease* holds: until :data:`LEASE` seconds after sending a PING whose PONG came back on the
-subscription, i.e. after which every bump published before that PING had been applied. So a
-subscriber that is slow, stuck or cut off stops serving its local tiers before the writer stops
-waiting for it. Why pub/sub and not RESP3 client-side tracking: tracking tells a client that a
-key it read changed but cannot be acknowledged, and it tracks Redis keys while our L1/L2 check
-slots; PUBLISH returns how many subscribers received a bump, which is what the writer waits for.
+subscription (so every bump published before that PING had been applied). Before each PING it
+renews its lease in ``<prefix>listeners`` (a sorted set scored by the lease's end in Redis's
+clock, which ends no sooner than the process's own count). A writer returns once every listener
+with a live lease acknowledged or its lease ended: a process that is slow, stuck, or whose
+subscription broke without its knowing (it is then not told of the bump at all) has stopped
+serving its local tiers by then. Why pub/sub and not RESP3 client-side tracking: tracking
+reports changes to Redis keys a client read, while L1/L2 check counter slots, and its messages
+cannot be acknowledged; a published bump can, which is what the writer waits for.
 
 Redis trouble is never an error for the caller: a failed command is counted under ``errors``
 and the read goes to the loader; a process whose subscription broke serves no L1/L2 entry (the
