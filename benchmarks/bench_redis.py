@@ -130,6 +130,7 @@ def _run(tmp: Path, url: str, prefix: str, schema_url: str, client: Any) -> None
            target="<=1.5", redis_p50_us=hits["p50_us"], redis_p99_us=hits["p99_us"])
     report("cache Redis hit vs uncached PostgreSQL repository get", "us/op", hit_us, pg_us)
     _invalidation(tmp, url, prefix, db, writer, key)
+    _delivery(url, prefix)
     redis_only.close()
     writer.close()
     db.close_all()
@@ -179,6 +180,47 @@ def _invalidation(tmp: Path, url: str, prefix: str, db: Any, writer: Cache, key:
     finally:
         watcher.stdin.close()
         watcher.wait(timeout=10)
+
+
+def _delivery(url: str, prefix: str) -> None:
+    """Why pub/sub: how fast each push mechanism tells another connection of a change, bare
+    (no acknowledgement, no cache): PUBLISH -> the subscriber's message, against INCR of a
+    counter key -> the RESP3 client-side-tracking invalidation push (BCAST on the prefix).
+    Tracking's push has no public reader in redis-py: its parser's push handler is used."""
+    import redis
+
+    writer = redis.Redis.from_url(url, protocol=3)
+    pubsub = redis.Redis.from_url(url, protocol=3).pubsub()
+    pubsub.subscribe(prefix + "delivery")
+    while pubsub.get_message(timeout=1)["type"] != "subscribe":
+        pass
+    published = []
+    for n in range(ROUNDS):
+        start = time.perf_counter_ns()
+        writer.publish(prefix + "delivery", n)
+        while (message := pubsub.get_message(timeout=1)) is None or message["type"] != "message":
+            pass
+        published.append((time.perf_counter_ns() - start) / 1000)
+    tracker = redis.Redis.from_url(url, protocol=3).connection_pool.get_connection()
+    pushed: list[int] = []
+    tracker._parser.set_invalidation_push_handler(lambda _: pushed.append(time.perf_counter_ns()))
+    tracker.send_command("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", prefix + "tracked:")
+    tracker.read_response()
+    tracked = []
+    for _ in range(ROUNDS):
+        pushed.clear()
+        start = time.perf_counter_ns()
+        writer.incr(prefix + "tracked:g")
+        while not pushed:
+            if tracker.can_read(timeout=1):
+                tracker.read_response(push_request=True)
+        tracked.append((pushed[0] - start) / 1000)
+    p, t = percentiles(published), percentiles(tracked)
+    report("push delivery: pub/sub vs RESP3 client-side tracking", "us", p["p50"], t["p50"],
+           pubsub_p99_us=round(p["p99"], 1), tracking_p99_us=round(t["p99"], 1))
+    pubsub.close()
+    tracker.disconnect()
+    writer.close()
 
 
 if __name__ == "__main__":
