@@ -162,7 +162,7 @@ def test_a_value_loaded_while_it_was_invalidated_is_not_kept_in_redis(machines):
 
 def _forked_reader(cache: Cache, ready, go, result) -> None:
     # The inherited cache listens again, on a thread of its own (the parent's did not come along).
-    _until(lambda: cache.remote._thread.is_alive() and _serving(cache))
+    _until(lambda: cache.remote.listener.alive() and _serving(cache))
     assert cache.get_or_set("k", lambda: "reloaded") == "old"  # the parent's L1 entry
     ready.set()
     go.wait(WAIT)
@@ -325,7 +325,7 @@ def test_a_subscriber_cut_off_silently_is_waited_for_until_its_lease_ends(tmp_pa
             while time.monotonic() >= c.remote.serving_until:
                 time.sleep(0.01)
             c.get_or_set("k", lambda: "old")
-            print(c.remote._pubsub.connection._sock.getsockname()[1], flush=True)
+            print(c.remote.listener._pubsub.connection._sock.getsockname()[1], flush=True)
             sys.stdin.readline()
             print(c.get_or_set("k", lambda: "new"), flush=True)
             c.close()
