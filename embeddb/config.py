@@ -16,6 +16,7 @@ from .errors import ConfigurationError
 
 ENV_URL = "EMBEDDB_DATABASE_URL"
 ENV_MONITOR = "EMBEDDB_MONITOR"
+ENV_REDIS_URL = "EMBEDDB_REDIS_URL"
 CONFIG_FILE = "embeddb.toml"
 # A file beside the app, so a first run needs no set-up and no server.
 DEFAULT_URL = "sqlite:///embeddb.db"
@@ -85,12 +86,29 @@ def resolve_url(url: str | None = None, cwd: str | os.PathLike[str] | None = Non
     return DEFAULT_URL
 
 
+def resolve_redis_url(cwd: str | os.PathLike[str] | None = None) -> str | None:
+    """The Redis URL of the shared cache tier: $EMBEDDB_REDIS_URL > embeddb.toml ``[cache]
+    redis_url`` > None (no Redis tier: the cache stays on this machine).
+
+    :raises ConfigurationError: embeddb.toml is unreadable or its redis_url is not a string.
+    """
+    env = os.environ.get(ENV_REDIS_URL)
+    if env is not None:
+        return env.strip() or None  # set but empty: explicitly no Redis tier
+    config = load_config_file(Path(cwd or os.getcwd()) / CONFIG_FILE)
+    url = config.get("cache", {}).get("redis_url")
+    if url is not None and (not isinstance(url, str) or not url):
+        raise ConfigurationError(f"{CONFIG_FILE}: [cache] redis_url must be a non-empty string")
+    return url
+
+
 #: every key embeddb.toml may hold, by table
 _CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "database": ("url",),
     "migrate": ("keep_backups",),  # read by embeddb.migrate.safety
     "maintenance": ("retention",),  # read by embeddb.retention
     "monitor": ("enabled", "slow_ms", "nplusone_threshold", "max_statements", "publish"),
+    "cache": ("redis_url",),  # read by resolve_redis_url
 }
 
 

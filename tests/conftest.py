@@ -90,3 +90,40 @@ def db(db_url: str) -> Iterator[embeddb.Database]:
 @pytest.fixture
 def sqlite_file_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'test.db'}"
+
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The shared Redis server for tests ($EMBEDDB_TEST_REDIS_URL); skips (fails in CI) when
+    redis-py is missing or nobody answers. Tests keep to their own key prefix (``redis_prefix``)."""
+    url = os.environ.get("EMBEDDB_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+    try:
+        import redis
+
+        redis.Redis.from_url(url, socket_connect_timeout=3).ping()
+    except ImportError:
+        reason = "redis-py is not installed (pip install -e '.[test]')"
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the server is a skip reason
+        reason = f"Redis not reachable at {url} (set EMBEDDB_TEST_REDIS_URL): {exc}"
+    else:
+        return url
+    if _in_ci():
+        pytest.fail(f"CI=true but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own on the shared Redis; its keys are deleted afterwards."""
+    import redis
+
+    prefix = f"embeddb-test:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()

@@ -127,3 +127,18 @@ def test_a_misspelled_config_key_is_an_error_naming_it(tmp_path, monkeypatch, te
     result = CliRunner().invoke(cli, ["migrate", "up"])  # would create the default database
     assert result.exit_code == 1 and f"unknown key {key}" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["embeddb.toml"]
+
+
+def test_the_redis_url_is_env_then_embeddb_toml_then_none(tmp_path, monkeypatch):
+    monkeypatch.delenv(config.ENV_REDIS_URL, raising=False)
+    assert config.resolve_redis_url(cwd=tmp_path) is None
+    (tmp_path / "embeddb.toml").write_text('[cache]\nredis_url = "redis://file:6379/0"\n')
+    assert config.resolve_redis_url(cwd=tmp_path) == "redis://file:6379/0"
+    monkeypatch.setenv(config.ENV_REDIS_URL, "redis://env:6379/1")
+    assert config.resolve_redis_url(cwd=tmp_path) == "redis://env:6379/1"
+    monkeypatch.setenv(config.ENV_REDIS_URL, " ")
+    assert config.resolve_redis_url(cwd=tmp_path) is None  # set but empty: no Redis tier
+    monkeypatch.delenv(config.ENV_REDIS_URL)
+    (tmp_path / "embeddb.toml").write_text("[cache]\nredis_url = 6379\n")
+    with pytest.raises(ConfigurationError, match=r"\[cache\] redis_url must be a non-empty string"):
+        config.resolve_redis_url(cwd=tmp_path)

@@ -1,4 +1,5 @@
-"""The cache tier: L1 in process memory, L2 (diskcache) shared by the processes of a machine.
+"""The cache tier: L1 in process memory, L2 (diskcache) shared by the processes of a machine,
+and optionally Redis shared by many machines (:mod:`embeddb.cache.remote`).
 
 Entry points:
 
@@ -12,6 +13,8 @@ Entry points:
 Freshness: every entry carries the generation counters of its key and tags, read before its
 value was loaded; invalidations bump those counters in a file every process maps. So once a
 write's transaction has returned, no process serves the value from before it, from L1 or L2.
+With Redis, the counters live there too and every machine applies a bump before the write
+returns: the same promise across machines, while Redis is reachable.
 """
 
 from .families import DEFAULT_TTLS

@@ -16,6 +16,7 @@ databases no other process can see (``:memory:``).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import mmap
 import os
@@ -23,10 +24,12 @@ import secrets
 import threading
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 MAGIC = b"EMBDGEN1"
-HEADER = 64  # magic (8) + boot id (36) + padding
+HEADER = 64  # magic (8) + boot id (36) + padding (4) + the Redis mark (16)
+MARK = 48  # header offset of the Redis tier's (incarnation, writes): see follow_remote
 SLOTS = 1 << 16  # 512 KiB of counters: collisions among live names stay rare
 EPOCH = 0  # slot every entry includes: bumping it invalidates everything
 WRITES = 1  # bumped after every other bump: unchanged means "nothing was invalidated since"
@@ -59,6 +62,7 @@ class LocalGenerations:
         self._buffer = bytearray(SLOTS * 8)
         self.counters = memoryview(self._buffer).cast("Q")
         self.counters[EPOCH] = secrets.randbits(40)
+        self._mark = memoryview(bytearray(16)).cast("Q")
         self._lock = threading.Lock()
 
     def total(self, slots: Iterable[int]) -> int:
@@ -66,13 +70,38 @@ class LocalGenerations:
         counters = self.counters
         return sum([counters[s] for s in slots])
 
-    def bump(self, slots: Iterable[int]) -> None:
-        """Advance the counters of ``slots``: every entry that includes one becomes stale."""
-        with self._lock:
+    def bump(self, slots: Iterable[int], remote_writes: int = 0) -> None:
+        """Advance the counters of ``slots``: every entry that includes one becomes stale.
+
+        ``remote_writes``: this is the Redis tier's bump number ``remote_writes`` (see
+        :meth:`follow_remote`).
+        """
+        with self._exclusive():
             counters = self.counters
             for s in set(slots):
                 counters[s] += 1
             counters[WRITES] += 1  # last, so a reader that sees it unchanged saw no bump
+            mark = self._mark
+            if remote_writes and mark[1] + 1 >= remote_writes > mark[1]:
+                mark[1] = remote_writes  # no gap: still complete up to this bump
+
+    def follow_remote(self, incarnation: int, writes: int) -> bool:
+        """Called when subscribing to the Redis tier, whose counters have seen ``writes`` bumps
+        since it was set up as ``incarnation``: unless these counters are known to hold every
+        one of them (a process on this machine has been applying them without a gap), bump the
+        epoch, so no entry that might have missed one is served. True when it did.
+        """
+        with self._exclusive():
+            mark = self._mark
+            if mark[0] == incarnation and mark[1] == writes:
+                return False
+            self.counters[EPOCH] += 1
+            self.counters[WRITES] += 1
+            mark[0], mark[1] = incarnation, writes
+            return True
+
+    def _exclusive(self) -> Any:
+        return self._lock
 
     def check(self) -> bool:
         """True while the counters are usable (always, in memory)."""
@@ -120,6 +149,7 @@ class SharedGenerations(LocalGenerations):
         self._inode = os.fstat(fd).st_ino
         self._view = memoryview(self._map)
         self.counters = self._view[HEADER:].cast("Q")
+        self._mark = self._view[MARK:HEADER].cast("Q")
         self.next_check = time.monotonic() + RECHECK_SECONDS
         self.opened += 1
 
@@ -136,19 +166,20 @@ class SharedGenerations(LocalGenerations):
         os.pwrite(fd, MAGIC + boot, 0)
         return True
 
-    def bump(self, slots: Iterable[int]) -> None:
+    def bump(self, slots: Iterable[int], remote_writes: int = 0) -> None:
         """Advance the counters of ``slots`` under the file lock (no lost increments).
 
         :raises OSError: the counter file cannot be locked or was removed and cannot be recreated.
         """
         self.check(force=True)
+        super().bump(slots, remote_writes)
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
         with self._lock:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
-                counters = self.counters
-                for s in set(slots):
-                    counters[s] += 1
-                counters[WRITES] += 1  # last, so a reader that sees it unchanged saw no bump
+                yield
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 
@@ -169,7 +200,7 @@ class SharedGenerations(LocalGenerations):
         if current == self._inode:
             return True
         with self._lock:
-            old = self._fd, self._map, self._view, self.counters
+            old = self._fd, self._map, self._view, self.counters, self._mark
             try:
                 os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
                 self._open()
@@ -185,6 +216,7 @@ class SharedGenerations(LocalGenerations):
 
     def close(self) -> None:
         self.counters.release()
+        self._mark.release()
         self._view.release()
         self._map.close()
         os.close(self._fd)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import peewee
 
+from ..config import resolve_redis_url
 from ..errors import CacheValueError, ConfigurationError
 from ..protocols import Database
 from . import generations as gen
@@ -60,7 +61,12 @@ class Cache:
     :param namespace: keeps databases apart when they share one ``directory``.
     :param lock_timeout: longest wait behind another loader of the same key before loading anyway.
     :param l2_size_limit: bytes L2 may use before diskcache evicts the oldest entries.
-    :raises ConfigurationError: an unknown consistency mode or a negative size.
+    :param redis_url: Redis as the shared tier above L2 (see :mod:`embeddb.cache.remote`);
+        None reads ``$EMBEDDB_REDIS_URL`` / embeddb.toml ``[cache] redis_url``, "" means none.
+    :param redis_prefix: what every Redis key of this cache starts with; caches that share it
+        share entries and invalidations (default: ``embeddb:<cache directory name>:``).
+    :raises ConfigurationError: an unknown consistency mode or a negative size, or an
+        unreadable embeddb.toml (read for the Redis URL when ``redis_url`` is None).
     """
 
     def __init__(
@@ -77,6 +83,8 @@ class Cache:
         namespace: str = "",
         lock_timeout: float = 5.0,
         l2_size_limit: int = 1 << 30,
+        redis_url: str | None = None,
+        redis_prefix: str | None = None,
     ) -> None:
         if consistency not in CONSISTENCY:
             raise ConfigurationError(
@@ -109,6 +117,7 @@ class Cache:
         #: called when a miss has to wait for another thread's or process's loader (diagnostics)
         self.on_lock_wait: Callable[[], None] | None = None
         self._open_shared()
+        self.remote = self._open_remote(redis_url, redis_prefix)
 
     # -- construction -------------------------------------------------------------------------
 
@@ -169,6 +178,18 @@ class Cache:
             self.l2 = None
             self.l2_errors_at_open += 1
 
+    def _open_remote(self, url: str | None, prefix: str | None) -> Any:
+        """The Redis tier, when a URL is given or configured (redis-py is imported only then)."""
+        if url is None:
+            url = resolve_redis_url()
+        if not url:
+            return None
+        from .remote import open_remote
+
+        if prefix is None:
+            prefix = f"embeddb:{os.path.basename(self.directory or '')}:"
+        return open_remote(url, prefix, self, self.lock_timeout)
+
     # -- keys -----------------------------------------------------------------------------------
 
     def _key(self, key: Any, family: str | None) -> str:
@@ -201,6 +222,9 @@ class Cache:
         value = self.l1.lookup(full, counters, monotonic())
         if value is MISSING:
             value = self._from_l2(full, counters)
+            if value is MISSING and self.remote is not None:
+                found = self.remote.lookup(full, self._slots(full, ()))  # not kept locally
+                value = found if found is MISSING else found[0]
         return default if value is MISSING else value
 
     def get_or_set(
@@ -245,6 +269,10 @@ class Cache:
         if gens is None:
             return None
         if monotonic() >= gens.next_check and not gens.check():
+            return None
+        remote = self.remote
+        if remote is not None and monotonic() >= remote.serving_until:
+            remote.stats.errors += 1  # no lease on Redis: local entries may have missed a bump
             return None
         return gens.counters
 
@@ -327,8 +355,11 @@ class Cache:
         gens = self.generations
         assert gens is not None
         token = gens.total(slots)
-        self.loads.loads += 1
-        value = loader()
+        if self.remote is not None:
+            value, ttl = self.remote.fetch(full, slots, ttl, loader, self.loads, self._waited)
+        else:
+            self.loads.loads += 1
+            value = loader()
         if gens.total(slots) != token:
             self.loads.races += 1  # invalidated while loading: the value may predate the write
             return value
@@ -373,6 +404,8 @@ class Cache:
         assert self.generations is not None  # _counters() answered: the cache is open
         token = self.generations.total(slots)
         self._store(full, value, self._ttl(family, ttl), slots, token)
+        if self.remote is not None:
+            self.remote.store(full, value, self._ttl(family, ttl), slots)
 
     def _store(
         self, full: str, value: Any, ttl: float, slots: tuple[int, ...], token: int
@@ -453,16 +486,20 @@ class Cache:
         self._bump([gen.EPOCH])
 
     def _bump(self, slots: Iterable[int]) -> None:
+        slots = list(slots)
         gens = self.generations
-        if gens is None:
-            return
-        try:
-            gens.bump(slots)
-        except (OSError, ValueError):
-            # Other processes may not hear of this write; at least this one forgets everything.
-            self.l1.clear()
-            if self.l2 is not None:
-                self.l2.stats.errors += 1
+        if gens is not None:
+            try:
+                gens.bump(slots)
+            except (OSError, ValueError):
+                # Other processes may not hear of this write; at least this one forgets everything.
+                self.l1.clear()
+                if self.l2 is not None:
+                    self.l2.stats.errors += 1
+        if self.remote is not None:
+            # After the local bump, so this machine sees the write at once; returns once every
+            # machine has applied it (see embeddb.cache.remote).
+            self.remote.bump(slots)
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -539,6 +576,7 @@ class Cache:
             "shared": bool(self.generations and self.generations.shared),
             "l1": {**self.l1.stats.as_dict(), "entries": len(self.l1)},
             "l2": l2,
+            "redis": self.remote.stats.as_dict() if self.remote is not None else None,
             "loads": self.loads.as_dict(),
         }
 
@@ -547,6 +585,8 @@ class Cache:
         self.loads.reset()
         if self.l2 is not None:
             self.l2.stats.reset()
+        if self.remote is not None:
+            self.remote.stats.reset()
 
     def close(self) -> None:
         """Release the L2 and the counter file (the cache then serves every read from loaders)."""
@@ -556,6 +596,9 @@ class Cache:
         if self.l2 is not None:
             self.l2.close()
             self.l2 = None
+        if self.remote is not None:
+            self.remote.close()
+            self.remote = None
         gens, self.generations = self.generations, None
         self.l1.clear()
         if gens is not None:
