@@ -22,11 +22,12 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 import peewee
 
-from .cache.models import family_of, list_tag, model_tag, row_key
-from .cache.tiered import shared as shared_cache
-from .dialect import quote
-from .errors import ConfigurationError, ConflictError, InvalidQueryError, NotFoundError
-from .models import BaseModel, JSONField, MoneyField, SoftDeleteModel, VersionedModel, utcnow
+from ..cache.models import family_of, list_tag, model_tag, row_key
+from ..cache.tiered import shared as shared_cache
+from ..dialect import quote
+from ..errors import ConfigurationError, ConflictError, InvalidQueryError, NotFoundError
+from ..models import BaseModel, JSONField, MoneyField, SoftDeleteModel, VersionedModel, utcnow
+from .writes import WritePlan, plain_writes
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -131,6 +132,14 @@ _CONTAINERS = (dict, list)
 _PLANS: dict[tuple[type, str], tuple[Any, ...]] = {}
 
 
+_new = object.__new__
+
+
+def _pk_of(value: Any) -> Any:
+    """A foreign key's value: a model object stands for its primary key."""
+    return value._pk if isinstance(value, peewee.Model) else value
+
+
 class _Absent(Exception):
     """Raised inside a cache loader so a missing row is not cached."""
 
@@ -195,6 +204,8 @@ class Repository(Generic[M]):
         self._row_tags = (model_tag(model),)
         self._insert_columns = [f.column_name for f in self._fields]
         self._known = frozenset(self._names)
+        #: pre-built single-row writes, unless the model overrides how it writes
+        self._writes = WritePlan.of(model, self.db.param) if plain_writes(model) else None
 
     # -- SQL and row plumbing -------------------------------------------------------------
 
@@ -553,9 +564,93 @@ class Repository(Generic[M]):
     def create(self, **values: Any) -> M:
         """Insert one row and return it.
 
+        Fields left out take their defaults; ``id`` and the timestamps given as None are
+        filled in too.
+
         :raises InvalidQueryError: a value names no field of the model.
         :raises IntegrityError: a constraint rejected it.
         """
+        plan = self._writes
+        if plan is None:
+            return self._peewee_create(values)
+        sql, build = plan.insert(tuple(values))
+        data, rel, params = build(values, utcnow())
+        self.db.execute_write(sql, params)
+        obj = _new(self.model)
+        obj.__data__ = data
+        obj._dirty = set()
+        obj.__rel__ = rel
+        obj._persisted = True
+        self._invalidate((data[self._pk.name],))
+        return obj
+
+    def update(self, obj_or_pk: M | Any, **values: Any) -> M:
+        """Write ``values`` to one row and return it; only those fields (plus fields set on
+        ``obj`` since it was read) are written, with ``updated_at`` (and ``version``).
+
+        Given an object, a versioned row must still have the version it was read at; given a
+        key, the row is changed as it is now, in one statement, and read back.
+
+        :raises NotFoundError: no such row (given a key: or it is soft-deleted).
+        :raises ConflictError: a versioned row changed since ``obj`` was read.
+        :raises InvalidQueryError: a value names no field of the model, or the primary key.
+        """
+        plan = self._writes
+        if plan is None:
+            return self._peewee_update(obj_or_pk, values)
+        now = utcnow()
+        if not isinstance(obj_or_pk, self.model):
+            return self._update_by_pk(plan, obj_or_pk, values, now)
+        obj = obj_or_pk
+        names = tuple(values)
+        if obj._dirty:
+            names += tuple(sorted(obj._dirty.difference(values)))
+        sql, chosen = plan.update(names, by_pk=False)
+        for name, value in values.items():
+            setattr(obj, name, value)
+        data = obj.__data__
+        fields = plan.by_name
+        params = [None if data.get(n) is None else fields[n].db_value(data[n]) for n in chosen]
+        params += [fields["updated_at"].db_value(now), self._pk.db_value(obj._pk)]
+        if self._versioned:
+            params.append(obj.version)
+        changed = self.db.execute_write(sql, params)
+        if self._versioned:
+            if not changed:
+                raise ConflictError(
+                    f"{self.model.__name__} {obj._pk} was changed or deleted since it was read "
+                    f"(expected version {obj.version}): reload it and retry")
+            data["version"] = obj.version + 1
+        data["updated_at"] = now
+        obj._dirty.clear()
+        self._invalidate((obj._pk,))
+        return obj
+
+    def _update_by_pk(self, plan: WritePlan, pk: Any, values: dict[str, Any], now: Any) -> M:
+        sql, chosen = plan.update(tuple(values), by_pk=True)
+        key = self._key_or_none(pk)
+        if key is None:
+            raise NotFoundError(f"{self.model.__name__} {pk} not found")
+        fields = plan.by_name
+        params = [None if values[n] is None else fields[n].db_value(_pk_of(values[n]))
+                  for n in chosen]
+        params += [fields["updated_at"].db_value(now), self._pk.db_value(key)]
+        rows = self.db.execute_write(sql, params, fetch=True)
+        if not rows:
+            raise NotFoundError(f"{self.model.__name__} {pk} not found")
+        self._invalidate((key,))
+        return self._hydrate(rows[0])
+
+    def _key_or_none(self, pk: Any) -> Any:
+        """``pk`` as the primary key's Python value; None when it cannot be one (not found)."""
+        if self._uuid_pk and not isinstance(pk, uuid.UUID):
+            try:
+                return uuid.UUID(str(pk))
+            except ValueError:
+                return None
+        return pk
+
+    def _peewee_create(self, values: dict[str, Any]) -> M:
         for name in values:
             self.field(name)
         with self.bound(), self.db.atomic():
@@ -563,12 +658,7 @@ class Repository(Generic[M]):
             self._invalidate([obj._pk])
         return obj
 
-    def update(self, obj_or_pk: M | Any, **values: Any) -> M:
-        """Set fields on one row and save it (version-checked for versioned models).
-
-        :raises NotFoundError: no such row.
-        :raises ConflictError: a versioned row changed since ``obj`` was read.
-        """
+    def _peewee_update(self, obj_or_pk: M | Any, values: dict[str, Any]) -> M:
         obj = obj_or_pk if isinstance(obj_or_pk, self.model) else self.get(obj_or_pk)
         for name, value in values.items():
             self.field(name)
@@ -597,7 +687,44 @@ class Repository(Generic[M]):
 
     def delete(self, obj_or_pk: M | Any, *, permanent: bool = False) -> bool:
         """Delete one row: soft delete for soft-delete models unless ``permanent`` (which also
-        removes a row already soft-deleted). Returns False when there was no such row."""
+        removes a row already soft-deleted). Returns False when there was no such row.
+
+        :raises ConflictError: soft-deleting a versioned ``obj`` whose row changed since it
+            was read.
+        """
+        plan = self._writes
+        if plan is None:
+            return self._peewee_delete(obj_or_pk, permanent)
+        obj = obj_or_pk if isinstance(obj_or_pk, self.model) else None
+        pk = obj._pk if obj is not None else self._key_or_none(obj_or_pk)
+        if pk is None:
+            return False
+        key = self._pk.db_value(pk)
+        if not self._soft or permanent:
+            sql, params = plan.delete_sql, (key,)
+        else:
+            now = utcnow()
+            stamp = plan.by_name["updated_at"].db_value(now)
+            if obj is None:
+                sql, params = plan.soft_delete_sql, (stamp, stamp, key)
+            else:
+                sql, params = plan.soft_delete_obj_sql, (stamp, stamp, key)
+                if self._versioned:
+                    params += (obj.version,)
+        changed = self.db.execute_write(sql, params)
+        if obj is not None and self._soft and not permanent:
+            if self._versioned and not changed:
+                raise ConflictError(
+                    f"{self.model.__name__} {pk} was changed or deleted since it was read "
+                    f"(expected version {obj.version}): reload it and retry")
+            obj.__data__.update(deleted_at=now, updated_at=now)
+            if self._versioned:
+                obj.__data__["version"] = obj.version + 1
+        if changed:
+            self._invalidate((pk,))
+        return bool(changed)
+
+    def _peewee_delete(self, obj_or_pk: M | Any, permanent: bool) -> bool:
         obj = obj_or_pk
         if not isinstance(obj, self.model):
             if permanent and self._soft:
@@ -622,6 +749,19 @@ class Repository(Generic[M]):
         """
         if not self._soft:
             raise InvalidQueryError(f"{self.model.__name__} has no soft delete to restore from")
+        plan = self._writes
+        if plan is None:
+            return self._peewee_restore(pk)
+        key = self._key_or_none(pk)
+        stamp = plan.by_name["updated_at"].db_value(utcnow())
+        rows = [] if key is None else self.db.execute_write(
+            plan.restore_sql, (stamp, self._pk.db_value(key)), fetch=True)
+        if not rows:
+            raise NotFoundError(f"no deleted {self.model.__name__} {pk}")
+        self._invalidate((key,))
+        return self._hydrate(rows[0])
+
+    def _peewee_restore(self, pk: Any) -> M:
         found = self._run(self.model.deleted(*self._fields).where(self._pk == pk).limit(1))
         if not found:
             raise NotFoundError(f"no deleted {self.model.__name__} {pk}")
