@@ -235,3 +235,41 @@ def test_money_and_json_round_trip(repos):
     parts.update(part, price=Decimal("0.99"), attributes={"b": None})
     stored = parts.get(part.id)
     assert (stored.price, stored.attributes) == (Decimal("0.99"), {"b": None})
+
+
+def test_update_where_matches_what_find_matches(repos, db):
+    parts, _ = repos
+    made = [parts.create(sku=f"s{i}", name=f"n{i}", qty=i) for i in range(6)]
+    parts.delete(made[5].id)  # hidden: never updated
+    cases = [({"qty__lt": 2}, 2), ({"qty__in": [1, 3, 5]}, 2), ({"qty__in": []}, 0),
+             ({"qty__not_in": []}, 5), ({"owner": None}, 5), ({"owner__is_null": False}, 0),
+             ({"qty__gte": 4, "name__ne": "n0"}, 1), ({"sku__startswith": "s"}, 5)]
+    for lookup, expected in cases:
+        assert len(parts.find(lookup)) == expected, lookup
+        assert parts.update_where({"name": "x"}, lookup) == expected, lookup
+    assert parts.get(made[2].id).version > 1 and parts.find(with_deleted=True, qty=5)[0].version == 2
+    assert parts.update_where({"qty": Part.qty + 10}, sku="s0") == 1  # an expression
+    assert parts.get(made[0].id).qty == 10
+    with pytest.raises(InvalidQueryError, match="unknown operator"):
+        parts.update_where({"name": "x"}, qty__near=1)
+    with pytest.raises(InvalidQueryError, match="bad value"):
+        parts.update_where({"name": "x"}, qty="many")
+    with pytest.raises(InvalidQueryError, match="unknown field"):
+        parts.update_where({"nope": 1}, qty=1)
+
+
+def test_update_where_is_one_statement(repos, db):
+    parts, _ = repos
+    parts.create(sku="a", name="A")
+    changed, statements = _statements(db, lambda: parts.update_where({"qty": 3}, sku="a"))
+    assert changed == 1 and len(statements) == 1
+
+
+def test_upsert_returns_the_row_in_one_statement(repos, db):
+    parts, _ = repos
+    first, statements = _statements(db, lambda: parts.upsert({"sku": "u", "name": "U"}, ["sku"]))
+    assert len(statements) == 1 and first.version == 1
+    second = parts.upsert({"sku": "u", "name": "V", "qty": 2}, ["sku"])
+    assert (second.id, second.name, second.qty, second.version) == (first.id, "V", 2, 2)
+    same = parts.upsert({"sku": "u", "name": "V", "qty": 2}, ["sku"])  # unchanged: left alone
+    assert same.__data__ == second.__data__

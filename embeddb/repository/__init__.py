@@ -671,10 +671,50 @@ class Repository(Generic[M]):
     def update_where(
         self, values: Mapping[str, Any], filters: Mapping[str, Any] | None = None, **lookups: Any
     ) -> int:
-        """UPDATE every row matching the lookups; returns the number of rows changed."""
+        """UPDATE every row matching the lookups; returns the number of rows changed.
+
+        ``updated_at`` is stamped (and ``version`` bumped) unless ``values`` set them.
+        """
+        terms = {**(filters or {}), **lookups}
+        plan = self._writes
+        statement = None if plan is None else self._update_where_sql(plan, values, terms)
+        if statement is None:
+            return self._peewee_update_where(values, terms)
+        changed = self.db.execute_write(*statement)
+        self._invalidate(every_row=True)
+        return changed
+
+    def _update_where_sql(self, plan: WritePlan, values: Mapping[str, Any],
+                          terms: dict[str, Any]) -> tuple[str, list[Any]] | None:
+        """The statement and parameters of :meth:`update_where`, or None for the peewee path
+        (expressions as values, text-matching operators)."""
+        if any(isinstance(v, peewee.Node) for v in values.values()):
+            return None
+        assignments, chosen = plan.assignments(tuple(values))
+        fields = plan.by_name
+        params = [None if values[n] is None else fields[n].db_value(_pk_of(values[n]))
+                  for n in chosen]
+        if "updated_at" not in values:
+            params.append(fields["updated_at"].db_value(utcnow()))
+        conditions = [f'{quote("deleted_at")} IS NULL'] if self._soft else []
+        for key, value in terms.items():
+            name, _, op = str(key).partition("__")
+            op = op or "eq"
+            if op not in _OPERATORS:
+                raise InvalidQueryError(
+                    f"unknown operator {op!r} in {key!r}; known: {', '.join(_OPERATORS)}")
+            field = self.field(name)
+            if op in ("contains", "startswith"):
+                return None
+            value = _adapt(field, op, key, value)
+            conditions.append(_condition(field, op, value, self.db.param, params))
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        return f"UPDATE {plan.table} SET {assignments}{where}", params
+
+    def _peewee_update_where(self, values: Mapping[str, Any], terms: dict[str, Any]) -> int:
         data = {self.field(name): value for name, value in values.items()}
         query = self.model.update(data)
-        expression = self.where(filters, **lookups)
+        expression = self.where(terms)
         if self._soft:
             hidden = self.model.deleted_at.is_null()
             expression = hidden if expression is None else expression & hidden
@@ -925,8 +965,21 @@ class Repository(Generic[M]):
         return total
 
     def upsert(self, values: Mapping[str, Any], conflict_target: Sequence[str]) -> M:
-        """Insert a row or, if ``conflict_target`` (a unique key) exists, update it; return it."""
-        self.upsert_many([values], conflict_target)
+        """Insert a row or, if ``conflict_target`` (a unique key) exists, update it; return it.
+
+        One statement that returns the row it wrote; an existing row left alone (its values
+        were unchanged) is read afterwards.
+        """
+        plan = self._writes
+        if plan is None:
+            self.upsert_many([values], conflict_target)
+        else:
+            batch = next(self.upsert_batches([values], conflict_target))
+            rows = self.db.execute_write(f"{plan.insert_all_sql} {batch.clause} RETURNING "
+                                         f"{plan.columns}", batch.rows[0], fetch=True)
+            self._invalidate(every_row=True)
+            if rows:
+                return self._hydrate(rows[0])
         lookup = {name: values[name] for name in conflict_target}
         found = self.find(lookup, limit=1, with_deleted=True)
         return found[0]
@@ -996,6 +1049,26 @@ class Repository(Generic[M]):
     def transaction(self) -> Any:
         """``with repo.transaction():`` — a transaction (or savepoint when nested)."""
         return self.db.atomic()
+
+
+#: SQL of the comparison operators update_where builds itself
+_COMPARISONS = {"eq": "=", "ne": "!=", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
+
+
+def _condition(field: peewee.Field, op: str, value: Any, mark: str, params: list[Any]) -> str:
+    """One WHERE term over ``field`` as peewee would write it; its parameters go to ``params``."""
+    column = quote(field.column_name)
+    if op == "is_null" or (value is None and op in ("eq", "ne")):
+        null = bool(value) if op == "is_null" else op == "eq"
+        return f"{column} IS NULL" if null else f"{column} IS NOT NULL"
+    if op in ("in", "not_in"):
+        if not value:
+            return "(0 = 1)" if op == "in" else "(1 = 1)"
+        params.extend(field.db_value(v) for v in value)
+        marks = ", ".join([mark] * len(value))
+        return f"{column} {'IN' if op == 'in' else 'NOT IN'} ({marks})"
+    params.append(None if value is None else field.db_value(value))
+    return f"{column} {_COMPARISONS[op]} {mark}"
 
 
 def _adapt(field: peewee.Field, op: str, key: str, value: Any) -> Any:

@@ -72,6 +72,10 @@ class WritePlan:
         self._bump = f', {quote("version")} = {quote("version")} + 1' if self.versioned else ""
         self._inserts: dict[tuple[str, ...], tuple[str, Callable[..., Any]]] = {}
         self._updates: dict[tuple[tuple[str, ...], bool], tuple[str, tuple[str, ...]]] = {}
+        self._assignments: dict[tuple[str, ...], tuple[str, tuple[str, ...]]] = {}
+        marks = ", ".join([param] * len(self.fields))
+        #: INSERT of every column, as bulk writes and upserts send them
+        self.insert_all_sql = f"INSERT INTO {self.table} ({self.columns}) VALUES ({marks})"
         p = param
         self.delete_sql = f"DELETE FROM {self.table} WHERE {self._pk_is}"
         if self.soft:
@@ -180,6 +184,27 @@ class WritePlan:
             plan = (sql, chosen)
             if len(self._updates) < _MAX_SHAPES:
                 self._updates[key] = plan
+        return plan
+
+    def assignments(self, names: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+        """``(SET list, fields given a parameter)`` of an UPDATE of many rows setting ``names``:
+        their parameters in model order, then ``updated_at``'s unless ``names`` has it; the
+        version is bumped unless ``names`` sets it (as ``Model.update`` does).
+
+        :raises InvalidQueryError: a name is not a field of the model.
+        """
+        plan = self._assignments.get(names)
+        if plan is None:
+            self._check(names)
+            chosen = tuple(f.name for f in self.fields if f.name in names)
+            p = self.param
+            sets = [f"{quote(self.by_name[n].column_name)} = {p}" for n in chosen]
+            if "updated_at" not in names:
+                sets.append(f'{quote("updated_at")} = {p}')
+            bump = self._bump if "version" not in names else ""
+            plan = (", ".join(sets) + bump, chosen)
+            if len(self._assignments) < _MAX_SHAPES:
+                self._assignments[names] = plan
         return plan
 
     def _check(self, names: Iterable[str]) -> None:
