@@ -23,7 +23,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import peewee
 
 from ..cache.models import family_of, list_tag, model_tag, row_key
-from ..cache.tiered import shared as shared_cache
+from ..cache.tiered import for_writer
 from ..dialect import quote
 from ..errors import ConfigurationError, ConflictError, InvalidQueryError, NotFoundError
 from ..models import BaseModel, JSONField, MoneyField, SoftDeleteModel, VersionedModel, utcnow
@@ -376,17 +376,27 @@ class Repository(Generic[M]):
     def _invalidate(self, pks: Iterable[Any] = (), *, every_row: bool = False) -> None:
         """After commit: drop cached rows ``pks`` (or every row) and every cached query.
 
-        Without a cache of its own the repository still tells the database's shared cache, if
-        any process on this machine uses one (see :func:`embeddb.cache.tiered.shared`).
+        Without a cache of its own the repository still tells the cache another process on
+        this machine keeps for the database, if any (see :func:`embeddb.cache.tiered.for_writer`:
+        no filesystem work per write).
         """
-        cache = self.cache if self.cache is not None else shared_cache(self.db)
-        if cache is None:
+        if self.cache is None:
+            if self.db.in_transaction():
+                self.db.after_commit(lambda: self._tell(for_writer(self.db), pks, every_row))
+            else:
+                self._tell(for_writer(self.db), pks, every_row)
             return
         tags = [list_tag(self.model)] + ([model_tag(self.model)] if every_row else [])
-        cache.invalidate_after_commit(
+        self.cache.invalidate_after_commit(
             self.db, [row_key(self.model, pk) for pk in pks], tags=tags,
             family=family_of(self.model),
         )
+
+    def _tell(self, cache: Any, pks: Iterable[Any], every_row: bool) -> None:
+        if cache is not None:
+            tags = [list_tag(self.model)] + ([model_tag(self.model)] if every_row else [])
+            cache.invalidate([row_key(self.model, pk) for pk in pks], tags=tags,
+                             family=family_of(self.model))
 
     def get_many(self, pks: Iterable[Any]) -> list[M]:
         """Rows for the given primary keys (missing ones are left out), in one query."""
