@@ -27,7 +27,7 @@ from ..cache.tiered import for_writer
 from ..dialect import quote
 from ..errors import ConfigurationError, ConflictError, InvalidQueryError, NotFoundError
 from ..models import BaseModel, JSONField, MoneyField, SoftDeleteModel, VersionedModel, utcnow
-from .writes import WritePlan, plain_writes
+from .writes import WritePlan, plain_writes, ready_test
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -57,24 +57,6 @@ _MISSING = object()
 # Fields whose database value needs no conversion on the way out.
 _PLAIN_FIELDS = frozenset({peewee.TextField, peewee.CharField, peewee.IntegerField,
                            peewee.BigIntegerField, peewee.SmallIntegerField, peewee.AutoField})
-
-
-def _ready_test(field: peewee.Field) -> str | None:
-    """A Python expression (over ``{v}``) true when a value already is what ``field.db_value``
-    would return unchanged, so bulk writes skip the call; None: always convert.
-
-    Exact classes only, mirroring peewee's own fast paths: a subclass may convert differently.
-    """
-    kind = type(field)
-    if kind is peewee.ForeignKeyField:
-        kind = type(field.rel_field)
-    if kind in (peewee.TextField, peewee.CharField):
-        return "type({v}) is str"
-    if kind in (peewee.IntegerField, peewee.BigIntegerField, peewee.SmallIntegerField):
-        return "type({v}) is int"
-    if kind.db_value is peewee.UUIDField.db_value:  # a 32-digit hex string passes as is
-        return "(type({v}) is str and len({v}) == 32)"
-    return None
 
 
 class UpsertBatch(NamedTuple):
@@ -204,6 +186,7 @@ class Repository(Generic[M]):
         self._row_tags = (model_tag(model),)
         self._insert_columns = [f.column_name for f in self._fields]
         self._known = frozenset(self._names)
+        self._stamp = meta.fields["updated_at"].db_value
         #: pre-built single-row writes, unless the model overrides how it writes
         self._writes = WritePlan.of(model, self.db.param) if plain_writes(model) else None
 
@@ -612,16 +595,13 @@ class Repository(Generic[M]):
         if not isinstance(obj_or_pk, self.model):
             return self._update_by_pk(plan, obj_or_pk, values, now)
         obj = obj_or_pk
-        names = tuple(values)
-        if obj._dirty:
-            names += tuple(sorted(obj._dirty.difference(values)))
-        sql, chosen = plan.update(names, by_pk=False)
-        for name, value in values.items():
-            setattr(obj, name, value)
+        dirty = obj._dirty
+        extra = tuple(sorted(dirty.difference(values))) if dirty else ()
+        sql, fill = plan.update(tuple(values), extra, by_pk=False)
         data = obj.__data__
-        fields = plan.by_name
-        params = [None if data.get(n) is None else fields[n].db_value(data[n]) for n in chosen]
-        params += [fields["updated_at"].db_value(now), self._pk.db_value(obj._pk)]
+        key = data[self._pk.name]
+        params = fill(obj, values, self._stamp(now), key.hex if type(key) is uuid.UUID
+                      else self._pk.db_value(key))
         if self._versioned:
             params.append(obj.version)
         changed = self.db.execute_write(sql, params)
@@ -637,14 +617,11 @@ class Repository(Generic[M]):
         return obj
 
     def _update_by_pk(self, plan: WritePlan, pk: Any, values: dict[str, Any], now: Any) -> M:
-        sql, chosen = plan.update(tuple(values), by_pk=True)
+        sql, fill = plan.update(tuple(values), (), by_pk=True)
         key = self._key_or_none(pk)
         if key is None:
             raise NotFoundError(f"{self.model.__name__} {pk} not found")
-        fields = plan.by_name
-        params = [None if values[n] is None else fields[n].db_value(_pk_of(values[n]))
-                  for n in chosen]
-        params += [fields["updated_at"].db_value(now), self._pk.db_value(key)]
+        params = fill(values, self._stamp(now), self._pk.db_value(key))
         rows = self.db.execute_write(sql, params, fetch=True)
         if not rows:
             raise NotFoundError(f"{self.model.__name__} {pk} not found")
@@ -705,7 +682,7 @@ class Repository(Generic[M]):
         params = [None if values[n] is None else fields[n].db_value(_pk_of(values[n]))
                   for n in chosen]
         if "updated_at" not in values:
-            params.append(fields["updated_at"].db_value(utcnow()))
+            params.append(self._stamp(utcnow()))
         conditions = [f'{quote("deleted_at")} IS NULL'] if self._soft else []
         for key, value in terms.items():
             name, _, op = str(key).partition("__")
@@ -754,7 +731,7 @@ class Repository(Generic[M]):
             sql, params = plan.delete_sql, (key,)
         else:
             now = utcnow()
-            stamp = plan.by_name["updated_at"].db_value(now)
+            stamp = self._stamp(now)
             if obj is None:
                 sql, params = plan.soft_delete_sql, (stamp, stamp, key)
             else:
@@ -803,7 +780,7 @@ class Repository(Generic[M]):
         if plan is None:
             return self._peewee_restore(pk)
         key = self._key_or_none(pk)
-        stamp = plan.by_name["updated_at"].db_value(utcnow())
+        stamp = self._stamp(utcnow())
         rows = [] if key is None else self.db.execute_write(
             plan.restore_sql, (stamp, self._pk.db_value(key)), fetch=True)
         if not rows:
@@ -918,7 +895,7 @@ class Repository(Generic[M]):
                 missing = f"w{i}(m{i}())"
             absent = f"v{i} is MISSING" + (f" or v{i} is None" if name in _GENERATED else "")
             convert = f"v{i} is not None"
-            ready = _ready_test(field)
+            ready = ready_test(field)
             if ready:
                 convert += f" and not {ready.format(v=f'v{i}')}"
             lines += [

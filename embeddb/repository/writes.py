@@ -43,6 +43,24 @@ def plain_writes(model: type[peewee.Model]) -> bool:
     return True
 
 
+def ready_test(field: peewee.Field) -> str | None:
+    """A Python expression (over ``{v}``) true when a value already is what ``field.db_value``
+    would return unchanged, so writes skip the call; None: always convert.
+
+    Exact classes only, mirroring peewee's own fast paths: a subclass may convert differently.
+    """
+    kind = type(field)
+    if kind is peewee.ForeignKeyField:
+        kind = type(field.rel_field)
+    if kind in (peewee.TextField, peewee.CharField):
+        return "type({v}) is str"
+    if kind in (peewee.IntegerField, peewee.BigIntegerField, peewee.SmallIntegerField):
+        return "type({v}) is int"
+    if kind.db_value is peewee.UUIDField.db_value:  # a 32-digit hex string passes as is
+        return "(type({v}) is str and len({v}) == 32)"
+    return None
+
+
 _PLANS: dict[tuple[type, str], WritePlan] = {}
 
 
@@ -71,7 +89,7 @@ class WritePlan:
         self._pk_is = f"{quote(self.pk.column_name)} = {param}"
         self._bump = f', {quote("version")} = {quote("version")} + 1' if self.versioned else ""
         self._inserts: dict[tuple[str, ...], tuple[str, Callable[..., Any]]] = {}
-        self._updates: dict[tuple[tuple[str, ...], bool], tuple[str, tuple[str, ...]]] = {}
+        self._updates: dict[tuple[Any, ...], tuple[str, Callable[..., list[Any]]]] = {}
         self._assignments: dict[tuple[str, ...], tuple[str, tuple[str, ...]]] = {}
         marks = ", ".join([param] * len(self.fields))
         #: INSERT of every column, as bulk writes and upserts send them
@@ -150,27 +168,29 @@ class WritePlan:
 
     # -- update ---------------------------------------------------------------------------
 
-    def update(self, names: tuple[str, ...], by_pk: bool) -> tuple[str, tuple[str, ...]]:
-        """``(UPDATE statement, fields it sets)`` for an update naming ``names``: those fields
-        (``updated_at`` and ``version`` are stamped by the statement itself) of one row.
+    def update(self, given: tuple[str, ...], extra: tuple[str, ...],
+               by_pk: bool) -> tuple[str, Callable[..., list[Any]]]:
+        """``(UPDATE statement, fill)`` for an update of one row setting the fields ``given``
+        (a call's values) and ``extra`` (fields already set on the object); ``updated_at``
+        and ``version`` are stamped by the statement itself.
 
         ``by_pk``: the caller has only the key: skip soft-deleted rows and return the row
-        (RETURNING). Otherwise the caller holds the object: a versioned row must still have
-        the version the object was read at. Parameters: the values of the fields, then
-        ``updated_at``, the key and (object, versioned) the expected version.
+        (RETURNING); ``fill(values, stamp, key)``. Otherwise the caller holds the object, and a
+        versioned row must still have the version it was read at; ``fill(obj, values, stamp,
+        key)`` also sets the values on the object. ``fill`` returns the parameters but the
+        expected version, which comes last.
 
         :raises InvalidQueryError: a name is not a field of the model, or is its primary key.
         """
-        key = (names, by_pk)
+        key = (given, extra, by_pk)
         plan = self._updates.get(key)
         if plan is None:
-            self._check(names)
-            if self.pk.name in names:
+            self._check(given)
+            if self.pk.name in given:
                 raise InvalidQueryError(
                     f"{self.model.__name__}.{self.pk.name} is the primary key: it cannot be "
                     "updated (create a new row instead)")
-            wanted = set(names) - _STAMPED
-            chosen = tuple(f.name for f in self.fields if f.name in wanted)
+            chosen = [n for n in (*given, *extra) if n not in _STAMPED]
             p = self.param
             sets = [f"{quote(self.by_name[n].column_name)} = {p}" for n in chosen]
             sets.append(f'{quote("updated_at")} = {p}')
@@ -181,10 +201,39 @@ class WritePlan:
                 sql += f" RETURNING {self.columns}"
             elif self.versioned:
                 sql += f' AND {quote("version")} = {p}'
-            plan = (sql, chosen)
+            plan = (sql, self._compile_fill(given, chosen, by_pk))
             if len(self._updates) < _MAX_SHAPES:
                 self._updates[key] = plan
         return plan
+
+    def _compile_fill(self, given: tuple[str, ...], chosen: list[str],
+                      by_pk: bool) -> Callable[..., list[Any]]:
+        """Straight-line code: the call's values onto the object (foreign keys through their
+        accessor, which takes a model object too), then each chosen field's database value."""
+        namespace: dict[str, Any] = {"Model": peewee.Model}
+        lines = ["def fill(values, stamp, key):" if by_pk else
+                 "def fill(obj, values, stamp, key):"]
+        if not by_pk:
+            lines.append("    data = obj.__data__")
+            for name in given:
+                if isinstance(self.by_name[name], peewee.ForeignKeyField):
+                    lines.append(f"    setattr(obj, {name!r}, values[{name!r}])")
+                else:
+                    lines.append(f"    data[{name!r}] = values[{name!r}]")
+        params = []
+        for i, name in enumerate(chosen):
+            field = self.by_name[name]
+            namespace[f"w{i}"] = field.db_value
+            source = f"values[{name!r}]" if by_pk else f"data.get({name!r})"
+            lines.append(f"    v{i} = {source}")
+            if by_pk and isinstance(field, peewee.ForeignKeyField):
+                lines.append(f"    if isinstance(v{i}, Model):\n        v{i} = v{i}._pk")
+            ready = ready_test(field)
+            convert = f"v{i} if {ready.format(v=f'v{i}')} else " if ready else ""
+            params.append(f"None if v{i} is None else {convert}w{i}(v{i})")
+        lines.append(f"    return [{', '.join([*params, 'stamp', 'key'])}]")
+        exec(compile("\n".join(lines), f"<update {self.model.__name__}>", "exec"), namespace)
+        return namespace["fill"]
 
     def assignments(self, names: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
         """``(SET list, fields given a parameter)`` of an UPDATE of many rows setting ``names``:
