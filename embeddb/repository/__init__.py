@@ -187,6 +187,7 @@ class Repository(Generic[M]):
         self._insert_columns = [f.column_name for f in self._fields]
         self._known = frozenset(self._names)
         self._stamp = meta.fields["updated_at"].db_value
+        self._where_shapes: dict[tuple[str, ...], list[tuple[str, peewee.Field, str]]] = {}
         #: pre-built single-row writes, unless the model overrides how it writes
         self._writes = WritePlan.of(model, self.db.param) if plain_writes(model) else None
 
@@ -675,16 +676,33 @@ class Repository(Generic[M]):
                           terms: dict[str, Any]) -> tuple[str, list[Any]] | None:
         """The statement and parameters of :meth:`update_where`, or None for the peewee path
         (expressions as values, text-matching operators)."""
-        if any(isinstance(v, peewee.Node) for v in values.values()):
+        for value in values.values():
+            if isinstance(value, peewee.Node):
+                return None
+        shape = self._where_shapes.get(tuple(terms))
+        if shape is None:
+            shape = self._where_shape(terms)
+        if shape is None:
             return None
-        assignments, chosen = plan.assignments(tuple(values))
-        fields = plan.by_name
-        params = [None if values[n] is None else fields[n].db_value(_pk_of(values[n]))
-                  for n in chosen]
+        assignments, fill = plan.assignments(tuple(values))
+        params = fill(values)
         if "updated_at" not in values:
             params.append(self._stamp(utcnow()))
         conditions = [f'{quote("deleted_at")} IS NULL'] if self._soft else []
-        for key, value in terms.items():
+        mark = self.db.param
+        for key, field, op in shape:
+            value = _adapt(field, op, key, terms[key])
+            conditions.append(_condition(field, op, value, mark, params))
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        return f"UPDATE {plan.table} SET {assignments}{where}", params
+
+    def _where_shape(self, terms: dict[str, Any]) -> list[tuple[str, peewee.Field, str]] | None:
+        """``(key, field, operator)`` per lookup key, checked; None: a text-matching operator.
+
+        :raises InvalidQueryError: unknown field or operator.
+        """
+        shape = []
+        for key in terms:
             name, _, op = str(key).partition("__")
             op = op or "eq"
             if op not in _OPERATORS:
@@ -693,10 +711,10 @@ class Repository(Generic[M]):
             field = self.field(name)
             if op in ("contains", "startswith"):
                 return None
-            value = _adapt(field, op, key, value)
-            conditions.append(_condition(field, op, value, self.db.param, params))
-        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        return f"UPDATE {plan.table} SET {assignments}{where}", params
+            shape.append((key, field, op))
+        if len(self._where_shapes) < 256:
+            self._where_shapes[tuple(terms)] = shape
+        return shape
 
     def _peewee_update_where(self, values: Mapping[str, Any], terms: dict[str, Any]) -> int:
         data = {self.field(name): value for name, value in values.items()}

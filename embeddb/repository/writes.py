@@ -90,7 +90,7 @@ class WritePlan:
         self._bump = f', {quote("version")} = {quote("version")} + 1' if self.versioned else ""
         self._inserts: dict[tuple[str, ...], tuple[str, Callable[..., Any]]] = {}
         self._updates: dict[tuple[Any, ...], tuple[str, Callable[..., list[Any]]]] = {}
-        self._assignments: dict[tuple[str, ...], tuple[str, tuple[str, ...]]] = {}
+        self._assignments: dict[tuple[str, ...], tuple[str, Callable[..., list[Any]]]] = {}
         marks = ", ".join([param] * len(self.fields))
         #: INSERT of every column, as bulk writes and upserts send them
         self.insert_all_sql = f"INSERT INTO {self.table} ({self.columns}) VALUES ({marks})"
@@ -207,12 +207,16 @@ class WritePlan:
         return plan
 
     def _compile_fill(self, given: tuple[str, ...], chosen: list[str],
-                      by_pk: bool) -> Callable[..., list[Any]]:
+                      by_pk: bool, stamps: bool = True) -> Callable[..., list[Any]]:
         """Straight-line code: the call's values onto the object (foreign keys through their
         accessor, which takes a model object too), then each chosen field's database value."""
         namespace: dict[str, Any] = {"Model": peewee.Model}
-        lines = ["def fill(values, stamp, key):" if by_pk else
-                 "def fill(obj, values, stamp, key):"]
+        if not stamps:
+            lines = ["def fill(values):"]
+        elif by_pk:
+            lines = ["def fill(values, stamp, key):"]
+        else:
+            lines = ["def fill(obj, values, stamp, key):"]
         if not by_pk:
             lines.append("    data = obj.__data__")
             for name in given:
@@ -231,27 +235,28 @@ class WritePlan:
             ready = ready_test(field)
             convert = f"v{i} if {ready.format(v=f'v{i}')} else " if ready else ""
             params.append(f"None if v{i} is None else {convert}w{i}(v{i})")
-        lines.append(f"    return [{', '.join([*params, 'stamp', 'key'])}]")
+        tail = ["stamp", "key"] if stamps else []
+        lines.append(f"    return [{', '.join([*params, *tail])}]")
         exec(compile("\n".join(lines), f"<update {self.model.__name__}>", "exec"), namespace)
         return namespace["fill"]
 
-    def assignments(self, names: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
-        """``(SET list, fields given a parameter)`` of an UPDATE of many rows setting ``names``:
-        their parameters in model order, then ``updated_at``'s unless ``names`` has it; the
-        version is bumped unless ``names`` sets it (as ``Model.update`` does).
+    def assignments(self, names: tuple[str, ...]) -> tuple[str, Callable[..., list[Any]]]:
+        """``(SET list, fill)`` of an UPDATE of many rows setting ``names``; ``fill(values)``
+        gives their database values, to which the caller appends ``updated_at``'s unless
+        ``names`` has it. The version is bumped unless ``names`` sets it (as ``Model.update``).
 
         :raises InvalidQueryError: a name is not a field of the model.
         """
         plan = self._assignments.get(names)
         if plan is None:
             self._check(names)
-            chosen = tuple(f.name for f in self.fields if f.name in names)
             p = self.param
-            sets = [f"{quote(self.by_name[n].column_name)} = {p}" for n in chosen]
+            sets = [f"{quote(self.by_name[n].column_name)} = {p}" for n in names]
             if "updated_at" not in names:
                 sets.append(f'{quote("updated_at")} = {p}')
             bump = self._bump if "version" not in names else ""
-            plan = (", ".join(sets) + bump, chosen)
+            fill = self._compile_fill(names, list(names), by_pk=True, stamps=False)
+            plan = (", ".join(sets) + bump, fill)
             if len(self._assignments) < _MAX_SHAPES:
                 self._assignments[names] = plan
         return plan
