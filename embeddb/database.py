@@ -20,8 +20,6 @@ from typing import Any
 from urllib.parse import quote
 
 import peewee
-import psycopg2
-import psycopg2.extras
 from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 
 from . import audit, config, dialect
@@ -459,6 +457,8 @@ class PostgresEngine(Engine, PooledPostgresqlDatabase):
             ) from exc
 
     def _connect(self) -> Any:
+        import psycopg2  # here: a SQLite-only app need not have the driver
+
         try:
             return super()._connect()
         except psycopg2.Error as exc:
@@ -470,6 +470,8 @@ class PostgresEngine(Engine, PooledPostgresqlDatabase):
     def _initialize_connection(self, conn: Any) -> None:
         # jsonb comes back as text, as on SQLite, so JSONField decodes one way on both backends
         # (a top-level JSON string would otherwise be indistinguishable from its encoding).
+        import psycopg2.extras
+
         psycopg2.extras.register_default_jsonb(conn, loads=str)
         super()._initialize_connection(conn)
 
