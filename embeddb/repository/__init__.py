@@ -26,7 +26,15 @@ from ..cache.models import family_of, list_tag, model_tag, row_key
 from ..cache.tiered import for_writer
 from ..dialect import quote
 from ..errors import ConfigurationError, ConflictError, InvalidQueryError, NotFoundError
-from ..models import BaseModel, JSONField, MoneyField, SoftDeleteModel, VersionedModel, utcnow
+from ..models import (
+    BaseModel,
+    JSONField,
+    MoneyField,
+    SoftDeleteModel,
+    UTCDateTimeField,
+    VersionedModel,
+    utcnow,
+)
 from .writes import WritePlan, plain_writes, ready_test
 
 M = TypeVar("M", bound=BaseModel)
@@ -49,6 +57,8 @@ _OPERATORS = {
     "startswith": lambda f, v: f.startswith(v),
 }
 _AGGREGATES = {"count", "sum", "avg", "min", "max"}
+#: The range of SQLite INTEGER and PostgreSQL BIGINT: larger values are refused up front.
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 _GENERATED = {"id", "created_at", "updated_at"}  # filled in when given as None too
 #: Never overwritten by an upsert: identity, history and the concurrency/soft-delete state.
 _PROTECTED = frozenset({"id", "created_at", "updated_at", "version", "deleted_at"})
@@ -266,7 +276,7 @@ class Repository(Generic[M]):
         :raises InvalidQueryError: unknown field or operator.
         """
         expression = None
-        for key, value in {**(filters or {}), **lookups}.items():
+        for key, value in _terms(filters, lookups).items():
             name, _, op = str(key).partition("__")
             op = op or "eq"
             if op not in _OPERATORS:
@@ -283,7 +293,13 @@ class Repository(Generic[M]):
 
         :raises InvalidQueryError: unknown field.
         """
-        names = [order_by] if isinstance(order_by, str) else list(order_by or [])
+        if isinstance(order_by, str):
+            names = [order_by]
+        elif order_by is None or isinstance(order_by, (list, tuple)):
+            names = list(order_by or [])
+        else:
+            raise InvalidQueryError(
+                f"order_by must be a field name or a list of them, not {order_by!r}")
         terms = []
         for name in names:
             descending = isinstance(name, str) and name.startswith("-")
@@ -445,6 +461,12 @@ class Repository(Generic[M]):
                 f"unknown aggregate {function!r}; known: {', '.join(sorted(_AGGREGATES))}"
             )
         column = self.field(field)
+        kind = _aggregate_kind(column)
+        if function in ("sum", "avg") and kind != "number" or \
+                function in ("min", "max") and kind is None:
+            raise InvalidQueryError(
+                f"cannot take {function} of {self.model.__name__}.{column.name} "
+                f"({type(column).__name__}): {_AGGREGATE_HELP[function]}")
         # Raw database value (coerce off): converted below once, the same way on both backends.
         query = self.model.select(getattr(peewee.fn, function.upper())(column).coerce(False))
         expression = self.where(filters, **lookups)
@@ -471,6 +493,8 @@ class Repository(Generic[M]):
         """Offset pagination with the total count (cost grows with the page number)."""
         page = _positive("page", page)
         per_page = _positive("per_page", per_page)
+        if (page - 1) * per_page > _INT_MAX:
+            raise InvalidQueryError(f"page {page} of {per_page} rows is beyond any table")
         items = self.find(
             filters, order_by=order_by, limit=per_page, offset=(page - 1) * per_page, **lookups
         )
@@ -494,6 +518,10 @@ class Repository(Generic[M]):
             another ordering.
         """
         limit = _positive("limit", limit)
+        if not isinstance(order_by, str):
+            raise InvalidQueryError(f"order_by must be one field name, not {order_by!r}")
+        if cursor is not None and not isinstance(cursor, str):
+            raise InvalidQueryError("malformed pagination cursor: start again without one")
         descending = order_by.startswith("-")
         field = self.field(order_by.lstrip("-"))
         if field.null:
@@ -539,7 +567,8 @@ class Repository(Generic[M]):
             raise InvalidQueryError(
                 f"this cursor belongs to a listing ordered by {name!r}, not {order_by!r}"
             )
-        if not isinstance(pk, (str, int)) or not isinstance(value, (str, int, float, type(None))):
+        if not isinstance(pk, (str, int)) or not isinstance(value, (str, int, float, type(None))) \
+                or any(type(v) is int and not _INT_MIN <= v <= _INT_MAX for v in (value, pk)):
             raise InvalidQueryError("malformed pagination cursor: start again without one")
         return value, pk
 
@@ -663,7 +692,7 @@ class Repository(Generic[M]):
 
         ``updated_at`` is stamped (and ``version`` bumped) unless ``values`` set them.
         """
-        terms = {**(filters or {}), **lookups}
+        terms = _terms(filters, lookups)
         plan = self._writes
         statement = None if plan is None else self._update_where_sql(plan, values, terms)
         if statement is None:
@@ -1079,7 +1108,10 @@ def _condition(field: peewee.Field, op: str, value: Any, mark: str, params: list
 def _adapt(field: peewee.Field, op: str, key: str, value: Any) -> Any:
     """A caller's filter value in the field's own type, so a wrong type is an error here and
     not a different outcome per backend (SQLite compares anything, PostgreSQL refuses)."""
-    if op == "is_null" or value is None:
+    if op in ("contains", "startswith") and not _is_text(field):
+        raise InvalidQueryError(
+            f"{key}: {op} needs a text field; {field.name} is {type(field).__name__}")
+    if op == "is_null" or value is None and op not in ("in", "not_in"):
         return value
     try:
         if op in ("in", "not_in"):
@@ -1097,15 +1129,29 @@ def _typed(field: peewee.Field, value: Any) -> Any:
         value = value._pk
     if isinstance(field, peewee.ForeignKeyField):
         return _typed(field.rel_field, value)
+    if isinstance(field, peewee.BooleanField):
+        if value not in (True, False) or not isinstance(value, (bool, int)):
+            raise TypeError(f"expected true or false, not {value!r}")
+        return bool(value)
     if isinstance(field, peewee.IntegerField):
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise TypeError(f"expected an integer, not {type(value).__name__}")
-        return int(value)
+        number = int(value)
+        if not _INT_MIN <= number <= _INT_MAX:
+            raise ValueError("outside the 64-bit integer range")
+        return number
     if isinstance(field, peewee.FloatField):
-        return float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
+            raise TypeError(f"expected a number, not {type(value).__name__}")
+        number = float(value)
+        if math.isnan(number):  # SQLite stores NaN as NULL, PostgreSQL sorts it above all
+            raise ValueError("NaN is not a comparable number")
+        return number
     if isinstance(field, (peewee.TextField, peewee.CharField)):
         if not isinstance(value, str):
             raise TypeError(f"expected text, not {type(value).__name__}")
+        if "\x00" in value:  # PostgreSQL text cannot hold it; SQLite would compare it
+            raise ValueError("text cannot contain NUL characters")
         return value
     if isinstance(field, peewee.UUIDField):
         return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
@@ -1114,6 +1160,37 @@ def _typed(field: peewee.Field, value: Any) -> Any:
 
 
 def _positive(name: str, value: Any, allow_zero: bool = False) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < (0 if allow_zero else 1):
-        raise InvalidQueryError(f"{name} must be a positive integer, got {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or value < (0 if allow_zero else 1) \
+            or value > _INT_MAX:
+        raise InvalidQueryError(f"{name} must be a positive 64-bit integer, got {value!r}")
     return value
+
+
+def _terms(filters: Any, lookups: dict[str, Any]) -> dict[Any, Any]:
+    """The lookups of ``filters`` (a mapping) and keyword ``lookups`` together."""
+    if filters is not None and not isinstance(filters, Mapping):
+        raise InvalidQueryError(
+            f"filters must be a mapping of 'field__op' to a value, not {filters!r}")
+    return {**(filters or {}), **lookups}
+
+
+def _is_text(field: peewee.Field) -> bool:
+    return isinstance(field, (peewee.TextField, peewee.CharField))
+
+
+def _aggregate_kind(field: peewee.Field) -> str | None:
+    """"number" (sum/avg/min/max), "ordered" (min/max) or None (count only)."""
+    if isinstance(field, peewee.ForeignKeyField):
+        return None
+    if isinstance(field, (MoneyField, peewee.FloatField, peewee.DecimalField)) or (
+            isinstance(field, peewee.IntegerField) and not isinstance(field, peewee.BooleanField)):
+        return "number"
+    if _is_text(field) or isinstance(field, (UTCDateTimeField, peewee.DateTimeField,
+                                             peewee.DateField)):
+        return "ordered"
+    return None
+
+
+_AGGREGATE_HELP = {"sum": "it needs a numeric field", "avg": "it needs a numeric field",
+                   "min": "it needs a number, text or a date", "max":
+                   "it needs a number, text or a date"}
