@@ -14,7 +14,7 @@ from embeddb.cache import CacheInvalidation
 from embeddb.errors import ConflictError, IntegrityError, InvalidQueryError, NotFoundError
 from embeddb.models import BaseModel, JSONField, MoneyField, SoftDeleteModel, VersionedModel
 from embeddb.repository import Repository
-from embeddb.repository.writes import plain_writes
+from embeddb.repository.statements import plain_writes
 
 
 class Owner(BaseModel):

@@ -1,269 +1,335 @@
-"""Single-row writes as pre-built SQL and generated code: create, update, delete, restore.
-
-peewee builds and compiles a query on every write call, ~60% of a single-row write. A
-:class:`WritePlan` holds, per model and parameter style, the statements for each shape of
-write (which fields a call names) and straight-line code turning a call's values into the row,
-built once per shape, so a write costs about what the bare driver costs: one statement, its
-parameters converted by the fields' own ``db_value``.
-
-The engine's ``execute_write`` runs each in a transaction of its own (``BEGIN IMMEDIATE`` on
-SQLite) without peewee's per-transaction bookkeeping, or in a savepoint of the caller's.
+"""Single-row writes: create, update, update_where, delete, restore and upsert, through the
+pre-built statements of :mod:`.statements` (peewee's path for models that override how they
+write), and the cache invalidation every write does after its commit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Generic
 
 import peewee
 
+from ..cache.models import family_of, list_tag, model_tag, row_key
+from ..cache.tiered import for_writer
 from ..dialect import quote
-from ..errors import InvalidQueryError
-from ..models import BaseModel, SoftDeleteModel, VersionedModel
+from ..errors import ConflictError, InvalidQueryError, NotFoundError
+from ..models import (
+    utcnow,
+)
+from .query import M, _adapt, _condition, _terms
+from .statements import WritePlan
 
-#: Filled in by the write itself (a None from the caller counts as not given).
-_GENERATED = frozenset({"id", "created_at", "updated_at"})
-#: Never set from a caller's values by update: stamped by the write itself.
-_STAMPED = frozenset({"updated_at", "version"})
-#: Shapes kept per plan: a shape is the tuple of names one call site passes.
-_MAX_SHAPES = 512
-#: Methods a model may override to change what a write does; a model that overrides any of
-#: them (e.g. :class:`~embeddb.cache.CacheInvalidation`) is written through peewee instead.
-_HOOKS = ("save", "delete_instance", "restore", "create", "insert", "update", "delete",
-          "__init__", "_pk_expr")
-_BASES = frozenset({BaseModel, SoftDeleteModel, VersionedModel, peewee.Model, object})
+_new = object.__new__
 
 
-def plain_writes(model: type[peewee.Model]) -> bool:
-    """Whether ``model`` writes the way embeddb's base models do (no overridden save, delete,
-    insert... hooks), so pre-built SQL does exactly what peewee would."""
-    for cls in model.__mro__:
-        if cls not in _BASES and any(name in vars(cls) for name in _HOOKS):
+def _pk_of(value: Any) -> Any:
+    """A foreign key's value: a model object stands for its primary key."""
+    return value._pk if isinstance(value, peewee.Model) else value
+
+
+
+class Writes(Generic[M]):
+    """Single-row writes of a repository."""
+
+    def _invalidate(self, pks: Iterable[Any] = (), *, every_row: bool = False) -> None:
+        """After commit: drop cached rows ``pks`` (or every row) and every cached query.
+
+        Without a cache of its own the repository still tells the cache another process on
+        this machine keeps for the database, if any (see :func:`embeddb.cache.tiered.for_writer`:
+        no filesystem work per write).
+        """
+        if self.cache is None:
+            if self.db.in_transaction():
+                self.db.after_commit(lambda: self._tell(for_writer(self.db), pks, every_row))
+            else:
+                self._tell(for_writer(self.db), pks, every_row)
+            return
+        tags = [list_tag(self.model)] + ([model_tag(self.model)] if every_row else [])
+        self.cache.invalidate_after_commit(
+            self.db, [row_key(self.model, pk) for pk in pks], tags=tags,
+            family=family_of(self.model),
+        )
+
+
+    def _tell(self, cache: Any, pks: Iterable[Any], every_row: bool) -> None:
+        if cache is not None:
+            tags = [list_tag(self.model)] + ([model_tag(self.model)] if every_row else [])
+            cache.invalidate([row_key(self.model, pk) for pk in pks], tags=tags,
+                             family=family_of(self.model))
+
+
+    def create(self, **values: Any) -> M:
+        """Insert one row and return it.
+
+        Fields left out take their defaults; ``id`` and the timestamps given as None are
+        filled in too.
+
+        :raises InvalidQueryError: a value names no field of the model.
+        :raises IntegrityError: a constraint rejected it.
+        """
+        plan = self._writes
+        if plan is None:
+            return self._peewee_create(values)
+        sql, build = plan.insert(tuple(values))
+        data, rel, params = build(values, utcnow())
+        self.db.execute_write(sql, params)
+        obj = _new(self.model)
+        obj.__data__ = data
+        obj._dirty = set()
+        obj.__rel__ = rel
+        obj._persisted = True
+        self._invalidate((data[self._pk.name],))
+        return obj
+
+
+    def update(self, obj_or_pk: M | Any, **values: Any) -> M:
+        """Write ``values`` to one row and return it; only those fields (plus fields set on
+        ``obj`` since it was read) are written, with ``updated_at`` (and ``version``).
+
+        Given an object, a versioned row must still have the version it was read at; given a
+        key, the row is changed as it is now, in one statement, and read back.
+
+        :raises NotFoundError: no such row (given a key: or it is soft-deleted).
+        :raises ConflictError: a versioned row changed since ``obj`` was read.
+        :raises InvalidQueryError: a value names no field of the model, or the primary key.
+        """
+        plan = self._writes
+        if plan is None:
+            return self._peewee_update(obj_or_pk, values)
+        now = utcnow()
+        if not isinstance(obj_or_pk, self.model):
+            return self._update_by_pk(plan, obj_or_pk, values, now)
+        obj = obj_or_pk
+        dirty = obj._dirty
+        extra = tuple(sorted(dirty.difference(values))) if dirty else ()
+        sql, fill = plan.update(tuple(values), extra, by_pk=False)
+        data = obj.__data__
+        key = data[self._pk.name]
+        params = fill(obj, values, self._stamp(now), key.hex if type(key) is uuid.UUID
+                      else self._pk.db_value(key))
+        if self._versioned:
+            params.append(obj.version)
+        changed = self.db.execute_write(sql, params)
+        if self._versioned:
+            if not changed:
+                raise ConflictError(
+                    f"{self.model.__name__} {obj._pk} was changed or deleted since it was read "
+                    f"(expected version {obj.version}): reload it and retry")
+            data["version"] = obj.version + 1
+        data["updated_at"] = now
+        obj._dirty.clear()
+        self._invalidate((obj._pk,))
+        return obj
+
+
+    def _update_by_pk(self, plan: WritePlan, pk: Any, values: dict[str, Any], now: Any) -> M:
+        sql, fill = plan.update(tuple(values), (), by_pk=True)
+        key = self._key_or_none(pk)
+        if key is None:
+            raise NotFoundError(f"{self.model.__name__} {pk} not found")
+        params = fill(values, self._stamp(now), self._pk.db_value(key))
+        rows = self.db.execute_write(sql, params, fetch=True)
+        if not rows:
+            raise NotFoundError(f"{self.model.__name__} {pk} not found")
+        self._invalidate((key,))
+        return self._hydrate(rows[0])
+
+
+    def _key_or_none(self, pk: Any) -> Any:
+        """``pk`` as the primary key's Python value; None when it cannot be one (not found)."""
+        if self._uuid_pk and not isinstance(pk, uuid.UUID):
+            try:
+                return uuid.UUID(str(pk))
+            except ValueError:
+                return None
+        return pk
+
+
+    def _peewee_create(self, values: dict[str, Any]) -> M:
+        for name in values:
+            self.field(name)
+        with self.bound(), self.db.atomic():
+            obj = self.model.create(**values)
+            self._invalidate([obj._pk])
+        return obj
+
+
+    def _peewee_update(self, obj_or_pk: M | Any, values: dict[str, Any]) -> M:
+        obj = obj_or_pk if isinstance(obj_or_pk, self.model) else self.get(obj_or_pk)
+        for name, value in values.items():
+            self.field(name)
+            setattr(obj, name, value)
+        with self.bound(), self.db.atomic():
+            obj.save()
+            self._invalidate([obj._pk])
+        return obj
+
+
+    def update_where(
+        self, values: Mapping[str, Any], filters: Mapping[str, Any] | None = None, **lookups: Any
+    ) -> int:
+        """UPDATE every row matching the lookups; returns the number of rows changed.
+
+        ``updated_at`` is stamped (and ``version`` bumped) unless ``values`` set them.
+        """
+        terms = _terms(filters, lookups)
+        plan = self._writes
+        statement = None if plan is None else self._update_where_sql(plan, values, terms)
+        if statement is None:
+            return self._peewee_update_where(values, terms)
+        changed = self.db.execute_write(*statement)
+        self._invalidate(every_row=True)
+        return changed
+
+
+    def _update_where_sql(self, plan: WritePlan, values: Mapping[str, Any],
+                          terms: dict[str, Any]) -> tuple[str, list[Any]] | None:
+        """The statement and parameters of :meth:`update_where`, or None for the peewee path
+        (expressions as values, text-matching operators)."""
+        for value in values.values():
+            if isinstance(value, peewee.Node):
+                return None
+        shape = self._where_shapes.get(tuple(terms))
+        if shape is None:
+            shape = self._where_shape(terms)
+        if shape is None:
+            return None
+        assignments, fill = plan.assignments(tuple(values))
+        params = fill(values)
+        if "updated_at" not in values:
+            params.append(self._stamp(utcnow()))
+        conditions = [f'{quote("deleted_at")} IS NULL'] if self._soft else []
+        mark = self.db.param
+        for key, field, op in shape:
+            value = _adapt(field, op, key, terms[key])
+            conditions.append(_condition(field, op, value, mark, params))
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        return f"UPDATE {plan.table} SET {assignments}{where}", params
+
+
+    def _peewee_update_where(self, values: Mapping[str, Any], terms: dict[str, Any]) -> int:
+        data = {self.field(name): value for name, value in values.items()}
+        query = self.model.update(data)
+        expression = self.where(terms)
+        if self._soft:
+            hidden = self.model.deleted_at.is_null()
+            expression = hidden if expression is None else expression & hidden
+        if expression is not None:
+            query = query.where(expression)
+        with self.db.atomic():
+            changed = query.execute(self.db)
+            self._invalidate(every_row=True)
+        return changed
+
+
+    def delete(self, obj_or_pk: M | Any, *, permanent: bool = False) -> bool:
+        """Delete one row: soft delete for soft-delete models unless ``permanent`` (which also
+        removes a row already soft-deleted). Returns False when there was no such row.
+
+        :raises ConflictError: soft-deleting a versioned ``obj`` whose row changed since it
+            was read.
+        """
+        plan = self._writes
+        if plan is None:
+            return self._peewee_delete(obj_or_pk, permanent)
+        obj = obj_or_pk if isinstance(obj_or_pk, self.model) else None
+        pk = obj._pk if obj is not None else self._key_or_none(obj_or_pk)
+        if pk is None:
             return False
-    return True
-
-
-def ready_test(field: peewee.Field) -> str | None:
-    """A Python expression (over ``{v}``) true when a value already is what ``field.db_value``
-    would return unchanged, so writes skip the call; None: always convert.
-
-    Exact classes only, mirroring peewee's own fast paths: a subclass may convert differently.
-    """
-    kind = type(field)
-    if kind is peewee.ForeignKeyField:
-        kind = type(field.rel_field)
-    if kind in (peewee.TextField, peewee.CharField):
-        return "type({v}) is str"
-    if kind in (peewee.IntegerField, peewee.BigIntegerField, peewee.SmallIntegerField):
-        return "type({v}) is int"
-    if kind.db_value is peewee.UUIDField.db_value:  # a 32-digit hex string passes as is
-        return "(type({v}) is str and len({v}) == 32)"
-    return None
-
-
-_PLANS: dict[tuple[type, str], WritePlan] = {}
-
-
-class WritePlan:
-    """Pre-built single-row statements for one model and one parameter style."""
-
-    @classmethod
-    def of(cls, model: type[BaseModel], param: str) -> WritePlan:
-        """The plan of ``model`` for ``param`` (``?`` or ``%s``), made once."""
-        plan = _PLANS.get((model, param))
-        if plan is None:
-            plan = _PLANS[(model, param)] = cls(model, param)
-        return plan
-
-    def __init__(self, model: type[BaseModel], param: str) -> None:
-        meta = model._meta
-        self.model = model
-        self.param = param
-        self.fields: list[peewee.Field] = list(meta.sorted_fields)
-        self.by_name = {f.name: f for f in self.fields}
-        self.pk = meta.primary_key
-        self.soft = issubclass(model, SoftDeleteModel)
-        self.versioned = issubclass(model, VersionedModel)
-        self.table = quote(meta.table_name)
-        self.columns = ", ".join(quote(f.column_name) for f in self.fields)
-        self._pk_is = f"{quote(self.pk.column_name)} = {param}"
-        self._bump = f', {quote("version")} = {quote("version")} + 1' if self.versioned else ""
-        self._inserts: dict[tuple[str, ...], tuple[str, Callable[..., Any]]] = {}
-        self._updates: dict[tuple[Any, ...], tuple[str, Callable[..., list[Any]]]] = {}
-        self._assignments: dict[tuple[str, ...], tuple[str, Callable[..., list[Any]]]] = {}
-        marks = ", ".join([param] * len(self.fields))
-        #: INSERT of every column, as bulk writes and upserts send them
-        self.insert_all_sql = f"INSERT INTO {self.table} ({self.columns}) VALUES ({marks})"
-        p = param
-        self.delete_sql = f"DELETE FROM {self.table} WHERE {self._pk_is}"
-        if self.soft:
-            stamps = f'{quote("deleted_at")} = {p}, {quote("updated_at")} = {p}{self._bump}'
-            self.soft_delete_sql = (f"UPDATE {self.table} SET {stamps} WHERE {self._pk_is} "
-                                    f'AND {quote("deleted_at")} IS NULL')
-            self.soft_delete_obj_sql = f"UPDATE {self.table} SET {stamps} WHERE {self._pk_is}"
-            if self.versioned:
-                self.soft_delete_obj_sql += f' AND {quote("version")} = {p}'
-            self.restore_sql = (
-                f'UPDATE {self.table} SET {quote("deleted_at")} = NULL, '
-                f'{quote("updated_at")} = {p}{self._bump} WHERE {self._pk_is} '
-                f'AND {quote("deleted_at")} IS NOT NULL RETURNING {self.columns}')
-
-    # -- insert ---------------------------------------------------------------------------
-
-    def insert(self, names: tuple[str, ...]) -> tuple[str, Callable[..., Any]]:
-        """``(INSERT statement, build)`` for a create naming ``names``; ``build(values, now)``
-        returns ``(data, rel, params)``: the new object's ``__data__`` and ``__rel__`` and the
-        statement's parameters.
-
-        :raises InvalidQueryError: a name is not a field of the model.
-        """
-        plan = self._inserts.get(names)
-        if plan is None:
-            self._check(names)
-            plan = self._compile_insert(set(names))
-            if len(self._inserts) < _MAX_SHAPES:
-                self._inserts[names] = plan
-        return plan
-
-    def _compile_insert(self, given: set[str]) -> tuple[str, Callable[..., Any]]:
-        """Straight-line code for one shape: each field's value from the call, else its default
-        (one ``now`` for both timestamps); foreign keys accept a model object, as peewee's do."""
-        namespace: dict[str, Any] = {"Model": peewee.Model}
-        lines = ["def build(values, now):", "    rel = {}"]
-        written = []
-        for i, field in enumerate(self.fields):
-            name = field.name
-            default = field.default
-            if name in ("created_at", "updated_at"):
-                fill = "now"
-            elif callable(default):
-                namespace[f"d{i}"] = default
-                fill = f"d{i}()"
-            elif default is not None:
-                namespace[f"d{i}"] = default
-                fill = f"d{i}"
-            else:
-                fill = None
-            if name in given:
-                lines.append(f"    v{i} = values[{name!r}]")
-                if name in _GENERATED and fill is not None:
-                    lines.append(f"    if v{i} is None:\n        v{i} = {fill}")
-            elif fill is not None:
-                lines.append(f"    v{i} = {fill}")
-            else:
-                continue  # left out of the INSERT, as peewee does: the column's own default
-            if isinstance(field, peewee.ForeignKeyField):
-                lines.append(f"    if isinstance(v{i}, Model):\n        rel[{name!r}] = v{i}\n"
-                             f"        v{i} = v{i}.{field.rel_field.name}")
-            namespace[f"w{i}"] = field.db_value
-            written.append((i, field))
-        data = ", ".join(f"{f.name!r}: v{i}" for i, f in written)
-        params = "".join(f"None if v{i} is None else w{i}(v{i}), " for i, _ in written)
-        lines.append(f"    return {{{data}}}, rel, ({params})")
-        exec(compile("\n".join(lines), f"<insert {self.model.__name__}>", "exec"), namespace)
-        columns = ", ".join(quote(f.column_name) for _, f in written)
-        marks = ", ".join([self.param] * len(written))
-        sql = f"INSERT INTO {self.table} ({columns}) VALUES ({marks})"
-        return sql, namespace["build"]
-
-    # -- update ---------------------------------------------------------------------------
-
-    def update(self, given: tuple[str, ...], extra: tuple[str, ...],
-               by_pk: bool) -> tuple[str, Callable[..., list[Any]]]:
-        """``(UPDATE statement, fill)`` for an update of one row setting the fields ``given``
-        (a call's values) and ``extra`` (fields already set on the object); ``updated_at``
-        and ``version`` are stamped by the statement itself.
-
-        ``by_pk``: the caller has only the key: skip soft-deleted rows and return the row
-        (RETURNING); ``fill(values, stamp, key)``. Otherwise the caller holds the object, and a
-        versioned row must still have the version it was read at; ``fill(obj, values, stamp,
-        key)`` also sets the values on the object. ``fill`` returns the parameters but the
-        expected version, which comes last.
-
-        :raises InvalidQueryError: a name is not a field of the model, or is its primary key.
-        """
-        key = (given, extra, by_pk)
-        plan = self._updates.get(key)
-        if plan is None:
-            self._check(given)
-            if self.pk.name in given:
-                raise InvalidQueryError(
-                    f"{self.model.__name__}.{self.pk.name} is the primary key: it cannot be "
-                    "updated (create a new row instead)")
-            chosen = [n for n in (*given, *extra) if n not in _STAMPED]
-            p = self.param
-            sets = [f"{quote(self.by_name[n].column_name)} = {p}" for n in chosen]
-            sets.append(f'{quote("updated_at")} = {p}')
-            sql = f"UPDATE {self.table} SET {', '.join(sets)}{self._bump} WHERE {self._pk_is}"
-            if by_pk:
-                if self.soft:
-                    sql += f' AND {quote("deleted_at")} IS NULL'
-                sql += f" RETURNING {self.columns}"
-            elif self.versioned:
-                sql += f' AND {quote("version")} = {p}'
-            plan = (sql, self._compile_fill(given, chosen, by_pk))
-            if len(self._updates) < _MAX_SHAPES:
-                self._updates[key] = plan
-        return plan
-
-    def _compile_fill(self, given: tuple[str, ...], chosen: list[str],
-                      by_pk: bool, stamps: bool = True) -> Callable[..., list[Any]]:
-        """Straight-line code: the call's values onto the object (foreign keys through their
-        accessor, which takes a model object too), then each chosen field's database value."""
-        namespace: dict[str, Any] = {"Model": peewee.Model}
-        if not stamps:
-            lines = ["def fill(values):"]
-        elif by_pk:
-            lines = ["def fill(values, stamp, key):"]
+        key = self._pk.db_value(pk)
+        if not self._soft or permanent:
+            sql, params = plan.delete_sql, (key,)
         else:
-            lines = ["def fill(obj, values, stamp, key):"]
-        if not by_pk:
-            lines.append("    data = obj.__data__")
-            for name in given:
-                if isinstance(self.by_name[name], peewee.ForeignKeyField):
-                    lines.append(f"    setattr(obj, {name!r}, values[{name!r}])")
-                else:
-                    lines.append(f"    data[{name!r}] = values[{name!r}]")
-        params = []
-        for i, name in enumerate(chosen):
-            field = self.by_name[name]
-            namespace[f"w{i}"] = field.db_value
-            source = f"values[{name!r}]" if by_pk else f"data.get({name!r})"
-            lines.append(f"    v{i} = {source}")
-            if by_pk and isinstance(field, peewee.ForeignKeyField):
-                lines.append(f"    if isinstance(v{i}, Model):\n        v{i} = v{i}._pk")
-            ready = ready_test(field)
-            convert = f"v{i} if {ready.format(v=f'v{i}')} else " if ready else ""
-            params.append(f"None if v{i} is None else {convert}w{i}(v{i})")
-        tail = ["stamp", "key"] if stamps else []
-        lines.append(f"    return [{', '.join([*params, *tail])}]")
-        exec(compile("\n".join(lines), f"<update {self.model.__name__}>", "exec"), namespace)
-        return namespace["fill"]
+            now = utcnow()
+            stamp = self._stamp(now)
+            if obj is None:
+                sql, params = plan.soft_delete_sql, (stamp, stamp, key)
+            else:
+                sql, params = plan.soft_delete_obj_sql, (stamp, stamp, key)
+                if self._versioned:
+                    params += (obj.version,)
+        changed = self.db.execute_write(sql, params)
+        if obj is not None and self._soft and not permanent:
+            if self._versioned and not changed:
+                raise ConflictError(
+                    f"{self.model.__name__} {pk} was changed or deleted since it was read "
+                    f"(expected version {obj.version}): reload it and retry")
+            obj.__data__.update(deleted_at=now, updated_at=now)
+            if self._versioned:
+                obj.__data__["version"] = obj.version + 1
+        if changed:
+            self._invalidate((pk,))
+        return bool(changed)
 
-    def assignments(self, names: tuple[str, ...]) -> tuple[str, Callable[..., list[Any]]]:
-        """``(SET list, fill)`` of an UPDATE of many rows setting ``names``; ``fill(values)``
-        gives their database values, to which the caller appends ``updated_at``'s unless
-        ``names`` has it. The version is bumped unless ``names`` sets it (as ``Model.update``).
 
-        :raises InvalidQueryError: a name is not a field of the model.
+    def _peewee_delete(self, obj_or_pk: M | Any, permanent: bool) -> bool:
+        obj = obj_or_pk
+        if not isinstance(obj, self.model):
+            if permanent and self._soft:
+                found = self.find(with_deleted=True, id=obj_or_pk, limit=1)
+                obj = found[0] if found else None
+            else:
+                obj = self.get_or_none(obj_or_pk)
+        if obj is None:
+            return False
+        with self.bound(), self.db.atomic():
+            if self._soft:
+                deleted = obj.delete_instance(permanent=permanent)
+            else:
+                deleted = obj.delete_instance()
+            self._invalidate([obj._pk])
+        return bool(deleted)
+
+
+    def restore(self, pk: Any) -> M:
+        """Bring back a soft-deleted row.
+
+        :raises NotFoundError: no soft-deleted row with that id.
         """
-        plan = self._assignments.get(names)
+        if not self._soft:
+            raise InvalidQueryError(f"{self.model.__name__} has no soft delete to restore from")
+        plan = self._writes
         if plan is None:
-            self._check(names)
-            p = self.param
-            sets = [f"{quote(self.by_name[n].column_name)} = {p}" for n in names]
-            if "updated_at" not in names:
-                sets.append(f'{quote("updated_at")} = {p}')
-            bump = self._bump if "version" not in names else ""
-            fill = self._compile_fill(names, list(names), by_pk=True, stamps=False)
-            plan = (", ".join(sets) + bump, fill)
-            if len(self._assignments) < _MAX_SHAPES:
-                self._assignments[names] = plan
-        return plan
+            return self._peewee_restore(pk)
+        key = self._key_or_none(pk)
+        stamp = self._stamp(utcnow())
+        rows = [] if key is None else self.db.execute_write(
+            plan.restore_sql, (stamp, self._pk.db_value(key)), fetch=True)
+        if not rows:
+            raise NotFoundError(f"no deleted {self.model.__name__} {pk}")
+        self._invalidate((key,))
+        return self._hydrate(rows[0])
 
-    def _check(self, names: Iterable[str]) -> None:
-        for name in names:
-            if name not in self.by_name:
-                raise InvalidQueryError(
-                    f"unknown field {name!r} for {self.model.__name__}; "
-                    f"known: {', '.join(sorted(self.by_name))}")
+
+    def _peewee_restore(self, pk: Any) -> M:
+        found = self._run(self.model.deleted(*self._fields).where(self._pk == pk).limit(1))
+        if not found:
+            raise NotFoundError(f"no deleted {self.model.__name__} {pk}")
+        obj = found[0]
+        with self.bound(), self.db.atomic():
+            obj.restore()
+            self._invalidate([obj._pk])
+        return obj
+
+
+    def upsert(self, values: Mapping[str, Any], conflict_target: Sequence[str]) -> M:
+        """Insert a row or, if ``conflict_target`` (a unique key) exists, update it; return it.
+
+        One statement that returns the row it wrote; an existing row left alone (its values
+        were unchanged) is read afterwards.
+        """
+        plan = self._writes
+        if plan is None:
+            self.upsert_many([values], conflict_target)
+        else:
+            batch = next(self.upsert_batches([values], conflict_target))
+            rows = self.db.execute_write(f"{plan.insert_all_sql} {batch.clause} RETURNING "
+                                         f"{plan.columns}", batch.rows[0], fetch=True)
+            self._invalidate(every_row=True)
+            if rows:
+                return self._hydrate(rows[0])
+        lookup = {name: values[name] for name in conflict_target}
+        found = self.find(lookup, limit=1, with_deleted=True)
+        return found[0]
