@@ -147,17 +147,28 @@ class Engine:
         """Run one write statement in a transaction of its own (in a savepoint when one is
         open): the rows it returns when ``fetch`` (RETURNING), else how many rows it changed.
 
-        The hot path of single-row writes: standing alone, unobserved and outside an audit
-        context, it sends BEGIN (IMMEDIATE on SQLite), the statement and COMMIT straight to
-        the driver, skipping peewee's transaction objects; otherwise ``atomic()``.
+        The hot path of single-row writes: standing alone and unobserved, it sends BEGIN
+        (IMMEDIATE on SQLite), the statement and COMMIT straight to the driver, skipping
+        peewee's transaction objects (through :meth:`begin`/:meth:`commit` inside an audit
+        context); otherwise ``atomic()``.
         """
         state = self._state
         begin = self._begin_sql
-        if (begin is None or state.transactions or state.closed or self.observed
-                or audit.current() is not None):
+        if begin is None or state.transactions or state.closed or self.observed:
             with self.atomic():
                 cursor = self.execute_sql(sql, params)
                 return cursor.fetchall() if fetch else cursor.rowcount
+        if audit.current() is not None:  # begin/commit hand the actor to the audit triggers
+            self.begin()
+            try:
+                cursor = self.execute_fast(sql, params)
+                result = cursor.fetchall() if fetch else cursor.rowcount
+                self.commit()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.rollback()
+                raise
+            return result
         conn = state.conn
         cursor = getattr(state, "write_cursor", None)
         if cursor is None or cursor.connection is not conn:
