@@ -273,3 +273,22 @@ def test_upsert_returns_the_row_in_one_statement(repos, db):
     assert (second.id, second.name, second.qty, second.version) == (first.id, "V", 2, 2)
     same = parts.upsert({"sku": "u", "name": "V", "qty": 2}, ["sku"])  # unchanged: left alone
     assert same.__data__ == second.__data__
+
+
+class Counter(BaseModel):
+    id = peewee.AutoField()
+    label = peewee.TextField()
+
+
+def test_models_with_a_database_made_key_go_through_peewee(db):
+    db.bind([Counter])
+    db.create_tables([Counter])
+    try:
+        assert not plain_writes(Counter)
+        repo = Repository(Counter, db)
+        first, second = repo.create(label="a"), repo.create(label="b")
+        assert (first.id, second.id) == (1, 2)
+        assert repo.update(second.id, label="c").label == "c"
+        assert repo.delete(first.id) is True and repo.count() == 1
+    finally:
+        db.drop_tables([Counter])

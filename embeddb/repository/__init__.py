@@ -19,7 +19,7 @@ from typing import Any
 
 import peewee
 
-from ..cache.models import family_of, model_tag, row_key
+from ..cache.models import family_of, model_tag, table_of
 from ..errors import ConfigurationError, InvalidQueryError
 from ..models import BaseModel, JSONField, SoftDeleteModel, VersionedModel
 from .bulk import BATCH_SIZE, Bulk, UpsertBatch
@@ -80,7 +80,7 @@ class Repository(QueryBuilding[M], RowCode[M], Reads[M], Writes[M], Bulk[M]):
                 self._compile_writer(),
             )
         self._get_sql, self._hydrate, self._hydrate_cached, self._to_tuple = plan
-        self._key_prefix = row_key(model, "")
+        self._key_prefix = f"{table_of(model)}:"  # row_key() of a UUID key, spelled out
         self._family = family_of(model)
         self._row_tags = (model_tag(model),)
         self._insert_columns = [f.column_name for f in self._fields]

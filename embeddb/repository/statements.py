@@ -35,8 +35,12 @@ _BASES = frozenset({BaseModel, SoftDeleteModel, VersionedModel, peewee.Model, ob
 
 
 def plain_writes(model: type[peewee.Model]) -> bool:
-    """Whether ``model`` writes the way embeddb's base models do (no overridden save, delete,
-    insert... hooks), so pre-built SQL does exactly what peewee would."""
+    """Whether ``model`` writes the way embeddb's base models do (a generated UUID key, no
+    overridden save, delete, insert... hooks), so pre-built SQL does exactly what peewee
+    would."""
+    pk = model._meta.primary_key
+    if not isinstance(pk, peewee.UUIDField) or not callable(pk.default):
+        return False  # the key comes from the database (or nowhere): peewee reads it back
     for cls in model.__mro__:
         if cls not in _BASES and any(name in vars(cls) for name in _HOOKS):
             return False
