@@ -90,7 +90,6 @@ class Repository(QueryBuilding[M], RowCode[M], Reads[M], Writes[M], Bulk[M]):
         #: pre-built single-row writes, unless the model overrides how it writes
         self._writes = WritePlan.of(model, self.db.param) if plain_writes(model) else None
 
-
     def bound(self) -> Any:
         """Context in which peewee's model-level calls on this repository's models run on
         ``self.db``: a no-op when the models are bound to it already (the usual case), else
@@ -100,7 +99,6 @@ class Repository(QueryBuilding[M], RowCode[M], Reads[M], Writes[M], Bulk[M]):
         if all(m._meta.database is self.db for m in models):
             return nullcontext()
         return self.db.bind_ctx(models, bind_refs=False, bind_backrefs=False)
-
 
     def transaction(self) -> Any:
         """``with repo.transaction():`` — a transaction (or savepoint when nested)."""

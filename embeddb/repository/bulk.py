@@ -9,10 +9,7 @@ from typing import Any, Generic, NamedTuple
 
 from ..dialect import quote
 from ..errors import ConflictError
-from ..models import (
-    BaseModel,
-    utcnow,
-)
+from ..models import BaseModel, utcnow
 from .query import M, _positive
 from .rows import batched
 
@@ -30,7 +27,6 @@ class UpsertBatch(NamedTuple):
 
     clause: str
     rows: list[tuple[Any, ...]]
-
 
 
 class Bulk(Generic[M]):
@@ -71,7 +67,6 @@ class Bulk(Generic[M]):
             if len(ids) < batch_size:
                 return deleted
 
-
     def bulk_create(
         self, rows: Iterable[Mapping[str, Any] | M], *, batch_size: int = BATCH_SIZE
     ) -> int:
@@ -91,7 +86,6 @@ class Bulk(Generic[M]):
                 self.db.insert_rows(self.model._meta.table_name, self._insert_columns, tuples)
                 total += len(tuples)
         return total
-
 
     def bulk_update(
         self, objs: Iterable[M], fields: Sequence[str], *, batch_size: int = BATCH_SIZE
@@ -135,7 +129,6 @@ class Bulk(Generic[M]):
                 total += changed
         return total
 
-
     def upsert_many(
         self,
         rows: Iterable[Mapping[str, Any]],
@@ -154,7 +147,6 @@ class Bulk(Generic[M]):
         """
         batches = self.upsert_batches(rows, conflict_target, update=update, batch_size=batch_size)
         return self.write_batches(batches)
-
 
     def upsert_batches(
         self,
@@ -184,7 +176,6 @@ class Bulk(Generic[M]):
             columns = [self.model._meta.fields[n].column_name for n in names]
             clause = self.db.dialect.upsert_clause(table, targets, columns, bump)
             yield UpsertBatch(clause, self._row_tuples(chunk))
-
 
     def write_batches(self, batches: Iterable[UpsertBatch]) -> int:
         """Write batches from :meth:`upsert_batches` in one transaction; the number of rows.

@@ -18,14 +18,9 @@ import peewee
 
 from ..dialect import quote
 from ..errors import InvalidQueryError
-from ..models import (
-    BaseModel,
-    MoneyField,
-    UTCDateTimeField,
-)
+from ..models import BaseModel, MoneyField, UTCDateTimeField
 
 M = TypeVar("M", bound=BaseModel)
-
 
 _OPERATORS = {
     "eq": lambda f, v: f == v,
@@ -190,7 +185,6 @@ _AGGREGATE_HELP = {"sum": "it needs a numeric field", "avg": "it needs a numeric
                    "it needs a number, text or a date"}
 
 
-
 class QueryBuilding(Generic[M]):
     """WHERE, ORDER BY and keyset terms for one model, from names and values callers give."""
 
@@ -206,7 +200,6 @@ class QueryBuilding(Generic[M]):
                 f"known: {', '.join(sorted(fields))}"
             )
         return fields[name]
-
 
     def where(self, filters: Mapping[str, Any] | None = None, **lookups: Any) -> Any:
         """A WHERE expression from ``{"field__op": value}`` lookups, or None for no filter.
@@ -227,7 +220,6 @@ class QueryBuilding(Generic[M]):
             term = _OPERATORS[op](field, _adapt(field, op, key, value))
             expression = term if expression is None else expression & term
         return expression
-
 
     def ordering(self, order_by: str | Sequence[str] | None) -> list[Any]:
         """ORDER BY terms from ``"field"`` / ``"-field"`` names; always ends with the id.
@@ -250,7 +242,6 @@ class QueryBuilding(Generic[M]):
             terms.append(self._pk.asc())
         return terms
 
-
     def _query(self, filters: Mapping[str, Any] | None, order_by: Any, limit: int | None,
                offset: int | None, with_deleted: bool, lookups: dict[str, Any]) -> Any:
         query = self._select(with_deleted=with_deleted)
@@ -264,19 +255,16 @@ class QueryBuilding(Generic[M]):
             query = query.offset(_positive("offset", offset, allow_zero=True))
         return query
 
-
     def _after(self, field: peewee.Field, value: Any, pk: Any, descending: bool) -> Any:
         if field is self._pk:
             return field < pk if descending else field > pk
         keys, bound = peewee.Tuple(field, self._pk), peewee.Tuple(value, pk)
         return keys < bound if descending else keys > bound
 
-
     def _encode_cursor(self, order_by: str, field: peewee.Field, obj: M) -> str:
         payload = [order_by, field.db_value(getattr(obj, field.name)), self._pk.db_value(obj._pk)]
         raw = json.dumps(payload, separators=(",", ":"), default=str).encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
 
     def _decode_cursor(self, cursor: str, order_by: str) -> tuple[Any, Any]:
         try:
@@ -292,7 +280,6 @@ class QueryBuilding(Generic[M]):
                 or any(type(v) is int and not _INT_MIN <= v <= _INT_MAX for v in (value, pk)):
             raise InvalidQueryError("malformed pagination cursor: start again without one")
         return value, pk
-
 
     def _where_shape(self, terms: dict[str, Any]) -> list[tuple[str, peewee.Field, str]] | None:
         """``(key, field, operator)`` per lookup key, checked; None: a text-matching operator.

@@ -14,9 +14,7 @@ import peewee
 
 from ..cache.models import family_of, list_tag, row_key
 from ..errors import InvalidQueryError, NotFoundError
-from ..models import (
-    MoneyField,
-)
+from ..models import MoneyField
 from .query import (
     _AGGREGATE_HELP,
     _AGGREGATES,
@@ -33,7 +31,6 @@ class _Absent(Exception):
     """Raised inside a cache loader so a missing row is not cached."""
 
 
-
 class Reads(Generic[M]):
     """Every read of a repository; soft-deleted rows are left out unless asked for."""
 
@@ -47,7 +44,6 @@ class Reads(Generic[M]):
             raise NotFoundError(f"{self.model.__name__} {pk} not found")
         return obj
 
-
     def get_or_none(self, pk: Any) -> M | None:
         if self._uuid_pk and not isinstance(pk, uuid.UUID):
             try:
@@ -58,7 +54,6 @@ class Reads(Generic[M]):
             return self._cached_get(pk)
         row = self.db.fetch_one(self._get_sql, (self._pk.db_value(pk),))
         return None if row is None else self._hydrate(row)
-
 
     def _cached_get(self, pk: Any) -> M | None:
         """A row from the cache, kept there converted to Python values; JSON values (the only
@@ -76,7 +71,6 @@ class Reads(Generic[M]):
         except _Absent:
             return None
         return self._hydrate_cached(entry)
-
 
     def find_cached(
         self,
@@ -102,14 +96,12 @@ class Reads(Generic[M]):
         )
         return [self._hydrate(row) for row in rows]
 
-
     def get_many(self, pks: Iterable[Any]) -> list[M]:
         """Rows for the given primary keys (missing ones are left out), in one query."""
         pks = list(pks)
         if not pks:
             return []
         return self._run(self._select().where(self._pk.in_(pks)))
-
 
     def find(
         self,
@@ -124,11 +116,9 @@ class Reads(Generic[M]):
         """Rows matching the lookups (see :meth:`where`), ordered, optionally limited."""
         return self._run(self._query(filters, order_by, limit, offset, with_deleted, lookups))
 
-
     def first(self, filters: Mapping[str, Any] | None = None, **lookups: Any) -> M | None:
         found = self.find(filters, limit=1, **lookups)
         return found[0] if found else None
-
 
     def count(self, filters: Mapping[str, Any] | None = None, **lookups: Any) -> int:
         query = self.model.select()
@@ -137,14 +127,12 @@ class Reads(Generic[M]):
             query = query.where(expression)
         return query.count(self.db)
 
-
     def exists(self, filters: Mapping[str, Any] | None = None, **lookups: Any) -> bool:
         query = self.model.select(self._pk)
         expression = self.where(filters, **lookups)
         if expression is not None:
             query = query.where(expression)
         return query.exists(self.db)
-
 
     def aggregate(
         self, function: str, field: str, filters: Mapping[str, Any] | None = None, **lookups: Any
@@ -178,7 +166,6 @@ class Reads(Generic[M]):
             return float(value)
         return column.python_value(value)
 
-
     def paginate(
         self,
         page: int = 1,
@@ -197,7 +184,6 @@ class Reads(Generic[M]):
             filters, order_by=order_by, limit=per_page, offset=(page - 1) * per_page, **lookups
         )
         return Page(items, self.count(filters, **lookups), page, per_page)
-
 
     def page_after(
         self,

@@ -12,10 +12,7 @@ import peewee
 
 from ..dialect import quote
 from ..errors import InvalidQueryError
-from ..models import (
-    BaseModel,
-    utcnow,
-)
+from ..models import BaseModel, utcnow
 from .query import M
 from .statements import ready_test
 
@@ -54,14 +51,12 @@ def batched(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-
 class RowCode(Generic[M]):
     """Per-model SQL and generated row converters."""
 
     @property
     def _table(self) -> str:
         return quote(self.model._meta.table_name)
-
 
     def _build_get_sql(self) -> str:
         columns = ", ".join(quote(f.column_name) for f in self._fields)
@@ -70,7 +65,6 @@ class RowCode(Generic[M]):
         if self._soft:
             sql += f" AND {quote('deleted_at')} IS NULL"
         return sql
-
 
     def _compile_hydrator(self, readers: list[Any] | None = None) -> Any:
         """Build ``row -> model object`` as straight-line code for this model's fields.
@@ -101,17 +95,14 @@ class RowCode(Generic[M]):
         exec(compile(source, f"<hydrate {self.model.__name__}>", "exec"), namespace)
         return namespace["hydrate"]
 
-
     def _select(self, *, with_deleted: bool = False) -> peewee.ModelSelect:
         if self._soft and with_deleted:
             return self.model.select_with_deleted(*self._fields)
         return self.model.select(*self._fields)
 
-
     def _run(self, query: peewee.ModelSelect) -> list[M]:
         cursor = self.db.execute(query)
         return [self._hydrate(row) for row in cursor.fetchall()]
-
 
     def _row_tuples(self, chunk: list[Mapping[str, Any] | M]) -> list[tuple[Any, ...]]:
         fills = self._fills()
@@ -126,7 +117,6 @@ class RowCode(Generic[M]):
                 raise InvalidQueryError(f"unknown field(s) {unknown} for {self.model.__name__}")
             tuples.append(to_tuple(row, fills))
         return tuples
-
 
     def _fills(self) -> list[Any]:
         """Per field, the database value used when a row leaves it out (None: made per row).
@@ -143,7 +133,6 @@ class RowCode(Generic[M]):
             else:
                 fills.append(write(field.default))
         return fills
-
 
     def _compile_writer(self) -> Any:
         """Build ``(row dict, fills) -> tuple of database values`` as straight-line code."""

@@ -15,9 +15,7 @@ from ..cache.models import family_of, list_tag, model_tag, row_key
 from ..cache.tiered import for_writer
 from ..dialect import quote
 from ..errors import ConflictError, InvalidQueryError, NotFoundError
-from ..models import (
-    utcnow,
-)
+from ..models import utcnow
 from .query import M, _adapt, _condition, _terms
 from .statements import WritePlan
 
@@ -27,7 +25,6 @@ _new = object.__new__
 def _pk_of(value: Any) -> Any:
     """A foreign key's value: a model object stands for its primary key."""
     return value._pk if isinstance(value, peewee.Model) else value
-
 
 
 class Writes(Generic[M]):
@@ -52,13 +49,11 @@ class Writes(Generic[M]):
             family=family_of(self.model),
         )
 
-
     def _tell(self, cache: Any, pks: Iterable[Any], every_row: bool) -> None:
         if cache is not None:
             tags = [list_tag(self.model)] + ([model_tag(self.model)] if every_row else [])
             cache.invalidate([row_key(self.model, pk) for pk in pks], tags=tags,
                              family=family_of(self.model))
-
 
     def create(self, **values: Any) -> M:
         """Insert one row and return it.
@@ -82,7 +77,6 @@ class Writes(Generic[M]):
         obj._persisted = True
         self._invalidate((data[self._pk.name],))
         return obj
-
 
     def update(self, obj_or_pk: M | Any, **values: Any) -> M:
         """Write ``values`` to one row and return it; only those fields (plus fields set on
@@ -123,7 +117,6 @@ class Writes(Generic[M]):
         self._invalidate((obj._pk,))
         return obj
 
-
     def _update_by_pk(self, plan: WritePlan, pk: Any, values: dict[str, Any], now: Any) -> M:
         sql, fill = plan.update(tuple(values), (), by_pk=True)
         key = self._key_or_none(pk)
@@ -136,7 +129,6 @@ class Writes(Generic[M]):
         self._invalidate((key,))
         return self._hydrate(rows[0])
 
-
     def _key_or_none(self, pk: Any) -> Any:
         """``pk`` as the primary key's Python value; None when it cannot be one (not found)."""
         if self._uuid_pk and not isinstance(pk, uuid.UUID):
@@ -146,7 +138,6 @@ class Writes(Generic[M]):
                 return None
         return pk
 
-
     def _peewee_create(self, values: dict[str, Any]) -> M:
         for name in values:
             self.field(name)
@@ -154,7 +145,6 @@ class Writes(Generic[M]):
             obj = self.model.create(**values)
             self._invalidate([obj._pk])
         return obj
-
 
     def _peewee_update(self, obj_or_pk: M | Any, values: dict[str, Any]) -> M:
         obj = obj_or_pk if isinstance(obj_or_pk, self.model) else self.get(obj_or_pk)
@@ -165,7 +155,6 @@ class Writes(Generic[M]):
             obj.save()
             self._invalidate([obj._pk])
         return obj
-
 
     def update_where(
         self, values: Mapping[str, Any], filters: Mapping[str, Any] | None = None, **lookups: Any
@@ -182,7 +171,6 @@ class Writes(Generic[M]):
         changed = self.db.execute_write(*statement)
         self._invalidate(every_row=True)
         return changed
-
 
     def _update_where_sql(self, plan: WritePlan, values: Mapping[str, Any],
                           terms: dict[str, Any]) -> tuple[str, list[Any]] | None:
@@ -208,7 +196,6 @@ class Writes(Generic[M]):
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         return f"UPDATE {plan.table} SET {assignments}{where}", params
 
-
     def _peewee_update_where(self, values: Mapping[str, Any], terms: dict[str, Any]) -> int:
         data = {self.field(name): value for name, value in values.items()}
         query = self.model.update(data)
@@ -222,7 +209,6 @@ class Writes(Generic[M]):
             changed = query.execute(self.db)
             self._invalidate(every_row=True)
         return changed
-
 
     def delete(self, obj_or_pk: M | Any, *, permanent: bool = False) -> bool:
         """Delete one row: soft delete for soft-delete models unless ``permanent`` (which also
@@ -263,7 +249,6 @@ class Writes(Generic[M]):
             self._invalidate((pk,))
         return bool(changed)
 
-
     def _peewee_delete(self, obj_or_pk: M | Any, permanent: bool) -> bool:
         obj = obj_or_pk
         if not isinstance(obj, self.model):
@@ -281,7 +266,6 @@ class Writes(Generic[M]):
                 deleted = obj.delete_instance()
             self._invalidate([obj._pk])
         return bool(deleted)
-
 
     def restore(self, pk: Any) -> M:
         """Bring back a soft-deleted row.
@@ -302,7 +286,6 @@ class Writes(Generic[M]):
         self._invalidate((key,))
         return self._hydrate(rows[0])
 
-
     def _peewee_restore(self, pk: Any) -> M:
         found = self._run(self.model.deleted(*self._fields).where(self._pk == pk).limit(1))
         if not found:
@@ -312,7 +295,6 @@ class Writes(Generic[M]):
             obj.restore()
             self._invalidate([obj._pk])
         return obj
-
 
     def upsert(self, values: Mapping[str, Any], conflict_target: Sequence[str]) -> M:
         """Insert a row or, if ``conflict_target`` (a unique key) exists, update it; return it.
