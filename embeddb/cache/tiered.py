@@ -11,6 +11,7 @@ import functools
 import hashlib
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable
 from time import monotonic
@@ -37,6 +38,16 @@ CONSISTENCY = ("strict", "bounded")
 
 _registry: weakref.WeakKeyDictionary[Any, Cache] = weakref.WeakKeyDictionary()
 _registry_lock = threading.Lock()
+#: How often (seconds) a process that writes with no cache of its own looks on disk for a
+#: cache another process keeps: rarely enough that writes do no filesystem work.
+RECHECK = 0.5
+#: For this long after a database's default cache directory is created, its entries expire
+#: by the end of it: longer than RECHECK, so every writer that had looked before the
+#: directory existed has looked again (and invalidates) by the time they expire.
+GRACE = 1.0
+_BIRTH_FILE = "born"
+#: per database: (monotonic time of the next look, default directory)
+_looked: weakref.WeakKeyDictionary[Any, tuple[float, str | None]] = weakref.WeakKeyDictionary()
 
 
 class Cache:
@@ -60,6 +71,9 @@ class Cache:
     :param namespace: keeps databases apart when they share one ``directory``.
     :param lock_timeout: longest wait behind another loader of the same key before loading anyway.
     :param l2_size_limit: bytes L2 may use before diskcache evicts the oldest entries.
+    :param watched: ``directory`` is ``db``'s default, which writers without a cache of their
+        own look for (see :func:`for_writer`): entries made in its first :data:`GRACE`
+        seconds expire by then.
     :raises ConfigurationError: an unknown consistency mode or a negative size.
     """
 
@@ -77,6 +91,7 @@ class Cache:
         namespace: str = "",
         lock_timeout: float = 5.0,
         l2_size_limit: int = 1 << 30,
+        watched: bool = False,
     ) -> None:
         if consistency not in CONSISTENCY:
             raise ConfigurationError(
@@ -108,6 +123,9 @@ class Cache:
         self.generations: gen.LocalGenerations | None = None
         #: called when a miss has to wait for another thread's or process's loader (diagnostics)
         self.on_lock_wait: Callable[[], None] | None = None
+        self._watched = watched
+        #: monotonic time until which entries are kept no longer than that (0: no limit)
+        self._young_until = 0.0
         self._open_shared()
 
     # -- construction -------------------------------------------------------------------------
@@ -125,9 +143,9 @@ class Cache:
         with _registry_lock:
             cache = _registry.get(db)
             if cache is None:
-                if directory is None:
-                    directory = placement.default_directory(db)
-                cache = cls(directory, db=db, **options)
+                default = placement.default_directory(db)
+                options.setdefault("watched", directory is None and default is not None)
+                cache = cls(directory if directory is not None else default, db=db, **options)
                 _registry[db] = cache
             return cache
 
@@ -137,7 +155,10 @@ class Cache:
             return
         owner = self._owner()
         try:
+            fresh = self._watched and not os.path.isdir(self.directory)
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            if self._watched:
+                self._young_until = _youth(self.directory, fresh)
             self.generations = gen.SharedGenerations(self.directory, owner)
             self._file_locks = FileLocks(os.path.join(self.directory, "locks"), owner)
         except OSError:
@@ -600,7 +621,13 @@ class Cache:
         )
 
     def _ttl(self, family: str | None, ttl: float | None) -> float:
-        return ttl if ttl is not None else self.ttl_of(family)
+        ttl = ttl if ttl is not None else self.ttl_of(family)
+        if self._young_until:
+            left = self._young_until - monotonic()
+            if left > 0:
+                return min(ttl, left)
+            self._young_until = 0.0
+        return ttl
 
     def _l1_ttl(self, ttl: float) -> float:
         return ttl if self.l1_ttl is None else min(ttl, self.l1_ttl)
@@ -627,6 +654,26 @@ def _hand_over(directory: str, owner: tuple[int, int]) -> None:
                 pass  # removed meanwhile by another process
 
 
+def _youth(directory: str, fresh: bool) -> float:
+    """The monotonic time until which a watched cache directory counts as new (0: it is not):
+    its birth time is in a file the process that made it wrote."""
+    path = os.path.join(directory, _BIRTH_FILE)
+    if fresh:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(repr(time.time()))
+        except FileExistsError:
+            pass  # another process made it first
+    try:
+        with open(path) as fh:
+            born = float(fh.read())
+    except (OSError, ValueError):
+        return 0.0  # made before birth files existed, or unreadable: long settled
+    left = born + GRACE - time.time()
+    return monotonic() + left if left > 0 else 0.0
+
+
 def registered(db: Database) -> Cache | None:
     """The cache already created for ``db`` in this process, if any."""
     return _registry.get(db)
@@ -645,6 +692,28 @@ def shared(db: Database) -> Cache | None:
     if directory is None or not os.path.isdir(directory):
         return None
     return Cache.for_database(db)
+
+
+def for_writer(db: Database) -> Cache | None:
+    """The cache a write with no cache of its own must tell what changed: this process's for
+    ``db``, else the one at ``db``'s default directory once some process made it.
+
+    The disk is looked at no more than every :data:`RECHECK` seconds (never for a database
+    with no default directory, such as ``:memory:``), so writes do no filesystem work; a cache
+    made meanwhile keeps its first entries only until writers have looked again (GRACE).
+    """
+    cache = _registry.get(db)
+    if cache is not None:
+        return cache
+    now = monotonic()
+    seen = _looked.get(db)
+    if seen is not None and now < seen[0]:
+        return None
+    directory = seen[1] if seen is not None else placement.default_directory(db)
+    if directory is not None and os.path.isdir(directory):
+        return Cache.for_database(db)
+    _looked[db] = (now + RECHECK if directory is not None else float("inf"), directory)
+    return None
 
 
 def forget(db: Database) -> None:

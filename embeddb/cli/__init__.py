@@ -1,11 +1,16 @@
 """The ``embeddb`` command: a thin layer over the library, one module per command group.
 
+A command's module (and the library code it needs: backup, migrate, the cache...) is imported
+only when that command runs or its help is shown, so ``embeddb --version`` or ``embeddb info``
+loads nothing else.
+
 Errors derived from EmbeddbError become one ``Error: ...`` line on stderr and exit code 1; a
 traceback is shown only with ``--verbose``.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from typing import Any
@@ -14,17 +19,36 @@ import click
 
 from ..errors import EmbeddbError
 from ..version import __version__
-from .audit import audit
-from .backup import backup
-from .cache import cache
-from .info import info
-from .locks import locks
-from .maintenance import maintenance
-from .migrate import migrate
 from .options import CliState, db_option
-from .outbox import outbox
-from .schema import schema
-from .seed import seed, setup
+
+#: command name -> the module of this package that defines it (under the same name)
+COMMANDS = {
+    "audit": "audit", "backup": "backup", "cache": "cache", "info": "info", "locks": "locks",
+    "maintenance": "maintenance", "migrate": "migrate", "outbox": "outbox", "schema": "schema",
+    "seed": "seed", "setup": "seed",
+}
+
+
+class _LazyCommands(dict[str, Any]):
+    """Command name -> command, importing a command's module the first time it is needed
+    (click looks commands up through ``get``; listings iterate the names)."""
+
+    def __getitem__(self, name: str) -> click.Command:
+        command = super().__getitem__(name)
+        if isinstance(command, str):
+            command = getattr(importlib.import_module(f"{__name__}.{command}"), name)
+            _accept_verbose_everywhere(command)
+            super().__setitem__(name, command)
+        return command
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self[name] if name in self else default
+
+    def items(self) -> Any:
+        return [(name, self[name]) for name in self]
+
+    def values(self) -> Any:
+        return [self[name] for name in self]
 
 
 class EmbeddbGroup(click.Group):
@@ -73,14 +97,14 @@ def _verbose_option() -> click.Option:
                         callback=_store_verbose, help="Show tracebacks on errors.")
 
 
-def _accept_verbose_everywhere(group: click.Group) -> None:
+def _accept_verbose_everywhere(command: click.Command) -> None:
     """``--verbose`` also after the command name (``embeddb migrate status --verbose``), as
     error messages suggest rerunning with it."""
-    for command in group.commands.values():
-        if isinstance(command, click.Group):
-            _accept_verbose_everywhere(command)
-        elif not any(p.name == "verbose" for p in command.params):
-            command.params.append(_verbose_option())
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _accept_verbose_everywhere(sub)
+    elif not any(p.name == "verbose" for p in command.params):
+        command.params.append(_verbose_option())
 
 
 @click.group(cls=EmbeddbGroup)
@@ -94,18 +118,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     state.verbose = state.verbose or verbose
 
 
-cli.add_command(audit)
-cli.add_command(info)
-cli.add_command(locks)
-cli.add_command(backup)
-cli.add_command(cache)
-cli.add_command(maintenance)
-cli.add_command(migrate)
-cli.add_command(outbox)
-cli.add_command(schema)
-cli.add_command(seed)
-cli.add_command(setup)
-_accept_verbose_everywhere(cli)
+cli.commands = _LazyCommands(COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> None:
