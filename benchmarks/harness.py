@@ -40,6 +40,20 @@ def per_op(fn: Callable[[], Any], number: int, repeat: int = 5) -> float:
     return statistics.median(rounds)
 
 
+def paired(ours: Callable[[], Any], theirs: Callable[[], Any], number: int,
+           repeat: int = 5) -> tuple[float, float]:
+    """Median seconds per call of each of two functions, rounds of ``number`` calls taking
+    turns, so a burst of load from other jobs hits both sides alike."""
+    rounds: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeat):
+        for fn, times in ((ours, rounds[0]), (theirs, rounds[1])):
+            start = time.perf_counter()
+            for _ in range(number):
+                fn()
+            times.append((time.perf_counter() - start) / number)
+    return statistics.median(rounds[0]), statistics.median(rounds[1])
+
+
 def once(fn: Callable[[], Any], repeat: int = 3) -> float:
     """Median seconds of one call of ``fn`` (for bulk operations), over ``repeat`` calls."""
     times = []

@@ -1,6 +1,14 @@
-"""embeddb: a SQLite-first embedded persistence engine with a pluggable PostgreSQL backend."""
+"""embeddb: a SQLite-first embedded persistence engine with a pluggable PostgreSQL backend.
 
-from .database import Database, PostgresEngine, SqliteEngine, connect
+The engine (:mod:`embeddb.database`: connection pool, dialects, audit hooks) is imported on
+first use of ``connect`` or an engine class, so ``import embeddb`` (and ``embeddb --version``)
+stays about as cheap as importing peewee.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     ConfigurationError,
     ConflictError,
@@ -13,6 +21,19 @@ from .errors import (
     PoolExhausted,
 )
 from .version import __version__
+
+if TYPE_CHECKING:
+    from .database import Database, PostgresEngine, SqliteEngine, connect
+
+_ENGINE = frozenset({"Database", "PostgresEngine", "SqliteEngine", "connect"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ENGINE:
+        from . import database
+
+        return getattr(database, name)
+    raise AttributeError(f"module 'embeddb' has no attribute {name!r}")
 
 __all__ = [
     "ConfigurationError",

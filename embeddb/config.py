@@ -7,7 +7,6 @@ Each default says why it has that value. Everything here can be overridden per c
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -119,10 +118,16 @@ def load_config_file(path: Path) -> dict[str, Any]:
         otherwise be ignored silently and the default database used).
     """
     try:
-        with open(path, "rb") as fh:
-            config = tomllib.load(fh)
+        fh = open(path, "rb")
     except FileNotFoundError:
         return {}
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc}") from exc
+    import tomllib  # here: most runs have no config file to parse
+
+    try:
+        with fh:
+            config = tomllib.load(fh)
     except (tomllib.TOMLDecodeError, OSError) as exc:
         raise ConfigurationError(f"cannot read {path}: {exc}") from exc
     known = [f"[{table}] {key}" for table, keys in _CONFIG_KEYS.items() for key in keys]

@@ -8,6 +8,7 @@ and ``info()`` / ``health()`` / ``pool_stats()`` for operators.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -20,8 +21,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import peewee
-import psycopg2
-import psycopg2.extras
 from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 
 from . import audit, config, dialect
@@ -176,6 +175,75 @@ class Engine(_PeeweeDatabase):
             raise translate(exc, self.url.password) from exc
         return cursor
 
+    def execute_write(self, sql: str, params: Any = (), fetch: bool = False) -> Any:
+        """Run one write statement in a transaction of its own (in a savepoint when one is
+        open): the rows it returns when ``fetch`` (RETURNING), else how many rows it changed.
+
+        The hot path of single-row writes: standing alone and unobserved, it sends BEGIN
+        (IMMEDIATE on SQLite), the statement and COMMIT straight to the driver, skipping
+        peewee's transaction objects (through :meth:`begin`/:meth:`commit` inside an audit
+        context); otherwise ``atomic()``.
+        """
+        state = self._state
+        begin = self._begin_sql
+        if begin is None or state.transactions or state.closed or self.observed:
+            with self.atomic():
+                cursor = self.execute_sql(sql, params)
+                return cursor.fetchall() if fetch else cursor.rowcount
+        if audit.current() is not None:  # begin/commit hand the actor to the audit triggers
+            self.begin()
+            try:
+                cursor = self.execute_fast(sql, params)
+                result = cursor.fetchall() if fetch else cursor.rowcount
+                self.commit()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.rollback()
+                raise
+            return result
+        conn = state.conn
+        cursor = getattr(state, "write_cursor", None)
+        if cursor is None or cursor.connection is not conn:
+            cursor = state.write_cursor = conn.cursor()  # reused: a cursor costs ~1.5 µs
+        gated = self._gated(None)
+        if gated:
+            self._enter_gate()  # as begin() does: this process's writers wait in line
+        try:
+            with _driver_errors:
+                cursor.execute(begin)
+                try:
+                    cursor.execute(sql, params)
+                    result = cursor.fetchall() if fetch else cursor.rowcount
+                    cursor.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(Exception):  # the first error is the one to see
+                        cursor.execute("ROLLBACK")
+                    raise
+        except peewee.PeeweeException as exc:
+            raise translate(exc, self.url.password) from exc
+        finally:
+            if gated:
+                self._leave_gate()
+        return result
+
+    def _gated(self, lock_type: str | None) -> bool:
+        """Whether a transaction begun with ``lock_type`` (None: the default) first waits
+        its turn behind this process's other writers (:meth:`_enter_gate`)."""
+        return False
+
+    def _enter_gate(self) -> None:
+        """Wait for this process's turn to write, before BEGIN: nothing to wait for here
+        (PostgreSQL queues writers by row); SqliteEngine queues them per file."""
+
+    def _leave_gate(self) -> None:
+        """Give back the turn :meth:`_enter_gate` took, after COMMIT or ROLLBACK (a no-op
+        when none was taken)."""
+
+    @property
+    def _begin_sql(self) -> str | None:
+        """What :meth:`begin` sends with no arguments (None: not a plain statement)."""
+        return None
+
     def fetch_one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
         """One row of a prepared statement: the hot path for lookups by key."""
         return self.execute_fast(sql, params).fetchone()
@@ -304,8 +372,7 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
     # released) and one thread per process contends for SQLite's lock. Readers take no part.
 
     def begin(self, lock_type: str | None = None) -> None:
-        kind = (lock_type or self._lock_type or "").upper()
-        gated = self._gate is not None and kind in ("IMMEDIATE", "EXCLUSIVE")
+        gated = self._gated(lock_type)
         if gated:
             self._enter_gate()
         try:
@@ -327,9 +394,13 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
         finally:
             self._leave_gate()
 
+    def _gated(self, lock_type: str | None) -> bool:
+        kind = (lock_type or self._lock_type or "").upper()
+        return self._gate is not None and kind in ("IMMEDIATE", "EXCLUSIVE")
+
     def _enter_gate(self) -> None:
         timeout = self.settings.busy_timeout
-        assert self._gate is not None  # begin() checked
+        assert self._gate is not None  # _gated() checked
         if not self._gate.acquire(timeout=timeout):
             raise OperationalError(
                 f"database is locked: other threads of this process kept writing to "
@@ -345,6 +416,10 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
     @property
     def is_memory(self) -> bool:
         return self._anchor is not None
+
+    @property
+    def _begin_sql(self) -> str | None:
+        return f"BEGIN {self._lock_type}" if self._lock_type else "BEGIN"
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -515,6 +590,8 @@ class PostgresEngine(Engine, PooledPostgresqlDatabase):
             ) from exc
 
     def _connect(self) -> Any:
+        import psycopg2  # here: a SQLite-only app need not have the driver
+
         with self._pool_lock:
             if len(self._in_use) >= self._max_connections:
                 self._reclaim_from_ended_threads()
@@ -544,8 +621,14 @@ class PostgresEngine(Engine, PooledPostgresqlDatabase):
     def _initialize_connection(self, conn: Any) -> None:
         # jsonb comes back as text, as on SQLite, so JSONField decodes one way on both backends
         # (a top-level JSON string would otherwise be indistinguishable from its encoding).
+        import psycopg2.extras
+
         psycopg2.extras.register_default_jsonb(conn, loads=str)
         super()._initialize_connection(conn)
+
+    @property
+    def _begin_sql(self) -> str | None:
+        return None if self._isolation_level else "BEGIN"
 
     def check_schema(self) -> None:
         """:raises ConfigurationError: the URL's ``schema`` does not exist on the server."""

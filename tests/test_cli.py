@@ -80,7 +80,10 @@ def test_verbose_prints_a_real_traceback_and_quiet_runs_do_not(verbose):
 
 
 def _commands(group: click.Group, prefix: str = ""):
-    for name, command in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):  # the top level loads its commands lazily
+        command = group.get_command(ctx, name)
+        assert command is not None, name
         path = f"{prefix}{name}"
         yield path, command
         if isinstance(command, click.Group):

@@ -149,3 +149,49 @@ def test_writers_of_one_process_wait_in_line_and_readers_do_not(tmp_path):
     late.join(10)
     assert db.execute_sql("SELECT n FROM t").fetchone()[0] == 11
     db.close()
+
+
+def test_single_statement_writes_wait_in_the_same_line(tmp_path):
+    """execute_write (the pre-built single-row writes) skips peewee's transactions but not the
+    process's writer queue: it waits behind a thread's open write transaction, and gives its
+    place back after COMMIT and after a failed statement's ROLLBACK."""
+    url = f"sqlite:///{tmp_path / 'w.db'}?busy_timeout=0.3"
+    db = embeddb.connect(url)
+    db.execute_sql("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with db.atomic():
+            db.execute_sql("INSERT INTO t VALUES (1)")
+            holding.set()
+            release.wait(10)
+
+    outcome: dict[str, object] = {}
+
+    def write(n: int) -> None:
+        db.connect(reuse_if_open=True)  # open: the direct path (a closed one takes atomic())
+        try:
+            outcome[n] = db.execute_write("INSERT INTO t VALUES (?)", (n,))
+        except embeddb.EmbeddbError as exc:
+            outcome[n] = exc
+        finally:
+            db.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(10)
+    blocked = threading.Thread(target=write, args=(2,))
+    blocked.start()
+    blocked.join(10)
+    assert isinstance(outcome[2], OperationalError)
+    assert "other threads of this process kept writing" in str(outcome[2])
+    release.set()
+    holder.join(10)
+    for n in (3, 3, 4):  # the second 3 fails (primary key) and rolls back
+        thread = threading.Thread(target=write, args=(n,))
+        thread.start()
+        thread.join(10)
+    assert isinstance(outcome[3], embeddb.IntegrityError) and outcome[4] == 1
+    with db.atomic():  # every place was given back: this thread gets the lock at once
+        assert [r[0] for r in db.execute_sql("SELECT n FROM t ORDER BY n")] == [1, 3, 4]
+    db.close()

@@ -211,7 +211,9 @@ def test_every_command_is_classified():
     import click
 
     def leaves(group: click.Group, prefix: str = ""):
-        for name, command in group.commands.items():
+        ctx = click.Context(group)
+        for name in group.list_commands(ctx):  # the top level loads its commands lazily
+            command = group.get_command(ctx, name)
             if isinstance(command, click.Group):
                 yield from leaves(command, f"{prefix}{name} ")
             else:

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable
 from time import monotonic
@@ -38,6 +39,17 @@ CONSISTENCY = ("strict", "bounded")
 
 _registry: weakref.WeakKeyDictionary[Any, Cache] = weakref.WeakKeyDictionary()
 _registry_lock = threading.Lock()
+#: How often (seconds) a process that writes with no cache of its own looks on disk for a
+#: cache another process keeps: rarely enough that writes do no filesystem work.
+RECHECK = 0.5
+#: A database's default cache directory is usable this long after it was created; a process
+#: opening it sooner waits until then. A writer that looked before the directory existed
+#: neither invalidates nor looks again for up to RECHECK, so every write it commits unseen has
+#: committed before GRACE (> RECHECK) is over, and anything loaded after that sees it.
+GRACE = 0.6
+_BIRTH_FILE = "born"
+#: per database: (monotonic time of the next look, default directory)
+_looked: weakref.WeakKeyDictionary[Any, tuple[float, str | None]] = weakref.WeakKeyDictionary()
 
 
 class Cache:
@@ -65,6 +77,9 @@ class Cache:
         None reads ``$EMBEDDB_REDIS_URL`` / embeddb.toml ``[cache] redis_url``, "" means none.
     :param redis_prefix: what every Redis key of this cache starts with; caches that share it
         share entries and invalidations (default: ``embeddb:<cache directory name>:``).
+    :param watched: ``directory`` is ``db``'s default, which writers without a cache of their
+        own look for (see :func:`for_writer`): opening it in the first :data:`GRACE` seconds
+        after its creation waits until they are over.
     :raises ConfigurationError: an unknown consistency mode or a negative size, or an
         unreadable embeddb.toml (read for the Redis URL when ``redis_url`` is None).
     """
@@ -85,6 +100,7 @@ class Cache:
         l2_size_limit: int = 1 << 30,
         redis_url: str | None = None,
         redis_prefix: str | None = None,
+        watched: bool = False,
     ) -> None:
         if consistency not in CONSISTENCY:
             raise ConfigurationError(
@@ -116,6 +132,7 @@ class Cache:
         self.generations: gen.LocalGenerations | None = None
         #: called when a miss has to wait for another thread's or process's loader (diagnostics)
         self.on_lock_wait: Callable[[], None] | None = None
+        self._watched = watched
         self._open_shared()
         self.remote = self._open_remote(redis_url, redis_prefix)
 
@@ -134,9 +151,9 @@ class Cache:
         with _registry_lock:
             cache = _registry.get(db)
             if cache is None:
-                if directory is None:
-                    directory = placement.default_directory(db)
-                cache = cls(directory, db=db, **options)
+                default = placement.default_directory(db)
+                options.setdefault("watched", directory is None and default is not None)
+                cache = cls(directory if directory is not None else default, db=db, **options)
                 _registry[db] = cache
             return cache
 
@@ -146,7 +163,10 @@ class Cache:
             return
         owner = self._owner()
         try:
+            fresh = self._watched and not os.path.isdir(self.directory)
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            if self._watched:
+                time.sleep(_youth(self.directory, fresh))
             self.generations = gen.SharedGenerations(self.directory, owner)
             self._file_locks = FileLocks(os.path.join(self.directory, "locks"), owner)
         except OSError:
@@ -411,6 +431,8 @@ class Cache:
         self, full: str, value: Any, ttl: float, slots: tuple[int, ...], token: int
     ) -> None:
         _check_value(value)
+        if ttl <= 0:
+            return
         if self.l2 is not None:
             self.l2.store(full, value, ttl, slots, token)
         self.l1.store(full, value, self._l1_ttl(ttl), slots, token)
@@ -670,6 +692,25 @@ def _hand_over(directory: str, owner: tuple[int, int]) -> None:
                 pass  # removed meanwhile by another process
 
 
+def _youth(directory: str, fresh: bool) -> float:
+    """Seconds until a watched cache directory is :data:`GRACE` old (0: it is already); its
+    birth time is in a file the process that made it wrote."""
+    path = os.path.join(directory, _BIRTH_FILE)
+    if fresh:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(repr(time.time()))
+        except FileExistsError:
+            pass  # another process made it first
+    try:
+        with open(path) as fh:
+            born = float(fh.read())
+    except (OSError, ValueError):
+        return 0.0  # made before birth files existed, or unreadable: long settled
+    return min(max(0.0, born + GRACE - time.time()), GRACE)
+
+
 def registered(db: Database) -> Cache | None:
     """The cache already created for ``db`` in this process, if any."""
     return _registry.get(db)
@@ -688,6 +729,28 @@ def shared(db: Database) -> Cache | None:
     if directory is None or not os.path.isdir(directory):
         return None
     return Cache.for_database(db)
+
+
+def for_writer(db: Database) -> Cache | None:
+    """The cache a write with no cache of its own must tell what changed: this process's for
+    ``db``, else the one at ``db``'s default directory once some process made it.
+
+    The disk is looked at no more than every :data:`RECHECK` seconds (never for a database
+    with no default directory, such as ``:memory:``), so writes do no filesystem work; a cache
+    made meanwhile is not used before every writer has looked again (:data:`GRACE`).
+    """
+    cache = _registry.get(db)
+    if cache is not None:
+        return cache
+    now = monotonic()
+    seen = _looked.get(db)
+    if seen is not None and now < seen[0]:
+        return None
+    directory = seen[1] if seen is not None else placement.default_directory(db)
+    if directory is not None and os.path.isdir(directory):
+        return Cache.for_database(db)
+    _looked[db] = (now + RECHECK if directory is not None else float("inf"), directory)
+    return None
 
 
 def forget(db: Database) -> None:

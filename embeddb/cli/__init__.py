@@ -1,11 +1,16 @@
 """The ``embeddb`` command: a thin layer over the library, one module per command group.
 
+A command's module (and the library code it needs: backup, migrate, the cache...) is imported
+only when that command runs or its help is shown, so ``embeddb --version`` or ``embeddb info``
+loads nothing else.
+
 Errors derived from EmbeddbError become one ``Error: ...`` line on stderr and exit code 1; a
 traceback is shown only with ``--verbose``.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from typing import Any
@@ -14,24 +19,32 @@ import click
 
 from ..errors import EmbeddbError
 from ..version import __version__
-from .audit import audit
-from .backup import backup
-from .cache import cache
-from .doctor import doctor
-from .explain import explain
-from .info import info
-from .locks import locks
-from .maintenance import maintenance
-from .migrate import migrate
 from .options import CliState, db_option
-from .outbox import outbox
-from .schema import schema
-from .seed import seed, setup
-from .stats import stats
+
+#: command name -> the module of this package that defines it (under the same name)
+COMMANDS = {
+    "audit": "audit", "backup": "backup", "cache": "cache", "doctor": "doctor",
+    "explain": "explain", "info": "info", "locks": "locks", "maintenance": "maintenance",
+    "migrate": "migrate", "outbox": "outbox", "schema": "schema", "seed": "seed",
+    "setup": "seed", "stats": "stats",
+}
 
 
 class EmbeddbGroup(click.Group):
-    """Turns errors into a one-line message and exit code 1."""
+    """Turns errors into a one-line message and exit code 1; imports a command's module the
+    first time the command is needed (click's documented way to load commands lazily)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = self.commands.get(cmd_name)
+        if command is None and cmd_name in COMMANDS:
+            module = importlib.import_module(f"{__name__}.{COMMANDS[cmd_name]}")
+            command = getattr(module, cmd_name)
+            _accept_verbose_everywhere(command)
+            self.add_command(command, cmd_name)
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -76,14 +89,14 @@ def _verbose_option() -> click.Option:
                         callback=_store_verbose, help="Show tracebacks on errors.")
 
 
-def _accept_verbose_everywhere(group: click.Group) -> None:
+def _accept_verbose_everywhere(command: click.Command) -> None:
     """``--verbose`` also after the command name (``embeddb migrate status --verbose``), as
     error messages suggest rerunning with it."""
-    for command in group.commands.values():
-        if isinstance(command, click.Group):
-            _accept_verbose_everywhere(command)
-        elif not any(p.name == "verbose" for p in command.params):
-            command.params.append(_verbose_option())
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _accept_verbose_everywhere(sub)
+    elif not any(p.name == "verbose" for p in command.params):
+        command.params.append(_verbose_option())
 
 
 @click.group(cls=EmbeddbGroup)
@@ -95,23 +108,6 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     """embeddb: SQLite-first embedded persistence engine with a PostgreSQL backend."""
     state = ctx.ensure_object(CliState)
     state.verbose = state.verbose or verbose
-
-
-cli.add_command(audit)
-cli.add_command(info)
-cli.add_command(locks)
-cli.add_command(backup)
-cli.add_command(cache)
-cli.add_command(doctor)
-cli.add_command(explain)
-cli.add_command(maintenance)
-cli.add_command(migrate)
-cli.add_command(outbox)
-cli.add_command(schema)
-cli.add_command(seed)
-cli.add_command(setup)
-cli.add_command(stats)
-_accept_verbose_everywhere(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..database import Database, connect
+if TYPE_CHECKING:
+    from ..database import Database
 
 
 @dataclass
@@ -24,6 +25,8 @@ class CliState:
         """Connect once per invocation (URL from --db, env, embeddb.toml or the default);
         ``create`` and ``readonly`` as in :func:`embeddb.connect`."""
         if self._db is None:
+            from ..database import connect  # here: `embeddb --version` needs no engine
+
             self._db = connect(self.db_url, create=create, readonly=readonly)
         return self._db
 
