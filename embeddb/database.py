@@ -181,8 +181,8 @@ class Engine(_PeeweeDatabase):
 
         The hot path of single-row writes: standing alone and unobserved, it sends BEGIN
         (IMMEDIATE on SQLite), the statement and COMMIT straight to the driver, skipping
-        peewee's transaction objects (through :meth:`begin`/:meth:`commit` inside an audit
-        context); otherwise ``atomic()``.
+        peewee's transaction objects (handing an audit context over as :meth:`begin` and
+        :meth:`commit` do); otherwise ``atomic()``.
         """
         state = self._state
         begin = self._begin_sql
@@ -190,17 +190,6 @@ class Engine(_PeeweeDatabase):
             with self.atomic():
                 cursor = self.execute_sql(sql, params)
                 return cursor.fetchall() if fetch else cursor.rowcount
-        if audit.current() is not None:  # begin/commit hand the actor to the audit triggers
-            self.begin()
-            try:
-                cursor = self.execute_fast(sql, params)
-                result = cursor.fetchall() if fetch else cursor.rowcount
-                self.commit()
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    self.rollback()
-                raise
-            return result
         conn = state.conn
         cursor = getattr(state, "write_cursor", None)
         if cursor is None or cursor.connection is not conn:
@@ -212,8 +201,12 @@ class Engine(_PeeweeDatabase):
             with _driver_errors:
                 cursor.execute(begin)
                 try:
+                    # as begin()/commit() do: who is writing, for the audit triggers
+                    signing = audit.on_begin(self) if audit.current() is not None else None
                     cursor.execute(sql, params)
                     result = cursor.fetchall() if fetch else cursor.rowcount
+                    if signing is not None:
+                        audit.before_commit(self, signing)
                     cursor.execute("COMMIT")
                 except BaseException:
                     with contextlib.suppress(Exception):  # the first error is the one to see
