@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
+from dropped_privileges import as_user, needs_root, shared_directory
 
 import embeddb
 from embeddb.cli import cli
-from embeddb.errors import DatabaseError
+from embeddb.errors import DatabaseError, InvalidQueryError
 
 ROWS = 20_000
 
@@ -151,3 +153,46 @@ def test_a_scanned_subquery_is_not_taken_for_a_table(big):
     plan = big.monitor.explain(sql)
     assert "per" not in plan.scans
     assert all(s.table == "orders" for s in plan.suggestions)
+
+
+@pytest.mark.parametrize("extra", ["UPDATE orders SET customer = 777",
+                                   "COMMIT; UPDATE orders SET customer = 777"])
+@pytest.mark.parametrize("analyze", [False, True])
+def test_several_statements_are_refused_and_nothing_runs(big, cli_db_url, extra, analyze):
+    sql = f"SELECT 1; {extra}"
+    with pytest.raises(InvalidQueryError, match="one statement") as raised:
+        big.monitor.explain(sql, analyze=analyze)
+    assert sql in str(raised.value)
+    result = CliRunner().invoke(cli, ["--db", cli_db_url, "explain", sql, "--json",
+                                      *(["--analyze"] if analyze else [])])
+    assert result.exit_code == 1 and "one statement" in json.loads(result.stdout)["error"]
+    assert big.execute_sql("SELECT count(*) FROM orders WHERE customer = 777").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("sql", ["SELECT 1;", "SELECT ';' AS a -- ; trailing\n",
+                                 'SELECT 1 AS "x;y" /* ; */ ;'])
+def test_semicolons_in_literals_comments_or_at_the_end_are_one_statement(big, sql):
+    assert big.monitor.explain(sql).nodes
+
+
+def _explain_as_other_user(url: str) -> list:
+    result = CliRunner().invoke(cli, ["--db", url, "explain", "SELECT * FROM orders"])
+    analyzed = CliRunner().invoke(cli, ["--db", url, "explain", "SELECT * FROM orders",
+                                        "--analyze"])
+    return [result.exit_code, result.output, analyzed.exit_code, analyzed.output]
+
+
+@needs_root
+def test_explain_opens_a_file_it_cannot_write_read_only(tmp_path):
+    with shared_directory() as home:
+        data = home.parent / "data"  # root's, 0755: the other user can write nothing here
+        data.mkdir(mode=0o755)
+        path = data / "app.db"
+        db = embeddb.connect(f"sqlite:///{path}")
+        db.execute_sql("CREATE TABLE orders (id INTEGER PRIMARY KEY, customer INTEGER)")
+        db.close()
+        os.chmod(path, 0o444)
+        code, output, analyzed_code, analyzed = as_user(_explain_as_other_user,
+                                                        f"sqlite:///{path}")
+        assert code == 0 and "SCAN orders" in output, output
+        assert analyzed_code == 1 and "app.db" in analyzed, analyzed  # --analyze needs writes

@@ -39,7 +39,8 @@ def explain(sql: str, params: tuple[str, ...], analyze: bool, as_json: bool) -> 
     Example: embeddb explain "SELECT * FROM services WHERE category = ?" --param ai
     """
     with json_failure(as_json):
-        plan = database(create=False).monitor.explain(sql, list(params), analyze=analyze)
+        db = database(create=False, readonly=not analyze)  # only --analyze runs the statement
+        plan = db.monitor.explain(sql, list(params), analyze=analyze)
     if as_json:
         emit_json(plan.as_dict())
     else:

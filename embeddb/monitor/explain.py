@@ -240,8 +240,16 @@ def explain(db: Any, sql: str, params: Any = None, *, analyze: bool = False,
             large_table: int = LARGE_TABLE) -> Plan:
     """The plan of ``sql`` with ``params``, its warnings and the indexes that would help.
 
+    :raises InvalidQueryError: ``sql`` holds more than one statement (the driver would run
+        the others, and ``COMMIT; ...`` would escape the rollback of ``analyze``).
     :raises DatabaseError: the statement does not parse or names unknown tables.
     """
+    from ..errors import InvalidQueryError
+    from .statements import statement_count
+
+    if statement_count(sql) > 1:
+        raise InvalidQueryError(f"explain takes one statement, not several: {sql!r}; "
+                                "explain them one at a time")
     planner: Any = SqlitePlanner(db) if db.dialect.name == "sqlite" else PostgresPlanner(db)
     actual = None
     if analyze:

@@ -41,6 +41,40 @@ def normalize(sql: str) -> str:
     return _ROWS.sub("(?)", text)
 
 
+_LEXEME = re.compile(
+    r"'(?:[^']|'')*'?"  # a string literal (unterminated: to the end)
+    r'|"(?:[^"]|"")*"?'  # a quoted identifier
+    r"|--[^\n]*|/\*.*?(?:\*/|$)"  # comments
+    r"|\$(?P<tag>[A-Za-z_]\w*)?\$.*?(?:\$(?P=tag)\$|$)"  # PostgreSQL dollar quoting
+    r"|(?P<semicolon>;)|(?P<mark>\?)", re.S)
+
+
+def code_spans(sql: str) -> list[tuple[int, int, str]]:
+    """``(start, end, kind)`` of each semicolon (``";"``) and ``?`` (``"?"``) of ``sql`` that is
+    SQL, not inside a string, a quoted name, a comment or a dollar-quoted body."""
+    found = []
+    for match in _LEXEME.finditer(sql):
+        if match.group("semicolon"):
+            found.append((match.start(), match.end(), ";"))
+        elif match.group("mark"):
+            found.append((match.start(), match.end(), "?"))
+    return found
+
+
+_BLANK = re.compile(r"(?:\s+|--[^\n]*|/\*.*?\*/)*", re.S)
+
+
+def statement_count(sql: str) -> int:
+    """How many statements ``sql`` holds (a trailing ``;``, blanks and comments count none)."""
+    count, start = 0, 0
+    for begin, end, kind in code_spans(sql):
+        if kind == ";":
+            if _BLANK.fullmatch(sql, start, begin) is None:
+                count += 1
+            start = end
+    return count + (_BLANK.fullmatch(sql, start) is None)
+
+
 def fingerprint(sql: str) -> tuple[str, str]:
     """``(normalized text, 16-hex id)`` of ``sql``, remembered for the next call."""
     found = _cache.get(sql)
