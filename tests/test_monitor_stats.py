@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import embeddb
 from embeddb.cli import cli
+from embeddb.cli.stats import advice_for
 from embeddb.monitor import publish
 
 APP = r'''
@@ -176,6 +177,22 @@ def test_advise_explains_what_the_app_ran(app_db, start_app, cli_db_url):
     assert not [a for a in advice if "WHERE id = ?" in a["statement"]]  # by primary key: fine
     text = CliRunner().invoke(cli, ["--db", cli_db_url, "stats", "--advise"]).output
     assert 'SUGGEST CREATE INDEX "idx_t_x_id" ON "t" ("x", "id");' in text
+
+
+def test_advise_explains_a_masked_example_with_nulls(cli_db_url):
+    db = embeddb.connect(cli_db_url)
+    db.execute_sql("CREATE TABLE users (id INTEGER PRIMARY KEY, token_hash TEXT, n INTEGER)")
+    db.monitor.enable(publish=False)
+    mark = "?" if db.backend == "sqlite" else "%s"
+    db.execute_sql(f"SELECT id FROM users WHERE token_hash = {mark} AND n IN ({mark}, {mark})",
+                   ("s3cr3t", 1, 2)).fetchall()
+    view = json.loads(json.dumps(db.monitor.stats()))  # as another process reads it
+    [example] = [s["example"] for s in view["statements"] if "users" in s["statement"]]
+    assert example["redacted"] and "s3cr3t" not in json.dumps(example)
+    [advice] = advice_for(db, view, limit=5)
+    assert advice["full_scans"] == ["users"], advice
+    assert advice["suggestions"][0]["columns"] == ["token_hash", "n"]
+    db.close()
 
 
 def test_a_forked_child_publishes_its_own_numbers(app_db, cli_db_url):

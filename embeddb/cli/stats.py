@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from ..monitor import publish
-from ..monitor.explain import review
+from ..monitor.explain import replayable, review
 from ..monitor.prometheus import exposition
 from ..monitor.sizes import sizes
 from ..monitor.statements import short
@@ -80,10 +80,10 @@ def _print(view: dict[str, Any], limit: int) -> None:
 
 
 def advice_for(db: Any, view: dict[str, Any], limit: int) -> list[dict[str, Any]]:
-    """EXPLAIN the published examples (those without masked parameters) on ``db``."""
-    usable = [s for s in view["statements"]
-              if s.get("example") and not s["example"]["redacted"]]
-    return review(db, [(s["statement"], s["example"]["sql"], s["example"]["params"])
+    """EXPLAIN the published examples on ``db`` (with NULLs where their parameters were
+    masked or folded)."""
+    usable = [s for s in view["statements"] if s.get("example")]
+    return review(db, [(s["statement"], s["example"]["sql"], replayable(s["example"]))
                        for s in usable], limit,
                   {s["statement"]: (s["total_ms"], s["calls"]) for s in usable})
 

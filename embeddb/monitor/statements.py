@@ -46,12 +46,13 @@ _LEXEME = re.compile(
     r'|"(?:[^"]|"")*"?'  # a quoted identifier
     r"|--[^\n]*|/\*.*?(?:\*/|$)"  # comments
     r"|\$(?P<tag>[A-Za-z_]\w*)?\$.*?(?:\$(?P=tag)\$|$)"  # PostgreSQL dollar quoting
-    r"|(?P<semicolon>;)|(?P<mark>\?)", re.S)
+    r"|(?P<semicolon>;)|(?P<mark>\?|%s)", re.S)
 
 
 def code_spans(sql: str) -> list[tuple[int, int, str]]:
-    """``(start, end, kind)`` of each semicolon (``";"``) and ``?`` (``"?"``) of ``sql`` that is
-    SQL, not inside a string, a quoted name, a comment or a dollar-quoted body."""
+    """``(start, end, kind)`` of each semicolon (``";"``) and placeholder, ``?`` or ``%s``
+    (``"?"``), of ``sql`` that is SQL, not inside a string, a quoted name, a comment or a
+    dollar-quoted body."""
     found = []
     for match in _LEXEME.finditer(sql):
         if match.group("semicolon"):
@@ -123,7 +124,8 @@ class StatementStats:
         self.first_seen = self.last_seen = time.time()
         self._samples: list[float] = []
         self._next = 0
-        #: the first run's SQL and parameters, for EXPLAIN (kept in this process only)
+        #: the first run's SQL and parameters, for EXPLAIN (kept in this process only: what
+        #: leaves it is the normalized statement and the redacted parameters)
         self.example: tuple[str, Any] | None = None
 
     def add(self, duration: float, rows: int, failed: bool) -> None:
@@ -164,11 +166,10 @@ class StatementStats:
     def _example(self) -> dict[str, Any] | None:
         if self.example is None:
             return None
-        from .slow import MASK, redact
+        from .redaction import redact, sensitive
 
         sql, params = self.example
-        shown = redact(sql, params)
-        return {"sql": sql, "params": shown, "redacted": MASK in shown}
+        return {"sql": self.statement, "params": redact(sql, params), "redacted": sensitive(sql)}
 
 
 def _quantile(ordered: list[float], q: float) -> float:
