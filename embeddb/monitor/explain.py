@@ -20,6 +20,8 @@ from .statements import code_spans
 #: a full scan of a table with at least this many rows is worth a warning
 LARGE_TABLE = 1000
 _LIMIT = re.compile(r"\bLIMIT\b", re.I)
+#: every row of a table, read from the table or from an index (covering or not)
+_SQLITE_SCAN = re.compile(r"SCAN (\S+)(?: USING (?:COVERING )?INDEX \S+)?$")
 _ORDER_BY = re.compile(r"\b(ORDER|GROUP)\s+BY\b|\bDISTINCT\b|\b(count|sum|avg|min|max)\s*\(", re.I)
 
 
@@ -103,7 +105,7 @@ class SqlitePlanner:
         nodes: dict[int, PlanNode] = {}
         roots: list[PlanNode] = []
         for node_id, parent, _unused, detail in rows:
-            scan = re.match(r"SCAN (\S+)$", detail)
+            scan = _SQLITE_SCAN.match(detail)
             table = names.get(scan.group(1), scan.group(1)) if scan else None
             node = nodes[node_id] = PlanNode(detail, table, alias=scan.group(1) if scan else None)
             (nodes[parent].children if parent in nodes else roots).append(node)
