@@ -120,6 +120,7 @@ def test_prometheus_output_parses(app_db, start_app, cli_db_url):
     assert len(select[0].labels["fingerprint"]) == 16
     hits = families["embeddb_cache_hits"].samples
     assert {s.labels["tier"]: s.value for s in hits}["l1"] == 1
+    assert [s.value for s in families["embeddb_processes"].samples] == [1]
 
 
 def test_human_output_and_tables(app_db, start_app, cli_db_url):
@@ -143,6 +144,9 @@ def test_nothing_published_is_said_plainly(app_db, cli_db_url):
     result = CliRunner().invoke(cli, ["--db", cli_db_url, "stats"])
     assert result.exit_code == 0
     assert "No monitored process is publishing" in result.output
+    result = CliRunner().invoke(cli, ["--db", cli_db_url, "stats", "--prometheus"])
+    families = {f.name: f for f in text_string_to_metric_families(result.stdout)}
+    assert [s.value for s in families["embeddb_processes"].samples] == [0]
 
 
 def test_the_app_never_fails_on_the_stats_file(app_db, cli_db_url):
