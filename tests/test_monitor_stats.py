@@ -10,6 +10,7 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from dropped_privileges import as_user, needs_root, shared_directory
 from prometheus_client.parser import text_string_to_metric_families
 
 import embeddb
@@ -280,3 +281,49 @@ def test_json_failures_are_json(command, tmp_path):
     assert result.exit_code == 1
     assert json.loads(result.stdout) == {"ok": False, "error": json.loads(result.stdout)["error"]}
     assert "no database at" in json.loads(result.stdout)["error"]
+
+
+def test_foreign_files_in_the_monitor_folder_are_skipped_and_counted(app_db, start_app,
+                                                                      cli_db_url):
+    start_app(2)
+    directory = publish.directory_of(app_db)
+    for name, text in [("foreign.json", '{"pid": 1, "updated": 1e12}'), ("list.json", "[1, 2]"),
+                       ("bad.json", "{not json"),
+                       ("shape.json", json.dumps({"pid": 1, "host": "h", "started": 1,
+                                                  "updated": 9e12, "monitor": {
+                                                      "totals": {"slow": 0, "nplusone": 0},
+                                                      "statements": [{"calls": "x"}]}}))]:
+        with open(os.path.join(directory, name), "w") as fh:
+            fh.write(text)
+    result = CliRunner().invoke(cli, ["--db", cli_db_url, "stats", "--json"])
+    assert result.exit_code == 0, result.output
+    view = json.loads(result.stdout)
+    assert len(view["processes"]) == 1 and view["skipped_files"] == 4
+    assert "4 unreadable or foreign file(s)" in CliRunner().invoke(
+        cli, ["--db", cli_db_url, "stats"]).output
+    result = CliRunner().invoke(cli, ["--db", cli_db_url, "cache", "stats", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["processes"] == 1
+
+
+def _stats_as_other_user(url: str) -> list:
+    result = CliRunner().invoke(cli, ["--db", url, "stats", "--json"])
+    return [result.exit_code, result.stdout]
+
+
+@needs_root
+def test_an_unreadable_monitor_folder_is_a_json_error_naming_it():
+    with shared_directory() as home:
+        data = home.parent / "data"
+        data.mkdir(mode=0o755)
+        path = data / "app.db"
+        db = embeddb.connect(f"sqlite:///{path}")
+        db.execute_sql("CREATE TABLE t (x)")
+        db.close()
+        os.chmod(path, 0o644)
+        folder = data / "app.db-monitor"
+        folder.mkdir(mode=0o700)  # root's: the other user cannot list it
+        code, stdout = as_user(_stats_as_other_user, f"sqlite:///{path}")
+        assert code == 1
+        error = json.loads(stdout)["error"]
+        assert str(folder) in error and "cannot read the monitor folder" in error

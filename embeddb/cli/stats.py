@@ -18,8 +18,10 @@ from .options import database, db_option, emit_json, json_option
 def live_view(db: Any) -> dict[str, Any]:
     """What the monitored processes of ``db`` published, summed (empty when none is)."""
     directory = publish.directory_of(db)
-    view = publish.combine(publish.read(directory))
+    entries, skipped = publish.read(directory)
+    view = publish.combine(entries)
     view["directory"] = directory
+    view["skipped_files"] = skipped
     return view
 
 
@@ -73,6 +75,9 @@ def _print(view: dict[str, Any], limit: int) -> None:
             text = short(s["statement"])
             click.echo(f"{s['calls']:>8} {s['mean_ms']:>9.3f} {s['p95_ms']:>9.3f} "
                        f"{s['max_ms']:>9.3f} {s['rows']:>8}  {text}")
+    if view.get("skipped_files"):
+        click.echo(f"({view['skipped_files']} unreadable or foreign file(s) in "
+                   f"{view['directory']} skipped)")
     if "tables" in view:
         _print_tables(view["tables"])
     if "advice" in view:
