@@ -237,6 +237,15 @@ def test_secrets_are_masked_in_the_slow_log(mdb, caplog):
     assert mdb.monitor.slow_queries(1)[0]["params"] == ["visible"]
 
 
+def test_a_slow_entry_keeps_at_most_50_parameters(mdb):
+    m = mark(mdb)
+    mdb.monitor.slow.threshold = 0.0
+    mdb.execute_sql(f"SELECT id FROM items WHERE id IN ({', '.join([m] * 120)})",
+                    tuple(range(120))).fetchall()
+    params = mdb.monitor.slow_queries(1)[0]["params"]
+    assert params == [*range(50), "... 70 more"]
+
+
 def _secret_statements(m: str) -> list[tuple[str, tuple]]:
     many = ", ".join([m] * 100)
     return [

@@ -216,3 +216,15 @@ def test_a_scan_through_a_covering_index_is_a_full_scan(big):
     assert plan.suggestions[0].columns == ("placed",)
     big.execute_sql(plan.suggestions[0].sql)
     assert searches_with(big.monitor.explain(sql, (ROWS - 10,)), "idx_orders_placed")
+
+
+def test_a_literal_percent_and_question_mark_placeholders_on_every_backend(big, cli_db_url):
+    assert big.monitor.explain("SELECT id FROM orders WHERE status LIKE '100%'").nodes
+    sql = "SELECT id FROM orders WHERE status LIKE 'op%' AND customer = ? AND status <> '?'"
+    plan = big.monitor.explain(sql, (7,))
+    assert plan.scans == ["orders"] and plan.suggestions[0].columns == ("customer", "status")
+    result = CliRunner().invoke(cli, ["--db", cli_db_url, "explain", sql, "--param", "7"])
+    assert result.exit_code == 0, result.output
+    assert "SUGGEST CREATE INDEX" in result.output
+    plan = big.monitor.explain(sql, (7,), analyze=True)
+    assert plan.actual["rows"] > 0

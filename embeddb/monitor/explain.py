@@ -170,11 +170,12 @@ class PostgresPlanner:
 
     @staticmethod
     def bind(sql: str, params: Any) -> tuple[str, Any]:
-        """``sql`` and ``params`` as psycopg2 takes them: no parameters is None (with a tuple
-        it would read the ``%`` of ``LIKE '100%'`` as a placeholder); ``?`` placeholders
-        become ``%s``, the other ``%`` signs then doubled."""
+        """``sql`` and ``params`` as psycopg2 takes them: it reads every ``%`` as the start of a
+        placeholder (peewee always passes a tuple, even an empty one), so without parameters
+        each ``%`` is doubled (``LIKE '100%'``); ``?`` placeholders become ``%s``, the other
+        ``%`` signs then doubled too."""
         if not params:
-            return sql, None
+            return sql.replace("%", "%%"), ()
         marks = [(b, e) for b, e, kind in code_spans(sql) if kind == "?" and sql[b:e] == "?"]
         if not marks:
             return sql, params
