@@ -327,3 +327,11 @@ def test_an_unreadable_monitor_folder_is_a_json_error_naming_it():
         assert code == 1
         error = json.loads(stdout)["error"]
         assert str(folder) in error and "cannot read the monitor folder" in error
+
+
+def test_a_negative_limit_is_refused(app_db, cli_db_url):
+    result = CliRunner().invoke(cli, ["--db", cli_db_url, "stats", "--limit", "-1"])
+    assert result.exit_code == 1 and result.output.startswith("Error: --limit -1")
+    assert len(result.output.strip().splitlines()) == 1
+    result = CliRunner().invoke(cli, ["--db", cli_db_url, "stats", "--limit", "-1", "--json"])
+    assert result.exit_code == 1 and "--limit -1" in json.loads(result.stdout)["error"]

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from ..errors import InvalidQueryError
 from ..monitor import publish
 from ..monitor.explain import replayable, review
 from ..monitor.prometheus import exposition
@@ -43,6 +44,8 @@ def stats(prometheus: bool, tables: bool, advise: bool, limit: int, as_json: boo
     Example: embeddb --db sqlite:///app.db stats --tables
     """
     with json_failure(as_json):
+        if limit < 0:
+            raise InvalidQueryError(f"--limit {limit}: give 0 or more statements to show")
         db = database(readonly=True)
         view = live_view(db)
         if tables:
