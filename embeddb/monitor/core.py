@@ -17,7 +17,7 @@ from ..config import MonitorSettings
 from ..errors import QueryBudgetExceeded
 from .nplusone import Detector, Finding
 from .pool import PoolCounters
-from .redaction import error_text, redact, shown_sql
+from .redaction import error_text, published_example, redact, shown_sql
 from .slow import SlowLog
 from .statements import (
     StatementStats,
@@ -233,7 +233,7 @@ class Monitor:
 
     def stats(self) -> dict[str, Any]:
         """Statistics per normalized statement (costliest first) and their totals."""
-        statements = self.table.snapshot()
+        statements = self.table.snapshot(published_example)
         return {
             "enabled": self.enabled,
             "since": self.table.since,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .statements import fingerprint, normalize
+from .statements import StatementStats, fingerprint, normalize
 
 MASK = "***"
 #: column names whose values never reach a log
@@ -59,3 +59,12 @@ def _loggable(value: Any) -> Any:
     if isinstance(value, str) and len(value) > 200:
         return value[:200] + "..."
     return value
+
+
+def published_example(stats: StatementStats) -> dict[str, Any] | None:
+    """The first run of a statement as it may leave the process: the normalized statement
+    (never its literals) and the redacted parameters."""
+    if stats.example is None:
+        return None
+    sql, params = stats.example
+    return {"sql": stats.statement, "params": redact(sql, params), "redacted": sensitive(sql)}

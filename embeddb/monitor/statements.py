@@ -12,6 +12,7 @@ import hashlib
 import re
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 OTHER = "other"
@@ -163,16 +164,7 @@ class StatementStats:
             "max_ms": _ms(self.max),
             "first_seen": self.first_seen,
             "last_seen": self.last_seen,
-            "example": self._example(),
         }
-
-    def _example(self) -> dict[str, Any] | None:
-        if self.example is None:
-            return None
-        from .redaction import redact, sensitive
-
-        sql, params = self.example
-        return {"sql": self.statement, "params": redact(sql, params), "redacted": sensitive(sql)}
 
 
 def _quantile(ordered: list[float], q: float) -> float:
@@ -215,9 +207,11 @@ class StatementTable:
     def entries(self) -> list[StatementStats]:
         return list(self._entries.values())
 
-    def snapshot(self) -> list[dict[str, Any]]:
-        """Every entry as a dict, the costliest (total time) first."""
-        rows = [e.as_dict() for e in list(self._entries.values())]
+    def snapshot(self, example: Callable[[StatementStats], Any] = lambda _e: None
+                 ) -> list[dict[str, Any]]:
+        """Every entry as a dict (``example``: what to show of its first run), the costliest
+        (total time) first."""
+        rows = [{**e.as_dict(), "example": example(e)} for e in list(self._entries.values())]
         rows.sort(key=lambda r: r["total_ms"], reverse=True)
         return rows
 
