@@ -194,9 +194,11 @@ def test_advise_explains_a_masked_example_with_nulls(cli_db_url):
     view = json.loads(json.dumps(db.monitor.stats()))  # as another process reads it
     [example] = [s["example"] for s in view["statements"] if "users" in s["statement"]]
     assert example["redacted"] and "s3cr3t" not in json.dumps(example)
-    [advice] = advice_for(db, view, limit=5)
+    reader = embeddb.connect(cli_db_url, readonly=True)  # as `embeddb stats --advise` opens it
+    [advice] = advice_for(reader, view, limit=5)
     assert advice["full_scans"] == ["users"], advice
     assert advice["suggestions"][0]["columns"] == ["token_hash", "n"]
+    reader.close()
     db.close()
 
 
