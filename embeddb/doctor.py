@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from .cache.placement import default_directory
+from .errors import DatabaseError
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 #: a newer backup than this is expected of a database in use
@@ -82,12 +84,18 @@ def _pragmas(db: Any, _options: Options) -> list[Check]:
     return [Check("pragmas", OK, "WAL, synchronous and foreign keys as recommended")]
 
 
+_RESTORE = "restore the newest verified backup (embeddb backup restore BACKUP_FILE)"
+
+
 def _integrity(db: Any, _options: Options) -> list[Check]:
-    rows = [r[0] for r in db.execute_sql("PRAGMA quick_check").fetchall()]
+    try:
+        rows = [r[0] for r in db.execute_sql("PRAGMA quick_check").fetchall()]
+    # too damaged to walk; the error may come from the fetch, which the engine leaves untranslated
+    except (DatabaseError, sqlite3.DatabaseError) as exc:
+        return [Check("quick_check", FAIL, f"corrupt: {' '.join(str(exc).split())}", _RESTORE)]
     if rows == ["ok"]:
         return [Check("quick_check", OK, "no corruption found")]
-    return [Check("quick_check", FAIL, f"{len(rows)} problem(s): {rows[0]}",
-                  "restore the newest verified backup (embeddb backup restore)")]
+    return [Check("quick_check", FAIL, f"{len(rows)} problem(s): {rows[0]}", _RESTORE)]
 
 
 def _wal(db: Any, _options: Options) -> list[Check]:

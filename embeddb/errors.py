@@ -143,3 +143,7 @@ class NPlusOneError(EmbeddbError):
 
 class QueryBudgetExceeded(EmbeddbError, AssertionError):
     """More statements ran inside ``assert_max_queries(n)`` than its budget allows."""
+
+
+class MonitorError(EmbeddbError):
+    """The statistics the monitored processes publish cannot be read (e.g. their folder)."""

@@ -162,3 +162,21 @@ def test_postgres_unused_indexes_and_pg_stat_statements(pg_schema_url):
     assert check.status == "OK" and ("not installed" in check.message
                                      or "installed" in check.message)
     db.close_all()
+
+
+def test_a_corrupt_file_fails_quick_check_with_the_restore_fix(tmp_path):
+    db = embeddb.connect(f"sqlite:///{tmp_path / 'c.db'}")
+    db.execute_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, x TEXT)")
+    db.execute_sql("CREATE INDEX t_x ON t (x)")
+    db.execute_sql("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000) "
+                   "INSERT INTO t (x) SELECT hex(randomblob(20)) FROM n")
+    db.close()
+    with open(tmp_path / "c.db", "r+b") as fh:  # pages 4-7 overwritten: malformed
+        fh.seek(4096 * 3)
+        fh.write(b"\xff" * 4096 * 4)
+    result = CliRunner().invoke(cli, ["--db", f"sqlite:///{tmp_path / 'c.db'}", "doctor",
+                                      "--json"])
+    assert result.exit_code == 1
+    [check] = [c for c in json.loads(result.stdout)["checks"] if c["status"] == "FAIL"]
+    assert check["name"] == "quick_check" and "malformed" in check["message"]
+    assert check["fix"].startswith("restore the newest verified backup (embeddb backup restore")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -229,9 +230,65 @@ def test_secrets_are_masked_in_the_slow_log(mdb, caplog):
         mdb.execute_sql(f"SELECT id FROM items WHERE api_token = {m} AND name = {m}",
                         ("s3cr3t-value", "visible")).fetchall()
     insert, select = reversed(mdb.monitor.slow_queries(2))
-    assert insert["params"] == ["visible", "***"]
-    assert select["params"] == ["***", "visible"]
-    assert "s3cr3t" not in caplog.text and "visible" in caplog.text
+    assert insert["params"] == ["***", "***"]  # a statement naming a secret: every value masked
+    assert select["params"] == ["***", "***"]
+    assert "s3cr3t" not in caplog.text and "items" in caplog.text
+    mdb.execute_sql(f"SELECT id FROM items WHERE name = {m}", ("visible",)).fetchall()
+    assert mdb.monitor.slow_queries(1)[0]["params"] == ["visible"]
+
+
+def test_a_slow_entry_keeps_at_most_50_parameters(mdb):
+    m = mark(mdb)
+    mdb.monitor.slow.threshold = 0.0
+    mdb.execute_sql(f"SELECT id FROM items WHERE id IN ({', '.join([m] * 120)})",
+                    tuple(range(120))).fetchall()
+    params = mdb.monitor.slow_queries(1)[0]["params"]
+    assert params == [*range(50), "... 70 more"]
+
+
+def _secret_statements(m: str) -> list[tuple[str, tuple]]:
+    many = ", ".join([m] * 100)
+    return [
+        (f"SELECT id FROM items WHERE api_token BETWEEN {m} AND {m}", ("s3cr3t-a", "s3cr3t-b")),
+        (f"SELECT id FROM items WHERE lower(api_token) = lower({m})", ("s3cr3t-lower",)),
+        (f"SELECT id FROM items WHERE {m} = api_token", ("s3cr3t-left",)),
+        ("SELECT id FROM items WHERE api_token = 's3cr3t-inline'", ()),
+        (f"SELECT id FROM items WHERE name = {m} AND api_token IN ({many})",
+         ("visible", *[f"s3cr3t-{i}" for i in range(100)])),
+        (f'INSERT INTO "items" ("name", "api_token") VALUES ({m}, {m}) ON CONFLICT ("name") '
+         f'DO UPDATE SET "api_token" = {m}', ("upserted", "s3cr3t-new", "s3cr3t-upd")),
+    ]
+
+
+def test_no_clause_shape_leaks_a_secret(mdb, caplog):
+    from embeddb.errors import QueryBudgetExceeded
+    from embeddb.monitor.publish import snapshot_of
+
+    m = mark(mdb)
+    mdb.monitor.slow.threshold = 0.0
+    with caplog.at_level(logging.WARNING, logger="embeddb.slow"):
+        with pytest.raises(QueryBudgetExceeded) as budget:
+            with mdb.monitor.assert_max_queries(0) as log:
+                for sql, params in _secret_statements(m):
+                    cursor = mdb.execute_sql(sql, params)
+                    if cursor.description:
+                        cursor.fetchall()
+                mdb.execute_sql("INSERT INTO items (name, api_token) VALUES ('taken-s3cr3t', 'x')")
+                with pytest.raises(IntegrityError):  # PostgreSQL: DETAIL: Key (name)=(taken-...)
+                    mdb.execute_sql(
+                        "INSERT INTO items (name, api_token) VALUES ('taken-s3cr3t', 'x')")
+    published = json.dumps(snapshot_of(mdb.monitor), default=str)
+    for text in (published, caplog.text, str(budget.value), repr(mdb.monitor.slow_queries()),
+                 repr([q.error for q in log.queries])):
+        assert "s3cr3t" not in text
+    assert "***" in published and "items" in published and "LINE" not in repr(log.queries)
+    assert [q.error for q in log.queries if q.error]  # the failure is still reported
+
+
+def test_published_examples_carry_no_literals(mdb):
+    mdb.execute_sql("SELECT id FROM items WHERE name = 'some customer' AND id > 41").fetchall()
+    example = entry(mdb, "SELECT id FROM items WHERE name = ? AND id > ?")["example"]
+    assert example["sql"] == "SELECT id FROM items WHERE name = ? AND id > ?"
 
 
 def test_the_ring_buffer_keeps_the_newest(mdb):

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 
 import pytest
 from click.testing import CliRunner
+from dropped_privileges import as_user, needs_root, shared_directory
 
 import embeddb
 from embeddb.cli import cli
-from embeddb.errors import DatabaseError
+from embeddb.errors import DatabaseError, InvalidQueryError
 
 ROWS = 20_000
 
@@ -40,6 +43,14 @@ def p(db) -> str:
     return "?" if db.backend == "sqlite" else "%s"
 
 
+def searches_with(plan, index: str) -> bool:
+    """Whether some step of ``plan`` looks rows up (not scans them) through ``index``."""
+    pattern = (rf"SEARCH \S+ USING (?:COVERING )?INDEX {index} \(" if plan.backend == "sqlite"
+               else rf"(?:Index Scan|Index Only Scan|Bitmap Index Scan)\b.* using index "
+                    rf"{index} \(Index Cond: ")
+    return any(re.match(pattern, n.detail) for root in plan.nodes for n in root.walk())
+
+
 QUERY = "SELECT id, placed FROM orders WHERE customer = {p} AND status = {p} ORDER BY placed"
 
 
@@ -54,8 +65,7 @@ def test_a_scan_is_warned_about_and_the_suggestion_fixes_it(big):
     big.execute_sql(plan.suggestions[0].sql)
     big.execute_sql("ANALYZE orders")
     after = big.monitor.explain(sql, (7, "open"))
-    assert after.scans == [] and after.uses_index
-    assert "idx_orders_customer_status_placed" in after.render()
+    assert after.scans == [] and searches_with(after, "idx_orders_customer_status_placed")
     assert not any("sort" in w.lower() for w in after.warnings)  # the index gives the order
     assert after.suggestions == []  # nothing more to suggest
 
@@ -66,7 +76,7 @@ def test_range_column_comes_after_the_equality_columns(big):
     assert plan.suggestions[0].columns == ("customer", "placed")
     big.execute_sql(plan.suggestions[0].sql)
     big.execute_sql("ANALYZE orders")
-    assert big.monitor.explain(sql, (100, 3)).uses_index
+    assert searches_with(big.monitor.explain(sql, (100, 3)), "idx_orders_customer_placed")
 
 
 def test_sorts_and_correlated_subqueries_are_warned(big):
@@ -151,3 +161,70 @@ def test_a_scanned_subquery_is_not_taken_for_a_table(big):
     plan = big.monitor.explain(sql)
     assert "per" not in plan.scans
     assert all(s.table == "orders" for s in plan.suggestions)
+
+
+@pytest.mark.parametrize("extra", ["UPDATE orders SET customer = 777",
+                                   "COMMIT; UPDATE orders SET customer = 777"])
+@pytest.mark.parametrize("analyze", [False, True])
+def test_several_statements_are_refused_and_nothing_runs(big, cli_db_url, extra, analyze):
+    sql = f"SELECT 1; {extra}"
+    with pytest.raises(InvalidQueryError, match="one statement") as raised:
+        big.monitor.explain(sql, analyze=analyze)
+    assert sql in str(raised.value)
+    result = CliRunner().invoke(cli, ["--db", cli_db_url, "explain", sql, "--json",
+                                      *(["--analyze"] if analyze else [])])
+    assert result.exit_code == 1 and "one statement" in json.loads(result.stdout)["error"]
+    assert big.execute_sql("SELECT count(*) FROM orders WHERE customer = 777").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("sql", ["SELECT 1;", "SELECT ';' AS a -- ; trailing\n",
+                                 'SELECT 1 AS "x;y" /* ; */ ;'])
+def test_semicolons_in_literals_comments_or_at_the_end_are_one_statement(big, sql):
+    assert big.monitor.explain(sql).nodes
+
+
+def _explain_as_other_user(url: str) -> list:
+    result = CliRunner().invoke(cli, ["--db", url, "explain", "SELECT * FROM orders"])
+    analyzed = CliRunner().invoke(cli, ["--db", url, "explain", "SELECT * FROM orders",
+                                        "--analyze"])
+    return [result.exit_code, result.output, analyzed.exit_code, analyzed.output]
+
+
+@needs_root
+def test_explain_opens_a_file_it_cannot_write_read_only(tmp_path):
+    with shared_directory() as home:
+        data = home.parent / "data"  # root's, 0755: the other user can write nothing here
+        data.mkdir(mode=0o755)
+        path = data / "app.db"
+        db = embeddb.connect(f"sqlite:///{path}")
+        db.execute_sql("CREATE TABLE orders (id INTEGER PRIMARY KEY, customer INTEGER)")
+        db.close()
+        os.chmod(path, 0o444)
+        code, output, analyzed_code, analyzed = as_user(_explain_as_other_user,
+                                                        f"sqlite:///{path}")
+        assert code == 0 and "SCAN orders" in output, output
+        assert analyzed_code == 1 and "app.db" in analyzed, analyzed  # --analyze needs writes
+
+
+def test_a_scan_through_a_covering_index_is_a_full_scan(big):
+    big.execute_sql("CREATE INDEX idx_orders_customer_placed ON orders (customer, placed)")
+    sql = f"SELECT customer, placed FROM orders WHERE placed > {p(big)}"
+    plan = big.monitor.explain(sql, (ROWS - 10,))
+    assert plan.scans == ["orders"], plan.render()
+    assert any(w.startswith("full scan of orders") for w in plan.warnings)
+    assert not searches_with(plan, "idx_orders_customer_placed")
+    assert plan.suggestions[0].columns == ("placed",)
+    big.execute_sql(plan.suggestions[0].sql)
+    assert searches_with(big.monitor.explain(sql, (ROWS - 10,)), "idx_orders_placed")
+
+
+def test_a_literal_percent_and_question_mark_placeholders_on_every_backend(big, cli_db_url):
+    assert big.monitor.explain("SELECT id FROM orders WHERE status LIKE '100%'").nodes
+    sql = "SELECT id FROM orders WHERE status LIKE 'op%' AND customer = ? AND status <> '?'"
+    plan = big.monitor.explain(sql, (7,))
+    assert plan.scans == ["orders"] and plan.suggestions[0].columns == ("customer", "status")
+    result = CliRunner().invoke(cli, ["--db", cli_db_url, "explain", sql, "--param", "7"])
+    assert result.exit_code == 0, result.output
+    assert "SUGGEST CREATE INDEX" in result.output
+    plan = big.monitor.explain(sql, (7,), analyze=True)
+    assert plan.actual["rows"] > 0

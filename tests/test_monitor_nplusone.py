@@ -172,10 +172,12 @@ def suite(pytester):
 
 
 def test_plugin_warns_by_default(suite):
-    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider", "-rN")
     result.assert_outcomes(passed=3, failed=1)
-    result.stdout.fnmatch_lines(["*NPlusOneWarning: N+1 queries in 'test_app.py::test_naive'*",
-                                 "*2 queries ran, more than the budget of 1*",
+    # the warnings summary comes after the failure report since pytest 9: match each alone
+    # (-rN: no short summary, which would otherwise repeat the failure after the warnings)
+    result.stdout.fnmatch_lines(["*NPlusOneWarning: N+1 queries in 'test_app.py::test_naive'*"])
+    result.stdout.fnmatch_lines(["*2 queries ran, more than the budget of 1*",
                                  "*1. SELECT count(*) FROM users*"])
 
 

@@ -10,10 +10,12 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from dropped_privileges import as_user, needs_root, shared_directory
 from prometheus_client.parser import text_string_to_metric_families
 
 import embeddb
 from embeddb.cli import cli
+from embeddb.cli.stats import advice_for
 from embeddb.monitor import publish
 
 APP = r'''
@@ -119,6 +121,7 @@ def test_prometheus_output_parses(app_db, start_app, cli_db_url):
     assert len(select[0].labels["fingerprint"]) == 16
     hits = families["embeddb_cache_hits"].samples
     assert {s.labels["tier"]: s.value for s in hits}["l1"] == 1
+    assert [s.value for s in families["embeddb_processes"].samples] == [1]
 
 
 def test_human_output_and_tables(app_db, start_app, cli_db_url):
@@ -142,6 +145,9 @@ def test_nothing_published_is_said_plainly(app_db, cli_db_url):
     result = CliRunner().invoke(cli, ["--db", cli_db_url, "stats"])
     assert result.exit_code == 0
     assert "No monitored process is publishing" in result.output
+    result = CliRunner().invoke(cli, ["--db", cli_db_url, "stats", "--prometheus"])
+    families = {f.name: f for f in text_string_to_metric_families(result.stdout)}
+    assert [s.value for s in families["embeddb_processes"].samples] == [0]
 
 
 def test_the_app_never_fails_on_the_stats_file(app_db, cli_db_url):
@@ -176,6 +182,24 @@ def test_advise_explains_what_the_app_ran(app_db, start_app, cli_db_url):
     assert not [a for a in advice if "WHERE id = ?" in a["statement"]]  # by primary key: fine
     text = CliRunner().invoke(cli, ["--db", cli_db_url, "stats", "--advise"]).output
     assert 'SUGGEST CREATE INDEX "idx_t_x_id" ON "t" ("x", "id");' in text
+
+
+def test_advise_explains_a_masked_example_with_nulls(cli_db_url):
+    db = embeddb.connect(cli_db_url)
+    db.execute_sql("CREATE TABLE users (id INTEGER PRIMARY KEY, token_hash TEXT, n INTEGER)")
+    db.monitor.enable(publish=False)
+    mark = "?" if db.backend == "sqlite" else "%s"
+    db.execute_sql(f"SELECT id FROM users WHERE token_hash = {mark} AND n IN ({mark}, {mark})",
+                   ("s3cr3t", 1, 2)).fetchall()
+    view = json.loads(json.dumps(db.monitor.stats()))  # as another process reads it
+    [example] = [s["example"] for s in view["statements"] if "users" in s["statement"]]
+    assert example["redacted"] and "s3cr3t" not in json.dumps(example)
+    reader = embeddb.connect(cli_db_url, readonly=True)  # as `embeddb stats --advise` opens it
+    [advice] = advice_for(reader, view, limit=5)
+    assert advice["full_scans"] == ["users"], advice
+    assert advice["suggestions"][0]["columns"] == ["token_hash", "n"]
+    reader.close()
+    db.close()
 
 
 def test_a_forked_child_publishes_its_own_numbers(app_db, cli_db_url):
@@ -259,3 +283,57 @@ def test_json_failures_are_json(command, tmp_path):
     assert result.exit_code == 1
     assert json.loads(result.stdout) == {"ok": False, "error": json.loads(result.stdout)["error"]}
     assert "no database at" in json.loads(result.stdout)["error"]
+
+
+def test_foreign_files_in_the_monitor_folder_are_skipped_and_counted(app_db, start_app,
+                                                                      cli_db_url):
+    start_app(2)
+    directory = publish.directory_of(app_db)
+    for name, text in [("foreign.json", '{"pid": 1, "updated": 1e12}'), ("list.json", "[1, 2]"),
+                       ("bad.json", "{not json"),
+                       ("shape.json", json.dumps({"pid": 1, "host": "h", "started": 1,
+                                                  "updated": 9e12, "monitor": {
+                                                      "totals": {"slow": 0, "nplusone": 0},
+                                                      "statements": [{"calls": "x"}]}}))]:
+        with open(os.path.join(directory, name), "w") as fh:
+            fh.write(text)
+    result = CliRunner().invoke(cli, ["--db", cli_db_url, "stats", "--json"])
+    assert result.exit_code == 0, result.output
+    view = json.loads(result.stdout)
+    assert len(view["processes"]) == 1 and view["skipped_files"] == 4
+    assert "4 unreadable or foreign file(s)" in CliRunner().invoke(
+        cli, ["--db", cli_db_url, "stats"]).output
+    result = CliRunner().invoke(cli, ["--db", cli_db_url, "cache", "stats", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["processes"] == 1
+
+
+def _stats_as_other_user(url: str) -> list:
+    result = CliRunner().invoke(cli, ["--db", url, "stats", "--json"])
+    return [result.exit_code, result.stdout]
+
+
+@needs_root
+def test_an_unreadable_monitor_folder_is_a_json_error_naming_it():
+    with shared_directory() as home:
+        data = home.parent / "data"
+        data.mkdir(mode=0o755)
+        path = data / "app.db"
+        db = embeddb.connect(f"sqlite:///{path}")
+        db.execute_sql("CREATE TABLE t (x)")
+        db.close()
+        os.chmod(path, 0o644)
+        folder = data / "app.db-monitor"
+        folder.mkdir(mode=0o700)  # root's: the other user cannot list it
+        code, stdout = as_user(_stats_as_other_user, f"sqlite:///{path}")
+        assert code == 1
+        error = json.loads(stdout)["error"]
+        assert str(folder) in error and "cannot read the monitor folder" in error
+
+
+def test_a_negative_limit_is_refused(app_db, cli_db_url):
+    result = CliRunner().invoke(cli, ["--db", cli_db_url, "stats", "--limit", "-1"])
+    assert result.exit_code == 1 and result.output.startswith("Error: --limit -1")
+    assert len(result.output.strip().splitlines()) == 1
+    result = CliRunner().invoke(cli, ["--db", cli_db_url, "stats", "--limit", "-1", "--json"])
+    assert result.exit_code == 1 and "--limit -1" in json.loads(result.stdout)["error"]

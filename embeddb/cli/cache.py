@@ -42,7 +42,8 @@ def cache_stats(as_json: bool) -> None:
 
     with json_failure(as_json):
         view = live_view(database(readonly=True))
-    data = {"processes": len(view["processes"]), "cache": view["cache"]}
+    data = {"processes": len(view["processes"]), "cache": view["cache"],
+            "skipped_files": view["skipped_files"]}
     if as_json:
         emit_json(data)
         return

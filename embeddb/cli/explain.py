@@ -26,7 +26,8 @@ def json_failure(as_json: bool) -> Iterator[None]:
 @click.command()
 @click.argument("sql")
 @click.option("--param", "params", multiple=True, metavar="VALUE",
-              help="A value for the next placeholder (? or %s), as text; repeat in order.")
+              help="A value for the next placeholder, as text; repeat in order. Write ? "
+                   "on either backend (PostgreSQL also takes %s).")
 @click.option("--analyze", is_flag=True,
               help="Also run the statement (in a transaction rolled back afterwards) and show "
                    "what it really took; PostgreSQL adds ANALYZE, BUFFERS.")
@@ -39,7 +40,8 @@ def explain(sql: str, params: tuple[str, ...], analyze: bool, as_json: bool) -> 
     Example: embeddb explain "SELECT * FROM services WHERE category = ?" --param ai
     """
     with json_failure(as_json):
-        plan = database(create=False).monitor.explain(sql, list(params), analyze=analyze)
+        db = database(create=False, readonly=not analyze)  # only --analyze runs the statement
+        plan = db.monitor.explain(sql, list(params), analyze=analyze)
     if as_json:
         emit_json(plan.as_dict())
     else:

@@ -6,8 +6,9 @@ from typing import Any
 
 import click
 
+from ..errors import InvalidQueryError
 from ..monitor import publish
-from ..monitor.explain import review
+from ..monitor.explain import replayable, review
 from ..monitor.prometheus import exposition
 from ..monitor.sizes import sizes
 from ..monitor.statements import short
@@ -18,8 +19,10 @@ from .options import database, db_option, emit_json, json_option
 def live_view(db: Any) -> dict[str, Any]:
     """What the monitored processes of ``db`` published, summed (empty when none is)."""
     directory = publish.directory_of(db)
-    view = publish.combine(publish.read(directory))
+    entries, skipped = publish.read(directory)
+    view = publish.combine(entries)
     view["directory"] = directory
+    view["skipped_files"] = skipped
     return view
 
 
@@ -41,6 +44,8 @@ def stats(prometheus: bool, tables: bool, advise: bool, limit: int, as_json: boo
     Example: embeddb --db sqlite:///app.db stats --tables
     """
     with json_failure(as_json):
+        if limit < 0:
+            raise InvalidQueryError(f"--limit {limit}: give 0 or more statements to show")
         db = database(readonly=True)
         view = live_view(db)
         if tables:
@@ -73,6 +78,9 @@ def _print(view: dict[str, Any], limit: int) -> None:
             text = short(s["statement"])
             click.echo(f"{s['calls']:>8} {s['mean_ms']:>9.3f} {s['p95_ms']:>9.3f} "
                        f"{s['max_ms']:>9.3f} {s['rows']:>8}  {text}")
+    if view.get("skipped_files"):
+        click.echo(f"({view['skipped_files']} unreadable or foreign file(s) in "
+                   f"{view['directory']} skipped)")
     if "tables" in view:
         _print_tables(view["tables"])
     if "advice" in view:
@@ -80,10 +88,10 @@ def _print(view: dict[str, Any], limit: int) -> None:
 
 
 def advice_for(db: Any, view: dict[str, Any], limit: int) -> list[dict[str, Any]]:
-    """EXPLAIN the published examples (those without masked parameters) on ``db``."""
-    usable = [s for s in view["statements"]
-              if s.get("example") and not s["example"]["redacted"]]
-    return review(db, [(s["statement"], s["example"]["sql"], s["example"]["params"])
+    """EXPLAIN the published examples on ``db`` (with NULLs where their parameters were
+    masked or folded)."""
+    usable = [s for s in view["statements"] if s.get("example")]
+    return review(db, [(s["statement"], s["example"]["sql"], replayable(s["example"]))
                        for s in usable], limit,
                   {s["statement"]: (s["total_ms"], s["calls"]) for s in usable})
 

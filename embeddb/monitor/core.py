@@ -17,6 +17,7 @@ from ..config import MonitorSettings
 from ..errors import QueryBudgetExceeded
 from .nplusone import Detector, Finding
 from .pool import PoolCounters
+from .redaction import error_text, published_example, redact, shown_sql
 from .slow import SlowLog
 from .statements import (
     StatementStats,
@@ -70,8 +71,8 @@ class QueryLog:
 
     def describe(self, queries: list[Query] | None = None) -> str:
         """One numbered line per statement, for failure messages."""
-        return "\n".join(f"{i:>3}. {q.sql}  params={q.params!r}  ({q.duration_ms} ms)"
-                         for i, q in enumerate(queries or self.statements, 1))
+        return "\n".join(f"{i:>3}. {shown_sql(q.sql)}  params={redact(q.sql, q.params)!r}  "
+                         f"({q.duration_ms} ms)" for i, q in enumerate(queries or self.statements, 1))
 
 
 class RowCounter:
@@ -218,7 +219,7 @@ class Monitor:
     def _capture(self, sql: str, params: Any, duration: float,
                  error: BaseException | None) -> None:
         query = Query(sql, params, round(duration * 1000, 3),
-                      None if error is None else str(error))
+                      None if error is None else error_text(error, sql))
         for log in list(self._captures):
             log.queries.append(query)
 
@@ -232,7 +233,7 @@ class Monitor:
 
     def stats(self) -> dict[str, Any]:
         """Statistics per normalized statement (costliest first) and their totals."""
-        statements = self.table.snapshot()
+        statements = self.table.snapshot(published_example)
         return {
             "enabled": self.enabled,
             "since": self.table.since,

@@ -15,10 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .advice import Suggestion, suggest
+from .statements import code_spans
 
 #: a full scan of a table with at least this many rows is worth a warning
 LARGE_TABLE = 1000
 _LIMIT = re.compile(r"\bLIMIT\b", re.I)
+#: every row of a table, read from the table or from an index (covering or not)
+_SQLITE_SCAN = re.compile(r"SCAN (\S+)(?: USING (?:COVERING )?INDEX \S+)?$")
 _ORDER_BY = re.compile(r"\b(ORDER|GROUP)\s+BY\b|\bDISTINCT\b|\b(count|sum|avg|min|max)\s*\(", re.I)
 
 
@@ -102,7 +105,7 @@ class SqlitePlanner:
         nodes: dict[int, PlanNode] = {}
         roots: list[PlanNode] = []
         for node_id, parent, _unused, detail in rows:
-            scan = re.match(r"SCAN (\S+)$", detail)
+            scan = _SQLITE_SCAN.match(detail)
             table = names.get(scan.group(1), scan.group(1)) if scan else None
             node = nodes[node_id] = PlanNode(detail, table, alias=scan.group(1) if scan else None)
             (nodes[parent].children if parent in nodes else roots).append(node)
@@ -157,10 +160,51 @@ class PostgresPlanner:
     def plan(self, sql: str, params: Any, analyze: bool = False) -> tuple[list[PlanNode], Any]:
         if self._analyzed is not None:
             document = self._analyzed
+        elif params and all(p is None for p in params):
+            document = self._generic(sql, len(params))
         else:
-            row = self.db.execute_sql(f"EXPLAIN (FORMAT JSON) {sql}", params or ()).fetchone()
-            document = row[0] if not isinstance(row[0], str) else json.loads(row[0])
+            sql, params = self.bind(sql, params)
+            row = self.db.execute_sql(f"EXPLAIN (FORMAT JSON) {sql}", params).fetchone()
+            document = _document(row)
         return [self._node(document[0]["Plan"])], document
+
+    @staticmethod
+    def bind(sql: str, params: Any) -> tuple[str, Any]:
+        """``sql`` and ``params`` as psycopg2 takes them: it reads every ``%`` as the start of a
+        placeholder (peewee always passes a tuple, even an empty one), so without parameters
+        each ``%`` is doubled (``LIKE '100%'``); ``?`` placeholders become ``%s``, the other
+        ``%`` signs then doubled too."""
+        if not params:
+            return sql.replace("%", "%%"), ()
+        marks = [(b, e) for b, e, kind in code_spans(sql) if kind == "?" and sql[b:e] == "?"]
+        if not marks:
+            return sql, params
+        parts, last = [], 0
+        for begin, end in marks:
+            parts += [sql[last:begin].replace("%", "%%"), "%s"]
+            last = end
+        return "".join(parts) + sql[last:].replace("%", "%%"), params
+
+    def _generic(self, sql: str, count: int) -> Any:
+        """The generic plan, for parameters unknown (all NULL): bound as NULL literals the
+        planner would fold ``col = NULL`` to "no rows" and show no scan at all."""
+        marks = [(b, e) for b, e, kind in code_spans(sql) if kind == "?"]
+        parts, last = [], 0
+        for number, (begin, end) in enumerate(marks, 1):
+            parts += [sql[last:begin], f"${number}"]
+            last = end
+        numbered = "".join(parts) + sql[last:]
+        nulls = ", ".join(["NULL"] * len(marks))
+        with self.db.atomic():
+            self.db.execute_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+            self.db.execute_sql(f"PREPARE embeddb_explain AS {numbered}")
+            try:
+                row = self.db.execute_sql(
+                    f"EXPLAIN (FORMAT JSON) EXECUTE embeddb_explain"
+                    f"{f'({nulls})' if marks else ''}").fetchone()
+            finally:
+                self.db.execute_sql("DEALLOCATE embeddb_explain")
+        return _document(row)
 
     def _node(self, plan: dict[str, Any]) -> PlanNode:
         kind = plan["Node Type"]
@@ -219,15 +263,20 @@ class PostgresPlanner:
         return columns, indexes
 
     def analyze(self, sql: str, params: Any) -> tuple[dict[str, Any], Any]:
+        sql, params = self.bind(sql, params)
         with self.db.atomic() as txn:
             row = self.db.execute_sql(
-                f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", params or ()).fetchone()
+                f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", params).fetchone()
             txn.rollback()
-        document = row[0] if not isinstance(row[0], str) else json.loads(row[0])
+        document = _document(row)
         self._analyzed = document
         top = document[0]
         return {"rows": top["Plan"].get("Actual Rows"),
                 "ms": top.get("Execution Time")}, document
+
+
+def _document(row: Any) -> Any:
+    return row[0] if not isinstance(row[0], str) else json.loads(row[0])
 
 
 def _aliases(sql: str) -> dict[str, str]:
@@ -240,8 +289,16 @@ def explain(db: Any, sql: str, params: Any = None, *, analyze: bool = False,
             large_table: int = LARGE_TABLE) -> Plan:
     """The plan of ``sql`` with ``params``, its warnings and the indexes that would help.
 
+    :raises InvalidQueryError: ``sql`` holds more than one statement (the driver would run
+        the others, and ``COMMIT; ...`` would escape the rollback of ``analyze``).
     :raises DatabaseError: the statement does not parse or names unknown tables.
     """
+    from ..errors import InvalidQueryError
+    from .statements import statement_count
+
+    if statement_count(sql) > 1:
+        raise InvalidQueryError(f"explain takes one statement, not several: {sql!r}; "
+                                "explain them one at a time")
     planner: Any = SqlitePlanner(db) if db.dialect.name == "sqlite" else PostgresPlanner(db)
     actual = None
     if analyze:
@@ -275,6 +332,16 @@ def explain(db: Any, sql: str, params: Any = None, *, analyze: bool = False,
         if found is not None:
             plan.suggestions.append(found)
     return plan
+
+
+def replayable(example: dict[str, Any]) -> list[Any]:
+    """The parameters to EXPLAIN a published example with: its own, when they are all there
+    and unmasked; else a NULL per placeholder (the plan then is the generic one)."""
+    marks = sum(kind == "?" for _b, _e, kind in code_spans(example["sql"]))
+    params = example.get("params") or []
+    if example.get("redacted") or len(params) != marks or any(isinstance(p, dict) for p in params):
+        return [None] * marks
+    return list(params)
 
 
 def review(db: Any, statements: list[tuple[str, str, Any]], limit: int,

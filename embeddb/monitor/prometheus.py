@@ -41,7 +41,7 @@ def samples(view: dict[str, Any], database: str) -> Iterator[tuple[str, str, str
     yield "embeddb_nplusone_findings", "gauge", "N+1 findings reported", \
         [(db, totals["nplusone"])]
     yield "embeddb_processes", "gauge", "Processes publishing statistics", \
-        [(db, len(view.get("processes", [])) or 1)]
+        [(db, len(view["processes"]) if "processes" in view else 1)]  # no list: this process
     cache = view.get("cache")
     if cache:
         for key in ("hits", "misses"):

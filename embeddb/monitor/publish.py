@@ -19,6 +19,7 @@ import weakref
 from typing import Any
 
 from ..cache.placement import default_directory
+from ..errors import MonitorError
 
 INTERVAL = 1.0  # seconds between publications: fresh enough for a terminal, cheap for the app
 STALE = 30.0  # a file not rewritten for this long is a dead (or frozen) process's
@@ -145,13 +146,23 @@ def _alive(entry: dict[str, Any], host: str, now: float) -> bool:
     return True
 
 
-def read(directory: str | None) -> list[dict[str, Any]]:
-    """The snapshots of the live processes; the files of dead ones are removed."""
+def read(directory: str | None) -> tuple[list[dict[str, Any]], int]:
+    """The snapshots of the live processes, and how many files were skipped (unreadable, or
+    not a snapshot: one foreign file must not hide everyone's numbers); the files of dead
+    processes are removed.
+
+    :raises MonitorError: the folder itself cannot be read.
+    """
     if directory is None or not os.path.isdir(directory):
-        return []
+        return [], 0
     host, now = socket.gethostname(), time.time()
-    found = []
-    for name in sorted(os.listdir(directory)):
+    found, skipped = [], 0
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError as exc:
+        raise MonitorError(f"cannot read the monitor folder {directory}: {exc.strerror}; run "
+                           "as the app's user or make the folder readable") from exc
+    for name in names:
         path = os.path.join(directory, name)
         if not name.endswith(".json"):
             continue
@@ -159,15 +170,44 @@ def read(directory: str | None) -> list[dict[str, Any]]:
             with open(path) as fh:
                 entry = json.load(fh)
         except (OSError, ValueError):
+            skipped += 1
             continue
-        if _alive(entry, host, now):
+        if not _is_snapshot(entry):
+            skipped += 1
+        elif _alive(entry, host, now):
             found.append(entry)
         else:
             try:
                 os.unlink(path)
             except OSError:
                 pass
-    return found
+    return found, skipped
+
+
+_NUMBER = (int, float)
+_STATEMENT_KEYS = ("calls", "errors", "rows", "total_ms", "p50_ms", "p95_ms", "max_ms",
+                   "first_seen", "last_seen")
+
+
+def _is_snapshot(entry: Any) -> bool:
+    """Whether ``entry`` has the shape :meth:`Publisher.publish` writes (what combine reads)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("monitor"), dict):
+        return False
+    if not all(isinstance(entry.get(k), _NUMBER) for k in ("pid", "started", "updated")):
+        return False
+    totals, statements = entry["monitor"].get("totals"), entry["monitor"].get("statements")
+    if not isinstance(totals, dict) or not all(isinstance(totals.get(k), _NUMBER)
+                                               for k in ("slow", "nplusone")):
+        return False
+    if not isinstance(statements, list) or not isinstance(entry.get("slow", []), list):
+        return False
+    if entry.get("cache") is not None and not isinstance(entry["cache"], dict):
+        return False
+    return all(isinstance(s, dict) and isinstance(s.get("fingerprint"), str)
+               and isinstance(s.get("statement"), str)
+               and all(isinstance(s.get(k), _NUMBER) for k in _STATEMENT_KEYS)
+               for s in statements) and all(isinstance(s, dict) and isinstance(
+                   s.get("at"), _NUMBER) for s in entry.get("slow", []))
 
 
 def combine(entries: list[dict[str, Any]]) -> dict[str, Any]:
