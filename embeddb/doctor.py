@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import struct
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -23,6 +24,9 @@ BACKUP_AGE = 24 * 3600
 LONG_TRANSACTION = 300.0
 #: a WAL this many times the journal size limit means checkpoints cannot finish
 WAL_FACTOR = 4
+#: frames behind the last checkpoint past which readers are starving checkpoints (SQLite
+#: checkpoints on its own every 1000)
+STARVED_FRAMES = 3000
 
 
 @dataclass(frozen=True)
@@ -103,12 +107,40 @@ def _wal(db: Any, _options: Options) -> list[Check]:
         return []
     path = f"{db.database}-wal"
     size = os.path.getsize(path) if os.path.exists(path) else 0
+    behind = _frames_not_checkpointed(f"{db.database}-shm")
+    if behind is not None and behind > STARVED_FRAMES:
+        return [Check("wal", WARN, f"WAL is {size} bytes and {behind} frames behind the last "
+                      "checkpoint: a reader holding an old snapshot (an open read transaction) "
+                      "keeps checkpoints from finishing",
+                      "end long-lived read transactions, then run embeddb maintenance "
+                      "checkpoint")]
     limit = db.settings.journal_size_limit
     if size > WAL_FACTOR * limit:
         return [Check("wal", WARN, f"WAL is {size} bytes, {size // max(limit, 1)}x the "
                       f"journal size limit: a long-lived reader keeps checkpoints from "
                       f"finishing", "end long reads, then run embeddb maintenance checkpoint")]
-    return [Check("wal", OK, f"WAL is {size} bytes")]
+    return [Check("wal", OK, f"WAL is {size} bytes" + (
+        f", {behind} frames not yet checkpointed" if behind else ""))]
+
+
+def _frames_not_checkpointed(shm: str) -> int | None:
+    """WAL frames written but not yet copied into the database (the wal-index in ``-shm``:
+    mxFrame at byte 16 of its header, nBackfill at byte 96), read without taking any lock;
+    None when there is no readable wal-index. SQLite checkpoints every 1000 pages on its own,
+    so a count well past that means a checkpoint could not get past some reader."""
+    try:
+        with open(shm, "rb") as fh:
+            header = fh.read(136)
+    except OSError:
+        return None
+    if len(header) < 136:
+        return None
+    version, _, _, initialized = struct.unpack_from("=IIIB", header, 0)
+    if version != 3007000 or not initialized:
+        return None
+    (max_frame,) = struct.unpack_from("=I", header, 16)
+    (backfilled,) = struct.unpack_from("=I", header, 96)
+    return max(0, max_frame - backfilled)
 
 
 def _disk(db: Any, _options: Options) -> list[Check]:

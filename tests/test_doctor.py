@@ -180,3 +180,28 @@ def test_a_corrupt_file_fails_quick_check_with_the_restore_fix(tmp_path):
     [check] = [c for c in json.loads(result.stdout)["checks"] if c["status"] == "FAIL"]
     assert check["name"] == "quick_check" and "malformed" in check["message"]
     assert check["fix"].startswith("restore the newest verified backup (embeddb backup restore")
+
+
+def test_a_reader_that_starves_checkpoints_is_named(tmp_path):
+    """A read transaction left open pins its snapshot: the WAL cannot be checkpointed past it
+    and grows; doctor says so (and says OK once the reader is gone and a checkpoint ran)."""
+    import sqlite3
+
+    path = tmp_path / "app.db"
+    db = embeddb.connect(f"sqlite:///{path}")
+    db.execute_sql("CREATE TABLE t (v BLOB)")
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM t").fetchone()  # holds its snapshot
+    for _ in range(40):
+        with db.atomic():
+            for _ in range(100):
+                db.execute_sql("INSERT INTO t VALUES (randomblob(3000))")
+    [check] = [c for c in doctor.run(db) if c.name == "wal"]
+    assert check.status == "WARN" and "a reader holding an old snapshot" in check.message
+    reader.execute("COMMIT")
+    reader.close()
+    db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    [check] = [c for c in doctor.run(db) if c.name == "wal"]
+    assert check.status == "OK", check
+    db.close()
