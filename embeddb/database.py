@@ -9,6 +9,7 @@ and ``info()`` / ``health()`` / ``pool_stats()`` for operators.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import re
@@ -68,18 +69,82 @@ else:
     _PeeweeDatabase = object
 
 
-#: realpath of an SQLite file -> the lock its writers take in this process before BEGIN
-_WRITER_GATES: dict[str, threading.Lock] = {}
+class _WriterGate:
+    """One SQLite file's turn to write in this process, held by one connection from before
+    BEGIN to after COMMIT or ROLLBACK. A turn whose thread has ended or whose connection was
+    closed (a transaction abandoned without COMMIT or ROLLBACK) is taken back by the next
+    writer instead of blocking the process's writers for good."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._cond = threading.Condition()
+        self._holder: tuple[threading.Thread, Any] | None = None
+
+    def enter(self, conn: Any, timeout: float) -> bool | None:
+        """True: the turn is ``conn``'s now; False: not within ``timeout``; None: this thread
+        holds it already (a nested BEGIN, which SQLite then refuses on its own)."""
+        me = threading.current_thread()
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._holder is not None:
+                thread, held = self._holder
+                if thread is me:
+                    return None
+                if not thread.is_alive():  # it ended inside a transaction: end that too
+                    # (its connection is only for its own thread to close, and lives on in
+                    # reference cycles: collecting it rolls back and frees SQLite's lock)
+                    self._holder = None
+                    del held
+                    gc.collect()
+                    break
+                if _closed(held):
+                    break  # closed inside a transaction: SQLite rolled it back
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.05))  # woken at once by leave()
+            self._holder = (me, conn)
+            return True
+
+    def leave(self, conn: Any) -> None:
+        """Give the turn back if ``conn`` holds it."""
+        with self._cond:
+            if self._holder is not None and self._holder[1] is conn:
+                self._holder = None
+                self._cond.notify()
+
+
+def _closed(conn: Any) -> bool:
+    try:
+        conn.in_transaction  # noqa: B018 - raises on a closed connection
+    except sqlite3.ProgrammingError:
+        return True
+    return False
+
+
+#: realpath of an SQLite file -> its writers' turn in this process
+_WRITER_GATES: dict[str, _WriterGate] = {}
 _WRITER_GATES_GUARD = threading.Lock()
 
 
-def _writer_gate(path: str) -> threading.Lock:
+def _writer_gate(path: str) -> _WriterGate:
     key = os.path.realpath(path)
     with _WRITER_GATES_GUARD:
         gate = _WRITER_GATES.get(key)
         if gate is None:
-            gate = _WRITER_GATES[key] = threading.Lock()
+            gate = _WRITER_GATES[key] = _WriterGate()
         return gate
+
+
+def _reset_gates_in_child() -> None:
+    # a forked child has none of its parent's threads: no turn held there is held here
+    for gate in _WRITER_GATES.values():
+        gate.reset()
+
+
+os.register_at_fork(after_in_child=_reset_gates_in_child)
 
 
 class Engine(_PeeweeDatabase):
@@ -130,6 +195,7 @@ class Engine(_PeeweeDatabase):
             super().begin(*args, **kwargs)
         except peewee.PeeweeException as exc:
             raise translate(exc, self.url.password) from exc
+        self._state.audit_pending = None  # never a mark left by an abandoned transaction
         if audit.current() is not None:  # who is writing, for the audit triggers
             try:
                 self._state.audit_pending = audit.on_begin(self, args[0] if args else
@@ -194,10 +260,10 @@ class Engine(_PeeweeDatabase):
         cursor = getattr(state, "write_cursor", None)
         if cursor is None or cursor.connection is not conn:
             cursor = state.write_cursor = conn.cursor()  # reused: a cursor costs ~1.5 µs
-        gated = self._gated(None)
-        if gated:
-            self._enter_gate()  # as begin() does: this process's writers wait in line
+        took = False
         try:
+            if self._gated(None):
+                took = self._enter_gate()  # as begin() does: this process's writers wait in line
             with _driver_errors:
                 cursor.execute(begin)
                 try:
@@ -215,7 +281,7 @@ class Engine(_PeeweeDatabase):
         except peewee.PeeweeException as exc:
             raise translate(exc, self.url.password) from exc
         finally:
-            if gated:
+            if took:
                 self._leave_gate()
         return result
 
@@ -224,9 +290,11 @@ class Engine(_PeeweeDatabase):
         its turn behind this process's other writers (:meth:`_enter_gate`)."""
         return False
 
-    def _enter_gate(self) -> None:
-        """Wait for this process's turn to write, before BEGIN: nothing to wait for here
-        (PostgreSQL queues writers by row); SqliteEngine queues them per file."""
+    def _enter_gate(self) -> bool:
+        """Wait for this process's turn to write, before BEGIN; whether this call took it.
+        Nothing to wait for here (PostgreSQL queues writers by row); SqliteEngine queues
+        them per file."""
+        return False
 
     def _leave_gate(self) -> None:
         """Give back the turn :meth:`_enter_gate` took, after COMMIT or ROLLBACK (a no-op
@@ -365,13 +433,13 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
     # released) and one thread per process contends for SQLite's lock. Readers take no part.
 
     def begin(self, lock_type: str | None = None) -> None:
-        gated = self._gated(lock_type)
-        if gated:
-            self._enter_gate()
+        took = False
         try:
+            if self._gated(lock_type):
+                took = self._enter_gate()
             super().begin(lock_type)
         except BaseException:
-            if gated:
+            if took:
                 self._leave_gate()
             raise
 
@@ -379,32 +447,38 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
         try:
             super().commit()
         finally:
-            self._leave_gate()
+            if not self._driver_in_transaction():  # a failed COMMIT keeps it open: and the turn
+                self._leave_gate()
 
     def rollback(self) -> None:
         try:
             super().rollback()
         finally:
-            self._leave_gate()
+            if not self._driver_in_transaction():
+                self._leave_gate()
+
+    def _driver_in_transaction(self) -> bool:
+        conn = self._state.conn
+        return conn is not None and not _closed(conn) and conn.in_transaction
 
     def _gated(self, lock_type: str | None) -> bool:
         kind = (lock_type or self._lock_type or "").upper()
         return self._gate is not None and kind in ("IMMEDIATE", "EXCLUSIVE")
 
-    def _enter_gate(self) -> None:
+    def _enter_gate(self) -> bool:
         timeout = self.settings.busy_timeout
         assert self._gate is not None  # _gated() checked
-        if not self._gate.acquire(timeout=timeout):
+        took = self._gate.enter(self.connection(), timeout)
+        if took is False:
             raise OperationalError(
                 f"database is locked: other threads of this process kept writing to "
                 f"{self.url.path} for the whole busy timeout ({timeout:g} s)")
-        self._state.gated = True
+        return bool(took)
 
     def _leave_gate(self) -> None:
-        state = self._state
-        if getattr(state, "gated", False) and self._gate is not None:
-            state.gated = False
-            self._gate.release()
+        conn = self._state.conn
+        if self._gate is not None and conn is not None:
+            self._gate.leave(conn)
 
     @property
     def is_memory(self) -> bool:

@@ -269,3 +269,17 @@ def test_a_context_that_is_not_short_text_is_refused(given):
     with pytest.raises(ConfigurationError, match="must be text of at most 500"):
         audit.context(**given)
     assert audit.current() is None
+
+
+def test_a_transaction_abandoned_in_a_context_never_signs_a_later_one(sqlite_file_url):
+    db = embeddb.connect(sqlite_file_url)
+    db.execute_sql(TABLE)
+    enable(db)
+    with audit.context(actor="alice"):
+        db.begin()
+        db.execute_sql("INSERT INTO services (id, name) VALUES (1, 'x')")
+        db.close()  # never committed
+    with db.atomic():  # outside any context
+        db.execute_sql("INSERT INTO services (id, name) VALUES (2, 'y')")
+    assert [(c.pk, c.actor) for c in audit.changes(db)] == [("2", None)]
+    db.close()

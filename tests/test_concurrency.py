@@ -195,3 +195,40 @@ def test_single_statement_writes_wait_in_the_same_line(tmp_path):
     with db.atomic():  # every place was given back: this thread gets the lock at once
         assert [r[0] for r in db.execute_sql("SELECT n FROM t ORDER BY n")] == [1, 3, 4]
     db.close()
+
+
+def test_an_abandoned_write_transaction_does_not_block_the_process(tmp_path):
+    """A thread that ends inside BEGIN, or a connection closed inside one, gives its turn back
+    to the next writer instead of making every later write wait out its busy timeout."""
+    url = f"sqlite:///{tmp_path / 'a.db'}?busy_timeout=2"
+    db = embeddb.connect(url)
+    db.execute_sql("CREATE TABLE t (n INTEGER)")
+
+    def abandon() -> None:
+        db.begin()
+        db.execute_sql("INSERT INTO t VALUES (1)")  # never committed: the thread just ends
+
+    thread = threading.Thread(target=abandon)
+    thread.start()
+    thread.join()
+    started = time.monotonic()
+    with db.atomic():
+        db.execute_sql("INSERT INTO t VALUES (2)")
+    assert time.monotonic() - started < 1.0
+    db.begin()
+    db.execute_sql("INSERT INTO t VALUES (3)")
+    db.close()  # closed inside a transaction: rolled back, and the turn is free again
+    started = time.monotonic()
+    with db.atomic():
+        db.execute_sql("INSERT INTO t VALUES (4)")
+    assert time.monotonic() - started < 1.0
+    assert [r[0] for r in db.execute_sql("SELECT n FROM t ORDER BY n").fetchall()] == [2, 4]
+    db.begin()  # a nested BEGIN on the same thread fails at once, as SQLite says
+    started = time.monotonic()
+    with pytest.raises(OperationalError, match="within a transaction"):
+        db.begin()
+    assert time.monotonic() - started < 1.0
+    db.rollback()
+    with db.atomic():
+        db.execute_sql("INSERT INTO t VALUES (5)")
+    db.close()

@@ -707,7 +707,12 @@ def _youth(directory: str, fresh: bool) -> float:
         with open(path) as fh:
             born = float(fh.read())
     except (OSError, ValueError):
-        return 0.0  # made before birth files existed, or unreadable: long settled
+        # not written yet (its maker is between makedirs and the write), or a directory made
+        # another way: the directory's own change time is no earlier than its birth
+        try:
+            born = os.stat(directory).st_ctime
+        except OSError:
+            return 0.0
     return min(max(0.0, born + GRACE - time.time()), GRACE)
 
 
