@@ -80,7 +80,8 @@ class _WriterGate:
 
     def reset(self) -> None:
         self._cond = threading.Condition()
-        self._holder: tuple[threading.Thread, Any] | None = None
+        #: [thread, connection, whether its BEGIN ran] of the turn's holder
+        self._holder: list[Any] | None = None
 
     def enter(self, conn: Any, timeout: float) -> bool | None:
         """True: the turn is ``conn``'s now; False: not within ``timeout``; None: this thread
@@ -89,7 +90,7 @@ class _WriterGate:
         deadline = time.monotonic() + timeout
         with self._cond:
             while self._holder is not None:
-                thread, held = self._holder
+                thread, held, begun = self._holder
                 if thread is me:
                     return None
                 if not thread.is_alive():  # it ended inside a transaction: end that too
@@ -101,12 +102,20 @@ class _WriterGate:
                     break
                 if _closed(held):
                     break  # closed inside a transaction: SQLite rolled it back
+                if begun and not held.in_transaction:
+                    break  # ended without commit()/rollback() (a raw COMMIT), or ending now
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
                 self._cond.wait(min(left, 0.05))  # woken at once by leave()
-            self._holder = (me, conn)
+            self._holder = [me, conn, False]
             return True
+
+    def begun(self, conn: Any) -> None:
+        """``conn``'s BEGIN ran: from now on its transaction's end frees the turn."""
+        holder = self._holder
+        if holder is not None and holder[1] is conn:
+            holder[2] = True
 
     def leave(self, conn: Any) -> None:
         """Give the turn back if ``conn`` holds it."""
@@ -266,6 +275,8 @@ class Engine(_PeeweeDatabase):
                 took = self._enter_gate()  # as begin() does: this process's writers wait in line
             with _driver_errors:
                 cursor.execute(begin)
+                if took:
+                    self._gate_begun()
                 try:
                     # as begin()/commit() do: who is writing, for the audit triggers
                     signing = audit.on_begin(self) if audit.current() is not None else None
@@ -295,6 +306,9 @@ class Engine(_PeeweeDatabase):
         Nothing to wait for here (PostgreSQL queues writers by row); SqliteEngine queues
         them per file."""
         return False
+
+    def _gate_begun(self) -> None:
+        """The transaction of the turn :meth:`_enter_gate` took has begun."""
 
     def _leave_gate(self) -> None:
         """Give back the turn :meth:`_enter_gate` took, after COMMIT or ROLLBACK (a no-op
@@ -438,6 +452,8 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
             if self._gated(lock_type):
                 took = self._enter_gate()
             super().begin(lock_type)
+            if took:
+                self._gate_begun()
         except BaseException:
             if took:
                 self._leave_gate()
@@ -474,6 +490,10 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
                 f"database is locked: other threads of this process kept writing to "
                 f"{self.url.path} for the whole busy timeout ({timeout:g} s)")
         return bool(took)
+
+    def _gate_begun(self) -> None:
+        if self._gate is not None:
+            self._gate.begun(self._state.conn)
 
     def _leave_gate(self) -> None:
         conn = self._state.conn

@@ -232,3 +232,26 @@ def test_an_abandoned_write_transaction_does_not_block_the_process(tmp_path):
     with db.atomic():
         db.execute_sql("INSERT INTO t VALUES (5)")
     db.close()
+
+
+def test_a_transaction_ended_by_raw_sql_frees_the_turn(tmp_path):
+    db = embeddb.connect(f"sqlite:///{tmp_path / 'r.db'}?busy_timeout=2")
+    db.execute_sql("CREATE TABLE t (n INTEGER)")
+    db.begin()
+    db.execute_sql("INSERT INTO t VALUES (1)")
+    db.execute_sql("COMMIT")  # not db.commit(): the engine never saw the end
+    done: list[float] = []
+
+    def write() -> None:
+        started = time.monotonic()
+        with db.atomic():
+            db.execute_sql("INSERT INTO t VALUES (2)")
+        done.append(time.monotonic() - started)
+        db.close()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    thread.join(10)
+    assert done and done[0] < 1.0
+    assert db.execute_sql("SELECT count(*) FROM t").fetchone()[0] == 2
+    db.close()
