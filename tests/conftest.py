@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -85,6 +86,25 @@ def db(db_url: str) -> Iterator[embeddb.Database]:
         database.close()
     if isinstance(database, embeddb.PostgresEngine):
         database.close_all()
+
+
+@pytest.fixture
+def plugin_suite(pytester):
+    """``make(source)``: a throwaway project whose ``test_app.py`` is ``source``, using the
+    embeddb pytest plugin on the reference application's migrations, seeds and models."""
+    root = Path(__file__).parent.parent
+
+    def make(source: str) -> pytest.Pytester:
+        pytester.makeini(
+            "[pytest]\n"
+            f"embeddb_migrations = {root / 'migrations'}\n"
+            f"embeddb_seeds = {root / 'seeds'}\n"
+            "embeddb_models = embeddb.reference.models:MODELS\n"
+        )
+        pytester.makepyfile(test_app=source)
+        return pytester
+
+    return make
 
 
 @pytest.fixture

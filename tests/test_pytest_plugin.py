@@ -60,15 +60,8 @@ def test_models_are_bound(embeddb_seeded_db):
 
 
 @pytest.fixture
-def suite(pytester):
-    pytester.makeini(
-        "[pytest]\n"
-        f"embeddb_migrations = {ROOT / 'migrations'}\n"
-        f"embeddb_seeds = {ROOT / 'seeds'}\n"
-        "embeddb_models = embeddb.reference.models:MODELS\n"
-    )
-    pytester.makepyfile(test_app=SUITE)
-    return pytester
+def suite(plugin_suite):
+    return plugin_suite(SUITE)
 
 
 def test_plugin_fixtures_on_sqlite(suite):
