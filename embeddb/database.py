@@ -79,7 +79,8 @@ class _WriterGate:
         self.reset()
 
     def reset(self) -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()  # the turn itself: any thread may release it
+        self._guard = threading.Lock()  # taking a turn back, and giving it back, one at a time
         #: [thread, connection, whether its BEGIN ran] of the turn's holder
         self._holder: list[Any] | None = None
 
@@ -87,42 +88,60 @@ class _WriterGate:
         """True: the turn is ``conn``'s now; False: not within ``timeout``; None: this thread
         holds it already (a nested BEGIN, which SQLite then refuses on its own)."""
         me = threading.current_thread()
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._holder is not None:
-                thread, held, begun = self._holder
-                if thread is me:
-                    return None
-                if not thread.is_alive():  # it ended inside a transaction: end that too
-                    # (its connection is only for its own thread to close, and lives on in
-                    # reference cycles: collecting it rolls back and frees SQLite's lock)
-                    self._holder = None
-                    del held
-                    gc.collect()
-                    break
-                if _closed(held):
-                    break  # closed inside a transaction: SQLite rolled it back
-                if begun and not held.in_transaction:
-                    break  # ended without commit()/rollback() (a raw COMMIT), or ending now
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.05))  # woken at once by leave()
+        if self._lock.acquire(False):
             self._holder = [me, conn, False]
             return True
+        deadline = time.monotonic() + timeout
+        while True:
+            holder = self._holder
+            if holder is not None:
+                if holder[0] is me:
+                    return None
+                if _abandoned(holder):
+                    self._take_back(holder)
+            left = deadline - time.monotonic()
+            if self._lock.acquire(timeout=max(0.0, min(left, 0.05))):  # released: at once
+                self._holder = [me, conn, False]
+                return True
+            if left <= 0:
+                return False
+
+    def _take_back(self, holder: list[Any]) -> None:
+        with self._guard:
+            if self._holder is not holder:
+                return  # given back or taken back meanwhile
+            self._holder = None
+            dead = not holder[0].is_alive()
+            holder[1] = None  # no reference to its connection left here
+            if dead:
+                # its thread ended inside a transaction: the connection is only for that
+                # thread to close and lives on in reference cycles; collecting it rolls back
+                # and frees SQLite's lock
+                gc.collect()
+            self._lock.release()
 
     def begun(self, conn: Any) -> None:
         """``conn``'s BEGIN ran: from now on its transaction's end frees the turn."""
         holder = self._holder
         if holder is not None and holder[1] is conn:
-            holder[2] = True
+            holder[2] = True  # (a turn taken back meanwhile has no connection any more)
 
     def leave(self, conn: Any) -> None:
         """Give the turn back if ``conn`` holds it."""
-        with self._cond:
-            if self._holder is not None and self._holder[1] is conn:
+        with self._guard:
+            holder = self._holder
+            if holder is not None and holder[1] is conn:
                 self._holder = None
-                self._cond.notify()
+                self._lock.release()
+
+
+def _abandoned(holder: list[Any]) -> bool:
+    """The holder's thread ended, its connection was closed, or its transaction ended
+    without commit()/rollback() (a raw COMMIT)."""
+    thread, conn, begun = holder
+    if conn is None:
+        return True  # already taken back
+    return not thread.is_alive() or _closed(conn) or (begun and not conn.in_transaction)
 
 
 def _closed(conn: Any) -> bool:
@@ -274,9 +293,7 @@ class Engine(_PeeweeDatabase):
             if self._gated(None):
                 took = self._enter_gate()  # as begin() does: this process's writers wait in line
             with _driver_errors:
-                cursor.execute(begin)
-                if took:
-                    self._gate_begun()
+                cursor.execute(begin)  # (no begun mark: this transaction ends right here)
                 try:
                     # as begin()/commit() do: who is writing, for the audit triggers
                     signing = audit.on_begin(self) if audit.current() is not None else None
@@ -484,7 +501,7 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
     def _enter_gate(self) -> bool:
         timeout = self.settings.busy_timeout
         assert self._gate is not None  # _gated() checked
-        took = self._gate.enter(self.connection(), timeout)
+        took = self._gate.enter(self._state.conn or self.connection(), timeout)
         if took is False:
             raise OperationalError(
                 f"database is locked: other threads of this process kept writing to "
