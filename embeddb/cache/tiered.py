@@ -167,7 +167,8 @@ class Cache:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
             if self._watched:
                 time.sleep(_youth(self.directory, fresh))
-            self.generations = gen.SharedGenerations(self.directory, owner)
+            grace = GRACE if self._watched else 0.0  # only watched ones are looked for
+            self.generations = gen.SharedGenerations(self.directory, owner, grace)
             self._file_locks = FileLocks(os.path.join(self.directory, "locks"), owner)
         except OSError:
             # Without shared counters another process's write could go unseen: serve every
