@@ -445,7 +445,7 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
             name,
             pragmas=self.dialect.pragmas(settings, memory),
             timeout=settings.busy_timeout,
-            lock_type="IMMEDIATE",
+            lock_type="DEFERRED" if self.readonly else "IMMEDIATE",  # read-only: no write lock
             field_types=self.dialect.field_types,
             **params,
         )
