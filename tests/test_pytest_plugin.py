@@ -32,7 +32,7 @@ def test_first_writes(embeddb_db):
 
 def test_second_sees_nothing_of_the_first(embeddb_db):
     assert users(embeddb_db) == 0
-    assert embeddb.migrate.current_version(embeddb_db) == 5
+    assert embeddb.migrate.current_version(embeddb_db) == 6
 
 
 def test_seeded_has_the_test_set(embeddb_seeded_db):
@@ -136,7 +136,7 @@ def test_copies_are_independent():
     first = template.copy()
     first.execute_sql("DELETE FROM embeddb_migrations")
     second = template.copy()
-    assert second.execute_sql("SELECT count(*) FROM embeddb_migrations").fetchone()[0] == 5
+    assert second.execute_sql("SELECT count(*) FROM embeddb_migrations").fetchone()[0] == 6
     template.discard(first)
     template.discard(second)
     template.close()
