@@ -50,12 +50,12 @@ def premigrate_backup(db: Database) -> str | None:
         not t.startswith("embeddb_") for t in db.get_tables()
     ):
         return None
-    from ..backup import create_backup, driver_for
+    from ..backup import create_backup, default_directory, driver_for, file_prefix
 
     driver = driver_for(db)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    name = f"{driver.source_name(db)}-premigrate-{stamp}{driver.SAFETY_SUFFIX}"
-    target = os.path.join(driver.default_directory(db), name)
+    name = f"{file_prefix(db)}-premigrate-{stamp}{driver.SAFETY_SUFFIX}"
+    target = os.path.join(default_directory(db), name)
     try:
         return create_backup(db, out=target).path
     except (BackupError, ConfigurationError, OSError) as exc:
