@@ -205,11 +205,6 @@ def restore_backup(
         ``force``) of another database.
     """
     record = manifest.read(path)
-    if record.format != driver_for(db).FORMAT:
-        raise ConfigurationError(
-            f"{path} is a {record.format} backup and cannot be restored into a "
-            f"{db.dialect.name} database"
-        )
     check_origin(db, path, force, record)
     entry = getattr(db, "entry", None)
     if safety_dir is None and entry is not None and entry.backups:
@@ -228,13 +223,18 @@ def restore_backup(
 
 def check_origin(db: Database, path: str, force: bool = False,
                  record: Manifest | None = None) -> None:
-    """Refuse (unless ``force``) to restore into ``db`` a backup made of another database:
-    the embeddb.toml name recorded in its manifest is not ``db``'s.
+    """Refuse to restore into ``db`` a backup of another backend, or (unless ``force``) one
+    made of another database: the embeddb.toml name recorded in its manifest is not ``db``'s.
 
-    :raises ConfigurationError: it names both databases.
+    :raises ConfigurationError: another backend; another database (naming both).
     :raises BackupError: no backup or manifest at ``path``.
     """
     record = record or manifest.read(path)
+    if record.format != driver_for(db).FORMAT:
+        raise ConfigurationError(
+            f"{path} is a {record.format} backup and cannot be restored into a "
+            f"{db.dialect.name} database"
+        )
     target = getattr(db, "name", None)
     if record.database != target and not force:
         raise ConfigurationError(
