@@ -335,3 +335,48 @@ def test_mixed_backends_each_with_its_own_folder_and_dialect_variants(project, p
     assert os.path.basename(made["payments"]["path"]).startswith("payments-")
     result = run("-d", "payments", "backup", "restore", made["users"]["path"], "--yes")
     assert result.exit_code == 1 and "sqlite3 backup and cannot be restored" in result.output
+
+
+# -- no silent cross-database work ----------------------------------------------------------------
+
+def test_a_model_of_one_database_is_refused_on_another(project):
+    import peewee
+
+    from embeddb.models import BaseModel
+    from embeddb.repository import Repository
+
+    class Payment(BaseModel):
+        cents = peewee.IntegerField()
+
+        class Meta:
+            table_name = "payments"
+            database_name = "payments"
+
+    class Account(BaseModel):
+        name = peewee.TextField()
+
+        class Meta:
+            table_name = "users"
+
+    class Ledger(Repository[Account]):
+        related = (Payment,)
+
+    users, payments = embeddb.connect("users"), embeddb.connect("payments")
+    try:
+        Repository(Payment, payments)
+        with pytest.raises(ConfigurationError, match=r"Payment declares database 'payments', "
+                                                     r"not 'users'.*never joins across"):
+            Repository(Payment, users)
+        with pytest.raises(ConfigurationError, match="Payment declares database 'payments'"):
+            Ledger(Account, users)  # a join across the two would read the wrong file
+        users.bind([Account])
+        Repository(Account, users)
+        with pytest.raises(ConfigurationError, match=r"Account is bound to database 'users', "
+                                                     r"not 'payments'"):
+            Repository(Account, payments)
+        other = embeddb.connect("sqlite:///:memory:")  # by URL: no name to compare
+        Repository(Account, other)
+        other.close()
+    finally:
+        users.close()
+        payments.close()
