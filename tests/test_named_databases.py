@@ -251,6 +251,18 @@ def test_all_goes_on_past_a_failing_database_and_exits_non_zero(project):
     assert len(list((project / "backups").glob("payments-*.sqlite3"))) == 1
 
 
+def test_all_includes_the_default_database_first(project):
+    text = (project / "embeddb.toml").read_text()
+    (project / "embeddb.toml").write_text(
+        '[database]\nurl = "sqlite:///main.db"\nmigrations = "db/main"\n\n' + text)
+    _migration(project / "db/main", "0001_main", "CREATE TABLE main (id INTEGER);\n", "")
+    report = json.loads(run("migrate", "up", "--all", "--no-backup", "--json").output)
+    assert [(d["database"], d["result"]["names"]) for d in report["databases"]] == [
+        ("default", ["0001_main"]), ("users", ["0001_users"]), ("payments", ["0001_payments"])]
+    status = json.loads(run("migrate", "status", "-d", "default", "--json").output)
+    assert [e["name"] for e in status] == ["0001_main"]
+
+
 def test_all_refuses_a_single_database_option(project):
     for args in (["-d", "users", "migrate", "up", "--all"],
                  ["migrate", "status", "--all", "--migrations", "db"],
