@@ -282,13 +282,19 @@ def test_backups_are_named_recorded_and_pruned_per_database(project):
         (project / "embeddb.toml").read_text().replace('backups = "backups/payments"\n', ""))
     for _ in range(2):
         assert run("backup", "create", "--all").exit_code == 0
+    listed = json.loads(run("backup", "list", "--dir", "backups", "--json").output)
+    assert sorted((e["database"], e["file"].split("-")[0]) for e in listed) == [
+        ("payments", "payments")] * 2 + [("users", "users")] * 2  # one shared folder
     listed = json.loads(run("-d", "users", "backup", "list", "--json").output)
-    assert {(e["database"], e["file"].split("-")[0]) for e in listed} == {
-        ("users", "users"), ("payments", "payments")}  # one shared folder
+    assert [e["database"] for e in listed] == ["users", "users"]
     result = run("-d", "users", "backup", "prune", "--keep", "1", "--json")
     assert result.exit_code == 0, result.output
-    left = json.loads(run("-d", "users", "backup", "list", "--json").output)
+    assert len(json.loads(result.output)["removed"]) == 1
+    left = json.loads(run("backup", "list", "--dir", "backups", "--json").output)
     assert sorted(e["database"] for e in left) == ["payments", "payments", "users"]
+    doctor = json.loads(run("doctor", "-d", "users", "--json").output)
+    backups = next(c for c in doctor["checks"] if c["name"] == "backups")
+    assert backups["status"] == "OK" and "users-" in backups["message"]
 
 
 def test_restore_refuses_a_backup_of_another_database_unless_forced(project):

@@ -26,7 +26,7 @@ from .manifest import Manifest
 
 __all__ = [
     "Backup", "Manifest", "Progress", "check_origin", "create_backup", "default_directory", "file_prefix",
-    "list_backups",
+    "list_backups", "of_database",
     "parse_age", "prune_backups", "restore_backup", "verify_backup",
 ]
 
@@ -251,13 +251,15 @@ def prune_backups(
     kind: str | None = None,
     source: str | None = None,
     missing_ok: bool = False,
+    database: str | None = None,
 ) -> dict[str, Any]:
     """Delete old backups; ``dry_run`` only says what would go and why.
 
     Per database: the newest ``keep`` *good* backups stay (every kind counted together), the
     newest good one always stays, and with ``older_than`` only older ones go. ``kind``
     (``regular``, ``premigrate``, ``prerestore``) limits the prune to that kind, ``source`` (a
-    manifest's ``source``, e.g. ``db.url.redacted()``) to one database. The rules and their cost
+    manifest's ``source``, e.g. ``db.url.redacted()``) or ``database`` (``db.name``) to one
+    database. The rules and their cost
     are in :mod:`embeddb.backup.retention`.
 
     :raises ConfigurationError: neither ``keep`` nor ``older_than``, an unreadable age or kind.
@@ -265,4 +267,12 @@ def prune_backups(
     """
     if isinstance(older_than, str):
         older_than = parse_age(older_than)
-    return retention.prune(directory, keep, older_than, dry_run, kind, source, missing_ok)
+    return retention.prune(directory, keep, older_than, dry_run, kind, source, missing_ok,
+                           database)
+
+
+def of_database(db: Database, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries of :func:`list_backups` made of ``db``: those recording its name when it
+    has one (a backup folder may be shared by several named databases), else all."""
+    name = getattr(db, "name", None)
+    return [e for e in entries if e["database"] == name] if name else entries

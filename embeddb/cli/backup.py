@@ -88,6 +88,13 @@ def _default_directory() -> str:
             f"{exc}; pass --dir DIR to reach the backups of a database that is gone") from None
 
 
+def _chosen_name() -> str | None:
+    """The embeddb.toml name of the database chosen with --database (None: the default one,
+    or --db URL), without opening it."""
+    state = click.get_current_context().ensure_object(CliState)
+    return state.entry().name if state.db_name is not None else None
+
+
 @click.group()
 def backup() -> None:
     """Online backups: create, verify, list, restore and prune."""
@@ -153,11 +160,15 @@ def verify(file: str, as_json: bool) -> None:
 @backup.command("list")
 @db_option
 @json_option
-@click.option("--dir", "directory", metavar="DIR", help="Directory to list (default as create).")
+@click.option("--dir", "directory", metavar="DIR", help="Directory to list (default as create; "
+              "with --database only that database's backups).")
 def list_(directory: str | None, as_json: bool) -> None:
     """List backups newest first with size, age, schema version and verified state."""
     # An explicit --dir must exist; the default one appears with the first backup.
     entries = list_backups(directory or _default_directory(), missing_ok=not directory)
+    name = _chosen_name()
+    if name:  # -d NAME: that database's backups only (a backup folder may be shared)
+        entries = [e for e in entries if e["database"] == name]
     if as_json:
         emit_json([{k: v for k, v in e.items() if k != "manifest"} for e in entries])
         return
@@ -226,10 +237,8 @@ def prune(directory: str | None, keep: int | None, older_than: str | None, kind:
     """
     age = parse_age(older_than) if older_than else None
     folder = directory or _default_directory()
-    state = click.get_current_context().ensure_object(CliState)
     # -d NAME: only that database's backups (a backup folder may be shared)
-    source = database(readonly=True).url.redacted() if state.db_name else None
-    result = prune_backups(folder, keep, age, dry_run, kind=kind, source=source,
+    result = prune_backups(folder, keep, age, dry_run, kind=kind, database=_chosen_name(),
                            missing_ok=not directory)
     if as_json:
         emit_json(result)

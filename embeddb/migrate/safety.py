@@ -71,7 +71,9 @@ def keep_newest(db: Database, path: str, keep: int) -> None:
     from ..backup import prune_backups
 
     try:
+        name = getattr(db, "name", None)
         prune_backups(os.path.dirname(path), keep=keep, kind="premigrate",
-                      source=db.url.redacted(), missing_ok=True)
+                      source=None if name else db.url.redacted(), database=name,
+                      missing_ok=True)
     except (BackupError, OSError):
         pass  # the new copy is written; an older one that cannot go stays for `backup prune`
