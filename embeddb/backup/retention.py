@@ -83,7 +83,8 @@ def prune(
     cutoff = datetime.now(UTC) - older_than if older_than is not None else None
     groups: dict[Any, list[_Candidate]] = {}
     for entry in entries:  # newest first
-        groups.setdefault(entry["database"] or entry["source"], []).append(_Candidate(entry, _cheap_problem(entry)))
+        key = entry["database"] or entry["source"]
+        groups.setdefault(key, []).append(_Candidate(entry, _cheap_problem(entry)))
     decisions: dict[str, tuple[str, str]] = {}
     warnings = []
     for source, group in groups.items():
