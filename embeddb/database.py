@@ -405,8 +405,10 @@ class Engine(_PeeweeDatabase):
         return {"ok": True, "latency_ms": round((time.perf_counter() - start) * 1000, 3)}
 
     def info(self) -> dict[str, Any]:
-        """Backend, version, location and the settings in effect, for ``embeddb info``."""
+        """Backend, version, location and the settings in effect, for ``embeddb info``
+        (``name``: its embeddb.toml name, None when opened by URL or as the default)."""
         return {
+            "name": self.name,
             "backend": self.backend,
             "url": self.url.redacted(),
             **self._location(),

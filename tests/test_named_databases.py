@@ -11,6 +11,8 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import embeddb
 from embeddb import config
@@ -78,6 +80,21 @@ def test_a_malformed_databases_table_is_a_one_line_error(project, text, message)
     result = run("-d", "users", "info")
     assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
     assert not (project / "a.db").exists()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=1, max_size=70))
+def test_any_name_is_accepted_only_as_a_plain_identifier_or_refused_in_one_line(name):
+    """A name becomes part of file and environment variable names: anything but a letter
+    followed by letters, digits and _ is refused, in one line, before anything is opened."""
+    tables = {name: {"url": "sqlite:///:memory:"}}
+    try:
+        config._check_databases(Path("embeddb.toml"), tables)
+    except ConfigurationError as exc:
+        assert "\n" not in str(exc) and (name == "default" or not config.is_name(name))
+    else:
+        assert config.is_name(name) and name.isascii() and name != "default"
+        assert "/" not in name and "." not in name and len(name) <= 63
 
 
 def test_connect_by_name_opens_that_database_and_its_folders(project):
@@ -204,7 +221,7 @@ def test_d_names_the_database_for_migrate_seed_and_info(project):
     assert json.loads(result.output)["rows"] == {"users": 1}
     assert not (project / "payments.db").exists()
     info = json.loads(run("info", "--database", "users", "--json").output)
-    assert info["path"].endswith("users.db")
+    assert info["path"].endswith("users.db") and info["name"] == "users"
     result = run("migrate", "new", "add_email", "-d", "payments")
     assert result.exit_code == 0 and "db/payments/0002_add_email.up.sql" in result.output
 
