@@ -415,3 +415,35 @@ def test_a_model_of_one_database_is_refused_on_another(project):
     finally:
         users.close()
         payments.close()
+
+
+def test_ctrl_c_under_all_stops_the_whole_run(project):
+    """A real SIGINT while the first database migrates: that migration rolls back, the next
+    database is not touched, and the exit code is 130 (not a failure to go on past)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    started = project / "started"
+    for name in os.listdir(project / "db/users"):
+        os.remove(project / "db/users" / name)
+    (project / "db/users/0001_slow.py").write_text(
+        "import pathlib, time\n\n"
+        "def up(db):\n    db.execute_sql('CREATE TABLE slow (x INTEGER)')\n"
+        f"    pathlib.Path({str(started)!r}).write_text('1')\n    time.sleep(30)\n\n"
+        "def down(db):\n    db.execute_sql('DROP TABLE slow')\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from embeddb.cli import main; main()", "migrate", "up", "--all",
+         "--no-backup"], cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not started.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert started.exists(), proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, (out, err)
+    assert "== payments ==" not in out and "Interrupted" in err
+    assert not (project / "payments.db").exists()
+    users = sqlite3.connect(project / "users.db")
+    assert users.execute("SELECT count(*) FROM sqlite_master WHERE name = 'slow'").fetchone() == (0,)

@@ -116,6 +116,10 @@ def db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
+#: the exit code of a command stopped by Ctrl-C (128 + SIGINT)
+INTERRUPTED = 130
+
+
 def all_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``--all``: run over every database of embeddb.toml (see :func:`each_database`)."""
     return click.option(
@@ -155,6 +159,8 @@ def each_database(all_databases: bool, as_json: bool, body: Callable[[], None]) 
         try:
             body()
         except click.exceptions.Exit as exc:
+            if exc.exit_code == INTERRUPTED:  # Ctrl-C stops the whole run
+                raise
             if exc.exit_code:
                 error = f"exit status {exc.exit_code}"
         except SystemExit as exc:
