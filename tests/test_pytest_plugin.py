@@ -197,8 +197,11 @@ def test_plugin_named_databases(plugin_suite, request, backend, monkeypatch):
         "CREATE TABLE payments (id INTEGER PRIMARY KEY, cents INTEGER NOT NULL);\n")
     (folder / "0001_payments.postgres.up.sql").write_text(
         "CREATE TABLE payments (id BIGSERIAL PRIMARY KEY, cents BIGINT NOT NULL);\n")
-    payments_url = (request.getfixturevalue("pg_url") if backend == "postgresql"
-                    else "sqlite:///payments.db")
+    if backend == "postgresql":
+        payments_url = request.getfixturevalue("pg_url")
+    else:  # configured on a server nobody runs: $EMBEDDB_TEST_URL_PAYMENTS puts it on SQLite
+        payments_url = "postgresql://nobody@127.0.0.1:9/payments"
+        monkeypatch.setenv("EMBEDDB_TEST_URL_PAYMENTS", "sqlite:///:memory:")
     (suite.path / "embeddb.toml").write_text(
         f'[databases.users]\nurl = "sqlite:///users.db"\nmigrations = "{ROOT / "migrations"}"\n'
         f'[databases.payments]\nurl = "{payments_url}"\nmigrations = "payments_migrations"\n')
