@@ -168,7 +168,8 @@ def test_both_databases_fresh_and_migrated_from_their_folders(embeddb_dbs, n):
     assert sorted(embeddb_dbs) == ["payments", "users"]
     assert count(users, "users") == 0 and count(payments, "payments") == 0
     assert "payments" not in users.get_tables() and "users" not in payments.get_tables()
-    assert embeddb.migrate.current_version(users) == 5
+    states = {e.state for e in embeddb.migrate.status(users)}  # the reference app's folder
+    assert states == {"applied"} and embeddb.migrate.current_version(users) >= 5
     assert embeddb.migrate.current_version(payments) == 1
     assert users.name == "users" and payments.name == "payments"
     payments.execute_sql("INSERT INTO payments (cents) VALUES (100)")
