@@ -114,6 +114,7 @@ def create(
             file=os.path.basename(final),
             created_at=manifest.now_iso(),
             source=db.url.redacted(),
+            database=db.name,
             engine_version=__version__,
             database_version=server,
             tool_version=_version(args[0]),
