@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from .. import doctor as checks
-from .explain import json_failure
 from .options import all_option, database, db_option, each_database, emit_json, json_option
 
 
@@ -32,9 +31,8 @@ def doctor(migrations: str | None, backups: str | None, no_verify: bool, as_json
                                "and --backups")
 
     def body() -> None:
-        with json_failure(as_json):
-            db = database(readonly=True)
-            found = checks.run(db, checks.Options(migrations, backups, not no_verify))
+        db = database(readonly=True)
+        found = checks.run(db, checks.Options(migrations, backups, not no_verify))
         if as_json:
             emit_json({"ok": not checks.failed(found), "checks": [c.as_dict() for c in found]})
         else:

@@ -21,6 +21,7 @@ from .options import (
     emit_json,
     json_option,
     migrations_folder,
+    report_failure,
 )
 
 _VERBS = {"applying": "Applying", "applied": "Applied", "reverting": "Reverting",
@@ -145,11 +146,11 @@ def _reporting(run: _Run) -> Iterator[None]:
         yield
     except EmbeddbError as exc:
         if run.as_json:
-            emit_json(run.report(" ".join(str(exc).split())))
+            report_failure(run.report(" ".join(str(exc).split())))
         raise
     except KeyboardInterrupt:
         if run.as_json:
-            emit_json(run.report("interrupted"))
+            report_failure(run.report("interrupted"))
         done = ", ".join(step["name"] for step in run.done) or "nothing"
         stopped = ""
         if run.running is not None:

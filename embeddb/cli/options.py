@@ -27,6 +27,8 @@ class CliState:
     verbose: bool = False
     #: under ``--all``: what ``emit_json`` was given, kept for the combined report
     collected: list[Any] | None = None
+    as_json: bool = False  # the command was given --json: a failure is a JSON document too
+    failure_reported: bool = False  # the command printed its own JSON failure report
     _db: Database | None = None
 
     def target(self) -> str | None:
@@ -155,6 +157,7 @@ def each_database(all_databases: bool, as_json: bool, body: Callable[[], None]) 
         if not as_json:
             click.echo(f"== {name} ==")
         state.collected = []
+        state.failure_reported = False
         error: str | None = None
         try:
             body()
@@ -183,11 +186,17 @@ def each_database(all_databases: bool, as_json: bool, body: Callable[[], None]) 
         click.echo(f"== {summary}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     if failed:
         ctx.exit(1)
+def _store_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        ctx.ensure_object(CliState).as_json = True
+    return value
 
 
 def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--json``: print one JSON document instead of the human layout."""
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(fn)
+    """``--json``: print one JSON document instead of the human layout; on failure
+    ``{"ok": false, "error": ...}`` (the command group prints it, see :func:`report_failure`)."""
+    return click.option("--json", "as_json", is_flag=True, callback=_store_json,
+                        help="Print JSON for scripts (also on failure).")(fn)
 
 
 def database(create: bool = True, readonly: bool = False) -> Database:
@@ -218,6 +227,13 @@ def emit_json(data: Any) -> None:
         state.collected.append(data)
         return
     click.echo(json.dumps(data, indent=2, default=str, sort_keys=False))
+
+
+def report_failure(data: dict[str, Any]) -> None:
+    """Print a command's own JSON account of its failure (``"ok": false`` and more), instead
+    of the group's plain ``{"ok": false, "error": ...}``."""
+    emit_json(data)
+    click.get_current_context().ensure_object(CliState).failure_reported = True
 
 
 def report_written(paths: list[Any], as_json: bool) -> None:
