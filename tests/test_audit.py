@@ -283,3 +283,50 @@ def test_a_transaction_abandoned_in_a_context_never_signs_a_later_one(sqlite_fil
         db.execute_sql("INSERT INTO services (id, name) VALUES (2, 'y')")
     assert [(c.pk, c.actor) for c in audit.changes(db)] == [("2", None)]
     db.close()
+
+
+def test_blob_columns_never_fail_an_audited_write(db):
+    """A BLOB / bytea value is recorded as PostgreSQL writes bytea in JSON: text ``\\x`` + hex."""
+    kind = "BLOB" if db.dialect.name == "sqlite" else "BYTEA"
+    db.execute_sql(f"CREATE TABLE files (id INTEGER PRIMARY KEY, body {kind}, name TEXT)")
+    for statement in audit.enable_sql(db, "files")[audit._driver(db).DRIVER]:
+        db.execute_sql(statement)
+    p = db.param
+    with db.atomic():
+        db.execute_sql(f"INSERT INTO files VALUES (1, {p}, 'a')", (b"\x00\x01",))
+    with db.atomic():
+        db.execute_sql(f"UPDATE files SET body = {p} WHERE id = 1", (b"\xff",))
+    with db.atomic():
+        db.execute_sql("UPDATE files SET name = 'b' WHERE id = 1")  # blob unchanged
+    with db.atomic():
+        db.execute_sql("DELETE FROM files WHERE id = 1")
+    assert [(c.action, c.old, c.new) for c in audit.history(db, "files", 1)] == [
+        ("INSERT", None, {"id": 1, "body": "\\x0001", "name": "a"}),
+        ("UPDATE", {"body": "\\x0001"}, {"body": "\\xff"}),
+        ("UPDATE", {"name": "a"}, {"name": "b"}),
+        ("DELETE", {"id": 1, "body": "\\xff", "name": "b"}, None),
+    ]
+
+
+@pytest.mark.parametrize("before, after", [
+    (0.1, 0.1 + 2 ** -55),                  # differs beyond 15 significant digits
+    (0.3, 0.30000000000000004),
+    (1.0, float("inf")),
+    (float("-inf"), 1e-300),
+])
+def test_a_real_column_change_is_recorded_exactly(db, before, after):
+    """Exactly, as a JSON number; an infinity (JSON has none) as PostgreSQL writes it."""
+
+    def logged(x: float) -> float | str:
+        return x if abs(x) != float("inf") else ("Infinity" if x > 0 else "-Infinity")
+
+    kind = "REAL" if db.dialect.name == "sqlite" else "DOUBLE PRECISION"
+    db.execute_sql(f"CREATE TABLE m (id INTEGER PRIMARY KEY, x {kind})")
+    for statement in audit.enable_sql(db, "m")[audit._driver(db).DRIVER]:
+        db.execute_sql(statement)
+    p = db.param
+    db.execute_sql(f"INSERT INTO m VALUES (1, {p})", (before,))
+    db.execute_sql(f"UPDATE m SET x = {p}", (after,))
+    insert, update = audit.history(db, "m", 1)
+    assert insert.new == {"id": 1, "x": logged(before)}
+    assert (update.old, update.new) == ({"x": logged(before)}, {"x": logged(after)})

@@ -61,8 +61,8 @@ def triggers(table: str, pk: list[str], columns: list[str]) -> list[str]:
     name = table.replace('"', "")
 
     def values(row: str) -> str:
-        return ("json_object(" + ", ".join(f"{_literal(c)}, {row}.{quote(c)}" for c in columns)
-                + ")")
+        return ("json_object(" + ", ".join(f"{_literal(c)}, {_value(f'{row}.{quote(c)}')}"
+                                          for c in columns) + ")")
 
     def key(row: str) -> str:
         if len(pk) == 1:
@@ -87,6 +87,20 @@ def triggers(table: str, pk: list[str], columns: list[str]) -> list[str]:
         f"CREATE TRIGGER {quote(f'embeddb_audit_{name}_delete')} AFTER DELETE ON {t} BEGIN\n"
         f"    {record('DELETE', 'OLD', values('OLD'), 'NULL')}\nEND",
     ]
+
+
+def _value(column: str) -> str:
+    """``column`` as ``json_object`` takes it and records it exactly (a column of a table
+    that is not STRICT may hold any type): a BLOB as the text ``\\x`` + hex (PostgreSQL's
+    JSON form of bytea; json_object refuses blobs), a REAL with as many digits as give it
+    back (json_object writes 15, so a smaller change would vanish), an infinity as
+    ``"Infinity"`` (JSON has none; PostgreSQL's form too)."""
+    real = (f"CASE WHEN CAST(printf('%!.15g', {column}) AS REAL) = {column} THEN {column} "
+            f"WHEN {column} > 1.7976931348623157e308 THEN 'Infinity' "
+            f"WHEN {column} < -1.7976931348623157e308 THEN '-Infinity' "
+            f"ELSE json(printf('%!.17g', {column})) END")
+    return (f"CASE typeof({column}) WHEN 'real' THEN {real} "
+            f"WHEN 'blob' THEN '\\x' || lower(hex({column})) ELSE {column} END")
 
 
 def _literal(text: str) -> str:
