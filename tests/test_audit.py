@@ -98,27 +98,60 @@ def test_deferred_transactions_carry_the_actor_too(sqlite_file_url):
     db.close()
 
 
-def test_a_deferred_begin_that_cannot_take_the_lock_fails_and_leaves_no_transaction(tmp_path):
-    """The context is never dropped silently: without the write lock the transaction cannot
-    be signed, so it does not start."""
-    url = f"sqlite:///{tmp_path / 'app.db'}"
-    db = embeddb.connect(url + "?busy_timeout=0.05")
+def test_deferred_and_read_only_transactions_in_a_context_work(tmp_path):
+    """A deferred transaction takes no write lock for the audit's sake: reads go on beside a
+    writer and in a read-only engine; its own writes are signed; a write that cannot be made
+    fails as SQLite says, and another program's rows are never signed with this actor."""
+    path = tmp_path / "app.db"
+    db = embeddb.connect(f"sqlite:///{path}?busy_timeout=0.05")
     db.execute_sql(TABLE)
     enable(db)
-    holder = sqlite3.connect(tmp_path / "app.db", isolation_level=None)
+    db.execute_sql("INSERT INTO services (id, name) VALUES (1, 'x')")
+    reader = embeddb.connect(f"sqlite:///{path}?busy_timeout=0.05", readonly=True)
+    holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
-        with pytest.raises(embeddb.DatabaseError, match="locked"):
-            with audit.context(actor="user:d"), db.atomic("DEFERRED"):
-                pass
-        assert not db.in_transaction()
+        for engine in (db, reader):
+            with audit.context(actor="user:r"), engine.atomic("DEFERRED"):
+                assert engine.execute_sql("SELECT count(*) FROM services").fetchone()[0] == 1
     finally:
         holder.execute("ROLLBACK")
-        holder.close()
+    with pytest.raises(embeddb.DatabaseError, match="readonly"):
+        with audit.context(actor="user:r"), reader.atomic("DEFERRED"):
+            reader.execute_sql("UPDATE services SET name = 'no'")
     with audit.context(actor="user:d"), db.atomic("DEFERRED"):
-        db.execute_sql("INSERT INTO services (id, name) VALUES (1, 'x')")
-    assert [c.actor for c in audit.history(db, "services", 1)] == ["user:d"]
+        db.execute_sql("SELECT count(*) FROM services").fetchone()
+        db.execute_sql("UPDATE services SET name = 'y'")
+    with pytest.raises(embeddb.DatabaseError, match="locked"):
+        with audit.context(actor="user:late"), db.atomic("DEFERRED"):
+            db.execute_sql("SELECT count(*) FROM services").fetchone()
+            holder.execute("UPDATE services SET name = 'other program'")  # commits meanwhile
+            db.execute_sql("UPDATE services SET name = 'z'")  # stale snapshot: refused
+    holder.close()
+    assert [(c.new, c.actor) for c in audit.history(db, "services", 1)] == [
+        ({"id": 1, "name": "x", "price": None, "password_hash": None}, None),
+        ({"name": "y"}, "user:d"),
+        ({"name": "other program"}, None),
+    ]
+    assert db.execute_sql("SELECT count(*) FROM embeddb_audit_context").fetchone()[0] == 0
+    reader.close()
     db.close()
+
+
+def test_a_read_only_postgres_engine_in_a_context_reads(pg_schema_url):
+    db = embeddb.connect(pg_schema_url)
+    db.execute_sql(TABLE)
+    enable(db)
+    reader = embeddb.connect(pg_schema_url, readonly=True)
+    try:
+        with audit.context(actor="user:r"), reader.atomic():
+            assert reader.execute_sql("SELECT count(*) FROM services").fetchone()[0] == 0
+        with pytest.raises(embeddb.DatabaseError, match="read-only"):
+            with audit.context(actor="user:r"), reader.atomic():
+                reader.execute_sql("INSERT INTO services (id, name) VALUES (1, 'no')")
+    finally:
+        reader.close_all()
+        db.close_all()
 
 
 def test_odd_column_names_and_values_round_trip(db):

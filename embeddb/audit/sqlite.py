@@ -7,8 +7,9 @@ Why it is shaped like this (each measured with a single-row update, see bench_au
   reading a context table costs two subqueries per row. Instead the engine notes the highest
   audit id when the transaction takes the write lock and, before COMMIT, signs every row above
   it (SQLite runs one write transaction at a time, so they are all this transaction's; the
-  pages are already dirty). A deferred transaction has no lock at BEGIN: it takes it by writing
-  a row to ``embeddb_audit_context`` (removed again before COMMIT).
+  pages are already dirty). A deferred transaction needs no lock at BEGIN: see
+  :func:`push_context`. (``embeddb_audit_context`` is no longer written; the triggers of audit
+  migrations written before the rows were signed at COMMIT still read it.)
 - ``embeddb_audit`` has no NOT NULL or CHECK constraint: a constraint that may abort makes every
   audited statement keep a statement journal (a copy of each page it touches), about a fifth of
   the cost of an audited update. Only the triggers write the table; what they write is never
@@ -115,12 +116,13 @@ def drop_triggers(table: str) -> list[str]:
 
 def push_context(db: Database, found: tuple[str | None, str | None],
                  lock_type: str | None) -> tuple[Any, ...] | None:
-    """Note where this transaction's audit rows will start, holding the write lock.
+    """Note where this transaction's audit rows will start.
 
-    From then on every audit row with a higher id is this transaction's; :func:`finish_context`
-    signs them. A transaction begun IMMEDIATE (embeddb's default) or EXCLUSIVE holds the lock
-    already; a deferred one takes it by writing its context row (which the triggers of audit
-    migrations written before the rows were signed at COMMIT still read).
+    Every audit row above the mark is this transaction's: a transaction begun IMMEDIATE
+    (embeddb's default) or EXCLUSIVE holds the write lock already; a deferred one has its
+    snapshot from reading the mark, and SQLite lets it write only if no other transaction
+    committed since (else "database is locked"), so it takes no lock here: it may only read,
+    beside a writer or in a read-only engine. :func:`finish_context` signs the rows.
     """
     actor, request_id = found
     if actor is None and request_id is None:
@@ -128,9 +130,6 @@ def push_context(db: Database, found: tuple[str | None, str | None],
     deferred = (lock_type or getattr(db, "_lock_type", None) or "").upper() not in (
         "IMMEDIATE", "EXCLUSIVE")
     try:
-        if deferred:
-            db.execute_sql("INSERT INTO embeddb_audit_context (actor, request_id) VALUES (?, ?)",
-                           (actor, request_id))
         mark = _run(db, "SELECT max(id) FROM embeddb_audit").fetchone()[0]
     except DatabaseError as exc:
         if "no such table" in str(exc):
@@ -140,13 +139,13 @@ def push_context(db: Database, found: tuple[str | None, str | None],
 
 
 def finish_context(db: Database, pending: tuple[Any, ...]) -> None:
-    """Before COMMIT: sign this transaction's audit rows and remove its context row, so the
-    next transaction (maybe another program's) cannot see it."""
+    """Before COMMIT: sign this transaction's audit rows. A deferred transaction that wrote
+    none takes no write lock for it (a reader stays a reader)."""
     mark, actor, request_id, deferred = pending
+    if deferred and (_run(db, "SELECT max(id) FROM embeddb_audit").fetchone()[0] or 0) <= mark:
+        return
     _run(db, "UPDATE embeddb_audit SET actor = ?, request_id = ? WHERE id > ?",
          (actor, request_id, mark))
-    if deferred:
-        db.execute_sql("DELETE FROM embeddb_audit_context")
 
 
 def _run(db: Database, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
