@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import embeddb
 from embeddb import audit, migrate
@@ -363,3 +365,45 @@ def test_a_real_column_change_is_recorded_exactly(db, before, after):
     insert, update = audit.history(db, "m", 1)
     assert insert.new == {"id": 1, "x": logged(before)}
     assert (update.old, update.new) == ({"x": logged(before)}, {"x": logged(after)})
+
+
+VALUES = st.one_of(
+    st.none(), st.integers(-2**63, 2**63 - 1), st.floats(allow_nan=False),
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=20), st.binary(max_size=8))
+
+
+def _as_logged(value: object) -> object:
+    if isinstance(value, bytes):
+        return "\\x" + value.hex()
+    if isinstance(value, float) and abs(value) == float("inf"):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+@given(before=st.tuples(VALUES, VALUES, VALUES, VALUES),
+       after=st.tuples(VALUES, VALUES, VALUES, VALUES))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_value_in_any_sqlite_column_is_recorded_exactly(before, after):
+    """SQLite stores any type in any column of a table that is not STRICT: whatever a write
+    stores, the audited write succeeds and the log holds exactly the stored values."""
+    db = embeddb.connect("sqlite:///:memory:")
+    db.execute_sql("CREATE TABLE v (id INTEGER PRIMARY KEY, a, t TEXT, i INTEGER, r REAL)")
+    for statement in audit.enable_sql(db, "v")["sqlite"]:
+        db.execute_sql(statement)
+    columns = ("a", "t", "i", "r")
+    db.execute_sql("INSERT INTO v VALUES (1, ?, ?, ?, ?)", before)
+    stored_before = db.execute_sql("SELECT a, t, i, r FROM v").fetchone()
+    db.execute_sql("UPDATE v SET a = ?, t = ?, i = ?, r = ?", after)
+    stored_after = db.execute_sql("SELECT a, t, i, r FROM v").fetchone()
+    found = audit.history(db, "v", 1)
+    assert found[0].new == {"id": 1, **{c: _as_logged(v) for c, v in zip(columns, stored_before)}}
+    changed = [c for c, x, y in zip(columns, stored_before, stored_after)
+               if type(x) is not type(y) or x != y]
+    if not changed:
+        assert len(found) == 1
+        return
+    assert found[1].old == {c: _as_logged(x) for c, x in zip(columns, stored_before)
+                            if c in changed}
+    assert found[1].new == {c: _as_logged(y) for c, y in zip(columns, stored_after)
+                            if c in changed}
+    db.close()

@@ -133,9 +133,10 @@ def enable_sql(db: Database, table: str, columns: list[str] | None = None,
     The columns are read from ``db``; both backends get triggers for the same columns.
     """
     pk, kept = _plan(db, table, columns, exclude or [])
+    text = _driver(db).text_columns(db, table)
     return {
         driver.DRIVER: [*driver.INSTALL, *driver.drop_triggers(table),
-                        *driver.triggers(table, pk, kept)]
+                        *driver.triggers(table, pk, kept, text)]
         for driver in (sqlite, postgres)
     }
 

@@ -84,7 +84,14 @@ def table_columns(db: Database, table: str) -> tuple[list[str], list[str]]:
     return columns, pk
 
 
-def triggers(table: str, pk: list[str], columns: list[str]) -> list[str]:
+def text_columns(db: Database, table: str) -> set[str]:
+    """None known: SQLite's triggers written from a PostgreSQL database take care of every
+    column (its declared types are not SQLite's)."""
+    return set()
+
+
+def triggers(table: str, pk: list[str], columns: list[str], text: set[str] = frozenset()
+             ) -> list[str]:
     name = table.replace('"', "")
     args = ", ".join("'" + json.dumps(v).replace("'", "''") + "'" for v in (pk, columns))
     return [

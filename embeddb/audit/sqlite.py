@@ -57,13 +57,23 @@ def table_columns(db: Database, table: str) -> tuple[list[str], list[str]]:
     return columns, pk or (["rowid"] if columns else [])
 
 
-def triggers(table: str, pk: list[str], columns: list[str]) -> list[str]:
-    """CREATE TRIGGER statements recording every write to ``table`` (``columns`` only)."""
+def text_columns(db: Database, table: str) -> set[str]:
+    """The columns of ``table`` with TEXT affinity (SQLite's rule on the declared type): they
+    hold no REAL (a number is stored as text), so their trigger values need less care."""
+    return {r[1] for r in db.execute_sql(f"PRAGMA table_info({quote(table)})").fetchall()
+            if any(word in (r[2] or "").upper() for word in ("CHAR", "CLOB", "TEXT"))
+            and "INT" not in (r[2] or "").upper()}
+
+
+def triggers(table: str, pk: list[str], columns: list[str], text: set[str] = frozenset()
+             ) -> list[str]:
+    """CREATE TRIGGER statements recording every write to ``table`` (``columns`` only;
+    ``text``: those of TEXT affinity, see :func:`text_columns`)."""
     name = table.replace('"', "")
 
     def values(row: str) -> str:
-        return ("json_object(" + ", ".join(f"{_literal(c)}, {_value(f'{row}.{quote(c)}')}"
-                                          for c in columns) + ")")
+        return ("json_object(" + ", ".join(
+            f"{_literal(c)}, {_value(f'{row}.{quote(c)}', c in text)}" for c in columns) + ")")
 
     def key(row: str) -> str:
         if len(pk) == 1:
@@ -90,18 +100,28 @@ def triggers(table: str, pk: list[str], columns: list[str]) -> list[str]:
     ]
 
 
-def _value(column: str) -> str:
+def _value(column: str, text: bool = False) -> str:
     """``column`` as ``json_object`` takes it and records it exactly (a column of a table
     that is not STRICT may hold any type): a BLOB as the text ``\\x`` + hex (PostgreSQL's
     JSON form of bytea; json_object refuses blobs), a REAL with as many digits as give it
     back (json_object writes 15, so a smaller change would vanish), an infinity as
-    ``"Infinity"`` (JSON has none; PostgreSQL's form too)."""
+    ``"Infinity"`` (JSON has none; PostgreSQL's form too).
+
+    Comparisons rather than ``typeof()``: a function call per column cost as much as the
+    JSON itself. Only a blob sorts at or above ``x''``; only a number below ``''``; a number
+    that is not an integer is a REAL, and so may be a large one. A TEXT column holds no
+    number (``text``).
+    """
+    blob = f"WHEN {column} >= x'' THEN '\\x' || lower(hex({column})) "
+    if text:
+        return f"CASE {blob}ELSE {column} END"
     real = (f"CASE WHEN CAST(printf('%!.15g', {column}) AS REAL) = {column} THEN {column} "
             f"WHEN {column} > 1.7976931348623157e308 THEN 'Infinity' "
             f"WHEN {column} < -1.7976931348623157e308 THEN '-Infinity' "
             f"ELSE json(printf('%!.17g', {column})) END")
-    return (f"CASE typeof({column}) WHEN 'real' THEN {real} "
-            f"WHEN 'blob' THEN '\\x' || lower(hex({column})) ELSE {column} END")
+    return (f"CASE {blob}WHEN {column} < '' AND ({column} <> CAST({column} AS INTEGER) OR "
+            f"(abs({column}) >= 1e15 AND typeof({column}) = 'real')) THEN {real} "
+            f"ELSE {column} END")
 
 
 def _literal(text: str) -> str:
