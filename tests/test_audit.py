@@ -407,3 +407,69 @@ def test_any_value_in_any_sqlite_column_is_recorded_exactly(before, after):
     assert found[1].new == {c: _as_logged(y) for c, y in zip(columns, stored_after)
                             if c in changed}
     db.close()
+
+
+OLD_LOG = (  # the first shape of embeddb_audit (constraints, AUTOINCREMENT, an actor index)
+    "CREATE TABLE embeddb_audit (id INTEGER PRIMARY KEY AUTOINCREMENT, table_name TEXT NOT NULL, "
+    "row_pk TEXT NOT NULL, action TEXT NOT NULL CHECK (action IN ('INSERT', 'UPDATE', 'DELETE')), "
+    "old_values TEXT, new_values TEXT, actor TEXT, request_id TEXT, at TEXT NOT NULL)",
+    "CREATE INDEX embeddb_audit_row ON embeddb_audit (table_name, row_pk, id)",
+    "CREATE INDEX embeddb_audit_actor ON embeddb_audit (actor, id)",
+    "CREATE TABLE embeddb_audit_context (actor TEXT, request_id TEXT)",
+    "CREATE TRIGGER embeddb_audit_services_insert AFTER INSERT ON services BEGIN "
+    "INSERT INTO embeddb_audit (table_name, row_pk, action, old_values, new_values, actor, "
+    "request_id, at) VALUES ('services', CAST(NEW.id AS TEXT), 'INSERT', NULL, "
+    "json_object('id', NEW.id, 'name', NEW.name), "
+    "(SELECT actor FROM embeddb_audit_context LIMIT 1), "
+    "(SELECT request_id FROM embeddb_audit_context LIMIT 1), "
+    "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')); END",
+)
+
+
+def _log_shape(db) -> list[tuple[str, str]]:
+    return sorted((name, sql) for name, sql in db.execute_sql(
+        "SELECT name, sql FROM sqlite_master WHERE tbl_name = 'embeddb_audit'").fetchall())
+
+
+def test_an_audit_log_of_an_earlier_shape_is_rebuilt_by_the_next_enable(tmp_path):
+    """Rows, ids and the old triggers survive; the constraints and the actor index go."""
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    folder = tmp_path / "migrations"
+    db = embeddb.connect(url)
+    db.execute_sql(TABLE)
+    db.execute_sql("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+    for statement in OLD_LOG:
+        db.execute_sql(statement)
+    with audit.context(actor="user:old"), db.atomic():
+        db.execute_sql("INSERT INTO services (id, name) VALUES (1, 'a'), (2, 'b')")
+    db.execute_sql("DELETE FROM embeddb_audit WHERE row_pk = '2'")  # AUTOINCREMENT's gap
+    fresh = embeddb.connect(f"sqlite:///{tmp_path / 'fresh.db'}")
+    fresh.execute_sql(TABLE)
+    enable(fresh)
+    current = _log_shape(fresh)
+    fresh.close()
+    assert audit.sqlite.outdated(db)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--db", url, "audit", "enable", "notes", "--migrations",
+                                 str(folder)])
+    assert result.exit_code == 0, result.output
+    migrate.up(db, folder, backup=False)
+    assert _log_shape(db) == current and not audit.sqlite.outdated(db)
+    with audit.context(actor="user:new"), db.atomic():
+        db.execute_sql("INSERT INTO services (id, name) VALUES (3, 'c')")  # the old trigger
+        db.execute_sql("INSERT INTO notes VALUES (1, 'n')")
+    rows = db.execute_sql("SELECT id, row_pk, actor FROM embeddb_audit ORDER BY id").fetchall()
+    assert [tuple(r) for r in rows] == [(1, "1", "user:old"), (2, "3", "user:new"),
+                                        (3, "1", "user:new")]
+    assert [c.new for c in audit.history(db, "services", 1)] == [{"id": 1, "name": "a"}]
+    # an explicit upgrade on a current log changes nothing and can be undone
+    result = runner.invoke(cli, ["audit", "upgrade", "--migrations", str(folder), "--json"])
+    assert result.exit_code == 0 and "audit_upgrade" in result.output, result.output
+    migrate.up(db, folder, backup=False)
+    assert _log_shape(db) == current
+    assert [tuple(r) for r in db.execute_sql(
+        "SELECT id, row_pk, actor FROM embeddb_audit ORDER BY id").fetchall()] == [
+        tuple(r) for r in rows]
+    migrate.down(db, folder, backup=False)
+    assert len(audit.changes(db)) == 3
+    db.close()

@@ -23,6 +23,7 @@ Why it is shaped like this (each measured with a single-row update, see bench_au
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from ..dialect import quote
@@ -47,6 +48,31 @@ INSTALL = (
     "CREATE TABLE IF NOT EXISTS embeddb_audit_context (actor TEXT, request_id TEXT)",
 )
 _NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+_COLUMNS = "id, table_name, row_pk, action, old_values, new_values, actor, request_id, at"
+#: Rebuild ``embeddb_audit`` in the current shape, keeping every row and its id: a log made
+#: by an earlier embeddb has NOT NULL / CHECK constraints (each audited statement then keeps
+#: a statement journal), AUTOINCREMENT and an index on the actor (a page more per write).
+#: Plain statements that do the same on a log of any shape, or none (the generated
+#: migration may run on databases other than the one it was written from).
+UPGRADE = (
+    INSTALL[0],
+    f"CREATE TABLE embeddb_audit_upgrade AS SELECT {_COLUMNS} FROM embeddb_audit",
+    "DROP TABLE embeddb_audit",
+    INSTALL[0],
+    f"INSERT INTO embeddb_audit ({_COLUMNS}) SELECT {_COLUMNS} FROM embeddb_audit_upgrade "
+    "ORDER BY id",
+    "DROP TABLE embeddb_audit_upgrade",
+)
+
+
+def outdated(db: Database) -> bool:
+    """Whether this database's ``embeddb_audit`` has a shape :data:`UPGRADE` replaces."""
+    rows = db.execute_sql("SELECT type, name, sql FROM sqlite_master WHERE tbl_name = "
+                          "'embeddb_audit' AND sql IS NOT NULL").fetchall()
+    return any(
+        (kind == "table" and any(word in sql.upper() for word in (
+            "NOT NULL", "CHECK", "AUTOINCREMENT", "UNIQUE", "DEFAULT", "REFERENCES")))
+        or (kind == "index" and name != "embeddb_audit_row") for kind, name, sql in rows)
 
 
 def table_columns(db: Database, table: str) -> tuple[list[str], list[str]]:
@@ -65,7 +91,7 @@ def text_columns(db: Database, table: str) -> set[str]:
             and "INT" not in (r[2] or "").upper()}
 
 
-def triggers(table: str, pk: list[str], columns: list[str], text: set[str] = frozenset()
+def triggers(table: str, pk: list[str], columns: list[str], text: AbstractSet[str] = frozenset()
              ) -> list[str]:
     """CREATE TRIGGER statements recording every write to ``table`` (``columns`` only;
     ``text``: those of TEXT affinity, see :func:`text_columns`)."""
@@ -169,13 +195,19 @@ def finish_context(db: Database, pending: tuple[Any, ...]) -> None:
 
 
 def _run(db: Database, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
-    """One statement straight on the driver: these two run in every audited transaction, and
-    the engine's own path costs a third of their time on bookkeeping they do not need (unless
-    the database is observed: monitoring sees every statement)."""
+    """One statement straight on the driver, on a cursor kept with the connection: these two
+    run in every audited transaction, and the engine's own path (and a new cursor each time)
+    costs a third of their time on bookkeeping they do not need (unless the database is
+    observed: monitoring sees every statement)."""
     if db.observed:
         return db.execute_sql(sql, params)
+    state: Any = db._state  # type: ignore[attr-defined]  # the engine's per-thread state
+    conn = state.conn
+    cursor = getattr(state, "audit_cursor", None)
+    if cursor is None or cursor.connection is not conn:
+        cursor = state.audit_cursor = (conn or db.connection()).cursor()
     try:
-        return db.connection().execute(sql, params)
+        return cursor.execute(sql, params)
     except sqlite3.OperationalError as exc:
         raise OperationalError(str(exc)) from exc
     except sqlite3.Error as exc:
