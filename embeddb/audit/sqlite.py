@@ -173,25 +173,28 @@ def push_context(db: Database, found: tuple[str | None, str | None],
     actor, request_id = found
     if actor is None and request_id is None:
         return None
-    deferred = (lock_type or getattr(db, "_lock_type", None) or "").upper() not in (
-        "IMMEDIATE", "EXCLUSIVE")
     try:
-        mark = _run(db, "SELECT max(id) FROM embeddb_audit").fetchone()[0]
+        cursor = _run(db, "SELECT max(id) FROM embeddb_audit")
     except DatabaseError as exc:
         if "no such table" in str(exc):
             return None  # auditing is not installed in this database: nothing to carry
         raise
-    return (mark or 0, actor, request_id, deferred)
+    return (cursor.fetchone()[0] or 0, actor, request_id, _connection(db).total_changes)
 
 
 def finish_context(db: Database, pending: tuple[Any, ...]) -> None:
-    """Before COMMIT: sign this transaction's audit rows. A deferred transaction that wrote
-    none takes no write lock for it (a reader stays a reader)."""
-    mark, actor, request_id, deferred = pending
-    if deferred and (_run(db, "SELECT max(id) FROM embeddb_audit").fetchone()[0] or 0) <= mark:
-        return
-    _run(db, "UPDATE embeddb_audit SET actor = ?, request_id = ? WHERE id > ?",
-         (actor, request_id, mark))
+    """Before COMMIT: sign this transaction's audit rows. A transaction that changed no row
+    (the connection's count of changed rows, triggers' included, stands still) wrote no
+    audit row: it runs nothing, and a deferred one stays a reader."""
+    mark, actor, request_id, changed = pending
+    if _connection(db).total_changes != changed:
+        _run(db, "UPDATE embeddb_audit SET actor = ?, request_id = ? WHERE id > ?",
+             (actor, request_id, mark))
+
+
+def _connection(db: Database) -> sqlite3.Connection:
+    conn: sqlite3.Connection | None = db._state.conn  # type: ignore[attr-defined]
+    return conn or db.connection()
 
 
 def _run(db: Database, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
@@ -202,10 +205,9 @@ def _run(db: Database, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor
     if db.observed:
         return db.execute_sql(sql, params)
     state: Any = db._state  # type: ignore[attr-defined]  # the engine's per-thread state
-    conn = state.conn
     cursor = getattr(state, "audit_cursor", None)
-    if cursor is None or cursor.connection is not conn:
-        cursor = state.audit_cursor = (conn or db.connection()).cursor()
+    if cursor is None or cursor.connection is not state.conn:
+        cursor = state.audit_cursor = _connection(db).cursor()
     try:
         return cursor.execute(sql, params)
     except sqlite3.OperationalError as exc:
