@@ -348,6 +348,8 @@ def test_blob_columns_never_fail_an_audited_write(db):
     (0.3, 0.30000000000000004),
     (1.0, float("inf")),
     (float("-inf"), 1e-300),
+    (1.0, 1.0235903895552347e+267),         # SQLite's 17-digit printf is off for these
+    (3.7668286360006396e+165, 2.0 ** 60),
 ])
 def test_a_real_column_change_is_recorded_exactly(db, before, after):
     """Exactly, as a JSON number; an infinity (JSON has none) as PostgreSQL writes it."""
@@ -363,8 +365,12 @@ def test_a_real_column_change_is_recorded_exactly(db, before, after):
     db.execute_sql(f"INSERT INTO m VALUES (1, {p})", (before,))
     db.execute_sql(f"UPDATE m SET x = {p}", (after,))
     insert, update = audit.history(db, "m", 1)
-    assert insert.new == {"id": 1, "x": logged(before)}
-    assert (update.old, update.new) == ({"x": logged(before)}, {"x": logged(after)})
+
+    def read(values: dict) -> dict:  # PostgreSQL writes 1e267 as digits: JSON gives an int
+        return {k: float(v) if isinstance(v, int) and k == "x" else v for k, v in values.items()}
+
+    assert read(insert.new) == {"id": 1, "x": logged(before)}
+    assert (read(update.old), read(update.new)) == ({"x": logged(before)}, {"x": logged(after)})
 
 
 VALUES = st.one_of(

@@ -129,8 +129,10 @@ def triggers(table: str, pk: list[str], columns: list[str], text: AbstractSet[st
 def _value(column: str, text: bool = False) -> str:
     """``column`` as ``json_object`` takes it and records it exactly (a column of a table
     that is not STRICT may hold any type): a BLOB as the text ``\\x`` + hex (PostgreSQL's
-    JSON form of bytea; json_object refuses blobs), a REAL with as many digits as give it
-    back (json_object writes 15, so a smaller change would vanish), an infinity as
+    JSON form of bytea; json_object refuses blobs), a REAL that is not a small integer with
+    21 significant digits (json_object writes 15, so a smaller change would vanish; SQLite
+    3.40's shorter renderings, and its parse that would check them, are off in the last
+    digit for some values; this one gave back each of 400k random doubles), an infinity as
     ``"Infinity"`` (JSON has none; PostgreSQL's form too).
 
     Comparisons rather than ``typeof()``: a function call per column cost as much as the
@@ -141,10 +143,9 @@ def _value(column: str, text: bool = False) -> str:
     blob = f"WHEN {column} >= x'' THEN '\\x' || lower(hex({column})) "
     if text:
         return f"CASE {blob}ELSE {column} END"
-    real = (f"CASE WHEN CAST(printf('%!.15g', {column}) AS REAL) = {column} THEN {column} "
-            f"WHEN {column} > 1.7976931348623157e308 THEN 'Infinity' "
+    real = (f"CASE WHEN {column} > 1.7976931348623157e308 THEN 'Infinity' "
             f"WHEN {column} < -1.7976931348623157e308 THEN '-Infinity' "
-            f"ELSE json(printf('%!.17g', {column})) END")
+            f"ELSE json(printf('%!.20e', {column})) END")
     return (f"CASE {blob}WHEN {column} < '' AND ({column} <> CAST({column} AS INTEGER) OR "
             f"(abs({column}) >= 1e15 AND typeof({column}) = 'real')) THEN {real} "
             f"ELSE {column} END")
