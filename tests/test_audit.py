@@ -479,3 +479,28 @@ def test_an_audit_log_of_an_earlier_shape_is_rebuilt_by_the_next_enable(tmp_path
     migrate.down(db, folder, backup=False)
     assert len(audit.changes(db)) == 3
     db.close()
+
+
+def test_the_upgrade_migration_is_harmless_on_a_current_log(tmp_path, cli_db_url):
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_services.up.sql").write_text(TABLE + ";")
+    db = embeddb.connect(cli_db_url)
+    migrate.up(db, folder, backup=False)
+    audit.write_migration(db, "services", directory=folder)
+    migrate.up(db, folder, backup=False)
+    with audit.context(actor="a"), db.atomic():
+        db.execute_sql("INSERT INTO services (id, name) VALUES (1, 'x')")
+    before = audit.history(db, "services", 1)
+    [up, *_] = sorted(p.name for p in audit.write_upgrade(folder) if ".up." in p.name)
+    assert up.startswith("0003_audit_upgrade")
+    migrate.up(db, folder, backup=False)
+    assert audit.history(db, "services", 1) == before
+    with audit.context(actor="b"), db.atomic():
+        db.execute_sql("UPDATE services SET name = 'y'")
+    assert [c.actor for c in audit.history(db, "services", 1)] == ["a", "b"]
+    migrate.down(db, folder, backup=False)  # undoing the upgrade keeps the log
+    assert len(audit.history(db, "services", 1)) == 2
+    db.close()
+    if isinstance(db, embeddb.PostgresEngine):
+        db.close_all()
