@@ -222,7 +222,7 @@ def test_backup_list_of_a_missing_database_points_to_dir(tmp_path, monkeypatch):
 #: the commands that may create the database they are pointed at
 CREATING = {"setup", "seed", "migrate up", "migrate down", "migrate redo", "backup restore"}
 #: commands that open no database here (SQLite) or fail on their other input first
-NOT_OPENING = {"migrate new", "outbox init", "backup verify", "outbox run"}
+NOT_OPENING = {"migrate new", "outbox init", "backup verify", "outbox run", "audit upgrade"}
 
 
 def test_every_command_is_classified():
