@@ -88,11 +88,17 @@ def _default_directory() -> str:
             f"{exc}; pass --dir DIR to reach the backups of a database that is gone") from None
 
 
-def _chosen_name() -> str | None:
-    """The embeddb.toml name of the database chosen with --database (None: the default one,
-    or --db URL), without opening it."""
+def _scope(directory: str | None) -> str | None:
+    """Whose backups ``list`` / ``prune`` look at: the embeddb.toml name of the database
+    chosen with --database; None (the backups recording no name) for the default one or
+    --db URL; every database's with --dir and neither option (a whole folder). Read without
+    opening the database."""
     state = click.get_current_context().ensure_object(CliState)
-    return state.entry().name if state.db_name is not None else None
+    if state.db_name is not None:
+        return state.entry().name
+    if directory and state.db_url is None:
+        return retention.ANY_DATABASE
+    return None
 
 
 @click.group()
@@ -160,15 +166,16 @@ def verify(file: str, as_json: bool) -> None:
 @backup.command("list")
 @db_option
 @json_option
-@click.option("--dir", "directory", metavar="DIR", help="Directory to list (default as create; "
-              "with --database only that database's backups).")
+@click.option("--dir", "directory", metavar="DIR", help="Directory to list (default as create). "
+              "Only the chosen database's backups, unless --dir is given without --database "
+              "or --db: then every database's.")
 def list_(directory: str | None, as_json: bool) -> None:
     """List backups newest first with size, age, schema version and verified state."""
     # An explicit --dir must exist; the default one appears with the first backup.
     entries = list_backups(directory or _default_directory(), missing_ok=not directory)
-    name = _chosen_name()
-    if name:  # -d NAME: that database's backups only (a backup folder may be shared)
-        entries = [e for e in entries if e["database"] == name]
+    scope = _scope(directory)  # a backup folder may be shared by several databases
+    if scope != retention.ANY_DATABASE:
+        entries = [e for e in entries if e["database"] == scope]
     if as_json:
         emit_json([{k: v for k, v in e.items() if k != "manifest"} for e in entries])
         return
@@ -218,7 +225,9 @@ def restore(file: str, yes: bool, safety_dir: str | None, force: bool, as_json: 
 @backup.command("prune")
 @db_option
 @json_option
-@click.option("--dir", "directory", metavar="DIR", help="Directory to prune (default as create).")
+@click.option("--dir", "directory", metavar="DIR", help="Directory to prune (default as create). "
+              "Only the chosen database's backups, unless --dir is given without --database "
+              "or --db: then every database's, each counted apart.")
 @click.option("--keep", type=click.IntRange(min=0),
               help="Keep the newest N good backups of each database, every kind counted "
               "together (a backup that failed verification or no longer matches its manifest "
@@ -237,8 +246,7 @@ def prune(directory: str | None, keep: int | None, older_than: str | None, kind:
     """
     age = parse_age(older_than) if older_than else None
     folder = directory or _default_directory()
-    # -d NAME: only that database's backups (a backup folder may be shared)
-    result = prune_backups(folder, keep, age, dry_run, kind=kind, database=_chosen_name(),
+    result = prune_backups(folder, keep, age, dry_run, kind=kind, database=_scope(directory),
                            missing_ok=not directory)
     if as_json:
         emit_json(result)

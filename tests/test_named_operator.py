@@ -1,0 +1,81 @@
+"""Named databases as an operator uses them: a default [database] beside named ones sharing
+folders, commands aimed at one database never touching another's backups or data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from embeddb.cli import cli
+
+APP_UP = "CREATE TABLE things (id INTEGER PRIMARY KEY, v TEXT);\n"
+USERS_UP = "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL);\n"
+PAYMENTS_UP = "CREATE TABLE payments (id INTEGER PRIMARY KEY, cents INTEGER NOT NULL);\n"
+
+
+def _migration(folder: Path, name: str, up: str, down: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.up.sql").write_text(up)
+    (folder / f"{name}.down.sql").write_text(down)
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A default [database] app.db and named users / payments, all three SQLite files in one
+    directory, so every backup lands in the one shared ./backups folder."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("EMBEDDB_DATABASE_URL", "EMBEDDB_MIGRATIONS_DIR", "EMBEDDB_SEEDS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "embeddb.toml").write_text(
+        '[database]\nurl = "sqlite:///app.db"\n\n'
+        '[databases.users]\nurl = "sqlite:///users.db"\nmigrations = "db/users"\n\n'
+        '[databases.payments]\nurl = "sqlite:///payments.db"\nmigrations = "db/payments"\n')
+    _migration(tmp_path / "migrations", "0001_things", APP_UP, "DROP TABLE things;\n")
+    _migration(tmp_path / "db/users", "0001_users", USERS_UP, "DROP TABLE users;\n")
+    _migration(tmp_path / "db/payments", "0001_payments", PAYMENTS_UP, "DROP TABLE payments;\n")
+    assert run("migrate", "up", "--all", "--no-backup").exit_code == 0
+    return tmp_path
+
+
+def run(*args: str) -> click.testing.Result:
+    return CliRunner().invoke(cli, list(args))
+
+
+def _backups(project: Path, prefix: str) -> list[str]:
+    return sorted(p.name for p in (project / "backups").glob(f"{prefix}-*")
+                  if not p.name.endswith(".json"))
+
+
+def test_pruning_the_default_database_leaves_named_databases_backups_alone(project):
+    for _ in range(3):
+        assert run("-d", "payments", "backup", "create").exit_code == 0
+    assert run("backup", "create").exit_code == 0
+    before = _backups(project, "payments")
+    assert len(before) == 3
+    result = run("backup", "prune", "--keep", "1", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["removed"] == []
+    assert _backups(project, "payments") == before
+    result = run("--db", "sqlite:///payments.db", "backup", "prune", "--keep", "1")
+    assert result.exit_code == 0, result.output
+    assert _backups(project, "payments") == before  # by URL: not the named database either
+    assert run("-d", "payments", "backup", "prune", "--keep", "1").exit_code == 0
+    assert _backups(project, "payments") == before[-1:]
+
+
+def test_the_default_database_lists_and_checks_only_its_own_backups(project):
+    assert run("-d", "payments", "backup", "create").exit_code == 0
+    listed = json.loads(run("backup", "list", "--json").output)
+    assert listed == []
+    doctor = json.loads(run("doctor", "--json").output)
+    check = next(c for c in doctor["checks"] if c["name"] == "backups")
+    assert check["status"] == "WARN" and "no backup" in check["message"], check
+    assert run("backup", "create").exit_code == 0
+    listed = json.loads(run("backup", "list", "--json").output)
+    assert [e["file"].split("-")[0] for e in listed] == ["app"]
+    folder = json.loads(run("backup", "list", "--dir", "backups", "--json").output)
+    assert sorted(e["file"].split("-")[0] for e in folder) == ["app", "payments"]
