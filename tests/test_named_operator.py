@@ -79,3 +79,42 @@ def test_the_default_database_lists_and_checks_only_its_own_backups(project):
     assert [e["file"].split("-")[0] for e in listed] == ["app"]
     folder = json.loads(run("backup", "list", "--dir", "backups", "--json").output)
     assert sorted(e["file"].split("-")[0] for e in folder) == ["app", "payments"]
+
+
+def _interrupt(project: Path, started: Path, *args: str) -> tuple[int, str, str]:
+    """Run ``embeddb ARGS`` in a real process, SIGINT it once ``started`` exists."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from embeddb.cli import main; main()", *args], cwd=project,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    deadline = time.monotonic() + 20
+    while not started.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert started.exists(), proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    return proc.returncode, out, err
+
+
+def test_ctrl_c_under_all_json_prints_one_document_naming_what_ran(project):
+    started = project / "started"
+    (project / "db/payments/0002_slow.py").write_text(
+        "import pathlib, time\n\n"
+        "def up(db):\n    db.execute_sql('CREATE TABLE slow (x INTEGER)')\n"
+        f"    pathlib.Path({str(started)!r}).write_text('1')\n    time.sleep(30)\n\n"
+        "def down(db):\n    db.execute_sql('DROP TABLE slow')\n")
+    code, out, err = _interrupt(project, started, "migrate", "up", "--all", "--json",
+                                "--no-backup")
+    assert code == 130, (out, err)
+    report = json.loads(out)  # one document, not nothing
+    assert report["ok"] is False and report["interrupted"] is True
+    assert [(d["database"], d["ok"], d["error"]) for d in report["databases"]] == [
+        ("default", True, None), ("users", True, None), ("payments", False, "interrupted")]
+    assert report["databases"][2]["result"]["failed"] == "0002_slow"
+    assert report["not_run"] == []

@@ -136,6 +136,8 @@ def each_database(all_databases: bool, as_json: bool, body: Callable[[], None]) 
     ``[databases.NAME]``), going on past failures. Human output: each database's own output
     under a ``== NAME ==`` line, then a summary; ``--json``: one document
     ``{"ok", "databases": [{"database", "ok", "error", "result"}]}``. Exit 1 if any failed.
+    Ctrl-C stops the run (exit 130); under ``--json`` the document then also has
+    ``"interrupted": true`` and ``not_run`` (the databases not reached).
 
     :raises click.UsageError: ``--all`` with ``--db`` or ``--database``.
     :raises ConfigurationError: embeddb.toml configures no database to run over.
@@ -161,9 +163,17 @@ def each_database(all_databases: bool, as_json: bool, body: Callable[[], None]) 
         error: str | None = None
         try:
             body()
-        except click.exceptions.Exit as exc:
-            if exc.exit_code == INTERRUPTED:  # Ctrl-C stops the whole run
+        except (KeyboardInterrupt, click.exceptions.Exit) as exc:
+            interrupted = isinstance(exc, KeyboardInterrupt) or exc.exit_code == INTERRUPTED
+            if interrupted:  # Ctrl-C stops the whole run: report what ran, then stop
+                reports.append(_report(name, "interrupted", state.collected))
+                state.collected = None
+                if as_json:
+                    emit_json({"ok": False, "interrupted": True, "databases": reports,
+                               "not_run": names[len(reports):]})
+                    state.failure_reported = True
                 raise
+            assert isinstance(exc, click.exceptions.Exit)
             if exc.exit_code:
                 error = f"exit status {exc.exit_code}"
         except SystemExit as exc:
@@ -176,8 +186,7 @@ def each_database(all_databases: bool, as_json: bool, body: Callable[[], None]) 
         finally:
             collected, state.collected = state.collected, None
             state.close()
-        reports.append({"database": name, "ok": error is None, "error": error,
-                        "result": collected[-1] if collected else None})
+        reports.append(_report(name, error, collected))
     failed = [r["database"] for r in reports if not r["ok"]]
     if as_json:
         emit_json({"ok": not failed, "databases": reports})
@@ -186,6 +195,12 @@ def each_database(all_databases: bool, as_json: bool, body: Callable[[], None]) 
         click.echo(f"== {summary}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     if failed:
         ctx.exit(1)
+
+
+def _report(name: str, error: str | None, collected: list[Any] | None) -> dict[str, Any]:
+    """One database's entry of an ``--all --json`` document."""
+    return {"database": name, "ok": error is None, "error": error,
+            "result": collected[-1] if collected else None}
 def _store_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
     if value:
         ctx.ensure_object(CliState).as_json = True
