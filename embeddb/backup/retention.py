@@ -62,7 +62,8 @@ def prune(
     ``kind``, ``source`` (a manifest's ``source``: the redacted URL) and ``database`` (its
     embeddb.toml name; None: only backups recording no name, those of the default database or
     one opened by URL; :data:`ANY_DATABASE`: every one) limit the prune to those backups; the
-    others are neither counted nor touched. A database is its name when it has one (its URL may have changed), else its URL.
+    others are neither counted nor touched. A database is its name when it has one (its URL
+    may have changed), else its URL.
 
     ``keep``: the newest ``keep`` good backups of each database stay. ``older_than``: only
     backups older than this go. With both, the newest ``keep`` stay and the rest go once older.
