@@ -118,3 +118,34 @@ def test_ctrl_c_under_all_json_prints_one_document_naming_what_ran(project):
         ("default", True, None), ("users", True, None), ("payments", False, "interrupted")]
     assert report["databases"][2]["result"]["failed"] == "0002_slow"
     assert report["not_run"] == []
+
+
+def _version(name: str) -> int | None:
+    import embeddb
+    from embeddb import migrate
+
+    db = embeddb.connect(name)
+    try:
+        return migrate.current_version(db)
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("args", [
+    ["-d", "users", "migrate", "down", "-d", "payments", "--no-backup"],
+    ["-d", "users", "-d", "payments", "migrate", "down", "--no-backup"],
+    ["migrate", "down", "-d", "users", "--database", "payments", "--no-backup"],
+    ["--db", "sqlite:///users.db", "migrate", "down", "--db", "sqlite:///payments.db",
+     "--no-backup"],
+])
+def test_two_different_databases_named_at_once_are_a_usage_error(project, args):
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert "twice" in result.output
+    assert (_version("users"), _version("payments")) == (1, 1)  # neither reverted
+
+
+def test_the_same_database_named_twice_is_fine(project):
+    result = run("-d", "users", "migrate", "status", "-d", "users", "--json")
+    assert result.exit_code == 0, result.output
+    assert [e["name"] for e in json.loads(result.output)] == ["0001_users"]

@@ -65,26 +65,36 @@ class CliState:
             self._db = None
 
 
-def _store_db(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    if value is not None:
-        state = ctx.ensure_object(CliState)
+def _store_db(ctx: click.Context, _param: click.Parameter,
+              values: tuple[str, ...]) -> tuple[str, ...]:
+    state = ctx.ensure_object(CliState)
+    for value in values:
+        if state.db_url is not None and state.db_url != value:
+            raise click.UsageError(
+                f"--db given twice ({redact(state.db_url)}, {redact(value)}): give one URL")
         state.db_url = value
         _exclusive(state)
-    return value
+    return values
 
 
-def _store_name(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    if value is not None:
-        from ..config import is_name
+def _store_name(ctx: click.Context, _param: click.Parameter,
+                values: tuple[str, ...]) -> tuple[str, ...]:
+    from ..config import is_name
 
+    state = ctx.ensure_object(CliState)
+    for value in values:
         if not is_name(value):
             raise click.BadParameter(
                 f"{value!r} is not a database name (a letter, then letters, digits or _); "
                 "a URL goes to --db")
-        state = ctx.ensure_object(CliState)
+        if state.db_name is not None and state.db_name != value:
+            # several, before or after the command name: which was meant is not ours to guess
+            raise click.UsageError(
+                f"--database given twice ({state.db_name}, {value}): name one database "
+                "(or use --all where the command has it)")
         state.db_name = value
         _exclusive(state)
-    return value
+    return values
 
 
 def _exclusive(state: CliState) -> None:
@@ -102,6 +112,7 @@ def db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
         "-d",
         "db_name",
         metavar="NAME",
+        multiple=True,  # so that a second, different name is refused, not silently used
         expose_value=False,
         callback=_store_name,
         is_eager=True,
@@ -111,6 +122,7 @@ def db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
         "--db",
         "db_url",
         metavar="URL",
+        multiple=True,
         expose_value=False,
         callback=_store_db,
         is_eager=True,
