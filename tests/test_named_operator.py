@@ -149,3 +149,29 @@ def test_the_same_database_named_twice_is_fine(project):
     result = run("-d", "users", "migrate", "status", "-d", "users", "--json")
     assert result.exit_code == 0, result.output
     assert [e["name"] for e in json.loads(result.output)] == ["0001_users"]
+
+
+@pytest.mark.parametrize("command", ["down", "redo"])
+def test_down_refuses_a_folder_whose_migration_is_not_the_one_applied(project, command):
+    """Another database's folder (or the default one, by --db URL) has a version 1 too: its
+    down part must not run here, whatever it would drop."""
+    import sqlite3
+
+    _migration(project / "db/other", "0001_accounts",
+               "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT);\n",
+               "DROP TABLE users;\n")
+    users = sqlite3.connect(project / "users.db")
+    users.execute("INSERT INTO users (name) VALUES ('alice')")
+    users.commit()
+    users.close()
+    result = run("-d", "users", "migrate", command, "--migrations", "db/other", "--no-backup",
+                 "--json")
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert "0001_accounts.up.sql changed after it was applied" in report["error"]
+    assert "nothing was changed" in report["error"]
+    users = sqlite3.connect(project / "users.db")
+    assert users.execute("SELECT name FROM users").fetchall() == [("alice",)]
+    users.close()
+    assert _version("users") == 1
+    assert run("-d", "users", "migrate", command, "--no-backup").exit_code == 0  # its own
