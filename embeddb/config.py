@@ -220,7 +220,13 @@ def _check_databases(path: Path, tables: Any) -> None:
     """:raises ConfigurationError: ``[databases]`` is not a table of well-formed databases."""
     if not isinstance(tables, dict):
         raise ConfigurationError(f"{path}: databases must be tables: [databases.NAME] url = ...")
+    seen: dict[str, str] = {}
     for name, table in tables.items():
+        other = seen.setdefault(name.lower(), name)
+        if other != name:
+            raise ConfigurationError(
+                f"{path}: database names {other!r} and {name!r} differ only in case (they "
+                f"share ${ENV_NAMED_URL.format(name.upper())} and backup file names): rename one")
         if name == DEFAULT_NAME:
             raise ConfigurationError(
                 f"{path}: [databases.{DEFAULT_NAME}] is reserved: put the default database in "

@@ -175,3 +175,24 @@ def test_down_refuses_a_folder_whose_migration_is_not_the_one_applied(project, c
     users.close()
     assert _version("users") == 1
     assert run("-d", "users", "migrate", command, "--no-backup").exit_code == 0  # its own
+
+
+def test_names_that_differ_only_in_case_are_refused(project, monkeypatch):
+    """$EMBEDDB_DATABASE_URL_USERS (and backup file names on a case-insensitive disk) would
+    be shared by users and Users: one of them would be the other's database."""
+    (project / "embeddb.toml").write_text(
+        '[databases.users]\nurl = "sqlite:///users.db"\n\n'
+        '[databases.Users]\nurl = "sqlite:///other.db"\n')
+    monkeypatch.setenv("EMBEDDB_DATABASE_URL_USERS", "sqlite:///users.db")
+    result = run("-d", "Users", "migrate", "up", "--migrations", "db/payments", "--no-backup")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "Error: " + str(project / "embeddb.toml") + ": database names 'users' and 'Users' "
+        "differ only in case (they share $EMBEDDB_DATABASE_URL_USERS and backup file names): "
+        "rename one"]
+    import sqlite3
+
+    users = sqlite3.connect(project / "users.db")
+    assert users.execute("SELECT version FROM embeddb_migrations").fetchall() == [(1,)]
+    users.close()
+    assert not (project / "other.db").exists()
