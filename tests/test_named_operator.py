@@ -196,3 +196,21 @@ def test_names_that_differ_only_in_case_are_refused(project, monkeypatch):
     assert users.execute("SELECT version FROM embeddb_migrations").fetchall() == [(1,)]
     users.close()
     assert not (project / "other.db").exists()
+
+
+def test_after_a_rename_the_old_backups_are_pointed_at_not_lost(project):
+    made = json.loads(run("-d", "users", "backup", "create", "--json").output)["path"]
+    toml = project / "embeddb.toml"
+    toml.write_text(toml.read_text().replace("[databases.users]", "[databases.members]"))
+    result = run("-d", "members", "backup", "list")
+    assert result.exit_code == 0
+    assert result.output.splitlines() == [
+        "no backups", f"(1 backup(s) of 'users' in {project / 'backups'}: `embeddb backup "
+        f"list --dir {project / 'backups'}` shows them)"]
+    result = run("-d", "members", "backup", "restore", made, "--yes")
+    assert result.exit_code == 1
+    assert "(the same URL: renamed in embeddb.toml?): pass --force" in result.output
+    assert run("-d", "members", "backup", "prune", "--keep", "0").exit_code == 0
+    assert Path(made).exists()  # pruning the new name never deletes the old name's backups
+    result = run("-d", "members", "backup", "restore", made, "--yes", "--force")
+    assert result.exit_code == 0, result.output

@@ -237,10 +237,12 @@ def check_origin(db: Database, path: str, force: bool = False,
         )
     target = getattr(db, "name", None)
     if record.database != target and not force:
+        renamed = " (the same URL: renamed in embeddb.toml?)" \
+            if record.source == db.url.redacted() else ""
         raise ConfigurationError(
             f"{path} is a backup of {database_label(record.database)} ({record.source}), not "
-            f"of {database_label(target)} ({db.url.redacted()}): pass --force to restore it "
-            "anyway")
+            f"of {database_label(target)} ({db.url.redacted()}){renamed}: pass --force to "
+            "restore it anyway")
 
 
 def prune_backups(

@@ -11,6 +11,7 @@ import click
 from ..backup import (
     check_origin,
     create_backup,
+    database_label,
     default_directory,
     list_backups,
     manifest,
@@ -172,8 +173,10 @@ def verify(file: str, as_json: bool) -> None:
 def list_(directory: str | None, as_json: bool) -> None:
     """List backups newest first with size, age, schema version and verified state."""
     # An explicit --dir must exist; the default one appears with the first backup.
-    entries = list_backups(directory or _default_directory(), missing_ok=not directory)
+    folder = directory or _default_directory()
+    entries = list_backups(folder, missing_ok=not directory)
     scope = _scope(directory)  # a backup folder may be shared by several databases
+    others = [e for e in entries if e["database"] != scope]
     if scope != retention.ANY_DATABASE:
         entries = [e for e in entries if e["database"] == scope]
     if as_json:
@@ -181,6 +184,10 @@ def list_(directory: str | None, as_json: bool) -> None:
         return
     if not entries:
         click.echo("no backups")
+        if others and scope != retention.ANY_DATABASE:
+            names = sorted({database_label(e["database"]) for e in others})
+            click.echo(f"({len(others)} backup(s) of {', '.join(names)} in {folder}: "
+                       f"`embeddb backup list --dir {folder}` shows them)")
         return
     click.echo(f"{'created (UTC)':<27} {'age':>6} {'size':>10} {'schema':>7} {'verified':>8} "
                f"{'kind':<10}  file")
