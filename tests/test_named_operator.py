@@ -214,3 +214,20 @@ def test_after_a_rename_the_old_backups_are_pointed_at_not_lost(project):
     assert Path(made).exists()  # pruning the new name never deletes the old name's backups
     result = run("-d", "members", "backup", "restore", made, "--yes", "--force")
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("args", [
+    ["migrate", "status", "-d", "./users", "--json"],
+    ["migrate", "status", "-d", "sqlite:///users.db", "--json"],
+    ["--db", "sqlite:///users.db", "-d", "users", "migrate", "status", "--json"],
+    ["-d", "users", "migrate", "status", "-d", "payments", "--json"],
+    ["-d", "users", "-d", "payments", "backup", "list", "--json"],
+    ["backup", "prune", "--keep", "-1", "--json"],
+    ["doctor", "-d", "users", "--all", "--json"],
+])
+def test_a_usage_error_is_one_json_document_whatever_the_option_order(project, args):
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    document = json.loads(result.stdout)
+    assert document["ok"] is False and document["error"], document
+    assert document["error"] in " ".join(result.stderr.split())

@@ -28,6 +28,7 @@ class CliState:
     #: under ``--all``: what ``emit_json`` was given, kept for the combined report
     collected: list[Any] | None = None
     as_json: bool = False  # the command was given --json: a failure is a JSON document too
+    json_asked: bool = False  # --json is among the arguments (parsed yet or not)
     failure_reported: bool = False  # the command printed its own JSON failure report
     _db: Database | None = None
 
