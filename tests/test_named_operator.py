@@ -231,3 +231,39 @@ def test_a_usage_error_is_one_json_document_whatever_the_option_order(project, a
     document = json.loads(result.stdout)
     assert document["ok"] is False and document["error"], document
     assert document["error"] in " ".join(result.stderr.split())
+
+
+COPIES_BACK_UP = '''
+import os
+from embeddb import backup, migrate
+
+
+def test_backups_of_a_copy(embeddb_dbs):
+    payments = embeddb_dbs["payments"]
+    payments.execute_sql("INSERT INTO payments (cents) VALUES (5)")
+    safety = migrate.down(payments).backup
+    migrate.up(payments)
+    made = backup.create_backup(payments).path
+    with open(os.environ["COPIES_LOG"], "w") as log:
+        log.write(f"{safety}\\n{made}\\n")
+'''
+
+
+def test_a_test_copy_never_backs_up_into_the_projects_backups(plugin_suite, pg_url, monkeypatch):
+    """A PostgreSQL copy of payments is named payments: its safety copies and backups in the
+    project's folder would count against the real payments' (pruned) and be restorable into
+    it without --force."""
+    suite = plugin_suite(COPIES_BACK_UP)
+    _migration(suite.path / "db/payments", "0001_payments", PAYMENTS_UP.replace(
+        "INTEGER PRIMARY KEY", "BIGSERIAL PRIMARY KEY"), "DROP TABLE payments;\n")
+    (suite.path / "embeddb.toml").write_text(
+        f'[databases.payments]\nurl = "{pg_url}"\nmigrations = "db/payments"\n')
+    log = suite.path / "copies.log"
+    monkeypatch.setenv("COPIES_LOG", str(log))
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    written = log.read_text().split()
+    assert len(written) == 2
+    for path in written:  # in the inner session's temporary directory
+        assert Path(path).is_relative_to(suite.path / "runpytest-0"), path
+    assert not (suite.path / "backups").exists()
