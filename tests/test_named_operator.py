@@ -267,3 +267,10 @@ def test_a_test_copy_never_backs_up_into_the_projects_backups(plugin_suite, pg_u
     for path in written:  # in the inner session's temporary directory
         assert Path(path).is_relative_to(suite.path / "runpytest-0"), path
     assert not (suite.path / "backups").exists()
+
+
+def test_a_written_migration_says_how_to_apply_it_to_that_database(project):
+    result = run("-d", "payments", "outbox", "init")
+    assert result.exit_code == 0, result.output
+    assert "Wrote db/payments/0002_embeddb_outbox" in result.output
+    assert result.output.splitlines()[-1] == "Next: embeddb -d payments migrate up"

@@ -271,4 +271,6 @@ def report_written(paths: list[Any], as_json: bool) -> None:
         return
     for path in paths:
         click.echo(f"Wrote {path}")
-    click.echo("Next: embeddb migrate up")
+    state = click.get_current_context().ensure_object(CliState)
+    chosen = f"-d {state.db_name} " if state.db_name else ""  # else it migrates the default one
+    click.echo(f"Next: embeddb {chosen}migrate up")
