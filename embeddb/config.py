@@ -156,14 +156,51 @@ def named_databases(cwd: str | os.PathLike[str] | None = None) -> dict[str, Name
 
     :raises ConfigurationError: the file is unreadable or a table is malformed.
     """
-    tables = load_config_file(Path(cwd or os.getcwd()) / CONFIG_FILE).get("databases", {})
+    path = Path(cwd or os.getcwd()) / CONFIG_FILE
+    config = load_config_file(path)
     found: dict[str, NamedDatabase] = {}
-    for name, table in tables.items():
+    for name, table in config.get("databases", {}).items():
         url = os.environ.get(ENV_NAMED_URL.format(name.upper())) or table["url"]
         found[name] = NamedDatabase(
             name, url, table.get("migrations") or f"migrations/{name}",
             table.get("seeds") or f"seeds/{name}", table.get("backups"))
+    urls = {DEFAULT_NAME: config["database"]["url"]} if "url" in config.get("database", {}) \
+        else {}
+    _check_distinct(path, {**urls, **{name: e.url for name, e in found.items()}}, cwd)
     return found
+
+
+def _check_distinct(path: Path, urls: dict[str, str],
+                    cwd: str | os.PathLike[str] | None) -> None:
+    """:raises ConfigurationError: two names are one database (a table copied for a new
+    database with its url left as it was: one name's migrations would run in the other)."""
+    from .url import parse
+
+    seen: dict[tuple[Any, ...], str] = {}
+    for name, url in urls.items():
+        try:
+            parsed = parse(url)
+        except ConfigurationError:
+            continue  # reported when that database is opened, naming its URL
+        if parsed.is_memory:
+            continue  # a new database per connect
+        if parsed.backend == "sqlite":
+            key: tuple[Any, ...] = ("sqlite", os.path.realpath(
+                os.path.join(cwd or os.getcwd(), parsed.path or "")))
+        else:
+            key = (parsed.backend, parsed.host or "", parsed.port or 5432, parsed.database,
+                   parsed.options.get("schema") or "public")
+        other = seen.setdefault(key, name)
+        if other != name:
+            raise ConfigurationError(
+                f"{path}: {other} and {name} are the same database ({_redact(urls[other])}, "
+                f"{_redact(url)}): give each name a database of its own")
+
+
+def _redact(url: str) -> str:
+    from .url import redact
+
+    return redact(url)
 
 
 def named_database(name: str, cwd: str | os.PathLike[str] | None = None) -> NamedDatabase:

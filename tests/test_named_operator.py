@@ -274,3 +274,45 @@ def test_a_written_migration_says_how_to_apply_it_to_that_database(project):
     assert result.exit_code == 0, result.output
     assert "Wrote db/payments/0002_embeddb_outbox" in result.output
     assert result.output.splitlines()[-1] == "Next: embeddb -d payments migrate up"
+
+
+def test_two_names_for_one_database_are_refused(project):
+    """A [databases.orders] copied from users with its url left unchanged: orders' migrations
+    would be applied to users.db (and --all would migrate it twice, from two folders)."""
+    toml = project / "embeddb.toml"
+    toml.write_text(toml.read_text() + '\n[databases.orders]\nurl = "sqlite:///./users.db"\n'
+                    'migrations = "db/payments"\n')
+    result = run("-d", "orders", "migrate", "up", "--no-backup")
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: {toml}: users and orders are the same database (sqlite:///users.db, "
+        "sqlite:///./users.db): give each name a database of its own\n")
+    assert run("migrate", "up", "--all", "--no-backup").exit_code == 1
+    assert _version("sqlite:///users.db") == 1
+    import sqlite3
+
+    users = sqlite3.connect(project / "users.db")
+    assert users.execute("SELECT name FROM embeddb_migrations").fetchall() == [("0001_users",)]
+    users.close()
+
+
+@pytest.mark.parametrize("first, second, same", [
+    ("postgresql://a@h:5432/app", "postgresql://b:pw@h/app?max_connections=3", True),
+    ("postgresql://a@h/app?schema=users", "postgresql://a@h/app?schema=payments", False),
+    ("postgresql://a@h/app?schema=public", "postgresql://a@h/app", True),
+    ("postgresql://a@h/app", "postgresql://a@h:5433/app", False),
+    ("postgresql://a@h/app", "postgresql://a@h/other", False),
+    ("sqlite:///:memory:", "sqlite:///:memory:", False),  # a new one per connect
+    ("sqlite:///a.db", "sqlite:///sub/../a.db", True),
+])
+def test_what_counts_as_the_same_database(project, first, second, same):
+    from embeddb import config
+    from embeddb.errors import ConfigurationError
+
+    (project / "embeddb.toml").write_text(
+        f'[databases.one]\nurl = "{first}"\n[databases.two]\nurl = "{second}"\n')
+    if same:
+        with pytest.raises(ConfigurationError, match="one and two are the same database"):
+            config.named_databases()
+    else:
+        assert list(config.named_databases()) == ["one", "two"]
