@@ -160,7 +160,10 @@ def named_databases(cwd: str | os.PathLike[str] | None = None) -> dict[str, Name
     config = load_config_file(path)
     found: dict[str, NamedDatabase] = {}
     for name, table in config.get("databases", {}).items():
-        url = os.environ.get(ENV_NAMED_URL.format(name.upper())) or table["url"]
+        variable = ENV_NAMED_URL.format(name.upper())
+        url = os.environ.get(variable, table["url"])
+        if not url.strip():  # as for $EMBEDDB_DATABASE_URL: not "use the file's url"
+            raise ConfigurationError(f"${variable} is set but empty: unset it or give a URL")
         found[name] = NamedDatabase(
             name, url, table.get("migrations") or f"migrations/{name}",
             table.get("seeds") or f"seeds/{name}", table.get("backups"))

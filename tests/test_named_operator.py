@@ -316,3 +316,15 @@ def test_what_counts_as_the_same_database(project, first, second, same):
             config.named_databases()
     else:
         assert list(config.named_databases()) == ["one", "two"]
+
+
+def test_a_set_but_empty_url_override_is_an_error_not_the_files_url(project, monkeypatch):
+    """As for $EMBEDDB_DATABASE_URL: an empty override (a CI secret that did not arrive) must
+    not quietly fall back to the url in embeddb.toml (perhaps production's)."""
+    monkeypatch.setenv("EMBEDDB_DATABASE_URL_PAYMENTS", "")
+    (project / "db/payments/0002_more.up.sql").write_text("CREATE TABLE more (x INTEGER);\n")
+    result = run("-d", "payments", "migrate", "up", "--no-backup")
+    assert result.exit_code == 1
+    assert result.output == ("Error: $EMBEDDB_DATABASE_URL_PAYMENTS is set but empty: unset it "
+                             "or give a URL\n")
+    assert _version("sqlite:///payments.db") == 1
