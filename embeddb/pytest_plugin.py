@@ -77,9 +77,27 @@ def _models(config: pytest.Config) -> list[Any]:
     return load_models(spec)
 
 
+#: the entry of an ``embeddb_db`` copy: no name, as the default database (folders as usual)
+_UNNAMED = config.NamedDatabase(None, "")
+
+
+_SCRATCH = pytest.StashKey[Path]()
+
+
+def _scratch(request: pytest.FixtureRequest) -> Path:
+    """The session's folder for the backups of ``embeddb_db`` copies, made on first use."""
+    stash = request.config.stash
+    if _SCRATCH not in stash:
+        stash[_SCRATCH] = request.getfixturevalue("tmp_path_factory").mktemp("embeddb_backups")
+    return stash[_SCRATCH]
+
+
 def _copies(template: Template, request: pytest.FixtureRequest) -> Iterator[Any]:
     config = request.config
     db = template.copy()
+    # backups and safety copies go to a scratch folder, never the project's (they record no
+    # name, as the default database's: there they would be restorable into it)
+    db.entry = replace(db.entry or _UNNAMED, url=db.url.raw, backups=str(_scratch(request)))
     models = _models(config)
     if models:
         db.bind(models)

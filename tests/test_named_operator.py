@@ -328,3 +328,32 @@ def test_a_set_but_empty_url_override_is_an_error_not_the_files_url(project, mon
     assert result.output == ("Error: $EMBEDDB_DATABASE_URL_PAYMENTS is set but empty: unset it "
                              "or give a URL\n")
     assert _version("sqlite:///payments.db") == 1
+
+
+COPY_BACKS_UP = '''
+import os
+from embeddb import backup, migrate
+
+
+def test_backups_of_a_copy(embeddb_db):
+    safety = migrate.down(embeddb_db).backup
+    made = backup.create_backup(embeddb_db).path
+    with open(os.environ["COPIES_LOG"], "w") as log:
+        log.write(f"{safety}\\n{made}\\n")
+'''
+
+
+def test_an_embeddb_db_copy_never_backs_up_into_the_projects_backups(plugin_suite, pg_url,
+                                                                      monkeypatch):
+    """Its backups record no name, as the default database's do: in ./backups they would be
+    restorable into it without --force."""
+    suite = plugin_suite(COPY_BACKS_UP)
+    log = suite.path / "copies.log"
+    monkeypatch.setenv("COPIES_LOG", str(log))
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider", "--embeddb-url", pg_url)
+    result.assert_outcomes(passed=1)
+    written = log.read_text().split()
+    assert len(written) == 2
+    for path in written:
+        assert Path(path).is_relative_to(suite.path / "runpytest-0"), path
+    assert not (suite.path / "backups").exists()
