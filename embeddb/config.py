@@ -216,6 +216,11 @@ def named_database(name: str, cwd: str | os.PathLike[str] | None = None) -> Name
     found = named_databases(cwd)
     if name in found:
         return found[name]
+    near = [other for other in found if other.lower() == name.lower()]
+    if near:  # names are case-sensitive: Users is not users
+        raise ConfigurationError(
+            f"no database named {name!r} in {CONFIG_FILE}: did you mean {near[0]!r}? (names "
+            "are case-sensitive)")
     known = ", ".join(found) or "none"
     if not found and not (Path(cwd or os.getcwd()) / CONFIG_FILE).exists():
         known = f"none: no {CONFIG_FILE} in {os.path.abspath(cwd or os.getcwd())}"

@@ -357,3 +357,11 @@ def test_an_embeddb_db_copy_never_backs_up_into_the_projects_backups(plugin_suit
     for path in written:
         assert Path(path).is_relative_to(suite.path / "runpytest-0"), path
     assert not (suite.path / "backups").exists()
+
+
+def test_a_name_in_another_case_is_refused_with_the_configured_spelling(project):
+    result = run("-d", "Users", "migrate", "down", "--no-backup")
+    assert result.exit_code == 1
+    assert result.output == ("Error: no database named 'Users' in embeddb.toml: did you mean "
+                             "'users'? (names are case-sensitive)\n")
+    assert _version("users") == 1
