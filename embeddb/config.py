@@ -248,6 +248,12 @@ def configured_names(cwd: str | os.PathLike[str] | None = None) -> list[str]:
     if not names:
         raise ConfigurationError(
             f"{CONFIG_FILE} configures no database to run over: add [databases.NAME] url = ...")
+    found = named_databases(cwd)
+    if names[0] == DEFAULT_NAME and os.environ.get(ENV_URL):
+        # $EMBEDDB_DATABASE_URL exported to reach a named one would run the default's work there
+        _check_distinct(Path(cwd or os.getcwd()) / CONFIG_FILE, {
+            f"${ENV_URL} (the default database)": os.environ[ENV_URL],
+            **{name: entry.url for name, entry in found.items()}}, cwd)
     return names
 
 

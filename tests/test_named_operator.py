@@ -365,3 +365,18 @@ def test_a_name_in_another_case_is_refused_with_the_configured_spelling(project)
     assert result.output == ("Error: no database named 'Users' in embeddb.toml: did you mean "
                              "'users'? (names are case-sensitive)\n")
     assert _version("users") == 1
+
+
+def test_all_refuses_a_default_database_that_the_environment_points_at_a_named_one(
+        project, monkeypatch):
+    monkeypatch.setenv("EMBEDDB_DATABASE_URL", "sqlite:///users.db")  # left from a session
+    (project / "migrations/0002_more.up.sql").write_text("CREATE TABLE more (x INTEGER);\n")
+    result = run("migrate", "up", "--all", "--no-backup")
+    assert result.exit_code == 1
+    assert "$EMBEDDB_DATABASE_URL (the default database) and users are the same database" \
+        in result.output
+    import sqlite3
+
+    users = sqlite3.connect(project / "users.db")
+    assert "more" not in [r[0] for r in users.execute("SELECT name FROM sqlite_master")]
+    users.close()
