@@ -380,3 +380,13 @@ def test_all_refuses_a_default_database_that_the_environment_points_at_a_named_o
     users = sqlite3.connect(project / "users.db")
     assert "more" not in [r[0] for r in users.execute("SELECT name FROM sqlite_master")]
     users.close()
+
+
+def test_a_name_given_to_db_is_refused_pointing_at_database(project):
+    for _ in range(2):
+        assert run("-d", "users", "backup", "create").exit_code == 0
+    result = run("--db", "users", "backup", "prune", "--keep", "1", "--json")
+    assert result.exit_code == 2
+    assert "'users' is a database name, not a URL: use --database users" in \
+        json.loads(result.stdout)["error"]
+    assert len(_backups(project, "users")) == 2

@@ -68,8 +68,13 @@ class CliState:
 
 def _store_db(ctx: click.Context, _param: click.Parameter,
               values: tuple[str, ...]) -> tuple[str, ...]:
+    from ..config import is_name
+
     state = ctx.ensure_object(CliState)
     for value in values:
+        if is_name(value):  # it would open that name, with --db's URL rules (backup scope)
+            raise click.BadParameter(
+                f"{value!r} is a database name, not a URL: use --database {value}")
         if state.db_url is not None and state.db_url != value:
             raise click.UsageError(
                 f"--db given twice ({redact(state.db_url)}, {redact(value)}): give one URL")
