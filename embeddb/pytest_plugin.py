@@ -179,8 +179,14 @@ class NamedTemplates:
         if found is None:
             entry = self.entry(name)
             url = os.environ.get(f"{ENV_URL}_{name.upper()}") or entry.url
+            migrations = self._path(entry.migrations)
+            if migrations is not None and not os.path.isdir(migrations):
+                # not the embeddb_migrations ini option Template.create would point at
+                raise config.ConfigurationError(
+                    f"no migrations folder at {migrations} for [databases.{name}] of "
+                    f"{self.root / config.CONFIG_FILE}: create it or set its migrations = ...")
             found = self.templates[name] = Template.create(
-                url, self._path(entry.migrations), None, self._path(entry.seeds))
+                url, migrations, None, self._path(entry.seeds))
         return found
 
     def _path(self, folder: str | None) -> str | None:

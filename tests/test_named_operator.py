@@ -390,3 +390,19 @@ def test_a_name_given_to_db_is_refused_pointing_at_database(project):
     assert "'users' is a database name, not a URL: use --database users" in \
         json.loads(result.stdout)["error"]
     assert len(_backups(project, "users")) == 2
+
+
+MISSING_FOLDER = '''
+def test_orders(embeddb_dbs):
+    embeddb_dbs["orders"]
+'''
+
+
+def test_embeddb_dbs_names_the_toml_entry_when_its_migrations_folder_is_missing(plugin_suite):
+    suite = plugin_suite(MISSING_FOLDER)
+    (suite.path / "embeddb.toml").write_text('[databases.orders]\nurl = "sqlite:///o.db"\n')
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=0, failed=1)
+    result.stdout.fnmatch_lines([
+        "*no migrations folder at *migrations/orders for [[]databases.orders] of *embeddb.toml: "
+        "create it or set its migrations = *"])
