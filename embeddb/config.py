@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigurationError
+from .url import parse, redact
 
 ENV_URL = "EMBEDDB_DATABASE_URL"
 ENV_MONITOR = "EMBEDDB_MONITOR"
@@ -177,8 +178,6 @@ def _check_distinct(path: Path, urls: dict[str, str],
                     cwd: str | os.PathLike[str] | None) -> None:
     """:raises ConfigurationError: two names are one database (a table copied for a new
     database with its url left as it was: one name's migrations would run in the other)."""
-    from .url import parse
-
     seen: dict[tuple[Any, ...], str] = {}
     for name, url in urls.items():
         try:
@@ -196,14 +195,8 @@ def _check_distinct(path: Path, urls: dict[str, str],
         other = seen.setdefault(key, name)
         if other != name:
             raise ConfigurationError(
-                f"{path}: {other} and {name} are the same database ({_redact(urls[other])}, "
-                f"{_redact(url)}): give each name a database of its own")
-
-
-def _redact(url: str) -> str:
-    from .url import redact
-
-    return redact(url)
+                f"{path}: {other} and {name} are the same database ({redact(urls[other])}, "
+                f"{redact(url)}): give each name a database of its own")
 
 
 def named_database(name: str, cwd: str | os.PathLike[str] | None = None) -> NamedDatabase:

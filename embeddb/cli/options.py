@@ -219,6 +219,8 @@ def _report(name: str, error: str | None, collected: list[Any] | None) -> dict[s
     """One database's entry of an ``--all --json`` document."""
     return {"database": name, "ok": error is None, "error": error,
             "result": collected[-1] if collected else None}
+
+
 def _store_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
     if value:
         ctx.ensure_object(CliState).as_json = True
