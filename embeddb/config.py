@@ -180,23 +180,45 @@ def _check_distinct(path: Path, urls: dict[str, str],
     database with its url left as it was: one name's migrations would run in the other)."""
     seen: dict[tuple[Any, ...], str] = {}
     for name, url in urls.items():
-        try:
-            parsed = parse(url)
-        except ConfigurationError:
-            continue  # reported when that database is opened, naming its URL
-        if parsed.is_memory:
-            continue  # a new database per connect
-        if parsed.backend == "sqlite":
-            key: tuple[Any, ...] = ("sqlite", os.path.realpath(
-                os.path.join(cwd or os.getcwd(), parsed.path or "")))
-        else:
-            key = (parsed.backend, parsed.host or "", parsed.port or 5432, parsed.database,
-                   parsed.options.get("schema") or "public")
+        key = _identity(url, cwd)
+        if key is None:
+            continue
         other = seen.setdefault(key, name)
         if other != name:
             raise ConfigurationError(
                 f"{path}: {other} and {name} are the same database ({redact(urls[other])}, "
                 f"{redact(url)}): give each name a database of its own")
+
+
+def _identity(url: str, cwd: str | os.PathLike[str] | None) -> tuple[Any, ...] | None:
+    """What makes ``url`` the database it is: the file (after realpath), or the server,
+    database and schema; None for ``:memory:`` (a new one per connect) or a malformed URL
+    (reported when that database is opened)."""
+    try:
+        parsed = parse(url)
+    except ConfigurationError:
+        return None
+    if parsed.is_memory:
+        return None
+    if parsed.backend == "sqlite":
+        return ("sqlite", os.path.realpath(os.path.join(cwd or os.getcwd(), parsed.path or "")))
+    return (parsed.backend, parsed.host or "", parsed.port or 5432, parsed.database,
+            parsed.options.get("schema") or "public")
+
+
+def name_of(url: str, cwd: str | os.PathLike[str] | None = None) -> str | None:
+    """The ``[databases.NAME]`` that is the same database as ``url`` (None: none, or
+    embeddb.toml is unusable): what a backup of a database opened by URL records, so that
+    it is refused in another database as a backup made by name is."""
+    key = _identity(url, cwd)
+    if key is None:
+        return None
+    try:
+        found = named_databases(cwd)
+    except ConfigurationError:
+        return None
+    return next((name for name, entry in found.items() if _identity(entry.url, cwd) == key),
+                None)
 
 
 def named_database(name: str, cwd: str | os.PathLike[str] | None = None) -> NamedDatabase:

@@ -406,3 +406,22 @@ def test_embeddb_dbs_names_the_toml_entry_when_its_migrations_folder_is_missing(
     result.stdout.fnmatch_lines([
         "*no migrations folder at *migrations/orders for [[]databases.orders] of *embeddb.toml: "
         "create it or set its migrations = *"])
+
+
+def test_a_backup_of_a_named_database_opened_by_url_records_its_name(project):
+    """Made with --db URL of users' file, it is users' backup: restoring it into the default
+    database needs --force, as for one made with -d users."""
+    made = json.loads(run("--db", "sqlite:///users.db", "backup", "create", "--json").output)
+    assert made["database"] == "users"
+    result = run("backup", "restore", made["path"], "--yes")
+    assert result.exit_code == 1
+    assert "is a backup of 'users' (sqlite:///users.db), not of the default database" \
+        in result.output
+    import sqlite3
+
+    app = sqlite3.connect(project / "app.db")
+    assert "users" not in [r[0] for r in app.execute("SELECT name FROM sqlite_master")]
+    app.close()
+    assert run("-d", "users", "backup", "restore", made["path"], "--yes").exit_code == 0
+    made = json.loads(run("--db", "sqlite:///app.db", "backup", "create", "--json").output)
+    assert made["database"] is None  # the default database is not a name
