@@ -425,3 +425,16 @@ def test_a_backup_of_a_named_database_opened_by_url_records_its_name(project):
     assert run("-d", "users", "backup", "restore", made["path"], "--yes").exit_code == 0
     made = json.loads(run("--db", "sqlite:///app.db", "backup", "create", "--json").output)
     assert made["database"] is None  # the default database is not a name
+
+
+def test_safety_copies_taken_by_url_are_kept_per_name(project):
+    _migration(project / "db/users", "0002_a", "CREATE TABLE a (x INTEGER);\n",
+               "DROP TABLE a;\n")
+    assert run("-d", "users", "migrate", "up").exit_code == 0
+    assert run("-d", "users", "migrate", "down").exit_code == 0
+    assert len([p for p in _backups(project, "users") if "-premigrate-" in p]) == 2
+    result = run("--db", "sqlite:///users.db", "migrate", "up", "--migrations", "db/users",
+                 "--keep-backups", "1")
+    assert result.exit_code == 0, result.output
+    copies = [p for p in _backups(project, "users") if "-premigrate-" in p]
+    assert len(copies) == 1, copies
