@@ -39,6 +39,8 @@ CONSISTENCY = ("strict", "bounded")
 
 _registry: weakref.WeakKeyDictionary[Any, Cache] = weakref.WeakKeyDictionary()
 _registry_lock = threading.Lock()
+#: caches registered in this process so far (see :func:`writer_quiet`)
+_registrations = [0]
 #: How often (seconds) a process that writes with no cache of its own looks on disk for a
 #: cache another process keeps: rarely enough that writes do no filesystem work.
 RECHECK = 0.5
@@ -155,6 +157,7 @@ class Cache:
                 options.setdefault("watched", directory is None and default is not None)
                 cache = cls(directory if directory is not None else default, db=db, **options)
                 _registry[db] = cache
+                _registrations[0] += 1
             return cache
 
     def _open_shared(self) -> None:
@@ -756,6 +759,22 @@ def for_writer(db: Database) -> Cache | None:
         return Cache.for_database(db)
     _looked[db] = (now + RECHECK if directory is not None else float("inf"), directory)
     return None
+
+
+def writer_quiet(db: Database) -> tuple[float, int]:
+    """``(until, count)``: :func:`for_writer` returns None for ``db`` without looking until
+    monotonic time ``until`` while :func:`registrations` stays ``count`` (no cache made in
+    this process meanwhile), so a writer that asked need not ask again before then."""
+    count = _registrations[0]  # read first: a cache registered from here on changes it
+    seen = _looked.get(db)
+    if seen is None or _registry.get(db) is not None:
+        return 0.0, -1
+    return seen[0], count
+
+
+def registrations() -> int:
+    """How many caches were registered for a database in this process so far."""
+    return _registrations[0]
 
 
 def forget(db: Database) -> None:
