@@ -98,6 +98,8 @@ class WritePlan:
         self._assignments: dict[tuple[str, ...], tuple[str, Callable[..., list[Any]]]] = {}
         #: update_where statements by (names set, lookup keys): ``(sql, fill)``, or None for
         #: a shape whose SQL depends on the values (``in``, ``is_null``, text matching)
+        #: single-row upserts by (names given, conflict target): the statement, RETURNING
+        self.upserts: dict[tuple[tuple[Any, ...], tuple[Any, ...]], str] = {}
         self.where_updates: dict[tuple[Any, ...], tuple[str, Callable[..., Any]] | None] = {}
         marks = ", ".join([param] * len(self.fields))
         #: INSERT of every column, as bulk writes and upserts send them

@@ -308,9 +308,20 @@ class Writes(Bulk[M]):
         if plan is None:
             self.upsert_many([values], conflict_target)
         else:
-            batch = next(self.upsert_batches([values], conflict_target))
-            rows = self.db.execute_write(f"{plan.insert_all_sql} {batch.clause} RETURNING "
-                                         f"{plan.columns}", batch.rows[0], fetch=True)
+            try:
+                shape = (tuple(values), tuple(conflict_target))
+                sql = plan.upserts.get(shape)
+            except TypeError:  # unhashable names: refused by the checks below
+                shape, sql = None, None
+            if sql is None:
+                batch = next(self.upsert_batches([values], conflict_target))
+                sql = f"{plan.insert_all_sql} {batch.clause} RETURNING {plan.columns}"
+                if shape is not None and len(plan.upserts) < _MAX_SHAPES:
+                    plan.upserts[shape] = sql
+                params = batch.rows[0]
+            else:
+                params = self._row_tuples([values])[0]
+            rows = self.db.execute_write(sql, params, fetch=True)
             self._invalidate(every_row=True)
             if rows:
                 return self._hydrate(rows[0])
