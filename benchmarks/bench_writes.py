@@ -6,6 +6,9 @@
 - ``update_where(values, name=...)``  (one row found through an index)
 - ``delete(pk)`` and soft ``delete(pk)``
 - versioned ``update(obj, **fields)`` (vs raw UPDATE ... WHERE version = ?)
+- ``restore(pk)`` of a soft-deleted row (vs raw UPDATE ... RETURNING, row turned into Python)
+- ``upsert(values, ["id"])`` of an existing row (vs raw INSERT ... ON CONFLICT DO UPDATE ...
+  RETURNING, the same statement, values converted in and the row converted out)
 
 Table shaped like an app's: UUIDv7 id, two timestamps, three text columns, an int, money and
 JSON, two indexes, 100k rows (soft-delete and versioned variants add their one column), in a
@@ -53,6 +56,8 @@ ROWS = size(100_000, 10_000)
 NUMBER = size(1000, 150)  # writes per round; rounds alternate between the sides
 PG_NUMBER = size(400, 60)
 _to_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_COLUMNS = ('"id", "created_at", "updated_at", "name", "category", "status", "qty", "price", '
+            '"metadata"')
 
 
 def _fields() -> dict[str, Any]:
@@ -166,6 +171,52 @@ class Raw:
                          f'"updated_at" = {p} WHERE "id" = {p} AND "deleted_at" IS NULL',
                          (now, now, pk.hex))]) == 1
 
+    def _one(self, sql: str, params: tuple) -> tuple:
+        """One statement returning one row, in a transaction of its own."""
+        cur = self.cur
+        cur.execute("BEGIN IMMEDIATE" if self.p == "?" else "BEGIN")
+        try:
+            cur.execute(sql, params)
+            row = cur.fetchone()
+            cur.execute("COMMIT")
+        except Exception:
+            cur.execute("ROLLBACK")
+            raise
+        return row
+
+    @staticmethod
+    def _python(row: tuple) -> tuple:
+        id_, created, updated, name, category, status, qty, price, metadata = row[:9]
+        return (as_uuid(id_), as_utc(created), as_utc(updated), name, category, status, qty,
+                Decimal(price).scaleb(-2),
+                json.loads(metadata) if isinstance(metadata, str) else metadata)
+
+    def restore(self, table: str, pk: Any) -> tuple:
+        """UPDATE a soft-deleted row back, RETURNING it as Python values."""
+        p = self.p
+        row = self._one(f'UPDATE "{self.prefix}{table}" SET "deleted_at" = NULL, '
+                        f'"updated_at" = {p} WHERE "id" = {p} AND "deleted_at" IS NOT NULL '
+                        f'RETURNING {_COLUMNS}, "deleted_at"',
+                        (self.stamp(datetime.now(UTC)), pk.hex))
+        return self._python(row)
+
+    def upsert(self, table: str, pk: Any, n: int) -> tuple:
+        """INSERT ... ON CONFLICT ("id") DO UPDATE of the changed fields, RETURNING the row."""
+        p = self.p
+        now = self.stamp(datetime.now(UTC))
+        t = f'"{self.prefix}{table}"'
+        differ = "IS NOT" if p == "?" else "IS DISTINCT FROM"
+        fields = ("name", "category", "status", "qty", "price", "metadata")
+        sets = ", ".join(f'"{c}" = excluded."{c}"' for c in (*fields, "updated_at"))
+        changed = " OR ".join(f'{t}."{c}" {differ} excluded."{c}"' for c in fields)
+        marks = ", ".join([p] * 9)
+        row = self._one(
+            f"INSERT INTO {t} ({_COLUMNS}) VALUES ({marks}) ON CONFLICT (\"id\") DO UPDATE "
+            f"SET {sets} WHERE {changed} RETURNING {_COLUMNS}",
+            (pk.hex, now, now, "svc-upsert", "cat-1", "active", n,
+             int(Decimal("12.50").scaleb(2)), _to_json({"i": n, "tags": ["a"]})))
+        return self._python(row)
+
 
 
 def _bench(db: Any, raw: Raw, seeds: dict[type, list[dict[str, Any]]], label: str,
@@ -226,6 +277,19 @@ def _bench(db: Any, raw: Raw, seeds: dict[type, list[dict[str, Any]]], label: st
     doomed, raw_doomed = iter(soft_ids), iter(soft_ids)
     one("soft_delete", lambda: soft.delete(next(doomed)) or _missing(),
         lambda: raw.soft_delete("soft_item", next(raw_doomed)) or _missing())
+    back, raw_back = iter(soft_ids), iter(soft_ids)  # the rows soft_delete just deleted
+    one("restore", lambda: soft.restore(next(back)),
+        lambda: raw.restore("soft_item", next(raw_back)))
+
+    # Upserts of existing rows (the conflict path: UPDATE of what changed, row returned).
+    def ours_upsert() -> None:
+        n = next(counter)
+        item.upsert({"id": ids[next(spot) % ROWS], "name": "svc-upsert", "category": "cat-1",
+                     "status": "active", "qty": n, "price": Decimal("12.50"),
+                     "metadata": {"i": n, "tags": ["a"]}}, ["id"])
+
+    one("upsert", ours_upsert, lambda: raw.upsert("item", ids[next(spot) % ROWS],
+                                                  next(counter)))
 
 
 def _missing() -> None:

@@ -130,3 +130,24 @@ def test_a_removed_cache_directory_is_not_served_before_writers_looked_again(sql
         assert reader.get(memo.id).body == "c" and cache.stats()["l1"]["hits"] >= 1
     finally:
         cache.close()
+
+
+@pytest.mark.parametrize("url", ["file", "memory"])
+def test_a_cache_made_in_this_process_hears_of_the_next_write(url, tmp_path):
+    """A writer that found no cache skips looking again for a while (on :memory: for good);
+    a cache made meanwhile in the same process for its database still hears of each write."""
+    db = embeddb.connect(f"sqlite:///{tmp_path / 'app.db'}" if url == "file" else
+                         "sqlite:///:memory:")
+    db.bind([Memo])
+    db.create_tables([Memo])
+    writer = Repository(Memo, db)  # no cache of its own
+    memo = writer.create(body="a")
+    writer.update(memo.id, body="b")  # looked: nothing to tell, and remembers it
+    cache = Cache.for_database(db, directory=tmp_path / "made-now")
+    assert cache.get_row(Memo, memo.id)["body"] == "b"  # cached
+    writer.update(memo.id, body="c")
+    assert cache.get_row(Memo, memo.id)["body"] == "c"
+    writer.update_where({"body": "d"}, body="c")
+    assert cache.get_row(Memo, memo.id)["body"] == "d"
+    cache.close()
+    db.close()

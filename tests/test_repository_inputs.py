@@ -190,6 +190,11 @@ def test_sqlite_and_postgresql_agree(both, lookup, call, order_by):
     lambda r: r.find(ratio__lt=float("nan")), lambda r: r.find(name="a\x00b"),
     lambda r: r.find(5), lambda r: r.find(qty__in=None), lambda r: r.count(qty__gt=2**64),
     lambda r: r.update_where({"qty": 1}, qty=2**63),
+    lambda r: r.update_where({"qty": 1}, qty=-(2**63) - 1),
+    lambda r: r.update_where({"qty": 1}, name="a\x00b"),
+    lambda r: r.update_where({"qty": 1}, name=5), lambda r: r.update_where({"qty": 1}, qty=True),
+    lambda r: r.update_where({"qty": 1}, qty="many"),
+    lambda r: r.update_where({"qty": 1}, ratio__lt=float("nan")),
 ])
 def test_inputs_the_issue_found_are_refused(repo, call):
     with pytest.raises(InvalidQueryError):

@@ -275,6 +275,23 @@ def test_upsert_returns_the_row_in_one_statement(repos, db):
     assert same.__data__ == second.__data__
 
 
+def test_upsert_statements_kept_per_shape_write_only_their_fields(repos, db):
+    """The statement made for one set of names is reused for it alone: a later call naming
+    fewer fields leaves the others as they are, on its first and its repeated call."""
+    parts, _ = repos
+    for _ in range(2):  # the second round runs the kept statements
+        parts.upsert({"sku": "k", "name": "full", "qty": 5, "price": 3}, ["sku"])
+        fewer, statements = _statements(db, lambda: parts.upsert(
+            {"sku": "k", "name": "full", "qty": 6}, ["sku"]))
+        assert (fewer.price, fewer.qty, len(statements)) == (3, 6, 1)
+        assert parts.upsert({"qty": 7, "name": "full", "sku": "k"}, ["sku"]).qty == 7
+    with pytest.raises(InvalidQueryError):
+        parts.upsert({"sku": "k", "nope": 1}, ["sku"])
+    with pytest.raises(InvalidQueryError):
+        parts.upsert({"sku": "k"}, [["sku"]])
+    assert parts.get(fewer.id).price == 3
+
+
 class Counter(BaseModel):
     id = peewee.AutoField()
     label = peewee.TextField()

@@ -18,6 +18,7 @@ from ..hydration import compile_hydrator, json_copy, readers_of
 from ..models import SoftDeleteModel, primary_key
 from ..protocols import Database
 from .keys import family_of, model_tag, pk_text, row_prefix
+from .memory import MISSING
 
 if TYPE_CHECKING:
     from .tiered import Cache
@@ -48,6 +49,8 @@ class RowCache:
         self._hydrate = compile_hydrator(model, [f.name for f in fields], copies)
         self._names = [f.name for f in fields]
         self._sql = ""
+        #: (cache, the full key of this model's rows up to the key's text), made on first use
+        self._full: tuple[Any, str] | None = None
 
     def key(self, pk: Any) -> str:
         """The cache key of the row ``pk`` (any spelling of it)."""
@@ -90,7 +93,17 @@ class RowCache:
         cache = self.cache  # the hot path of a cached Repository.get: entry() inlined
         if cache is None:
             return self._hydrate(self.load(pk))
-        key = self._prefix + pk.hex if type(pk) is uuid.UUID else self.key(pk)
+        if type(pk) is uuid.UUID:
+            hex_ = pk.hex
+            full = self._full
+            if full is None or full[0] is not cache:
+                full = self._full = (cache, cache.full_key(self._prefix, self.family))
+            value = cache.fresh_in_l1(full[1] + hex_)  # an L1 hit: ~0.4 µs less than below
+            if value is not MISSING:
+                return self._hydrate(value)
+            key = self._prefix + hex_
+        else:
+            key = self.key(pk)
         return self._hydrate(
             cache.get_or_set(key, lambda: self.load(pk), family=self.family, tags=self.tags)
         )

@@ -39,6 +39,8 @@ CONSISTENCY = ("strict", "bounded")
 
 _registry: weakref.WeakKeyDictionary[Any, Cache] = weakref.WeakKeyDictionary()
 _registry_lock = threading.Lock()
+#: caches registered in this process so far (see :func:`writer_quiet`)
+_registrations = [0]
 #: How often (seconds) a process that writes with no cache of its own looks on disk for a
 #: cache another process keeps: rarely enough that writes do no filesystem work.
 RECHECK = 0.5
@@ -155,6 +157,7 @@ class Cache:
                 options.setdefault("watched", directory is None and default is not None)
                 cache = cls(directory if directory is not None else default, db=db, **options)
                 _registry[db] = cache
+                _registrations[0] += 1
             return cache
 
     def _open_shared(self) -> None:
@@ -280,6 +283,44 @@ class Cache:
             return value
         slots = self._slots(full, tags)
         return self._load(full, slots, loader, self._ttl(family, ttl))
+
+    def fresh_in_l1(self, full: str) -> Any:
+        """The value under the full key ``full`` if L1 holds it fresh and the cache may serve
+        right now, else MISSING, with nothing counted but the hit: the caller then goes through
+        :meth:`get_or_set`, which looks again and counts the miss or stale entry.
+
+        The hot path of a cached ``Repository.get``: :meth:`_counters` and
+        :meth:`MemoryTier.lookup` inlined, the same checks in the same order (bypass inside a
+        transaction of the bound database, generation file still the right one, Redis lease,
+        entry deadline, and in strict mode the generation counters: the global write counter
+        unchanged since the entry was last verified, else the slow path re-sums its slots).
+        """
+        in_transaction = self._in_transaction
+        if in_transaction is not None and in_transaction():
+            return MISSING
+        gens = self.generations
+        if gens is None:
+            return MISSING
+        now = monotonic()
+        if now >= gens.next_check:
+            return MISSING  # due for check(): done by the slow path
+        remote = self.remote
+        if remote is not None and now >= remote.serving_until:
+            return MISSING
+        l1 = self.l1
+        entry = l1._entries.get(full)
+        if entry is None or now >= entry[1] or l1.verify and gens.counters[gen.WRITES] != entry[4]:
+            return MISSING
+        try:
+            l1._entries.move_to_end(full)
+        except KeyError:  # dropped by another thread just now; the value is still good
+            pass
+        l1.stats.hits += 1
+        return entry[0]
+
+    def full_key(self, key: str, family: str | None) -> str:
+        """``key`` as stored (schema version, namespace and family in front)."""
+        return self._key(key, family)
 
     def _counters(self) -> memoryview | None:
         """The generation counters, or None when the cache must be bypassed right now."""
@@ -761,6 +802,22 @@ def for_writer(db: Database) -> Cache | None:
         return Cache.for_database(db)
     _looked[db] = (now + RECHECK if directory is not None else float("inf"), directory)
     return None
+
+
+def writer_quiet(db: Database) -> tuple[float, int]:
+    """``(until, count)``: :func:`for_writer` returns None for ``db`` without looking until
+    monotonic time ``until`` while :func:`registrations` stays ``count`` (no cache made in
+    this process meanwhile), so a writer that asked need not ask again before then."""
+    count = _registrations[0]  # read first: a cache registered from here on changes it
+    seen = _looked.get(db)
+    if seen is None or _registry.get(db) is not None:
+        return 0.0, -1
+    return seen[0], count
+
+
+def registrations() -> int:
+    """How many caches were registered for a database in this process so far."""
+    return _registrations[0]
 
 
 def forget(db: Database) -> None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
+from time import monotonic
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import peewee
 
 from ..cache.keys import family_of, list_tag, model_tag, row_key
-from ..cache.tiered import for_writer
+from ..cache.tiered import for_writer, registrations, writer_quiet
 from ..errors import ConfigurationError
 from ..models import BaseModel
 
@@ -79,6 +80,8 @@ class RepositoryCore(Generic[M]):
     _where_shapes: dict[tuple[str, ...], list[tuple[str, peewee.Field, str]]]
     #: pre-built single-row writes, unless the model overrides how it writes
     _writes: WritePlan | None
+    #: :func:`~embeddb.cache.tiered.writer_quiet`'s answer: no cache to tell until then
+    _quiet: tuple[float, int] = (0.0, -1)
 
     def bound(self) -> Any:
         """Context in which peewee's model-level calls on this repository's models run on
@@ -98,10 +101,18 @@ class RepositoryCore(Generic[M]):
         no filesystem work per write).
         """
         if self.cache is None:
-            if self.db.in_transaction():
-                self.db.after_commit(lambda: self._tell(for_writer(self.db), pks, every_row))
+            db = self.db
+            if db.in_transaction():
+                db.after_commit(lambda: self._tell(for_writer(db), pks, every_row))
+                return
+            quiet = self._quiet
+            if monotonic() < quiet[0] and quiet[1] == registrations():
+                return  # for_writer would say None without looking: the usual case
+            cache = for_writer(db)
+            if cache is None:
+                self._quiet = writer_quiet(db)
             else:
-                self._tell(for_writer(self.db), pks, every_row)
+                self._tell(cache, pks, every_row)
             return
         tags = [list_tag(self.model)] + ([model_tag(self.model)] if every_row else [])
         self.cache.invalidate_after_commit(

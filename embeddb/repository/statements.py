@@ -12,7 +12,8 @@ SQLite) without peewee's per-transaction bookkeeping, or in a savepoint of the c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import peewee
@@ -95,6 +96,11 @@ class WritePlan:
         self._inserts: dict[tuple[str, ...], tuple[str, Callable[..., Any]]] = {}
         self._updates: dict[tuple[Any, ...], tuple[str, Callable[..., list[Any]]]] = {}
         self._assignments: dict[tuple[str, ...], tuple[str, Callable[..., list[Any]]]] = {}
+        #: update_where statements by (names set, lookup keys): ``(sql, fill)``, or None for
+        #: a shape whose SQL depends on the values (``in``, ``is_null``, text matching)
+        #: single-row upserts by (names given, conflict target): the statement, RETURNING
+        self.upserts: dict[tuple[tuple[Any, ...], tuple[Any, ...]], str] = {}
+        self.where_updates: dict[tuple[Any, ...], tuple[str, Callable[..., Any]] | None] = {}
         marks = ", ".join([param] * len(self.fields))
         #: INSERT of every column, as bulk writes and upserts send them
         self.insert_all_sql = f"INSERT INTO {self.table} ({self.columns}) VALUES ({marks})"
@@ -264,6 +270,56 @@ class WritePlan:
             if len(self._assignments) < _MAX_SHAPES:
                 self._assignments[names] = plan
         return plan
+
+    def update_where(
+        self, names: tuple[str, ...], shape: list[tuple[str, peewee.Field, str]],
+        adapt: Callable[..., Any], comparisons: Mapping[str, str],
+    ) -> tuple[str, Callable[..., Any]] | None:
+        """``(UPDATE statement, fill)`` of an update_where setting ``names`` where every
+        lookup of ``shape`` (``(key, field, operator)``, checked) compares one value; None
+        when an operator's SQL depends on the value (``in``, ``is_null``, text matching).
+
+        ``fill(values, terms)`` returns the parameters (``updated_at`` stamped unless
+        ``names`` sets it), or None when a value needs the general path: a peewee expression
+        to set, or None to compare (``IS NULL``). Lookup values go through ``adapt`` (the
+        repository's type checks) unless they already are what it would return: a str without
+        NUL for a text field, a 64-bit int for an integer field.
+        """
+        if any(op not in comparisons for _, _, op in shape):
+            return None
+        assignments, assign = self.assignments(names)
+        p = self.param
+        namespace: dict[str, Any] = {"Node": peewee.Node, "assign": assign, "adapt": adapt,
+                                     "now": datetime.now, "UTC": UTC,
+                                     "stamp": self.by_name["updated_at"].db_value}
+        lines = ["def fill(values, terms):"]
+        lines += [f"    if isinstance(values[{n!r}], Node):\n        return None" for n in names]
+        lines.append("    params = assign(values)")
+        if "updated_at" not in names:
+            lines.append("    params.append(stamp(now(UTC)))")
+        conditions = [f'{quote("deleted_at")} IS NULL'] if self.soft else []
+        for i, (key, field, op) in enumerate(shape):
+            namespace[f"f{i}"] = field
+            namespace[f"w{i}"] = field.db_value
+            conditions.append(f"{quote(field.column_name)} {comparisons[op]} {p}")
+            lines.append(f"    t = terms[{key!r}]")
+            lines.append("    if t is None:\n        return None")
+            kind = type(field)
+            if kind in (peewee.TextField, peewee.CharField):
+                ready = "type(t) is str and '\\x00' not in t"
+            elif kind in (peewee.IntegerField, peewee.BigIntegerField, peewee.SmallIntegerField):
+                ready = f"type(t) is int and {-(2**63)} <= t <= {2**63 - 1}"
+            else:
+                ready = ""
+            convert = f"w{i}(adapt(f{i}, {op!r}, {key!r}, t))"
+            if ready:
+                convert = f"t if {ready} else {convert}"
+            lines.append(f"    params.append({convert})")
+        lines.append("    return params")
+        exec(compile("\n".join(lines), f"<update_where {self.model.__name__}>", "exec"),
+             namespace)
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        return f"UPDATE {self.table} SET {assignments}{where}", namespace["fill"]
 
     def _check(self, names: Iterable[str]) -> None:
         for name in names:

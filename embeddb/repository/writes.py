@@ -16,10 +16,11 @@ from ..errors import ConflictError, InvalidQueryError, NotFoundError
 from ..models import BaseModel, SoftDeleteModel, VersionedModel, utcnow
 from .bulk import Bulk
 from .core import M
-from .query import _adapt, _condition, _terms
-from .statements import WritePlan
+from .query import _COMPARISONS, _adapt, _condition, _terms
+from .statements import _MAX_SHAPES, WritePlan
 
 _new = object.__new__
+_UNSEEN: Any = object()
 
 
 def _pk_of(value: Any) -> Any:
@@ -152,6 +153,28 @@ class Writes(Bulk[M]):
                           terms: dict[str, Any]) -> tuple[str, list[Any]] | None:
         """The statement and parameters of :meth:`update_where`, or None for the peewee path
         (expressions as values, text-matching operators)."""
+        names = tuple(values)
+        lookup = (names, *terms)
+        compiled = plan.where_updates.get(lookup, _UNSEEN)
+        if compiled is _UNSEEN:
+            shape = self._where_shapes.get(tuple(terms))
+            if shape is None:
+                shape = self._where_shape(terms)
+            compiled = None if shape is None else plan.update_where(
+                names, shape, _adapt, _COMPARISONS)
+            if len(plan.where_updates) < _MAX_SHAPES:
+                plan.where_updates[lookup] = compiled
+            if shape is None:
+                return None
+        if compiled is not None:
+            params = compiled[1](values, terms)
+            if params is not None:
+                return compiled[0], params
+        return self._update_where_any(plan, values, terms)
+
+    def _update_where_any(self, plan: WritePlan, values: Mapping[str, Any],
+                          terms: dict[str, Any]) -> tuple[str, list[Any]] | None:
+        """:meth:`_update_where_sql` for shapes whose SQL depends on the values."""
         for value in values.values():
             if isinstance(value, peewee.Node):
                 return None
@@ -285,9 +308,20 @@ class Writes(Bulk[M]):
         if plan is None:
             self.upsert_many([values], conflict_target)
         else:
-            batch = next(self.upsert_batches([values], conflict_target))
-            rows = self.db.execute_write(f"{plan.insert_all_sql} {batch.clause} RETURNING "
-                                         f"{plan.columns}", batch.rows[0], fetch=True)
+            try:
+                shape = (tuple(values), tuple(conflict_target))
+                sql = plan.upserts.get(shape)
+            except TypeError:  # unhashable names: refused by the checks below
+                shape, sql = None, None
+            if sql is None:
+                batch = next(self.upsert_batches([values], conflict_target))
+                sql = f"{plan.insert_all_sql} {batch.clause} RETURNING {plan.columns}"
+                if shape is not None and len(plan.upserts) < _MAX_SHAPES:
+                    plan.upserts[shape] = sql
+                params = batch.rows[0]
+            else:
+                params = self._row_tuples([values])[0]
+            rows = self.db.execute_write(sql, params, fetch=True)
             self._invalidate(every_row=True)
             if rows:
                 return self._hydrate(rows[0])
