@@ -39,6 +39,9 @@ if TYPE_CHECKING:
     from .monitor import Monitor
 
 _peewee_logger = logging.getLogger("peewee")
+#: the logger's own memo of isEnabledFor (emptied by logging whenever a level changes): a
+#: False found here spares hot paths the call; anything else asks the logger
+_peewee_levels: dict[int, bool] = getattr(_peewee_logger, "_cache", {})
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 _logger = logging.getLogger("embeddb")
 #: turns DB-API errors into peewee's classes
@@ -291,8 +294,9 @@ class Engine(_PeeweeDatabase):
         state = self._state
         conn = state.conn
         begin = self._begin_statement
-        if (begin is None or conn is None or state.transactions or self.query_hooks
-                or _peewee_logger.isEnabledFor(logging.DEBUG)):
+        if (begin is None or conn is None or state.transactions or self.query_hooks or (
+                _peewee_levels.get(logging.DEBUG) is not False
+                and _peewee_logger.isEnabledFor(logging.DEBUG))):
             with self.atomic():
                 cursor = self.execute_sql(sql, params)
                 return cursor.fetchall() if fetch else cursor.rowcount
@@ -545,7 +549,9 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
         # the hot path of every read by key: the driver's own execute, no peewee context
         # manager around it (a driver error is wrapped only once it happened)
         conn = self._state.conn
-        if conn is None or self.query_hooks or _peewee_logger.isEnabledFor(logging.DEBUG):
+        if conn is None or self.query_hooks or (
+                _peewee_levels.get(logging.DEBUG) is not False
+                and _peewee_logger.isEnabledFor(logging.DEBUG)):
             return super().fetch_one(sql, params)
         try:
             return conn.execute(sql, params).fetchone()

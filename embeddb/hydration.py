@@ -46,7 +46,9 @@ def compile_hydrator(
 
     Unrolling the per-field loop (as dataclasses and attrs do for ``__init__``) halves the
     cost of turning a row into an object; names come from the model, never from input.
-    ``readers[i]`` converts value ``i`` (None: the value is used as it is).
+    ``readers[i]`` converts value ``i`` (None: the value is used as it is). A field whose
+    reader has an ``inline_read`` (an expression template over ``{v}``, a scratch name
+    ``{x}`` and the reader ``{r}``, and the names it uses) has its common case inlined.
     """
     values = [f"v{i}" for i in range(len(names))]
     items = []
@@ -54,9 +56,16 @@ def compile_hydrator(
     for i, (name, read) in enumerate(zip(names, readers)):
         if read is None:
             items.append(f"{name!r}: v{i}")
-        else:
-            namespace[f"r{i}"] = read
+            continue
+        namespace[f"r{i}"] = read
+        inline = getattr(getattr(read, "__self__", None), "inline_read", None)
+        if inline is None:
             items.append(f"{name!r}: None if v{i} is None else r{i}(v{i})")
+        else:  # the field's common case without a call, the reader for anything else
+            template, names_used = inline
+            namespace.update(names_used)
+            fast = template.format(v=f"v{i}", x=f"x{i}", r=f"r{i}")
+            items.append(f"{name!r}: None if v{i} is None else {fast}")
     source = "\n".join([
         "def hydrate(row):",
         f"    {', '.join(values)}, = row",

@@ -54,6 +54,10 @@ class IdField(peewee.UUIDField):
             return _uuid_from_hex(value)
         return super().python_value(value)
 
+    #: python_value's common case for generated row code (embeddb.hydration)
+    inline_read = ("_uuid_from_hex({v}) if type({v}) is str and len({v}) == 32 else {r}({v})",
+                   {"_uuid_from_hex": _uuid_from_hex})
+
 
 class UTCDateTimeField(peewee.Field):
     """An aware UTC datetime: ``timestamptz`` on PostgreSQL, sortable ISO-8601 text on SQLite.
@@ -91,6 +95,11 @@ class UTCDateTimeField(peewee.Field):
             value = value.astimezone(UTC)
         # Fixed width (always microseconds) keeps text order equal to time order.
         return value.isoformat(" ", "microseconds")
+
+    #: python_value's common case for generated row code (embeddb.hydration): text as
+    #: embeddb writes it (UTC offset); anything else goes through python_value
+    inline_read = ("{x} if type({v}) is str and ({x} := _fromiso({v})).tzinfo is _UTC "
+                   "else {r}({v})", {"_fromiso": datetime.fromisoformat, "_UTC": UTC})
 
     def python_value(self, value: Any) -> datetime | None:
         if value is None:

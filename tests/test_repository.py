@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -416,3 +417,39 @@ def test_class_level_update_bumps_the_version(repo):
     with pytest.raises(ConflictError):
         stale.save()
     assert repo.get(product.id).rank == 5
+
+
+def test_rows_written_by_other_tools_read_back_as_aware_utc(repo, db):
+    """Timestamps and ids in spellings embeddb does not write itself (no offset, another
+    offset, a hyphenated id) take the field's full conversion, not the inlined common case."""
+    if db.backend != "sqlite":
+        pytest.skip("text spellings are SQLite's")
+    created = repo.create(sku="t", name="T")
+    hyphenated = str(created.id)
+    db.execute_sql(
+        "UPDATE product SET id = ?, created_at = ?, available_at = ? WHERE id = ?",
+        (hyphenated, "2030-01-01 09:00:00", "2030-01-01 11:00:00+02:00", created.id.hex))
+    got = repo.find(sku="t")[0]
+    assert got.id == created.id
+    assert got.created_at == datetime(2030, 1, 1, 9, tzinfo=UTC)
+    assert got.created_at.tzinfo is UTC
+    assert got.available_at == datetime(2030, 1, 1, 9, tzinfo=UTC)
+    assert got.available_at.tzinfo is UTC
+
+
+def test_peewee_debug_log_sees_reads_and_writes_turned_on_later(repo, caplog):
+    """The hot paths skip peewee's logging only while its debug level is off: switching it on
+    after they ran (logging then forgets its memo) shows the next get and update."""
+    created = repo.create(sku="log", name="L")
+    repo.get(created.id)
+    logger = logging.getLogger("peewee")
+    previous = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="peewee"):
+            repo.get(created.id)
+            repo.update(created, name="M")
+    finally:
+        logger.setLevel(previous)
+    logged = " ".join(r.getMessage() for r in caplog.records if r.name == "peewee")
+    assert "SELECT" in logged and "UPDATE" in logged
