@@ -128,6 +128,9 @@ class JSONField(peewee.Field):
             return None
         return _to_json(value)
 
+    #: db_value for a value known not to be None, for generated row code
+    inline_write = ("_to_json({v})", {"_to_json": _to_json})
+
     def python_value(self, value: Any) -> Any:
         if isinstance(value, (str, bytes)):
             return json.loads(value)
@@ -152,6 +155,12 @@ class MoneyField(peewee.Field):
     def db_value(self, value: Any) -> int | None:
         if value is None:
             return None
+        if type(value) is Decimal:  # the common case, checked in fewer steps
+            minor = value.scaleb(self.decimal_places)
+            if minor.is_finite():
+                units = int(minor)
+                if units == minor and -_MINOR_LIMIT < units < _MINOR_LIMIT:
+                    return units
         if isinstance(value, (float, bool)) or not isinstance(value, (int, str, Decimal)):
             raise TypeError(
                 f"{self.name}: money must be a Decimal, int or str, not {type(value).__name__}"

@@ -453,3 +453,29 @@ def test_peewee_debug_log_sees_reads_and_writes_turned_on_later(repo, caplog):
         logger.setLevel(previous)
     logged = " ".join(r.getMessage() for r in caplog.records if r.name == "peewee")
     assert "SELECT" in logged and "UPDATE" in logged
+
+
+def test_bulk_create_rows_of_different_shapes_in_one_load(repo, db):
+    """Rows converted by key order (one converter per order seen): fields in any order, some
+    left out, generated ones given as None, objects mixed in, all land as given."""
+    pid = uuid.uuid4()
+    when = datetime(2030, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
+    rows = [
+        {"sku": "a", "name": "A", "rank": 1},
+        {"rank": 2, "name": "B", "sku": "b", "price": Decimal("2.50")},
+        {"id": None, "created_at": None, "sku": "c", "name": "C"},
+        {"id": pid, "created_at": when, "name": "D", "sku": "d", "attributes": {"k": 1}},
+        Product(sku="e", name="E", rank=4),
+        {"sku": "f", "name": "F", "rank": 1},
+    ]
+    assert repo.bulk_create(rows, batch_size=4) == 6
+    got = {p.sku: p for p in repo.find(order_by="sku")}
+    assert [(s, got[s].name, got[s].rank) for s in "abcdef"] == [
+        ("a", "A", 1), ("b", "B", 2), ("c", "C", 0), ("d", "D", 0), ("e", "E", 4), ("f", "F", 1)]
+    assert got["b"].price == Decimal("2.50") and got["a"].price == 0
+    assert got["c"].id is not None and got["c"].created_at is not None
+    assert got["d"].id == pid and got["d"].created_at == when
+    assert got["d"].attributes == {"k": 1} and got["a"].attributes == {}
+    with pytest.raises(InvalidQueryError, match="unknown field.*colour"):
+        repo.bulk_create([{"sku": "g", "name": "G"}, {"name": "H", "sku": "h", "colour": 1}])
+    assert not repo.exists(sku="g")
