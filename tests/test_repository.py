@@ -479,3 +479,20 @@ def test_bulk_create_rows_of_different_shapes_in_one_load(repo, db):
     with pytest.raises(InvalidQueryError, match="unknown field.*colour"):
         repo.bulk_create([{"sku": "g", "name": "G"}, {"name": "H", "sku": "h", "colour": 1}])
     assert not repo.exists(sku="g")
+
+
+@pytest.mark.parametrize("value, message", [
+    (Decimal("NaN"), "not an amount"), (Decimal("Infinity"), "not an amount"),
+    (Decimal("1e30"), "too large"), (Decimal("92233720368547758.08"), "too large"),
+    (Decimal("0.001"), "more than 2 decimal places"), (0.5, "not float")])
+def test_bulk_create_refuses_money_it_cannot_store_exactly(repo, value, message):
+    """The bulk converter's inlined Decimal case defers to MoneyField for anything else."""
+    with pytest.raises((ValueError, TypeError), match=message):
+        repo.bulk_create([{"sku": "ok", "name": "n", "price": Decimal(1)},
+                          {"sku": "bad", "name": "n", "price": value}])
+    assert repo.count() == 0
+    biggest = Decimal("92233720368547758.07")
+    repo.bulk_create([{"sku": f"m{i}", "name": "n", "price": v}
+                      for i, v in enumerate((biggest, -biggest, Decimal("1E+2"), 7, "0.10"))])
+    assert [p.price for p in repo.find(order_by="sku")] == [
+        biggest, -biggest, Decimal(100), Decimal(7), Decimal("0.10")]

@@ -116,7 +116,7 @@ class RowCode(RepositoryCore[M]):
         given field once by subscript and never looks up the ones left out."""
         namespace: dict[str, Any] = {"MISSING": _MISSING}
         given = None if keys is None else set(keys)
-        lines = ["def to_tuple(data, fills):", "    get = data.get"]
+        lines = ["def to_tuple(data, fills):"] + (["    get = data.get"] if keys is None else [])
         for i, (name, field, write) in enumerate(zip(self._names, self._fields, self._writers)):
             namespace[f"w{i}"] = write
             missing = f"fills[{i}]"
@@ -134,7 +134,7 @@ class RowCode(RepositoryCore[M]):
             if inline is not None:  # the field's db_value without a call
                 template, names_used = inline
                 namespace.update(names_used)
-                converted = template.format(v=f"v{i}")
+                converted = template.format(v=f"v{i}", x=f"x{i}", u=f"u{i}", w=f"w{i}")
             if given is None:
                 absent = f"v{i} is MISSING" + (f" or v{i} is None" if name in _GENERATED
                                               else "")
