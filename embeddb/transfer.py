@@ -261,7 +261,7 @@ class _Side:
 
 
 def _side(db: Database) -> _Side:
-    return _SqliteSide(db) if db.dialect.name == "sqlite" else _PostgresSide(db)
+    return _SIDES[db.dialect.name](db)
 
 
 class _Snapshot:
@@ -393,3 +393,6 @@ class _PostgresSide(_Side):
                 self.db.execute_sql(
                     f"SELECT setval(%s, COALESCE(MAX({_q(column)}), 1), "
                     f"MAX({_q(column)}) IS NOT NULL) FROM {_q(table)}", (sequence,))
+
+
+_SIDES: dict[str, type[_Side]] = {"sqlite": _SqliteSide, "postgresql": _PostgresSide}
