@@ -155,19 +155,18 @@ class MoneyField(peewee.Field):
         #: db_value's Decimal case for generated row code (a value known not to be None):
         #: anything it does not accept goes through db_value, which converts or says why not
         self.inline_write = (
-            f"{{u}} if type({{v}}) is _Decimal and ({{x}} := {{v}}.scaleb({int(decimal_places)}))"
-            f".is_finite() and ({{u}} := int({{x}})) == {{x}} and -_MINOR_LIMIT < {{u}} "
+            f"{{u}} if type({{v}}) is _Decimal and {{v}}.is_finite() and ({{u}} := int("
+            f"{{x}} := {{v}}.scaleb({int(decimal_places)}))) == {{x}} and -_MINOR_LIMIT < {{u}} "
             f"< _MINOR_LIMIT else {{w}}({{v}})", {"_Decimal": Decimal, "_MINOR_LIMIT": _MINOR_LIMIT})
 
     def db_value(self, value: Any) -> int | None:
         if value is None:
             return None
-        if type(value) is Decimal:  # the common case, checked in fewer steps
+        if type(value) is Decimal and value.is_finite():  # the common case, fewer steps
             minor = value.scaleb(self.decimal_places)
-            if minor.is_finite():
-                units = int(minor)
-                if units == minor and -_MINOR_LIMIT < units < _MINOR_LIMIT:
-                    return units
+            units = int(minor)
+            if units == minor and -_MINOR_LIMIT < units < _MINOR_LIMIT:
+                return units
         if isinstance(value, (float, bool)) or not isinstance(value, (int, str, Decimal)):
             raise TypeError(
                 f"{self.name}: money must be a Decimal, int or str, not {type(value).__name__}"

@@ -182,7 +182,8 @@ def test_money_edge_cases_are_clear_errors(models, value, message):
 
 
 @pytest.mark.parametrize("value, message", [
-    (Decimal("NaN"), "not an amount"), (Decimal("-Infinity"), "not an amount"),
+    (Decimal("NaN"), "not an amount"), (Decimal("sNaN"), "not an amount"),
+    (Decimal("-Infinity"), "not an amount"),
     (Decimal("1e30"), "too large"), (Decimal("-92233720368547758.08"), "too large"),
     (Decimal("0.001"), "more than 2 decimal places"), (Decimal("1.5E-3"), "more than 2")])
 def test_money_decimal_edge_cases_are_clear_errors(models, value, message):

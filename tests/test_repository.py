@@ -482,7 +482,8 @@ def test_bulk_create_rows_of_different_shapes_in_one_load(repo, db):
 
 
 @pytest.mark.parametrize("value, message", [
-    (Decimal("NaN"), "not an amount"), (Decimal("Infinity"), "not an amount"),
+    (Decimal("NaN"), "not an amount"), (Decimal("sNaN"), "not an amount"),
+    (Decimal("Infinity"), "not an amount"),
     (Decimal("1e30"), "too large"), (Decimal("92233720368547758.08"), "too large"),
     (Decimal("0.001"), "more than 2 decimal places"), (0.5, "not float")])
 def test_bulk_create_refuses_money_it_cannot_store_exactly(repo, value, message):
