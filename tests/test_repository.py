@@ -419,11 +419,16 @@ def test_class_level_update_bumps_the_version(repo):
     assert repo.get(product.id).rank == 5
 
 
-def test_rows_written_by_other_tools_read_back_as_aware_utc(repo, db):
+def test_rows_written_by_other_tools_read_back_as_aware_utc(tmp_path):
     """Timestamps and ids in spellings embeddb does not write itself (no offset, another
-    offset, a hyphenated id) take the field's full conversion, not the inlined common case."""
-    if db.backend != "sqlite":
-        pytest.skip("text spellings are SQLite's")
+    offset, a hyphenated id) take the field's full conversion, not the inlined common case
+    (SQLite's text; PostgreSQL's typed columns have one spelling)."""
+    import embeddb
+
+    db = embeddb.connect(f"sqlite:///{tmp_path / 'spellings.db'}")
+    db.bind([Product])
+    db.create_tables([Product])
+    repo = Repository(Product, db)
     created = repo.create(sku="t", name="T")
     hyphenated = str(created.id)
     db.execute_sql(
@@ -435,6 +440,7 @@ def test_rows_written_by_other_tools_read_back_as_aware_utc(repo, db):
     assert got.created_at.tzinfo is UTC
     assert got.available_at == datetime(2030, 1, 1, 9, tzinfo=UTC)
     assert got.available_at.tzinfo is UTC
+    db.close()
 
 
 def test_peewee_debug_log_sees_reads_and_writes_turned_on_later(repo, caplog):
