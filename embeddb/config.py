@@ -7,6 +7,7 @@ Each default says why it has that value. Everything here can be overridden per c
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -67,9 +68,15 @@ class PostgresSettings:
 def resolve_url(url: str | None = None, cwd: str | os.PathLike[str] | None = None) -> str:
     """Pick the database URL: argument > $EMBEDDB_DATABASE_URL > embeddb.toml > the default.
 
-    :raises ConfigurationError: embeddb.toml exists but is unreadable or has no usable URL.
+    An argument that is a bare name (no ``://``, e.g. ``"users"``) is the URL of that named
+    database (:func:`named_database`).
+
+    :raises ConfigurationError: embeddb.toml exists but is unreadable or has no usable URL,
+        or names databases but no default one, or ``url`` is a name it does not configure.
     """
     if url is not None:  # "" is a mistake to report (by parse), not "use the default"
+        if is_name(url):
+            return named_database(url, cwd).url
         return url
     env = os.environ.get(ENV_URL)
     if env is not None:
@@ -82,6 +89,11 @@ def resolve_url(url: str | None = None, cwd: str | os.PathLike[str] | None = Non
         if not isinstance(file_url, str) or not file_url:
             raise ConfigurationError(f"{CONFIG_FILE}: [database] url must be a non-empty string")
         return file_url
+    if config.get("databases"):
+        names = ", ".join(config["databases"])
+        raise ConfigurationError(
+            f"{CONFIG_FILE} names databases ({names}) but no default one: pass a name "
+            f"(--database NAME, connect(\"NAME\")) or add [database] url = ...")
     return DEFAULT_URL
 
 
@@ -101,9 +113,143 @@ def resolve_redis_url(cwd: str | os.PathLike[str] | None = None) -> str | None:
     return url
 
 
+#: the keys of a ``[databases.NAME]`` table (``[database]`` takes the same)
+DATABASE_KEYS = ("url", "migrations", "seeds", "backups")
+#: what a database name may be: it becomes part of file names and environment variables
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
+ENV_NAMED_URL = "EMBEDDB_DATABASE_URL_{}"
+#: the name of the unnamed ``[database]`` (``--database default``, ``connect("default")``)
+DEFAULT_NAME = "default"
+
+
+@dataclass(frozen=True)
+class NamedDatabase:
+    """One database of ``embeddb.toml``: ``[databases.NAME]`` (or the unnamed ``[database]``,
+    whose ``name`` is None), with the folders its commands use.
+
+    ``migrations`` / ``seeds`` default to ``migrations/NAME`` / ``seeds/NAME`` for a named
+    database; ``backups`` None keeps the backend's default directory. Relative paths are
+    relative to the directory of ``embeddb.toml`` (the working directory).
+    """
+
+    name: str | None
+    url: str
+    migrations: str | None = None
+    seeds: str | None = None
+    backups: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How messages name it: the name, or ``default``."""
+        return self.name or "default"
+
+
+def is_name(text: str) -> bool:
+    """Whether ``text`` is a database name rather than a URL (``users``, not ``sqlite:///x``)."""
+    return "://" not in text and _NAME.fullmatch(text) is not None
+
+
+def named_databases(cwd: str | os.PathLike[str] | None = None) -> dict[str, NamedDatabase]:
+    """Every ``[databases.NAME]`` of embeddb.toml, in file order (empty without the file).
+
+    ``$EMBEDDB_DATABASE_URL_<NAME>`` (the name upper-cased) overrides one database's ``url``.
+
+    :raises ConfigurationError: the file is unreadable or a table is malformed.
+    """
+    tables = load_config_file(Path(cwd or os.getcwd()) / CONFIG_FILE).get("databases", {})
+    found: dict[str, NamedDatabase] = {}
+    for name, table in tables.items():
+        url = os.environ.get(ENV_NAMED_URL.format(name.upper())) or table["url"]
+        found[name] = NamedDatabase(
+            name, url, table.get("migrations") or f"migrations/{name}",
+            table.get("seeds") or f"seeds/{name}", table.get("backups"))
+    return found
+
+
+def named_database(name: str, cwd: str | os.PathLike[str] | None = None) -> NamedDatabase:
+    """The database ``name`` of embeddb.toml.
+
+    :raises ConfigurationError: no such name; the message lists the configured ones.
+    """
+    if name == DEFAULT_NAME:
+        return default_database(cwd)
+    found = named_databases(cwd)
+    if name in found:
+        return found[name]
+    known = ", ".join(found) or "none"
+    if not found and not (Path(cwd or os.getcwd()) / CONFIG_FILE).exists():
+        known = f"none: no {CONFIG_FILE} in {os.path.abspath(cwd or os.getcwd())}"
+    raise ConfigurationError(
+        f"no database named {name!r} in {CONFIG_FILE} (configured: {known}): add "
+        f"[databases.{name}] url = ... or pass a URL")
+
+
+def default_database(cwd: str | os.PathLike[str] | None = None) -> NamedDatabase:
+    """The unnamed database: its URL by :func:`resolve_url`, folders from ``[database]``."""
+    table = load_config_file(Path(cwd or os.getcwd()) / CONFIG_FILE).get("database", {})
+    return NamedDatabase(None, resolve_url(None, cwd), table.get("migrations"),
+                         table.get("seeds"), table.get("backups"))
+
+
+def configured_names(cwd: str | os.PathLike[str] | None = None) -> list[str]:
+    """The databases ``--all`` runs over: ``default`` when embeddb.toml has a ``[database]``
+    url, then every ``[databases.NAME]`` in file order.
+
+    :raises ConfigurationError: embeddb.toml configures none.
+    """
+    config = load_config_file(Path(cwd or os.getcwd()) / CONFIG_FILE)
+    names = (["default"] if "url" in config.get("database", {}) else []) + list(
+        config.get("databases", {}))
+    if not names:
+        raise ConfigurationError(
+            f"{CONFIG_FILE} configures no database to run over: add [databases.NAME] url = ...")
+    return names
+
+
+def database_entry(url: str | None = None,
+                   cwd: str | os.PathLike[str] | None = None) -> NamedDatabase:
+    """What ``connect(url)`` opens: a name's entry, the default database, or a bare URL."""
+    if url is None:
+        return default_database(cwd)
+    if is_name(url):
+        return named_database(url, cwd)
+    return NamedDatabase(None, url)
+
+
+def _check_databases(path: Path, tables: Any) -> None:
+    """:raises ConfigurationError: ``[databases]`` is not a table of well-formed databases."""
+    if not isinstance(tables, dict):
+        raise ConfigurationError(f"{path}: databases must be tables: [databases.NAME] url = ...")
+    for name, table in tables.items():
+        if name == DEFAULT_NAME:
+            raise ConfigurationError(
+                f"{path}: [databases.{DEFAULT_NAME}] is reserved: put the default database in "
+                "[database]")
+        if not _NAME.fullmatch(name):
+            raise ConfigurationError(
+                f"{path}: database name {name!r} is not usable: a letter, then letters, "
+                "digits or _ (at most 63)")
+        if not isinstance(table, dict):
+            raise ConfigurationError(f"{path}: [databases.{name}] must be a table with a url")
+        _check_database_table(path, f"databases.{name}", table)
+        if "url" not in table:
+            raise ConfigurationError(f"{path}: [databases.{name}] has no url")
+
+
+def _check_database_table(path: Path, where: str, table: dict[str, Any],
+                          known: str | None = None) -> None:
+    for key, value in table.items():
+        if key not in DATABASE_KEYS:
+            raise ConfigurationError(f"{path}: unknown key {key!r} in [{where}]; known: "
+                                     f"{known or ', '.join(DATABASE_KEYS)}")
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigurationError(f"{path}: [{where}] {key} must be a non-empty string")
+
+
 #: every key embeddb.toml may hold, by table
 _CONFIG_KEYS: dict[str, tuple[str, ...]] = {
-    "database": ("url",),
+    "database": DATABASE_KEYS,
+    "databases": (),  # [databases.NAME] tables: checked by _check_databases
     "migrate": ("keep_backups",),  # read by embeddb.migrate.safety
     "maintenance": ("retention",),  # read by embeddb.retention
     "monitor": ("enabled", "slow_ms", "nplusone_threshold", "max_statements", "publish"),
@@ -130,8 +276,15 @@ def load_config_file(path: Path) -> dict[str, Any]:
             config = tomllib.load(fh)
     except (tomllib.TOMLDecodeError, OSError) as exc:
         raise ConfigurationError(f"cannot read {path}: {exc}") from exc
-    known = [f"[{table}] {key}" for table, keys in _CONFIG_KEYS.items() for key in keys]
+    known = [f"[{table}] {'/'.join(keys)}" for table, keys in _CONFIG_KEYS.items() if keys]
+    known.append(f"[databases.NAME] {'/'.join(DATABASE_KEYS)}")
     for table, value in config.items():
+        if table == "databases":
+            _check_databases(path, value)
+            continue
+        if table == "database" and isinstance(value, dict):
+            _check_database_table(path, "database", value, ", ".join(known))
+            continue
         keys = _CONFIG_KEYS.get(table)
         if keys is None or not isinstance(value, dict):
             raise ConfigurationError(

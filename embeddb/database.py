@@ -195,6 +195,13 @@ class Engine(_PeeweeDatabase):
     url: DatabaseURL
     settings: Any  # the backend's config.SqliteSettings or config.PostgresSettings
     _state: Any  # peewee's per-thread connection state (not in its stubs)
+    #: the embeddb.toml entry it was opened by (its name and folders); None: opened by a URL
+    entry: config.NamedDatabase | None = None
+
+    @property
+    def name(self) -> str | None:
+        """The embeddb.toml name it was opened by (``connect("users")``); None otherwise."""
+        return self.entry.name if self.entry is not None else None
 
     def savepoint(self) -> _TrackedSavepoint:
         return _TrackedSavepoint(self)
@@ -421,8 +428,10 @@ class Engine(_PeeweeDatabase):
         return {"ok": True, "latency_ms": round((time.perf_counter() - start) * 1000, 3)}
 
     def info(self) -> dict[str, Any]:
-        """Backend, version, location and the settings in effect, for ``embeddb info``."""
+        """Backend, version, location and the settings in effect, for ``embeddb info``
+        (``name``: its embeddb.toml name, None when opened by URL or as the default)."""
         return {
+            "name": self.name,
             "backend": self.backend,
             "url": self.url.redacted(),
             **self._location(),
@@ -468,7 +477,7 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
             name,
             pragmas=self.dialect.pragmas(settings, memory),
             timeout=settings.busy_timeout,
-            lock_type="IMMEDIATE",
+            lock_type="DEFERRED" if self.readonly else "IMMEDIATE",  # read-only: no write lock
             field_types=self.dialect.field_types,
             **params,
         )
@@ -814,6 +823,10 @@ def connect(
 ) -> Database:
     """Open the database named by ``url`` (or $EMBEDDB_DATABASE_URL, embeddb.toml, the default).
 
+    ``url`` may be a name of embeddb.toml instead (``connect("users")`` opens
+    ``[databases.users]``); a name it does not configure is a ConfigurationError listing the
+    configured ones, never a file of that name.
+
     A SQLite file that does not exist is created, unless ``create=False``. ``readonly=True``
     (implies ``create=False``) is for tools that only look: SQLite opens the file with
     ``mode=ro`` (so it works for a user who may read but not write it, and changes nothing,
@@ -828,7 +841,8 @@ def connect(
     :raises ConfigurationError: unknown scheme, malformed URL, unknown option, unusable path.
     :raises ConnectionFailed: the file cannot be opened or the server does not answer.
     """
-    parsed = parse(config.resolve_url(url))
+    entry = config.database_entry(url)
+    parsed = parse(entry.url)
     query = dict(parsed.options)
     monitoring = config.monitor_settings(options.pop("monitor", None), query.pop("monitor", None))
     db: Database
@@ -848,6 +862,7 @@ def connect(
     finally:
         if not db.is_closed():
             db.close()
+    db.entry = entry
     if monitoring.enabled:
         monitor_of(db, monitoring).enable()
     return db

@@ -192,11 +192,12 @@ def _migrations(db: Any, options: Options) -> list[Check]:
 
 
 def _backups(db: Any, options: Options) -> list[Check]:
-    from .backup import default_directory, list_backups, verify_backup
+    from .backup import default_directory, list_backups, of_database, verify_backup
     from .errors import BackupError
 
     directory = options.backups or default_directory(db)
-    found = list_backups(directory, missing_ok=True) if not db.url.is_memory else []
+    found = of_database(db, list_backups(directory, missing_ok=True)) \
+        if not db.url.is_memory else []
     if not found:
         return [Check("backups", WARN, f"no backup in {directory}", "embeddb backup create")]
     newest = found[0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 MIGRATIONS_ENV = "EMBEDDB_MIGRATIONS_DIR"
 SEEDS_ENV = "EMBEDDB_SEEDS_DIR"
@@ -22,8 +23,16 @@ SEEDS_DEFAULT = "seeds"
 Folder = str | os.PathLike[str] | None
 
 
-def resolve(migrations: Folder = None, seeds: Folder = None) -> tuple[Path, Path]:
-    """The migrations and seeds folders to use (the module's rule); neither need exist."""
+def resolve(migrations: Folder = None, seeds: Folder = None,
+            entry: Any = None) -> tuple[Path, Path]:
+    """The migrations and seeds folders to use (the module's rule); neither need exist.
+
+    ``entry`` (a :class:`embeddb.config.NamedDatabase`, e.g. ``db.entry``) puts the folders
+    embeddb.toml gives that database between the argument and the environment variables: a
+    named database always uses its own (``migrations/NAME`` unless configured).
+    """
+    migrations = migrations or getattr(entry, "migrations", None)
+    seeds = seeds or getattr(entry, "seeds", None)
     given = (migrations or os.environ.get(MIGRATIONS_ENV), seeds or os.environ.get(SEEDS_ENV))
     if not any(given) and not Path(MIGRATIONS_DEFAULT).is_dir() \
             and not Path(SEEDS_DEFAULT).is_dir():
@@ -31,11 +40,16 @@ def resolve(migrations: Folder = None, seeds: Folder = None) -> tuple[Path, Path
     return Path(given[0] or MIGRATIONS_DEFAULT), Path(given[1] or SEEDS_DEFAULT)
 
 
-def migrations(directory: Folder = None) -> Path:
+def migrations(directory: Folder = None, entry: Any = None) -> Path:
     """The migrations folder for ``directory`` (None: the module's rule)."""
-    return resolve(directory, None)[0]
+    return resolve(directory, None, entry)[0]
 
 
-def seeds(directory: Folder = None) -> Path:
+def seeds(directory: Folder = None, entry: Any = None) -> Path:
     """The seeds folder for ``directory`` (None: the module's rule)."""
-    return resolve(None, directory)[1]
+    return resolve(None, directory, entry)[1]
+
+
+def entry_of(db: Any) -> Any:
+    """The embeddb.toml entry ``db`` was opened by (None: opened by a URL, or not embeddb's)."""
+    return getattr(db, "entry", None)

@@ -102,7 +102,9 @@ def cleanup(
     """
     if not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH_SIZE:
         raise MaintenanceError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}")
-    return retention.run(db, retention.declared() if policies is None else policies, now=now,
+    if policies is None:
+        policies = retention.declared(None, getattr(db, "entry", None))
+    return retention.run(db, policies, now=now,
                          batch_size=batch_size, dry_run=dry_run, progress=progress)
 
 

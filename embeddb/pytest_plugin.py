@@ -5,6 +5,11 @@ Fixtures:
 - ``embeddb_db``: a database with every migration applied, new for each test.
 - ``embeddb_seeded_db``: the same with the ``test`` seed set loaded.
 - ``embeddb_template`` / ``embeddb_seeded_template``: the session-wide templates they copy.
+- ``embeddb_dbs``: fresh copies of the databases embeddb.toml names (``[databases.NAME]``),
+  ``embeddb_dbs["users"]``, each migrated from its own folder and made on first use in the test
+  (a SQLite one in memory, a PostgreSQL one as a database of its own on the configured server,
+  or on ``$EMBEDDB_TEST_URL_<NAME>``'s, dropped after the test). Models are not bound to them:
+  use repositories (``Repository(embeddb_dbs["users"], User)``).
 - ``embeddb_queries``: every statement the test runs on its embeddb database (a
   :class:`~embeddb.monitor.QueryLog`), with ``embeddb_queries.assert_max_queries(n)``.
 
@@ -21,11 +26,15 @@ Under pytest-xdist each worker builds its own templates.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from . import config
 from .monitor import QueryLog
 from .schema import load_models
 from .testing import Template
@@ -123,3 +132,95 @@ def embeddb_queries(request: pytest.FixtureRequest) -> Iterator[QueryLog]:
         db.monitor.enable(publish=False)
     with db.monitor.capture() as log:
         yield log
+
+
+class NamedTemplates:
+    """One template per database of the project's embeddb.toml, built the first time a test
+    asks for that database."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.entries = config.named_databases(root)
+        self.templates: dict[str, Template] = {}
+
+    def entry(self, name: str) -> config.NamedDatabase:
+        try:
+            return self.entries[name]
+        except KeyError:
+            known = ", ".join(self.entries) or "none"
+            raise KeyError(f"no database named {name!r} in {self.root / config.CONFIG_FILE} "
+                           f"(configured: {known})") from None
+
+    def template(self, name: str) -> Template:
+        found = self.templates.get(name)
+        if found is None:
+            entry = self.entry(name)
+            url = os.environ.get(f"{ENV_URL}_{name.upper()}") or entry.url
+            found = self.templates[name] = Template.create(
+                url, self._path(entry.migrations), None, self._path(entry.seeds))
+        return found
+
+    def _path(self, folder: str | None) -> str | None:
+        if folder is None or os.path.isabs(folder):
+            return folder
+        return str(self.root / folder)
+
+    def close(self) -> None:
+        for template in self.templates.values():
+            template.close()
+
+
+class NamedCopies(Mapping[str, Any]):
+    """``embeddb_dbs``: this test's copy of each named database, made on first access."""
+
+    def __init__(self, templates: NamedTemplates, request: pytest.FixtureRequest) -> None:
+        self._templates = templates
+        self._request = request
+        self._copies: dict[str, tuple[Template, Any]] = {}
+        self._units = ExitStack()
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._copies:
+            template = self._templates.template(name)
+            db = template.copy()
+            self._copies[name] = (template, db)
+            entry = self._templates.entry(name)
+            db.entry = replace(entry, url=db.url.raw, migrations=self._templates._path(
+                entry.migrations), seeds=self._templates._path(entry.seeds))
+            mode = self._request.config.getoption("--embeddb-nplusone")
+            if mode != "off":
+                db.monitor.enable(strict=mode == "error", publish=False)
+                self._units.enter_context(db.monitor.unit(self._request.node.nodeid))
+        return self._copies[name][1]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._templates.entries)
+
+    def __len__(self) -> int:
+        return len(self._templates.entries)
+
+    def close(self) -> None:
+        try:
+            self._units.close()
+        finally:
+            for template, db in self._copies.values():
+                template.discard(db)
+            self._copies.clear()
+
+
+@pytest.fixture(scope="session")
+def embeddb_named_templates(pytestconfig: pytest.Config) -> Iterator[NamedTemplates]:
+    templates = NamedTemplates(pytestconfig.rootpath)
+    yield templates
+    templates.close()
+
+
+@pytest.fixture
+def embeddb_dbs(embeddb_named_templates: NamedTemplates,
+                request: pytest.FixtureRequest) -> Iterator[NamedCopies]:
+    """Fresh copies of the databases of embeddb.toml, by name: ``embeddb_dbs["users"]``."""
+    copies = NamedCopies(embeddb_named_templates, request)
+    try:
+        yield copies
+    finally:
+        copies.close()

@@ -106,7 +106,7 @@ def load(path: str | os.PathLike[str]) -> list[Policy]:
     return policies
 
 
-def declared(path: str | os.PathLike[str] | None = None) -> list[Policy]:
+def declared(path: str | os.PathLike[str] | None = None, entry: Any = None) -> list[Policy]:
     """The app's policies: from ``path``, else embeddb.toml's ``[maintenance] retention``, else
     ``retention.toml`` beside the migrations folder.
 
@@ -121,7 +121,7 @@ def declared(path: str | os.PathLike[str] | None = None) -> list[Policy]:
     if path is None:
         from .folders import migrations
 
-        beside = migrations().parent / FILE
+        beside = migrations(None, entry).parent / FILE
         if not beside.is_file():
             raise MaintenanceError(
                 f"no retention policies declared: write {beside} ([[policy]] name, table, "

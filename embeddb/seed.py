@@ -89,10 +89,11 @@ class SeedResult:
         return sum(self.changed.values())
 
 
-def directory_of(directory: str | os.PathLike[str] | None) -> Path:
-    """The seeds folder by :func:`embeddb.folders.resolve`'s rule: the argument,
-    $EMBEDDB_SEEDS_DIR, ./seeds, or in an empty directory the reference app's."""
-    return folders.seeds(directory)
+def directory_of(directory: str | os.PathLike[str] | None, db: Any = None) -> Path:
+    """The seeds folder by :func:`embeddb.folders.resolve`'s rule: the argument, the folder
+    embeddb.toml gives ``db``'s name, $EMBEDDB_SEEDS_DIR, ./seeds, or in an empty directory the
+    reference app's."""
+    return folders.seeds(directory, folders.entry_of(db))
 
 
 def available(directory: str | os.PathLike[str] | None = None) -> list[str]:
@@ -165,7 +166,7 @@ def run(
     check_allowed(env, force)
     if not isinstance(lock_bound, (int, float)) or not 0.01 <= lock_bound <= 3600:
         raise SeedError(f"lock_bound={lock_bound!r}: must be 0.01 to 3600 seconds")
-    build = load(env, directory)
+    build = load(env, directory_of(directory, db))
     if parallel is None:
         parallel = build.__globals__.get("PARALLEL") is True
     started = time.perf_counter()

@@ -49,7 +49,8 @@ def run(
     :raises MigrationError: a migration is malformed or fails (nothing of it is applied).
     :raises SeedError: the seed set is unknown, malformed or refused.
     """
-    migrations, seeds = check(env, migrations=migrations, seeds=seeds, force=force)
+    migrations, seeds = check(env, migrations=migrations, seeds=seeds, force=force,
+                              entry=folder_rule.entry_of(db))
     started = time.perf_counter()
     info = db.info()
     result = SetupResult(info["backend"], info.get("path") or info["url"])
@@ -71,6 +72,7 @@ def check(
     migrations: str | os.PathLike[str] | None = None,
     seeds: str | os.PathLike[str] | None = None,
     force: bool = False,
+    entry: Any = None,
 ) -> tuple[Path, Path]:
     """Refuse what :func:`run` would refuse, before anything (even the database) is created:
     a missing migrations folder, an unknown or protected seed set. The folders to use.
@@ -78,16 +80,16 @@ def check(
     :raises MigrationError: the migrations folder does not exist.
     :raises SeedError: the seed set is unknown, malformed or refused.
     """
-    migrations, seeds = folders(migrations, seeds)
+    migrations, seeds = folders(migrations, seeds, entry)
     migrate.files.resolve_directory(migrations)
     seed.check_allowed(env, force)
     seed.load(env, seeds)
     return migrations, seeds
 
 
-def folders(migrations: Any = None, seeds: Any = None) -> tuple[Path, Path]:
+def folders(migrations: Any = None, seeds: Any = None, entry: Any = None) -> tuple[Path, Path]:
     """The migrations and seeds folders to use: :func:`embeddb.folders.resolve`."""
-    return folder_rule.resolve(migrations, seeds)
+    return folder_rule.resolve(migrations, seeds, entry)
 
 
 def table_rows(db: Database) -> dict[str, int]:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import embeddb
 from embeddb import audit, migrate
@@ -98,27 +100,60 @@ def test_deferred_transactions_carry_the_actor_too(sqlite_file_url):
     db.close()
 
 
-def test_a_deferred_begin_that_cannot_take_the_lock_fails_and_leaves_no_transaction(tmp_path):
-    """The context is never dropped silently: without the write lock the transaction cannot
-    be signed, so it does not start."""
-    url = f"sqlite:///{tmp_path / 'app.db'}"
-    db = embeddb.connect(url + "?busy_timeout=0.05")
+def test_deferred_and_read_only_transactions_in_a_context_work(tmp_path):
+    """A deferred transaction takes no write lock for the audit's sake: reads go on beside a
+    writer and in a read-only engine; its own writes are signed; a write that cannot be made
+    fails as SQLite says, and another program's rows are never signed with this actor."""
+    path = tmp_path / "app.db"
+    db = embeddb.connect(f"sqlite:///{path}?busy_timeout=0.05")
     db.execute_sql(TABLE)
     enable(db)
-    holder = sqlite3.connect(tmp_path / "app.db", isolation_level=None)
+    db.execute_sql("INSERT INTO services (id, name) VALUES (1, 'x')")
+    reader = embeddb.connect(f"sqlite:///{path}?busy_timeout=0.05", readonly=True)
+    holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
-        with pytest.raises(embeddb.DatabaseError, match="locked"):
-            with audit.context(actor="user:d"), db.atomic("DEFERRED"):
-                pass
-        assert not db.in_transaction()
+        for engine in (db, reader):
+            with audit.context(actor="user:r"), engine.atomic("DEFERRED"):
+                assert engine.execute_sql("SELECT count(*) FROM services").fetchone()[0] == 1
     finally:
         holder.execute("ROLLBACK")
-        holder.close()
+    with pytest.raises(embeddb.DatabaseError, match="readonly"):
+        with audit.context(actor="user:r"), reader.atomic("DEFERRED"):
+            reader.execute_sql("UPDATE services SET name = 'no'")
     with audit.context(actor="user:d"), db.atomic("DEFERRED"):
-        db.execute_sql("INSERT INTO services (id, name) VALUES (1, 'x')")
-    assert [c.actor for c in audit.history(db, "services", 1)] == ["user:d"]
+        db.execute_sql("SELECT count(*) FROM services").fetchone()
+        db.execute_sql("UPDATE services SET name = 'y'")
+    with pytest.raises(embeddb.DatabaseError, match="locked"):
+        with audit.context(actor="user:late"), db.atomic("DEFERRED"):
+            db.execute_sql("SELECT count(*) FROM services").fetchone()
+            holder.execute("UPDATE services SET name = 'other program'")  # commits meanwhile
+            db.execute_sql("UPDATE services SET name = 'z'")  # stale snapshot: refused
+    holder.close()
+    assert [(c.new, c.actor) for c in audit.history(db, "services", 1)] == [
+        ({"id": 1, "name": "x", "price": None, "password_hash": None}, None),
+        ({"name": "y"}, "user:d"),
+        ({"name": "other program"}, None),
+    ]
+    assert db.execute_sql("SELECT count(*) FROM embeddb_audit_context").fetchone()[0] == 0
+    reader.close()
     db.close()
+
+
+def test_a_read_only_postgres_engine_in_a_context_reads(pg_schema_url):
+    db = embeddb.connect(pg_schema_url)
+    db.execute_sql(TABLE)
+    enable(db)
+    reader = embeddb.connect(pg_schema_url, readonly=True)
+    try:
+        with audit.context(actor="user:r"), reader.atomic():
+            assert reader.execute_sql("SELECT count(*) FROM services").fetchone()[0] == 0
+        with pytest.raises(embeddb.DatabaseError, match="read-only"):
+            with audit.context(actor="user:r"), reader.atomic():
+                reader.execute_sql("INSERT INTO services (id, name) VALUES (1, 'no')")
+    finally:
+        reader.close_all()
+        db.close_all()
 
 
 def test_odd_column_names_and_values_round_trip(db):
@@ -283,3 +318,189 @@ def test_a_transaction_abandoned_in_a_context_never_signs_a_later_one(sqlite_fil
         db.execute_sql("INSERT INTO services (id, name) VALUES (2, 'y')")
     assert [(c.pk, c.actor) for c in audit.changes(db)] == [("2", None)]
     db.close()
+
+
+def test_blob_columns_never_fail_an_audited_write(db):
+    """A BLOB / bytea value is recorded as PostgreSQL writes bytea in JSON: text ``\\x`` + hex."""
+    kind = "BLOB" if db.dialect.name == "sqlite" else "BYTEA"
+    db.execute_sql(f"CREATE TABLE files (id INTEGER PRIMARY KEY, body {kind}, name TEXT)")
+    for statement in audit.enable_sql(db, "files")[audit._driver(db).DRIVER]:
+        db.execute_sql(statement)
+    p = db.param
+    with db.atomic():
+        db.execute_sql(f"INSERT INTO files VALUES (1, {p}, 'a')", (b"\x00\x01",))
+    with db.atomic():
+        db.execute_sql(f"UPDATE files SET body = {p} WHERE id = 1", (b"\xff",))
+    with db.atomic():
+        db.execute_sql("UPDATE files SET name = 'b' WHERE id = 1")  # blob unchanged
+    with db.atomic():
+        db.execute_sql("DELETE FROM files WHERE id = 1")
+    assert [(c.action, c.old, c.new) for c in audit.history(db, "files", 1)] == [
+        ("INSERT", None, {"id": 1, "body": "\\x0001", "name": "a"}),
+        ("UPDATE", {"body": "\\x0001"}, {"body": "\\xff"}),
+        ("UPDATE", {"name": "a"}, {"name": "b"}),
+        ("DELETE", {"id": 1, "body": "\\xff", "name": "b"}, None),
+    ]
+
+
+@pytest.mark.parametrize("before, after", [
+    (0.1, 0.1 + 2 ** -55),                  # differs beyond 15 significant digits
+    (0.3, 0.30000000000000004),
+    (1.0, float("inf")),
+    (float("-inf"), 1e-300),
+    (1.0, 1.0235903895552347e+267),         # SQLite's 17-digit printf is off for these
+    (3.7668286360006396e+165, 2.0 ** 60),
+])
+def test_a_real_column_change_is_recorded_exactly(db, before, after):
+    """Exactly, as a JSON number; an infinity (JSON has none) as PostgreSQL writes it."""
+
+    def logged(x: float) -> float | str:
+        return x if abs(x) != float("inf") else ("Infinity" if x > 0 else "-Infinity")
+
+    kind = "REAL" if db.dialect.name == "sqlite" else "DOUBLE PRECISION"
+    db.execute_sql(f"CREATE TABLE m (id INTEGER PRIMARY KEY, x {kind})")
+    for statement in audit.enable_sql(db, "m")[audit._driver(db).DRIVER]:
+        db.execute_sql(statement)
+    p = db.param
+    db.execute_sql(f"INSERT INTO m VALUES (1, {p})", (before,))
+    db.execute_sql(f"UPDATE m SET x = {p}", (after,))
+    insert, update = audit.history(db, "m", 1)
+
+    def read(values: dict) -> dict:  # PostgreSQL writes 1e267 as digits: JSON gives an int
+        return {k: float(v) if isinstance(v, int) and k == "x" else v for k, v in values.items()}
+
+    assert read(insert.new) == {"id": 1, "x": logged(before)}
+    assert (read(update.old), read(update.new)) == ({"x": logged(before)}, {"x": logged(after)})
+
+
+VALUES = st.one_of(
+    st.none(), st.integers(-2**63, 2**63 - 1), st.floats(allow_nan=False),
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=20), st.binary(max_size=8))
+
+
+def _as_logged(value: object) -> object:
+    if isinstance(value, bytes):
+        return "\\x" + value.hex()
+    if isinstance(value, float) and abs(value) == float("inf"):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+@given(before=st.tuples(VALUES, VALUES, VALUES, VALUES),
+       after=st.tuples(VALUES, VALUES, VALUES, VALUES))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_value_in_any_sqlite_column_is_recorded_exactly(before, after):
+    """SQLite stores any type in any column of a table that is not STRICT: whatever a write
+    stores, the audited write succeeds and the log holds exactly the stored values."""
+    db = embeddb.connect("sqlite:///:memory:")
+    db.execute_sql("CREATE TABLE v (id INTEGER PRIMARY KEY, a, t TEXT, i INTEGER, r REAL)")
+    for statement in audit.enable_sql(db, "v")["sqlite"]:
+        db.execute_sql(statement)
+    columns = ("a", "t", "i", "r")
+    db.execute_sql("INSERT INTO v VALUES (1, ?, ?, ?, ?)", before)
+    stored_before = db.execute_sql("SELECT a, t, i, r FROM v").fetchone()
+    db.execute_sql("UPDATE v SET a = ?, t = ?, i = ?, r = ?", after)
+    stored_after = db.execute_sql("SELECT a, t, i, r FROM v").fetchone()
+    found = audit.history(db, "v", 1)
+    assert found[0].new == {"id": 1, **{c: _as_logged(v) for c, v in zip(columns, stored_before)}}
+    changed = [c for c, x, y in zip(columns, stored_before, stored_after)
+               if type(x) is not type(y) or x != y]
+    if not changed:
+        assert len(found) == 1
+        return
+    assert found[1].old == {c: _as_logged(x) for c, x in zip(columns, stored_before)
+                            if c in changed}
+    assert found[1].new == {c: _as_logged(y) for c, y in zip(columns, stored_after)
+                            if c in changed}
+    db.close()
+
+
+OLD_LOG = (  # the first shape of embeddb_audit (constraints, AUTOINCREMENT, an actor index)
+    "CREATE TABLE embeddb_audit (id INTEGER PRIMARY KEY AUTOINCREMENT, table_name TEXT NOT NULL, "
+    "row_pk TEXT NOT NULL, action TEXT NOT NULL CHECK (action IN ('INSERT', 'UPDATE', 'DELETE')), "
+    "old_values TEXT, new_values TEXT, actor TEXT, request_id TEXT, at TEXT NOT NULL)",
+    "CREATE INDEX embeddb_audit_row ON embeddb_audit (table_name, row_pk, id)",
+    "CREATE INDEX embeddb_audit_actor ON embeddb_audit (actor, id)",
+    "CREATE TABLE embeddb_audit_context (actor TEXT, request_id TEXT)",
+    "CREATE TRIGGER embeddb_audit_services_insert AFTER INSERT ON services BEGIN "
+    "INSERT INTO embeddb_audit (table_name, row_pk, action, old_values, new_values, actor, "
+    "request_id, at) VALUES ('services', CAST(NEW.id AS TEXT), 'INSERT', NULL, "
+    "json_object('id', NEW.id, 'name', NEW.name), "
+    "(SELECT actor FROM embeddb_audit_context LIMIT 1), "
+    "(SELECT request_id FROM embeddb_audit_context LIMIT 1), "
+    "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')); END",
+)
+
+
+def _log_shape(db) -> list[tuple[str, str]]:
+    return sorted((name, sql) for name, sql in db.execute_sql(
+        "SELECT name, sql FROM sqlite_master WHERE tbl_name = 'embeddb_audit'").fetchall())
+
+
+def test_an_audit_log_of_an_earlier_shape_is_rebuilt_by_the_next_enable(tmp_path):
+    """Rows, ids and the old triggers survive; the constraints and the actor index go."""
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    folder = tmp_path / "migrations"
+    db = embeddb.connect(url)
+    db.execute_sql(TABLE)
+    db.execute_sql("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+    for statement in OLD_LOG:
+        db.execute_sql(statement)
+    with audit.context(actor="user:old"), db.atomic():
+        db.execute_sql("INSERT INTO services (id, name) VALUES (1, 'a'), (2, 'b')")
+    db.execute_sql("DELETE FROM embeddb_audit WHERE row_pk = '2'")  # AUTOINCREMENT's gap
+    fresh = embeddb.connect(f"sqlite:///{tmp_path / 'fresh.db'}")
+    fresh.execute_sql(TABLE)
+    enable(fresh)
+    current = _log_shape(fresh)
+    fresh.close()
+    assert audit.sqlite.outdated(db)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--db", url, "audit", "enable", "notes", "--migrations",
+                                 str(folder)])
+    assert result.exit_code == 0, result.output
+    migrate.up(db, folder, backup=False)
+    assert _log_shape(db) == current and not audit.sqlite.outdated(db)
+    with audit.context(actor="user:new"), db.atomic():
+        db.execute_sql("INSERT INTO services (id, name) VALUES (3, 'c')")  # the old trigger
+        db.execute_sql("INSERT INTO notes VALUES (1, 'n')")
+    rows = db.execute_sql("SELECT id, row_pk, actor FROM embeddb_audit ORDER BY id").fetchall()
+    assert [tuple(r) for r in rows] == [(1, "1", "user:old"), (2, "3", "user:new"),
+                                        (3, "1", "user:new")]
+    assert [c.new for c in audit.history(db, "services", 1)] == [{"id": 1, "name": "a"}]
+    # an explicit upgrade on a current log changes nothing and can be undone
+    result = runner.invoke(cli, ["audit", "upgrade", "--migrations", str(folder), "--json"])
+    assert result.exit_code == 0 and "audit_upgrade" in result.output, result.output
+    migrate.up(db, folder, backup=False)
+    assert _log_shape(db) == current
+    assert [tuple(r) for r in db.execute_sql(
+        "SELECT id, row_pk, actor FROM embeddb_audit ORDER BY id").fetchall()] == [
+        tuple(r) for r in rows]
+    migrate.down(db, folder, backup=False)
+    assert len(audit.changes(db)) == 3
+    db.close()
+
+
+def test_the_upgrade_migration_is_harmless_on_a_current_log(tmp_path, cli_db_url):
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_services.up.sql").write_text(TABLE + ";")
+    db = embeddb.connect(cli_db_url)
+    migrate.up(db, folder, backup=False)
+    audit.write_migration(db, "services", directory=folder)
+    migrate.up(db, folder, backup=False)
+    with audit.context(actor="a"), db.atomic():
+        db.execute_sql("INSERT INTO services (id, name) VALUES (1, 'x')")
+    before = audit.history(db, "services", 1)
+    [up, *_] = sorted(p.name for p in audit.write_upgrade(folder) if ".up." in p.name)
+    assert up.startswith("0003_audit_upgrade")
+    migrate.up(db, folder, backup=False)
+    assert audit.history(db, "services", 1) == before
+    with audit.context(actor="b"), db.atomic():
+        db.execute_sql("UPDATE services SET name = 'y'")
+    assert [c.actor for c in audit.history(db, "services", 1)] == ["a", "b"]
+    migrate.down(db, folder, backup=False)  # undoing the upgrade keeps the log
+    assert len(audit.history(db, "services", 1)) == 2
+    db.close()
+    if isinstance(db, embeddb.PostgresEngine):
+        db.close_all()

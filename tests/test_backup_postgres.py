@@ -354,3 +354,49 @@ def test_replay_cut_short_rolls_back_and_keeps_the_live_data(
     with pytest.raises(BackupError, match="rolled back"):
         restore_backup(shop, backup.path, safety_dir=str(tmp_path / "safety"))
     assert _hashes(shop) == before
+
+
+@pytest.mark.parametrize("dependent", ["view", "foreign key", "enum column"])
+def test_schema_restore_refuses_while_other_schemas_depend_on_it(
+    shop, pg_url: str, tmp_path: Path, dependent: str
+) -> None:
+    """The replay drops the schema with CASCADE: another schema's view, foreign key or enum-typed
+    column (with its data) would go with it."""
+    schema = shop.settings.schema
+    if dependent == "enum column":
+        shop.execute_sql("CREATE TYPE mood AS ENUM ('ok', 'bad')")
+    backup = create_backup(shop, directory=str(tmp_path))
+    neighbour = f"n_{os.urandom(6).hex()}"
+    admin = psycopg2.connect(pg_url)
+    admin.autocommit = True
+    ddl = {
+        "view": f'CREATE VIEW "{neighbour}".big AS SELECT * FROM "{schema}".orders WHERE total > 9',
+        "foreign key":
+            f'CREATE TABLE "{neighbour}".notes (user_id INT REFERENCES "{schema}".users)',
+        "enum column": f'CREATE TABLE "{neighbour}".notes (id INT, m "{schema}".mood)',
+    }[dependent]
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE SCHEMA "{neighbour}"')
+        cur.execute(ddl)
+        if dependent == "foreign key":
+            cur.execute(f'INSERT INTO "{neighbour}".notes VALUES (1)')
+        elif dependent == "enum column":
+            cur.execute(f'INSERT INTO "{neighbour}".notes VALUES (1, %s)', ("ok",))
+    try:
+        shop.execute_sql("DELETE FROM orders")
+        with pytest.raises(BackupError, match=f"depend on schema '{schema}' .*{neighbour}"):
+            restore_backup(shop, backup.path, safety_dir=str(tmp_path / "safety"))
+        assert shop.execute_sql("SELECT count(*) FROM orders").fetchone()[0] == 0  # untouched
+        result = CliRunner().invoke(cli, ["--db", shop.url.raw, "backup", "restore", backup.path,
+                                          "--yes", "--safety-dir", str(tmp_path / "safety")])
+        assert result.exit_code == 1 and len(result.output.splitlines()) == 1
+        assert result.output.startswith(f"Error: other schemas depend on schema '{schema}'")
+        assert shop.execute_sql("SELECT count(*) FROM orders").fetchone()[0] == 0
+        with admin.cursor() as cur:
+            relation = "big" if dependent == "view" else "notes"
+            cur.execute(f'SELECT count(*) FROM "{neighbour}".{relation}')
+            assert cur.fetchone()[0] == (0 if dependent == "view" else 1)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP SCHEMA "{neighbour}" CASCADE')
+        admin.close()

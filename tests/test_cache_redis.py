@@ -485,3 +485,66 @@ def test_no_process_serves_a_value_older_than_a_returned_write(tmp_path, pg_sche
         assert reader["stale"] == 0, readers
         assert reader["reads"] > writer["writes"], readers
         assert reader["l1_hits"] > 0, readers  # the readers did read from their cache
+
+
+_CACHELESS_WRITER = textwrap.dedent("""
+    import sys
+    import peewee
+    import embeddb
+    from embeddb.cache import tiered
+    from embeddb.models import BaseModel
+    from embeddb.repository import Repository
+
+    class Note(BaseModel):
+        body = peewee.TextField()
+
+    db = embeddb.connect(sys.argv[1])
+    db.bind([Note])
+    Repository(Note, db).update(sys.argv[2], body=sys.argv[3])
+    print(tiered.registered(db) is not None)
+""")
+
+
+@pytest.mark.postgres
+def test_a_writer_with_no_cache_on_its_machine_invalidates_other_machines(
+        tmp_path, pg_schema_url, redis_url, monkeypatch):
+    """Machine B writes through a repository with no cache and nothing cached on B; machine A
+    caches the row with the Redis tier. B's write must reach A before it returns."""
+    import peewee
+    import redis
+
+    import embeddb
+    from embeddb.cache import placement
+    from embeddb.models import BaseModel
+    from embeddb.repository import Repository
+
+    class Note(BaseModel):
+        body = peewee.TextField()
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "machine-a"))
+    db = embeddb.connect(pg_schema_url)
+    db.bind([Note])
+    db.create_tables([Note])
+    note = Repository(Note, db).create(body="old")
+    cache = Cache.for_database(db, redis_url=redis_url)
+    prefix = f"embeddb:{os.path.basename(placement.default_directory(db))}:"
+    try:
+        reader = Repository(Note, db, cache=cache)
+        assert reader.get(note.id).body == "old"
+        assert reader.get(note.id).body == "old" and cache.stats()["l1"]["hits"] == 1
+        script = tmp_path / "writer.py"
+        script.write_text(_CACHELESS_WRITER)
+        env = {**os.environ, "PYTHONPATH": os.getcwd(), "EMBEDDB_REDIS_URL": redis_url,
+               "XDG_CACHE_HOME": str(tmp_path / "machine-b")}
+        out = subprocess.run([sys.executable, str(script), pg_schema_url, str(note.id), "new"],
+                             capture_output=True, text=True, env=env, timeout=60, check=True)
+        assert out.stdout.strip() == "True", out.stderr  # the writer opened its cache
+        assert reader.get(note.id).body == "new"  # at once: the write returned after A applied it
+    finally:
+        cache.close()
+        client = redis.Redis.from_url(redis_url)
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+        db.close_all()

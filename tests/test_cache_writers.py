@@ -98,3 +98,35 @@ def test_a_cache_made_after_a_writer_looked_never_serves_an_old_value(sqlite_fil
     writer.update(memo, body="c")  # its RECHECK is over: it looks, finds the cache, invalidates
     assert reader.get(memo.id).body == "c"
     cache.close()
+
+
+def test_a_removed_cache_directory_is_not_served_before_writers_looked_again(sqlite_file_url):
+    """The directory is removed under a reader; a writer with no cache looks while it is
+    missing; the reader re-creates it at its next read. Until the writer has looked again
+    (GRACE), nothing the reader loads may be served: the writer's update is not told."""
+    import shutil
+
+    from embeddb.cache import generations
+
+    writer_db = embeddb.connect(sqlite_file_url)
+    reader_db = embeddb.connect(sqlite_file_url)
+    for db in (writer_db, reader_db):
+        db.bind([Memo])
+    writer_db.create_tables([Memo])
+    cache = Cache.for_database(reader_db)
+    try:
+        reader = Repository(Memo, reader_db, cache=cache)
+        writer = Repository(Memo, writer_db)
+        shutil.rmtree(placement.default_directory(reader_db))
+        time.sleep(generations.RECHECK_SECONDS + 0.05)  # the reader's next read checks the file
+        memo = writer.create(body="a")  # the writer looks: no directory
+        assert reader.get(memo.id).body == "a"  # re-creates the directory and its counters
+        writer.update(memo, body="b")  # within the writer's RECHECK: nobody is told
+        assert reader.get(memo.id).body == "b"
+        time.sleep(tiered.GRACE)
+        assert reader.get(memo.id).body == "b"
+        writer.update(memo, body="c")  # it looks again, finds the directory, invalidates
+        assert reader.get(memo.id).body == "c"
+        assert reader.get(memo.id).body == "c" and cache.stats()["l1"]["hits"] >= 1
+    finally:
+        cache.close()

@@ -159,3 +159,39 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path):
     db = embeddb.connect(f"sqlite:///{tmp_path / 'app.db'}")
     assert not db.table_exists("half")  # rolled back
     db.close()
+
+
+def _commands(group: click.Group, path: list[str], ctx: click.Context):
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        if isinstance(command, click.Group):
+            yield from _commands(command, [*path, name], ctx)
+        else:
+            yield [*path, name], command
+
+
+_JSON_COMMANDS = [
+    (path, [p for p in command.params if isinstance(p, click.Argument) and p.required])
+    for path, command in _commands(cli, [], click.Context(cli))
+    if any(p.name == "as_json" for p in command.params)
+]
+
+
+@pytest.mark.parametrize("path,arguments", _JSON_COMMANDS,
+                         ids=[" ".join(path) for path, _ in _JSON_COMMANDS])
+def test_every_json_command_fails_as_a_json_document(path, arguments, tmp_path, monkeypatch):
+    """A script reading --json output gets a document on failure too: {"ok": false, "error"}
+    with the same message as the one-line Error: on stderr (a mistyped database path here)."""
+    monkeypatch.chdir(tmp_path)
+    args = ["x" for _ in arguments]
+    result = CliRunner().invoke(
+        cli, ["--db", f"sqlite:///{tmp_path / 'mistyped' / 'app.db'}", *path, *args, "--json"])
+    document = json.loads(result.stdout)  # whatever happened, stdout is one JSON document
+    if result.exit_code == 0:
+        return  # needs no database (outbox init writes a migration)
+    assert document["ok"] is False
+    assert document["error"] and "\n" not in document["error"]
+    if result.exit_code == 1:
+        assert result.stderr == f"Error: {document['error']}\n"
+    assert not (tmp_path / "mistyped").exists()
+    assert len(_JSON_COMMANDS) >= 30  # the walk found the CLI's commands

@@ -205,3 +205,9 @@ def test_a_reader_that_starves_checkpoints_is_named(tmp_path):
     [check] = [c for c in doctor.run(db) if c.name == "wal"]
     assert check.status == "OK", check
     db.close()
+
+
+def test_the_reference_schema_has_an_index_on_every_foreign_key(migrated):
+    """`embeddb setup && embeddb doctor` must not warn about embeddb's own example app."""
+    [check] = [c for c in doctor.run(migrated) if c.name == "fk_indexes"]
+    assert check.status == "OK", check.message

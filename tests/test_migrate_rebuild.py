@@ -472,3 +472,38 @@ def test_sigkill_mid_rebuild_leaves_the_old_table(tmp_path, folder):
     assert migrate.current_version(db) == 1
     assert "parent_new" not in db.get_tables()
     db.close()
+
+
+def _connection_settings(db) -> dict:
+    return {name: db.execute_sql(f"PRAGMA {name}").fetchone()[0]
+            for name in ("synchronous", "cache_size", "ignore_check_constraints",
+                         "recursive_triggers", "query_only", "foreign_keys")}
+
+
+@pytest.mark.parametrize("kind", ["in transaction", "no-transaction", "python", "rebuild"])
+def test_settings_a_migration_changes_do_not_outlive_it(db, folder, kind):
+    """The application keeps the connection: a migration's synchronous = OFF or
+    ignore_check_constraints = ON must not stay with it."""
+    before = _connection_settings(db)
+    assert before["synchronous"] != 0 and before["ignore_check_constraints"] == 0
+    pragmas = "PRAGMA ignore_check_constraints = ON;\nPRAGMA recursive_triggers = ON;\n"
+    if kind == "in transaction":
+        (folder / "0002_p.sql").write_text(f"-- migrate:up\n{pragmas}")
+    elif kind == "no-transaction":
+        (folder / "0002_p.sql").write_text(
+            f"-- embeddb:no-transaction\n-- migrate:up\n{pragmas}PRAGMA synchronous = OFF;\n"
+            "PRAGMA cache_size = -64;\n")
+    elif kind == "python":
+        (folder / "0002_p.py").write_text(textwrap.dedent("""\
+            def up(db):
+                db.execute_sql("PRAGMA ignore_check_constraints = ON")
+                db.execute_sql("PRAGMA recursive_triggers = ON")
+        """))
+    else:
+        (folder / "0002_p.sql").write_text(
+            f"-- migrate:up\nPRAGMA foreign_keys = OFF;\n{pragmas}{REBUILD.format(where='')}")
+    migrate.up(db, folder, backup=False)
+    assert _connection_settings(db) == before
+    with pytest.raises(embeddb.errors.IntegrityError):  # the application's CHECKs still hold
+        db.execute_sql("CREATE TABLE checked (n INTEGER CHECK (n > 0))")
+        db.execute_sql("INSERT INTO checked VALUES (-1)")

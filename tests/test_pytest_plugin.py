@@ -32,7 +32,7 @@ def test_first_writes(embeddb_db):
 
 def test_second_sees_nothing_of_the_first(embeddb_db):
     assert users(embeddb_db) == 0
-    assert embeddb.migrate.current_version(embeddb_db) == 5
+    assert embeddb.migrate.current_version(embeddb_db) == 6
 
 
 def test_seeded_has_the_test_set(embeddb_seeded_db):
@@ -136,7 +136,7 @@ def test_copies_are_independent():
     first = template.copy()
     first.execute_sql("DELETE FROM embeddb_migrations")
     second = template.copy()
-    assert second.execute_sql("SELECT count(*) FROM embeddb_migrations").fetchone()[0] == 5
+    assert second.execute_sql("SELECT count(*) FROM embeddb_migrations").fetchone()[0] == 6
     template.discard(first)
     template.discard(second)
     template.close()
@@ -148,3 +148,79 @@ def test_plugin_reports_a_missing_migrations_folder(pytester):
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*no migrations folder at*no_such_folder*embeddb_migrations*"])
+
+
+NAMED = '''
+import os
+
+import pytest
+
+import embeddb
+
+
+def count(db, table):
+    return db.execute_sql(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+@pytest.mark.parametrize("n", range(2))
+def test_both_databases_fresh_and_migrated_from_their_folders(embeddb_dbs, n):
+    users, payments = embeddb_dbs["users"], embeddb_dbs["payments"]
+    assert sorted(embeddb_dbs) == ["payments", "users"]
+    assert count(users, "users") == 0 and count(payments, "payments") == 0
+    assert "payments" not in users.get_tables() and "users" not in payments.get_tables()
+    states = {e.state for e in embeddb.migrate.status(users)}  # the reference app's folder
+    assert states == {"applied"} and embeddb.migrate.current_version(users) >= 5
+    assert embeddb.migrate.current_version(payments) == 1
+    assert users.name == "users" and payments.name == "payments"
+    payments.execute_sql("INSERT INTO payments (cents) VALUES (100)")
+    assert embeddb_dbs["payments"] is payments
+    with open(os.environ["NAMED_LOG"], "a") as log:
+        log.write(f"{payments.dialect.name} {payments.database}\\n")
+
+
+def test_an_unknown_name(embeddb_dbs):
+    with pytest.raises(KeyError, match="no database named 'orders'.*configured: users, payments"):
+        embeddb_dbs["orders"]
+
+
+def test_only_what_a_test_uses_is_made(embeddb_dbs):
+    assert embeddb_dbs["users"].get_tables()
+'''
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_plugin_named_databases(plugin_suite, request, backend, monkeypatch):
+    """``embeddb_dbs``: every named database of embeddb.toml, fresh per test, each migrated
+    from its own folder; the PostgreSQL one a database per test, dropped afterwards."""
+    suite = plugin_suite(NAMED)
+    folder = suite.mkdir("payments_migrations")
+    (folder / "0001_payments.sqlite.up.sql").write_text(
+        "CREATE TABLE payments (id INTEGER PRIMARY KEY, cents INTEGER NOT NULL);\n")
+    (folder / "0001_payments.postgres.up.sql").write_text(
+        "CREATE TABLE payments (id BIGSERIAL PRIMARY KEY, cents BIGINT NOT NULL);\n")
+    if backend == "postgresql":
+        payments_url = request.getfixturevalue("pg_url")
+    else:  # configured on a server nobody runs: $EMBEDDB_TEST_URL_PAYMENTS puts it on SQLite
+        payments_url = "postgresql://nobody@127.0.0.1:9/payments"
+        monkeypatch.setenv("EMBEDDB_TEST_URL_PAYMENTS", "sqlite:///:memory:")
+    (suite.path / "embeddb.toml").write_text(
+        f'[databases.users]\nurl = "sqlite:///users.db"\nmigrations = "{ROOT / "migrations"}"\n'
+        f'[databases.payments]\nurl = "{payments_url}"\nmigrations = "payments_migrations"\n')
+    log = suite.path / "named.log"
+    monkeypatch.setenv("NAMED_LOG", str(log))
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4)
+    runs = [line.split() for line in log.read_text().splitlines()]
+    assert [dialect for dialect, _ in runs] == [backend] * 2
+    assert not (suite.path / "users.db").exists() and not (suite.path / "payments.db").exists()
+    if backend == "postgresql":
+        names = [name for _, name in runs]
+        assert len(set(names)) == 2 and all(n.startswith("embeddb_t_") for n in names)
+        conn = psycopg2.connect(request.getfixturevalue("pg_url"))
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT datname FROM pg_database WHERE datname LIKE 'embeddb_t%%' "
+                            "AND datname = ANY(%s)", (names,))
+                assert cur.fetchall() == []
+        finally:
+            conn.close()

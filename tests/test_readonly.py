@@ -118,6 +118,25 @@ def test_readonly_sqlite_reads_and_writes_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.db"]
 
 
+def test_readonly_sqlite_transactions_read_and_write_nothing(tmp_path):
+    """A read-only engine's ``db.atomic()`` is a read transaction (one snapshot), not a
+    refused BEGIN IMMEDIATE; a write inside it fails as SQLite says and leaves the data."""
+    path = tmp_path / "app.db"
+    writer = embeddb.connect(f"sqlite:///{path}")
+    writer.execute_sql("CREATE TABLE t (a)")
+    writer.execute_sql("INSERT INTO t VALUES (1)")
+    ro = embeddb.connect(f"sqlite:///{path}", readonly=True)
+    with ro.atomic():
+        assert ro.execute_sql("SELECT a FROM t").fetchall() == [(1,)]
+        writer.execute_sql("INSERT INTO t VALUES (2)")  # not seen: the block reads one snapshot
+        assert ro.execute_sql("SELECT count(*) FROM t").fetchone()[0] == 1
+    with pytest.raises(OperationalError, match="readonly"), ro.atomic():
+        ro.execute_sql("INSERT INTO t VALUES (3)")
+    assert ro.execute_sql("SELECT a FROM t ORDER BY a").fetchall() == [(1,), (2,)]
+    ro.close()
+    writer.close()
+
+
 def test_readonly_postgres_refuses_writes(pg_schema_url):
     db = embeddb.connect(pg_schema_url, create=False)
     db.execute_sql("CREATE TABLE t (a int)")
@@ -204,7 +223,7 @@ def test_backup_list_of_a_missing_database_points_to_dir(tmp_path, monkeypatch):
 CREATING = {"setup", "seed", "migrate up", "migrate down", "migrate redo", "backup restore",
             "copy"}  # (copy: its --to target; the --from source is opened read-only)
 #: commands that open no database here (SQLite) or fail on their other input first
-NOT_OPENING = {"migrate new", "outbox init", "backup verify", "outbox run"}
+NOT_OPENING = {"migrate new", "outbox init", "backup verify", "outbox run", "audit upgrade"}
 
 
 def test_every_command_is_classified():

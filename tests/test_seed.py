@@ -372,7 +372,7 @@ def test_the_test_set_has_rows_tests_can_name(migrated):
 def test_setup_migrates_seeds_and_is_safe_to_repeat(cli_db_url, small_sets):
     db = embeddb.connect(cli_db_url)
     first = embeddb.setup.run(db, "small", migrations=ROOT / "migrations", seeds=small_sets)
-    assert first.version == 5 and len(first.applied) == 5
+    assert first.version == 6 and len(first.applied) == 6
     assert first.rows["users"] == SMALL.users
     before = content_hashes(db)
     second = embeddb.setup.run(db, "small", migrations=ROOT / "migrations", seeds=small_sets)
@@ -392,7 +392,7 @@ def test_setup_cli_in_an_empty_directory(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, ["setup", "--env", "test", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
-    assert summary["schema_version"] == 5 and summary["rows"]["users"] == 3
+    assert summary["schema_version"] == 6 and summary["rows"]["users"] == 3
     assert (tmp_path / "embeddb.db").exists()
     human = CliRunner().invoke(cli, ["setup", "--env", "test"])
     assert human.exit_code == 0 and "migrations      0 applied now" in human.output

@@ -122,7 +122,7 @@ def test_a_misspelled_config_key_is_an_error_naming_it(tmp_path, monkeypatch, te
     monkeypatch.delenv(config.ENV_URL, raising=False)
     (tmp_path / "embeddb.toml").write_text(text)
     with pytest.raises(ConfigurationError, match=f"unknown key {re.escape(key)}; known: "
-                                                 r"\[database\] url, \[migrate\] keep_backups"):
+                       r"\[database\] url/migrations/seeds/backups, \[migrate\] keep_backups"):
         config.resolve_url(cwd=tmp_path)
     result = CliRunner().invoke(cli, ["migrate", "up"])  # would create the default database
     assert result.exit_code == 1 and f"unknown key {key}" in result.output

@@ -130,14 +130,25 @@ def enable_sql(db: Database, table: str, columns: list[str] | None = None,
                exclude: list[str] | None = None) -> dict[str, list[str]]:
     """The up statements, per backend (``sqlite``, ``postgres``), that audit ``table``.
 
-    The columns are read from ``db``; both backends get triggers for the same columns.
+    The columns are read from ``db``; both backends get triggers for the same columns. If
+    ``db``'s audit log was made by an earlier embeddb in a shape that costs more per write,
+    the statements first rebuild it (as :func:`upgrade_sql`).
     """
     pk, kept = _plan(db, table, columns, exclude or [])
+    text = _driver(db).text_columns(db, table)
+    outdated = _driver(db).outdated(db)
     return {
-        driver.DRIVER: [*driver.INSTALL, *driver.drop_triggers(table),
-                        *driver.triggers(table, pk, kept)]
+        driver.DRIVER: [*(driver.UPGRADE if outdated else ()), *driver.INSTALL,
+                        *driver.drop_triggers(table), *driver.triggers(table, pk, kept, text)]
         for driver in (sqlite, postgres)
     }
+
+
+def upgrade_sql() -> dict[str, list[str]]:
+    """The statements, per backend, that rebuild an audit log made by an earlier embeddb in
+    the current shape, keeping every row (on SQLite a copy of the whole log: constraints on
+    it made each audited write keep a statement journal). Harmless on a current log."""
+    return {driver.DRIVER: [*driver.UPGRADE, *driver.INSTALL] for driver in (sqlite, postgres)}
 
 
 def write_migration(db: Database, table: str, *, enable: bool = True,
@@ -155,6 +166,18 @@ def write_migration(db: Database, table: str, *, enable: bool = True,
         f"{variant}.{direction}.sql": ";\n\n".join(parts[variant]) + ";\n"
         for variant in ("sqlite", "postgres") for direction, parts in (("up", up), ("down", down))
     })
+
+
+def write_upgrade(directory: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Write the next migration that rebuilds the audit log in its current shape
+    (:func:`upgrade_sql`; undoing it leaves the log as it is); the files."""
+    from ..migrate.files import write_generated
+
+    up = upgrade_sql()
+    return write_generated(directory, "audit_upgrade", {
+        f"{variant}.{direction}.sql": text for variant in ("sqlite", "postgres")
+        for direction, text in (("up", ";\n\n".join(up[variant]) + ";\n"),
+                                ("down", "-- the upgraded log stays as it is\n"))})
 
 
 # -- reading ------------------------------------------------------------------------------

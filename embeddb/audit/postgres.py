@@ -6,6 +6,7 @@ next."""
 from __future__ import annotations
 
 import json
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from ..dialect import quote
@@ -72,6 +73,15 @@ $fn$""",
 )
 
 
+#: nothing to rebuild: PostgreSQL's constraints cost no statement journal
+UPGRADE: tuple[str, ...] = ()
+
+
+def outdated(db: Database) -> bool:
+    """Never: see :data:`UPGRADE`."""
+    return False
+
+
 def table_columns(db: Database, table: str) -> tuple[list[str], list[str]]:
     """``(columns, primary-key columns)`` of ``table`` in the current schema."""
     columns = [r[0] for r in db.execute_sql(
@@ -84,7 +94,14 @@ def table_columns(db: Database, table: str) -> tuple[list[str], list[str]]:
     return columns, pk
 
 
-def triggers(table: str, pk: list[str], columns: list[str]) -> list[str]:
+def text_columns(db: Database, table: str) -> set[str]:
+    """None known: SQLite's triggers written from a PostgreSQL database take care of every
+    column (its declared types are not SQLite's)."""
+    return set()
+
+
+def triggers(table: str, pk: list[str], columns: list[str], text: AbstractSet[str] = frozenset()
+             ) -> list[str]:
     name = table.replace('"', "")
     args = ", ".join("'" + json.dumps(v).replace("'", "''") + "'" for v in (pk, columns))
     return [

@@ -7,8 +7,9 @@ Why it is shaped like this (each measured with a single-row update, see bench_au
   reading a context table costs two subqueries per row. Instead the engine notes the highest
   audit id when the transaction takes the write lock and, before COMMIT, signs every row above
   it (SQLite runs one write transaction at a time, so they are all this transaction's; the
-  pages are already dirty). A deferred transaction has no lock at BEGIN: it takes it by writing
-  a row to ``embeddb_audit_context`` (removed again before COMMIT).
+  pages are already dirty). A deferred transaction needs no lock at BEGIN: see
+  :func:`push_context`. (``embeddb_audit_context`` is no longer written; the triggers of audit
+  migrations written before the rows were signed at COMMIT still read it.)
 - ``embeddb_audit`` has no NOT NULL or CHECK constraint: a constraint that may abort makes every
   audited statement keep a statement journal (a copy of each page it touches), about a fifth of
   the cost of an audited update. Only the triggers write the table; what they write is never
@@ -22,6 +23,7 @@ Why it is shaped like this (each measured with a single-row update, see bench_au
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from ..dialect import quote
@@ -46,6 +48,31 @@ INSTALL = (
     "CREATE TABLE IF NOT EXISTS embeddb_audit_context (actor TEXT, request_id TEXT)",
 )
 _NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+_COLUMNS = "id, table_name, row_pk, action, old_values, new_values, actor, request_id, at"
+#: Rebuild ``embeddb_audit`` in the current shape, keeping every row and its id: a log made
+#: by an earlier embeddb has NOT NULL / CHECK constraints (each audited statement then keeps
+#: a statement journal), AUTOINCREMENT and an index on the actor (a page more per write).
+#: Plain statements that do the same on a log of any shape, or none (the generated
+#: migration may run on databases other than the one it was written from).
+UPGRADE = (
+    INSTALL[0],
+    f"CREATE TABLE embeddb_audit_upgrade AS SELECT {_COLUMNS} FROM embeddb_audit",
+    "DROP TABLE embeddb_audit",
+    INSTALL[0],
+    f"INSERT INTO embeddb_audit ({_COLUMNS}) SELECT {_COLUMNS} FROM embeddb_audit_upgrade "
+    "ORDER BY id",
+    "DROP TABLE embeddb_audit_upgrade",
+)
+
+
+def outdated(db: Database) -> bool:
+    """Whether this database's ``embeddb_audit`` has a shape :data:`UPGRADE` replaces."""
+    rows = db.execute_sql("SELECT type, name, sql FROM sqlite_master WHERE tbl_name = "
+                          "'embeddb_audit' AND sql IS NOT NULL").fetchall()
+    return any(
+        (kind == "table" and any(word in sql.upper() for word in (
+            "NOT NULL", "CHECK", "AUTOINCREMENT", "UNIQUE", "DEFAULT", "REFERENCES")))
+        or (kind == "index" and name != "embeddb_audit_row") for kind, name, sql in rows)
 
 
 def table_columns(db: Database, table: str) -> tuple[list[str], list[str]]:
@@ -56,13 +83,23 @@ def table_columns(db: Database, table: str) -> tuple[list[str], list[str]]:
     return columns, pk or (["rowid"] if columns else [])
 
 
-def triggers(table: str, pk: list[str], columns: list[str]) -> list[str]:
-    """CREATE TRIGGER statements recording every write to ``table`` (``columns`` only)."""
+def text_columns(db: Database, table: str) -> set[str]:
+    """The columns of ``table`` with TEXT affinity (SQLite's rule on the declared type): they
+    hold no REAL (a number is stored as text), so their trigger values need less care."""
+    return {r[1] for r in db.execute_sql(f"PRAGMA table_info({quote(table)})").fetchall()
+            if any(word in (r[2] or "").upper() for word in ("CHAR", "CLOB", "TEXT"))
+            and "INT" not in (r[2] or "").upper()}
+
+
+def triggers(table: str, pk: list[str], columns: list[str], text: AbstractSet[str] = frozenset()
+             ) -> list[str]:
+    """CREATE TRIGGER statements recording every write to ``table`` (``columns`` only;
+    ``text``: those of TEXT affinity, see :func:`text_columns`)."""
     name = table.replace('"', "")
 
     def values(row: str) -> str:
-        return ("json_object(" + ", ".join(f"{_literal(c)}, {row}.{quote(c)}" for c in columns)
-                + ")")
+        return ("json_object(" + ", ".join(
+            f"{_literal(c)}, {_value(f'{row}.{quote(c)}', c in text)}" for c in columns) + ")")
 
     def key(row: str) -> str:
         if len(pk) == 1:
@@ -89,6 +126,31 @@ def triggers(table: str, pk: list[str], columns: list[str]) -> list[str]:
     ]
 
 
+def _value(column: str, text: bool = False) -> str:
+    """``column`` as ``json_object`` takes it and records it exactly (a column of a table
+    that is not STRICT may hold any type): a BLOB as the text ``\\x`` + hex (PostgreSQL's
+    JSON form of bytea; json_object refuses blobs), a REAL that is not a small integer with
+    21 significant digits (json_object writes 15, so a smaller change would vanish; SQLite
+    3.40's shorter renderings, and its parse that would check them, are off in the last
+    digit for some values; this one gave back each of 400k random doubles), an infinity as
+    ``"Infinity"`` (JSON has none; PostgreSQL's form too).
+
+    Comparisons rather than ``typeof()``: a function call per column cost as much as the
+    JSON itself. Only a blob sorts at or above ``x''``; only a number below ``''``; a number
+    that is not an integer is a REAL, and so may be a large one. A TEXT column holds no
+    number (``text``).
+    """
+    blob = f"WHEN {column} >= x'' THEN '\\x' || lower(hex({column})) "
+    if text:
+        return f"CASE {blob}ELSE {column} END"
+    real = (f"CASE WHEN {column} > 1.7976931348623157e308 THEN 'Infinity' "
+            f"WHEN {column} < -1.7976931348623157e308 THEN '-Infinity' "
+            f"ELSE json(printf('%!.20e', {column})) END")
+    return (f"CASE {blob}WHEN {column} < '' AND ({column} <> CAST({column} AS INTEGER) OR "
+            f"(abs({column}) >= 1e15 AND typeof({column}) = 'real')) THEN {real} "
+            f"ELSE {column} END")
+
+
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -101,48 +163,54 @@ def drop_triggers(table: str) -> list[str]:
 
 def push_context(db: Database, found: tuple[str | None, str | None],
                  lock_type: str | None) -> tuple[Any, ...] | None:
-    """Note where this transaction's audit rows will start, holding the write lock.
+    """Note where this transaction's audit rows will start.
 
-    From then on every audit row with a higher id is this transaction's; :func:`finish_context`
-    signs them. A transaction begun IMMEDIATE (embeddb's default) or EXCLUSIVE holds the lock
-    already; a deferred one takes it by writing its context row (which the triggers of audit
-    migrations written before the rows were signed at COMMIT still read).
+    Every audit row above the mark is this transaction's: a transaction begun IMMEDIATE
+    (embeddb's default) or EXCLUSIVE holds the write lock already; a deferred one has its
+    snapshot from reading the mark, and SQLite lets it write only if no other transaction
+    committed since (else "database is locked"), so it takes no lock here: it may only read,
+    beside a writer or in a read-only engine. :func:`finish_context` signs the rows.
     """
     actor, request_id = found
     if actor is None and request_id is None:
         return None
-    deferred = (lock_type or getattr(db, "_lock_type", None) or "").upper() not in (
-        "IMMEDIATE", "EXCLUSIVE")
     try:
-        if deferred:
-            db.execute_sql("INSERT INTO embeddb_audit_context (actor, request_id) VALUES (?, ?)",
-                           (actor, request_id))
-        mark = _run(db, "SELECT max(id) FROM embeddb_audit").fetchone()[0]
+        cursor = _run(db, "SELECT max(id) FROM embeddb_audit")
     except DatabaseError as exc:
         if "no such table" in str(exc):
             return None  # auditing is not installed in this database: nothing to carry
         raise
-    return (mark or 0, actor, request_id, deferred)
+    return (cursor.fetchone()[0] or 0, actor, request_id, _connection(db).total_changes)
 
 
 def finish_context(db: Database, pending: tuple[Any, ...]) -> None:
-    """Before COMMIT: sign this transaction's audit rows and remove its context row, so the
-    next transaction (maybe another program's) cannot see it."""
-    mark, actor, request_id, deferred = pending
-    _run(db, "UPDATE embeddb_audit SET actor = ?, request_id = ? WHERE id > ?",
-         (actor, request_id, mark))
-    if deferred:
-        db.execute_sql("DELETE FROM embeddb_audit_context")
+    """Before COMMIT: sign this transaction's audit rows. A transaction that changed no row
+    (the connection's count of changed rows, triggers' included, stands still) wrote no
+    audit row: it runs nothing, and a deferred one stays a reader."""
+    mark, actor, request_id, changed = pending
+    if _connection(db).total_changes != changed:
+        _run(db, "UPDATE embeddb_audit SET actor = ?, request_id = ? WHERE id > ?",
+             (actor, request_id, mark))
+
+
+def _connection(db: Database) -> sqlite3.Connection:
+    conn: sqlite3.Connection | None = db._state.conn  # type: ignore[attr-defined]
+    return conn or db.connection()
 
 
 def _run(db: Database, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
-    """One statement straight on the driver: these two run in every audited transaction, and
-    the engine's own path costs a third of their time on bookkeeping they do not need (unless
-    the database is observed: monitoring sees every statement)."""
+    """One statement straight on the driver, on a cursor kept with the connection: these two
+    run in every audited transaction, and the engine's own path (and a new cursor each time)
+    costs a third of their time on bookkeeping they do not need (unless the database is
+    observed: monitoring sees every statement)."""
     if db.observed:
         return db.execute_sql(sql, params)
+    state: Any = db._state  # type: ignore[attr-defined]  # the engine's per-thread state
+    cursor = getattr(state, "audit_cursor", None)
+    if cursor is None or cursor.connection is not state.conn:
+        cursor = state.audit_cursor = _connection(db).cursor()
     try:
-        return db.connection().execute(sql, params)
+        return cursor.execute(sql, params)
     except sqlite3.OperationalError as exc:
         raise OperationalError(str(exc)) from exc
     except sqlite3.Error as exc:

@@ -25,7 +25,8 @@ from .files import Progress, no_progress
 from .manifest import Manifest
 
 __all__ = [
-    "Backup", "Manifest", "Progress", "create_backup", "default_directory", "list_backups",
+    "Backup", "Manifest", "Progress", "check_origin", "create_backup", "default_directory", "file_prefix",
+    "list_backups", "of_database",
     "parse_age", "prune_backups", "restore_backup", "verify_backup",
 ]
 
@@ -67,8 +68,23 @@ def driver_for(db: Database) -> ModuleType:
 
 
 def default_directory(db: Database) -> str:
-    """Where backups of ``db`` go without --dir: ``backups/`` beside a SQLite file, else ./backups."""
-    return driver_for(db).default_directory(db)
+    """Where backups of ``db`` go without --dir: the ``backups`` folder embeddb.toml gives its
+    name, else ``backups/`` beside a SQLite file, else ./backups."""
+    entry = getattr(db, "entry", None)
+    if entry is not None and entry.backups:
+        return os.path.abspath(entry.backups)
+    return str(driver_for(db).default_directory(db))
+
+
+def file_prefix(db: Database) -> str:
+    """How backup files of ``db`` begin: its embeddb.toml name, else its file stem or
+    PostgreSQL database (schema) name."""
+    return getattr(db, "name", None) or str(driver_for(db).source_name(db))
+
+
+def database_label(name: str | None) -> str:
+    """How messages name a database: ``'users'``, or ``the default database``."""
+    return repr(name) if name else "the default database"
 
 
 def create_backup(
@@ -102,13 +118,13 @@ def create_backup(
         folder = os.path.dirname(final)
         shown = f"the backup {out}"
     else:
-        folder = os.path.abspath(directory or driver.default_directory(db))
+        folder = os.path.abspath(directory or default_directory(db))
         shown = f"the backup directory {directory or folder}"
     owner = driver.file_owner(db)
     _make_directory(folder, shown, owner)
     if not out:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        final = os.path.join(folder, f"{driver.source_name(db)}-{stamp}{driver.extension(compress)}")
+        final = os.path.join(folder, f"{file_prefix(db)}-{stamp}{driver.extension(compress)}")
     try:
         record = driver.create(db, final, compress, progress, force=force)
         ownership.give([final, manifest.sidecar(final)], owner)
@@ -169,7 +185,8 @@ def list_backups(directory: str, missing_ok: bool = False) -> list[dict[str, Any
 
 
 def restore_backup(
-    db: Database, path: str, safety_dir: str | None = None, progress: Progress = no_progress
+    db: Database, path: str, safety_dir: str | None = None, progress: Progress = no_progress,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Replace ``db``'s data with the backup at ``path``, after verifying it.
 
@@ -180,14 +197,18 @@ def restore_backup(
 
     :raises BackupCorrupt: the backup failed verification; the live database is unchanged.
     :raises DatabaseInUse: the database is in use.
-    :raises ConfigurationError: the backup is of another kind than ``db``.
+    A backup records the embeddb.toml name of the database it was made of; one made of
+    another database (``users`` into ``payments``, or a named one into the default one) is
+    refused unless ``force``.
+
+    :raises ConfigurationError: the backup is of another kind than ``db``, or (without
+        ``force``) of another database.
     """
     record = manifest.read(path)
-    if record.format != driver_for(db).FORMAT:
-        raise ConfigurationError(
-            f"{path} is a {record.format} backup and cannot be restored into a "
-            f"{db.dialect.name} database"
-        )
+    check_origin(db, path, force, record)
+    entry = getattr(db, "entry", None)
+    if safety_dir is None and entry is not None and entry.backups:
+        safety_dir = default_directory(db)
     try:
         result = _driver(record.format).restore(db, path, record, safety_dir, progress)
     except BackupCorrupt as exc:
@@ -200,6 +221,28 @@ def restore_backup(
     return result
 
 
+def check_origin(db: Database, path: str, force: bool = False,
+                 record: Manifest | None = None) -> None:
+    """Refuse to restore into ``db`` a backup of another backend, or (unless ``force``) one
+    made of another database: the embeddb.toml name recorded in its manifest is not ``db``'s.
+
+    :raises ConfigurationError: another backend; another database (naming both).
+    :raises BackupError: no backup or manifest at ``path``.
+    """
+    record = record or manifest.read(path)
+    if record.format != driver_for(db).FORMAT:
+        raise ConfigurationError(
+            f"{path} is a {record.format} backup and cannot be restored into a "
+            f"{db.dialect.name} database"
+        )
+    target = getattr(db, "name", None)
+    if record.database != target and not force:
+        raise ConfigurationError(
+            f"{path} is a backup of {database_label(record.database)} ({record.source}), not "
+            f"of {database_label(target)} ({db.url.redacted()}): pass --force to restore it "
+            "anyway")
+
+
 def prune_backups(
     directory: str,
     keep: int | None = None,
@@ -208,13 +251,15 @@ def prune_backups(
     kind: str | None = None,
     source: str | None = None,
     missing_ok: bool = False,
+    database: str | None = None,
 ) -> dict[str, Any]:
     """Delete old backups; ``dry_run`` only says what would go and why.
 
     Per database: the newest ``keep`` *good* backups stay (every kind counted together), the
     newest good one always stays, and with ``older_than`` only older ones go. ``kind``
     (``regular``, ``premigrate``, ``prerestore``) limits the prune to that kind, ``source`` (a
-    manifest's ``source``, e.g. ``db.url.redacted()``) to one database. The rules and their cost
+    manifest's ``source``, e.g. ``db.url.redacted()``) or ``database`` (``db.name``) to one
+    database. The rules and their cost
     are in :mod:`embeddb.backup.retention`.
 
     :raises ConfigurationError: neither ``keep`` nor ``older_than``, an unreadable age or kind.
@@ -222,4 +267,12 @@ def prune_backups(
     """
     if isinstance(older_than, str):
         older_than = parse_age(older_than)
-    return retention.prune(directory, keep, older_than, dry_run, kind, source, missing_ok)
+    return retention.prune(directory, keep, older_than, dry_run, kind, source, missing_ok,
+                           database)
+
+
+def of_database(db: Database, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries of :func:`list_backups` made of ``db``: those recording its name when it
+    has one (a backup folder may be shared by several named databases), else all."""
+    name = getattr(db, "name", None)
+    return [e for e in entries if e["database"] == name] if name else entries

@@ -69,6 +69,7 @@ def entries(directory: str, missing_ok: bool = False) -> list[dict[str, Any]]:
             "verified": record.verified,
             "verified_at": record.verified_at,
             "source": record.source,
+            "database": record.database,
             "manifest": asdict(record),
         })
     found.sort(key=lambda e: e["created_at"], reverse=True)

@@ -48,6 +48,9 @@ class Manifest:
     # PRAGMA quick_check of the snapshot: "ok", or what failed (written only with --force);
     # None for PostgreSQL and for backups of embeddb versions that did not check
     source_check: str | None = None
+    # the embeddb.toml name of the database backed up (``[databases.NAME]``); None for the
+    # default database, one opened by URL, and backups of embeddb versions before names
+    database: str | None = None
     manifest_version: int = MANIFEST_VERSION
 
     def to_json(self) -> str:

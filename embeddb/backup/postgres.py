@@ -114,6 +114,7 @@ def create(
             file=os.path.basename(final),
             created_at=manifest.now_iso(),
             source=db.url.redacted(),
+            database=db.name,
             engine_version=__version__,
             database_version=server,
             tool_version=_version(args[0]),
@@ -256,6 +257,8 @@ def restore(
     db.close_all()
     if schema is None:
         _refuse_if_connected(db.url)
+    else:
+        _refuse_if_built_on(db.url, schema)
     directory = safety_dir or default_directory(db)
     stamp = manifest.now_iso().replace(":", "").replace("-", "").replace("+0000", "Z")
     safety = os.path.join(directory, f"{source_name(db)}.pre-restore-{stamp}.dump")
@@ -292,6 +295,55 @@ def _refuse_if_connected(url: Any) -> None:
         raise DatabaseInUse(
             f"{others} other session(s) are connected to {url.database}: stop the application "
             "and retry (or restore one schema with ?schema=)"
+        )
+
+
+# What other schemas build on this one's tables, types, sequences and functions. The replay
+# drops the schema with CASCADE, which would drop these too: a view, a foreign key, a column
+# of another schema's table typed with one of this schema's enums (with its data), a default.
+_BUILT_ON = """
+WITH inside AS (
+    SELECT 'pg_class'::regclass AS cls, oid FROM pg_class WHERE relnamespace = %(ns)s::regnamespace
+    UNION ALL
+    SELECT 'pg_type'::regclass, oid FROM pg_type WHERE typnamespace = %(ns)s::regnamespace
+    UNION ALL
+    SELECT 'pg_proc'::regclass, oid FROM pg_proc WHERE pronamespace = %(ns)s::regnamespace
+)
+SELECT DISTINCT pg_describe_object(d.classid, d.objid, d.objsubid)
+FROM pg_depend d
+JOIN inside i ON d.refclassid = i.cls AND d.refobjid = i.oid
+CROSS JOIN LATERAL pg_identify_object(d.classid, d.objid, d.objsubid) o
+WHERE d.deptype = 'n' AND coalesce(o.schema, (
+    SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.oid = CASE d.classid
+        WHEN 'pg_rewrite'::regclass THEN (SELECT ev_class FROM pg_rewrite WHERE oid = d.objid)
+        WHEN 'pg_attrdef'::regclass THEN (SELECT adrelid FROM pg_attrdef WHERE oid = d.objid)
+        WHEN 'pg_trigger'::regclass THEN (SELECT tgrelid FROM pg_trigger WHERE oid = d.objid)
+        WHEN 'pg_policy'::regclass THEN (SELECT polrelid FROM pg_policy WHERE oid = d.objid)
+    END
+), '') <> %(name)s
+ORDER BY 1
+"""
+
+
+def _refuse_if_built_on(url: Any, schema: str) -> None:
+    """A schema restore replaces the schema only: refuse it while other schemas depend on it."""
+    conn = _admin(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regnamespace(%s) IS NOT NULL", (f'"{schema}"',))
+            if not cur.fetchone()[0]:
+                return  # nothing there yet: nothing to drop
+            cur.execute(_BUILT_ON, {"ns": f'"{schema}"', "name": schema})
+            dependents = [row[0] for row in cur.fetchall()]
+    finally:
+        conn.close()
+    if dependents:
+        shown = ", ".join(dependents[:5]) + (f" and {len(dependents) - 5} more"
+                                             if len(dependents) > 5 else "")
+        raise BackupError(
+            f"other schemas depend on schema {schema!r} ({shown}); restoring it would drop "
+            "them: nothing was restored (drop or move them, then retry)"
         )
 
 

@@ -53,11 +53,13 @@ def prune(
     kind: str | None = None,
     source: str | None = None,
     missing_ok: bool = False,
+    database: str | None = None,
 ) -> dict[str, Any]:
     """Delete old backups in ``directory`` by the module's rules; ``dry_run`` deletes nothing.
 
-    ``kind`` and ``source`` (a manifest's ``source``: the redacted URL) limit the prune to
-    those backups; the others are neither counted nor touched.
+    ``kind``, ``source`` (a manifest's ``source``: the redacted URL) and ``database`` (its
+    embeddb.toml name) limit the prune to those backups; the others are neither counted nor
+    touched. A database is its name when it has one (its URL may have changed), else its URL.
 
     ``keep``: the newest ``keep`` good backups of each database stay. ``older_than``: only
     backups older than this go. With both, the newest ``keep`` stay and the rest go once older.
@@ -76,11 +78,13 @@ def prune(
     if kind is not None and kind not in KINDS:
         raise ConfigurationError(f"unknown backup kind {kind!r}: use one of {', '.join(KINDS)}")
     entries = [e for e in catalog.entries(directory, missing_ok)
-               if kind in (None, e["kind"]) and source in (None, e["source"])]
+               if kind in (None, e["kind"]) and source in (None, e["source"])
+               and database in (None, e["database"])]
     cutoff = datetime.now(UTC) - older_than if older_than is not None else None
     groups: dict[Any, list[_Candidate]] = {}
     for entry in entries:  # newest first
-        groups.setdefault(entry["source"], []).append(_Candidate(entry, _cheap_problem(entry)))
+        key = entry["database"] or entry["source"]
+        groups.setdefault(key, []).append(_Candidate(entry, _cheap_problem(entry)))
     decisions: dict[str, tuple[str, str]] = {}
     warnings = []
     for source, group in groups.items():

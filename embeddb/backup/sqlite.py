@@ -127,6 +127,7 @@ def create(
             file=os.path.basename(final),
             created_at=manifest.now_iso(),
             source=db.url.redacted(),
+            database=db.name,
             engine_version=__version__,
             database_version=sqlite3.sqlite_version,
             tool_version=None,

@@ -117,14 +117,22 @@ class SharedGenerations(LocalGenerations):
     The file is re-initialised (new random epoch) when it is missing, malformed, or was written
     before the last reboot, so no entry validated against older counters can validate again.
 
+    ``grace``: after the file had to be re-created (its directory removed, say), the counters
+    are unusable for this many seconds, as a new cache directory is (see
+    :data:`embeddb.cache.tiered.GRACE`): writers with no cache that looked for the directory
+    while it was missing must look again before anything loaded now may be served.
+
     :raises OSError: the file cannot be created, sized or mapped.
     """
 
     shared = True
 
-    def __init__(self, directory: str, owner: tuple[int, int] | None = None) -> None:
+    def __init__(self, directory: str, owner: tuple[int, int] | None = None,
+                 grace: float = 0.0) -> None:
         self.path = os.path.join(directory, "generations")
         self.owner = owner  # given the counter file (root using another user's database)
+        self.grace = grace
+        self.young_until = 0.0  # monotonic time until which check() says "unusable"
         self._lock = threading.Lock()
         self._retired: list[tuple] = []
         self.reinitialised = False
@@ -187,7 +195,8 @@ class SharedGenerations(LocalGenerations):
         """Re-open the counter file if it was removed or replaced since it was mapped.
 
         Called on every miss and bump, and on hits at most every RECHECK_SECONDS. Returns False
-        when the counters cannot be used (the caller then bypasses the cache).
+        when the counters cannot be used (the caller then bypasses the cache): also for
+        ``grace`` seconds after a re-open, checked again on every read meanwhile.
         """
         now = time.monotonic()
         if not force and now < self.next_check:
@@ -197,8 +206,14 @@ class SharedGenerations(LocalGenerations):
             current = os.stat(self.path).st_ino
         except OSError:
             current = None
-        if current == self._inode:
-            return True
+        if current != self._inode and not self._reopen():
+            return False
+        if now < self.young_until:
+            self.next_check = now
+            return False
+        return True
+
+    def _reopen(self) -> bool:
         with self._lock:
             old = self._fd, self._map, self._view, self.counters, self._mark
             try:
@@ -212,6 +227,7 @@ class SharedGenerations(LocalGenerations):
             old[3][EPOCH] += 1
             old[3][WRITES] += 1
             self._retired.append(old)
+            self.young_until = time.monotonic() + self.grace
         return True
 
     def close(self) -> None:

@@ -167,7 +167,8 @@ class Cache:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
             if self._watched:
                 time.sleep(_youth(self.directory, fresh))
-            self.generations = gen.SharedGenerations(self.directory, owner)
+            grace = GRACE if self._watched else 0.0  # only watched ones are looked for
+            self.generations = gen.SharedGenerations(self.directory, owner, grace)
             self._file_locks = FileLocks(os.path.join(self.directory, "locks"), owner)
         except OSError:
             # Without shared counters another process's write could go unseen: serve every
@@ -743,6 +744,10 @@ def for_writer(db: Database) -> Cache | None:
     The disk is looked at no more than every :data:`RECHECK` seconds (never for a database
     with no default directory, such as ``:memory:``), so writes do no filesystem work; a cache
     made meanwhile is not used before every writer has looked again (:data:`GRACE`).
+
+    With a Redis tier configured (``$EMBEDDB_REDIS_URL``, embeddb.toml ``[cache] redis_url``)
+    the first write opens this process's cache at once: readers on other machines may cache
+    ``db`` with no trace on this one, and only a bump in Redis reaches them.
     """
     cache = _registry.get(db)
     if cache is not None:
@@ -752,7 +757,7 @@ def for_writer(db: Database) -> Cache | None:
     if seen is not None and now < seen[0]:
         return None
     directory = seen[1] if seen is not None else placement.default_directory(db)
-    if directory is not None and os.path.isdir(directory):
+    if directory is not None and (os.path.isdir(directory) or (seen is None and resolve_redis_url())):
         return Cache.for_database(db)
     _looked[db] = (now + RECHECK if directory is not None else float("inf"), directory)
     return None

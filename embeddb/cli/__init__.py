@@ -19,7 +19,7 @@ import click
 
 from ..errors import EmbeddbError
 from ..version import __version__
-from .options import CliState, db_option
+from .options import CliState, db_option, emit_json
 
 #: command name -> the module of this package that defines it (under the same name)
 COMMANDS = {
@@ -55,7 +55,10 @@ class EmbeddbGroup(click.Group):
             if isinstance(exc.__context__, KeyboardInterrupt):  # Ctrl-C at a prompt
                 _interrupted(ctx)
             raise
-        except (click.exceptions.Exit, click.ClickException):
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException as exc:  # a usage error: click prints it and exits 2
+            _json_failure(ctx.find_object(CliState), " ".join(exc.format_message().split()))
             raise
         except Exception as exc:
             state = ctx.find_object(CliState)
@@ -69,11 +72,20 @@ class EmbeddbGroup(click.Group):
                 message = " ".join(str(exc).split())
             else:
                 message = f"unexpected {type(exc).__name__}: {exc} (rerun with --verbose)"
+            _json_failure(state, message)
             click.echo(f"Error: {message}", err=True)
             ctx.exit(1)
 
 
+def _json_failure(state: CliState | None, message: str) -> None:
+    """With --json, a failure is a JSON document on stdout too, unless the command printed
+    its own report."""
+    if state is not None and state.as_json and not state.failure_reported:
+        emit_json({"ok": False, "error": message})
+
+
 def _interrupted(ctx: click.Context) -> None:
+    _json_failure(ctx.find_object(CliState), "interrupted")
     click.echo("Interrupted.", err=True)
     ctx.exit(130)  # 128 + SIGINT, as shells report it
 

@@ -9,7 +9,14 @@ import click
 
 from .. import audit as api
 from ..backup import parse_age
-from .options import database, db_option, emit_json, json_option, report_written
+from .options import (
+    database,
+    db_option,
+    emit_json,
+    json_option,
+    migrations_folder,
+    report_written,
+)
 
 
 @click.group()
@@ -33,7 +40,7 @@ def enable(table: str, columns: str | None, exclude: str | None, directory: str 
            as_json: bool) -> None:
     """Write the migration that starts auditing TABLE (both backends; then migrate up)."""
     paths = api.write_migration(database(readonly=True), table, columns=_names(columns),
-                                exclude=_names(exclude) or [], directory=directory)
+                                exclude=_names(exclude) or [], directory=migrations_folder(directory))
     report_written(paths, as_json)
 
 
@@ -46,8 +53,18 @@ def enable(table: str, columns: str | None, exclude: str | None, directory: str 
 def disable(table: str, directory: str | None, as_json: bool) -> None:
     """Write the migration that stops auditing TABLE (the log itself stays)."""
     paths = api.write_migration(database(readonly=True), table, enable=False,
-                                directory=directory)
+                                directory=migrations_folder(directory))
     report_written(paths, as_json)
+
+
+@audit.command()
+@click.option("--migrations", "directory", metavar="DIR",
+              help="Migrations folder to write into (default as for `embeddb migrate`).")
+@json_option
+def upgrade(directory: str | None, as_json: bool) -> None:
+    """Write the migration that rebuilds an audit log made by an earlier embeddb in the
+    current, cheaper shape (every row kept; `audit enable` does it too when it sees one)."""
+    report_written(api.write_upgrade(directory), as_json)
 
 
 @audit.command()

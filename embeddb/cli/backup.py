@@ -9,6 +9,7 @@ from typing import Any, Self
 import click
 
 from ..backup import (
+    check_origin,
     create_backup,
     default_directory,
     list_backups,
@@ -21,7 +22,7 @@ from ..backup import (
     verify_backup,
 )
 from ..errors import DatabaseNotFound
-from .options import database, db_option, emit_json, json_option
+from .options import CliState, all_option, database, db_option, each_database, emit_json, json_option
 
 
 class ProgressBars:
@@ -87,6 +88,13 @@ def _default_directory() -> str:
             f"{exc}; pass --dir DIR to reach the backups of a database that is gone") from None
 
 
+def _chosen_name() -> str | None:
+    """The embeddb.toml name of the database chosen with --database (None: the default one,
+    or --db URL), without opening it."""
+    state = click.get_current_context().ensure_object(CliState)
+    return state.entry().name if state.db_name is not None else None
+
+
 @click.group()
 def backup() -> None:
     """Online backups: create, verify, list, restore and prune."""
@@ -101,27 +109,36 @@ def backup() -> None:
 @click.option("--compress", is_flag=True, help="gzip a SQLite backup (pg_dump -Fc compresses).")
 @click.option("--force", is_flag=True, help="Back up a SQLite database even when it fails "
               "PRAGMA quick_check (the manifest records the failure).")
+@all_option
 def create(directory: str | None, out: str | None, compress: bool, force: bool,
-           as_json: bool) -> None:
-    """Take a consistent backup of the live database while it keeps serving writes.
+           as_json: bool, all_databases: bool) -> None:
+    """Take a consistent backup of the live database while it keeps serving writes (--all:
+    of every configured database, each into its own backup folder).
 
     A SQLite database that fails PRAGMA quick_check is not backed up without --force.
     """
     if directory and out:
         raise click.UsageError("--dir and --out exclude each other")
-    start = time.perf_counter()
-    with ProgressBars(enabled=not as_json) as bars:
-        result = create_backup(database(readonly=True), directory, out, compress, progress=bars, force=force)
-    if as_json:
-        emit_json(result.to_dict())
-        return
-    m = result.manifest
-    click.echo(f"Backed up {m.source} to {result.path}")
-    click.echo(f"  {_size(m.size)} (data {_size(m.data_size)}), sha256 {m.sha256[:16]}..., "
-               f"schema version {m.schema_version}, {time.perf_counter() - start:.2f} s")
-    if m.source_check not in (None, "ok"):
-        click.echo(f"warning: the database fails PRAGMA quick_check ({m.source_check}); the "
-                   "manifest records it and prune never counts this backup", err=True)
+    if all_databases and out:
+        raise click.UsageError("--all writes one file per database: use --dir, not --out")
+
+    def body() -> None:
+        start = time.perf_counter()
+        with ProgressBars(enabled=not as_json) as bars:
+            result = create_backup(database(readonly=True), directory, out, compress,
+                                   progress=bars, force=force)
+        if as_json:
+            emit_json(result.to_dict())
+            return
+        m = result.manifest
+        click.echo(f"Backed up {m.source} to {result.path}")
+        click.echo(f"  {_size(m.size)} (data {_size(m.data_size)}), sha256 {m.sha256[:16]}..., "
+                   f"schema version {m.schema_version}, {time.perf_counter() - start:.2f} s")
+        if m.source_check not in (None, "ok"):
+            click.echo(f"warning: the database fails PRAGMA quick_check ({m.source_check}); the "
+                       "manifest records it and prune never counts this backup", err=True)
+
+    each_database(all_databases, as_json, body)
 
 
 @backup.command("verify")
@@ -143,11 +160,15 @@ def verify(file: str, as_json: bool) -> None:
 @backup.command("list")
 @db_option
 @json_option
-@click.option("--dir", "directory", metavar="DIR", help="Directory to list (default as create).")
+@click.option("--dir", "directory", metavar="DIR", help="Directory to list (default as create; "
+              "with --database only that database's backups).")
 def list_(directory: str | None, as_json: bool) -> None:
     """List backups newest first with size, age, schema version and verified state."""
     # An explicit --dir must exist; the default one appears with the first backup.
     entries = list_backups(directory or _default_directory(), missing_ok=not directory)
+    name = _chosen_name()
+    if name:  # -d NAME: that database's backups only (a backup folder may be shared)
+        entries = [e for e in entries if e["database"] == name]
     if as_json:
         emit_json([{k: v for k, v in e.items() if k != "manifest"} for e in entries])
         return
@@ -169,15 +190,21 @@ def list_(directory: str | None, as_json: bool) -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--safety-dir", metavar="DIR", help="Where to keep the copy of the current data.")
-def restore(file: str, yes: bool, safety_dir: str | None, as_json: bool) -> None:
-    """Verify FILE, keep a safety copy of the current data, then replace it atomically."""
+@click.option("--force", is_flag=True, help="Restore a backup made of another database "
+              "(another name in embeddb.toml).")
+def restore(file: str, yes: bool, safety_dir: str | None, force: bool, as_json: bool) -> None:
+    """Verify FILE, keep a safety copy of the current data, then replace it atomically.
+
+    A backup made of another database (another name of embeddb.toml) is refused without
+    --force."""
     db = database()
+    check_origin(db, file, force)  # before asking: a wrong database is refused at once
     if not yes:
         if not sys.stdin.isatty():
             raise click.UsageError("restore replaces the database: confirm with --yes")
         click.confirm(f"Replace the data of {db.url.redacted()} with {file}?", abort=True)
     with ProgressBars(enabled=not as_json) as bars:
-        result = restore_backup(db, file, safety_dir, progress=bars)
+        result = restore_backup(db, file, safety_dir, progress=bars, force=force)
     if as_json:
         emit_json(result)
         return
@@ -210,7 +237,9 @@ def prune(directory: str | None, keep: int | None, older_than: str | None, kind:
     """
     age = parse_age(older_than) if older_than else None
     folder = directory or _default_directory()
-    result = prune_backups(folder, keep, age, dry_run, kind=kind, missing_ok=not directory)
+    # -d NAME: only that database's backups (a backup folder may be shared)
+    result = prune_backups(folder, keep, age, dry_run, kind=kind, database=_chosen_name(),
+                           missing_ok=not directory)
     if as_json:
         emit_json(result)
         return

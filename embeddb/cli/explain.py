@@ -2,25 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import click
 
-from ..errors import EmbeddbError
 from .options import database, db_option, emit_json, json_option
-
-
-@contextmanager
-def json_failure(as_json: bool) -> Iterator[None]:
-    """With ``--json``, a failure also prints ``{"ok": false, "error": ...}`` on stdout (the
-    one-line ``Error:`` and exit code 1 come from the command group)."""
-    try:
-        yield
-    except EmbeddbError as exc:
-        if as_json:
-            emit_json({"ok": False, "error": " ".join(str(exc).split())})
-        raise
 
 
 @click.command()
@@ -39,9 +23,8 @@ def explain(sql: str, params: tuple[str, ...], analyze: bool, as_json: bool) -> 
 
     Example: embeddb explain "SELECT * FROM services WHERE category = ?" --param ai
     """
-    with json_failure(as_json):
-        db = database(create=False, readonly=not analyze)  # only --analyze runs the statement
-        plan = db.monitor.explain(sql, list(params), analyze=analyze)
+    db = database(create=False, readonly=not analyze)  # only --analyze runs the statement
+    plan = db.monitor.explain(sql, list(params), analyze=analyze)
     if as_json:
         emit_json(plan.as_dict())
     else:

@@ -13,7 +13,16 @@ from .. import migrate as api
 from ..errors import EmbeddbError
 from ..migrate.lock import MAX_LOCK_TIMEOUT
 from ..migrate.status import CHANGED, FAILED
-from .options import database, db_option, emit_json, json_option
+from .options import (
+    all_option,
+    database,
+    db_option,
+    each_database,
+    emit_json,
+    json_option,
+    migrations_folder,
+    report_failure,
+)
 
 _VERBS = {"applying": "Applying", "applied": "Applied", "reverting": "Reverting",
           "reverted": "Reverted"}
@@ -137,11 +146,11 @@ def _reporting(run: _Run) -> Iterator[None]:
         yield
     except EmbeddbError as exc:
         if run.as_json:
-            emit_json(run.report(" ".join(str(exc).split())))
+            report_failure(run.report(" ".join(str(exc).split())))
         raise
     except KeyboardInterrupt:
         if run.as_json:
-            emit_json(run.report("interrupted"))
+            report_failure(run.report("interrupted"))
         done = ", ".join(step["name"] for step in run.done) or "nothing"
         stopped = ""
         if run.running is not None:
@@ -196,23 +205,33 @@ def _finish(result: api.RunResult, as_json: bool) -> None:
     help="Apply pending versions older than the newest applied one.",
 )
 @_run_options
+@all_option
 def up(
     directory: str | None, as_json: bool, to: int | None, dry_run: bool,
     allow_out_of_order: bool, no_backup: bool, keep_backups: int | None, lock_timeout: float,
+    all_databases: bool,
 ) -> None:
-    """Apply pending migrations in order.
+    """Apply pending migrations in order (--all: in every configured database, each from its
+    own folder).
 
     A safety copy is taken first when something will run (see --no-backup); Ctrl-C rolls back
     the migration that is running and exits 130.
     """
-    run = _Run(as_json)
-    with _reporting(run):
-        result = api.up(
-            database(), directory, to=to, dry_run=dry_run, backup=not no_backup,
-            allow_out_of_order=allow_out_of_order, progress=run, lock_timeout=lock_timeout,
-            keep_backups=keep_backups,
-        )
-    _finish(result, as_json)
+    if all_databases and directory:
+        raise click.UsageError("--all takes each database's own migrations folder: drop "
+                               "--migrations")
+
+    def body() -> None:
+        run = _Run(as_json)
+        with _reporting(run):
+            result = api.up(
+                database(), directory, to=to, dry_run=dry_run, backup=not no_backup,
+                allow_out_of_order=allow_out_of_order, progress=run, lock_timeout=lock_timeout,
+                keep_backups=keep_backups,
+            )
+        _finish(result, as_json)
+
+    each_database(all_databases, as_json, body)
 
 
 @migrate.command()
@@ -260,23 +279,32 @@ def redo(
 
 @migrate.command()
 @_common
-def status(directory: str | None, as_json: bool) -> None:
-    """List every version: applied (when, how long), pending, failed, changed or missing.
+@all_option
+def status(directory: str | None, as_json: bool, all_databases: bool) -> None:
+    """List every version: applied (when, how long), pending, failed, changed or missing
+    (--all: of every configured database).
 
     Exit status: 0 when nothing is wrong (pending versions included), 1 when a version is
     marked failed or an applied file's checksum changed (or on an error).
     """
-    entries = api.status(database(readonly=True), directory)
-    if as_json:
-        emit_json([dataclasses.asdict(e) for e in entries])
-    else:
-        if not entries:
-            click.echo("No migrations.")
-        for e in entries:
-            when = f"  {e.applied_at}  {_ms(e.duration_ms)}" if e.applied_at else ""
-            click.echo(f"{e.state:<17} {e.name}{when}")
-    if any(e.state in (FAILED, CHANGED) for e in entries):
-        click.get_current_context().exit(1)
+    if all_databases and directory:
+        raise click.UsageError("--all takes each database's own migrations folder: drop "
+                               "--migrations")
+
+    def body() -> None:
+        entries = api.status(database(readonly=True), directory)
+        if as_json:
+            emit_json([dataclasses.asdict(e) for e in entries])
+        else:
+            if not entries:
+                click.echo("No migrations.")
+            for e in entries:
+                when = f"  {e.applied_at}  {_ms(e.duration_ms)}" if e.applied_at else ""
+                click.echo(f"{e.state:<17} {e.name}{when}")
+        if any(e.state in (FAILED, CHANGED) for e in entries):
+            click.get_current_context().exit(1)
+
+    each_database(all_databases, as_json, body)
 
 
 @migrate.command()
@@ -322,6 +350,7 @@ def resolve(directory: str | None, as_json: bool, version: int, pending: bool) -
 
 
 @migrate.command()
+@db_option
 @migrations_option
 @click.argument("name")
 @click.option(
@@ -330,5 +359,5 @@ def resolve(directory: str | None, as_json: bool, version: int, pending: bool) -
 )
 def new(directory: str | None, name: str, dialect: str | None) -> None:
     """Write the next-numbered NAME.up.sql / NAME.down.sql pair."""
-    for path in api.new(directory, name, dialect):
+    for path in api.new(migrations_folder(directory), name, dialect):
         click.echo(f"Created: {path}")

@@ -10,7 +10,14 @@ import click
 
 from .. import outbox as api
 from ..backup import parse_age
-from .options import database, db_option, emit_json, json_option, report_written
+from .options import (
+    database,
+    db_option,
+    emit_json,
+    json_option,
+    migrations_folder,
+    report_written,
+)
 
 
 @click.group()
@@ -19,12 +26,13 @@ def outbox() -> None:
 
 
 @outbox.command()
+@db_option
 @click.option("--migrations", "directory", metavar="DIR",
               help="Migrations folder to write into (default as for `embeddb migrate`).")
 @json_option
 def init(directory: str | None, as_json: bool) -> None:
     """Write the migration that creates the outbox table (then run `embeddb migrate up`)."""
-    report_written(api.write_migration(directory), as_json)
+    report_written(api.write_migration(migrations_folder(directory)), as_json)
 
 
 @outbox.command()

@@ -13,7 +13,7 @@ import click
 from .. import seed as seed_api
 from .. import setup as setup_api
 from .migrate import migration_printer, migrations_option
-from .options import database, db_option, emit_json, json_option
+from .options import CliState, database, db_option, emit_json, json_option
 
 
 def _seeds_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -93,7 +93,8 @@ def seed(env: str, seeds_dir: str | None, seed_value: int, as_json: bool, fresh:
     """Load seed set ENV (dev, test, staging, production) idempotently."""
     bar = _Bar(not as_json)
     try:
-        _, folder = setup_api.folders(None, seeds_dir)
+        entry = click.get_current_context().ensure_object(CliState).entry()
+        _, folder = setup_api.folders(None, seeds_dir, entry)
         seed_api.check_allowed(env, force)
         if env not in seed_api.available(folder):  # before opening (and maybe creating) a database
             seed_api.load(env, folder)  # raises, naming the sets there are
@@ -125,7 +126,9 @@ def seed(env: str, seeds_dir: str | None, seed_value: int, as_json: bool, fresh:
 def setup(directory: str | None, seeds_dir: str | None, seed_value: int, as_json: bool,
           env: str, force: bool, no_backup: bool, parallel: bool | None) -> None:
     """Create the database if needed, migrate it, seed it, and summarise."""
-    setup_api.check(env, migrations=directory, seeds=seeds_dir, force=force)  # before creating
+    entry = click.get_current_context().ensure_object(CliState).entry()
+    setup_api.check(env, migrations=directory, seeds=seeds_dir, force=force,
+                    entry=entry)  # before creating
     bar = _Bar(not as_json)
     try:
         result = setup_api.run(

@@ -12,7 +12,6 @@ from ..monitor.explain import replayable, review
 from ..monitor.prometheus import exposition
 from ..monitor.sizes import sizes
 from ..monitor.statements import short
-from .explain import json_failure
 from .options import database, db_option, emit_json, json_option
 
 
@@ -43,15 +42,14 @@ def stats(prometheus: bool, tables: bool, advise: bool, limit: int, as_json: boo
 
     Example: embeddb --db sqlite:///app.db stats --tables
     """
-    with json_failure(as_json):
-        if limit < 0:
-            raise InvalidQueryError(f"--limit {limit}: give 0 or more statements to show")
-        db = database(readonly=True)
-        view = live_view(db)
-        if tables:
-            view["tables"] = sizes(db)
-        if advise:
-            view["advice"] = advice_for(db, view, limit=5)
+    if limit < 0:
+        raise InvalidQueryError(f"--limit {limit}: give 0 or more statements to show")
+    db = database(readonly=True)
+    view = live_view(db)
+    if tables:
+        view["tables"] = sizes(db)
+    if advise:
+        view["advice"] = advice_for(db, view, limit=5)
     if prometheus:
         click.echo(exposition(view, db.url.redacted()), nl=False)
     elif as_json:

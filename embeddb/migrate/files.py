@@ -103,13 +103,13 @@ class _File:
         return self.filename.split(".", 1)[0]
 
 
-def resolve_directory(directory: str | os.PathLike[str] | None) -> Path:
+def resolve_directory(directory: str | os.PathLike[str] | None, db: Any = None) -> Path:
     """The migrations folder by :func:`embeddb.folders.resolve`'s rule: the argument,
     $EMBEDDB_MIGRATIONS_DIR, ./migrations, or in an empty directory the reference app's.
 
     :raises MigrationError: the folder does not exist.
     """
-    path = folders.migrations(directory)
+    path = folders.migrations(directory, folders.entry_of(db))
     if not path.is_dir():
         raise MigrationError(
             f"no migrations folder at {path}: pass --migrations DIR "

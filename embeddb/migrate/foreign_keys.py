@@ -171,8 +171,20 @@ def dropped_or_renamed(statement: Statement) -> tuple[str, str] | None:
     return None
 
 
+#: Settings of one SQLite connection that a migration may change for its own needs and that
+#: must not outlive it: the application keeps using the connection (synchronous = OFF left
+#: behind would cost it durability, ignore_check_constraints its CHECKs).
+CONNECTION_PRAGMAS = (
+    "synchronous", "cache_size", "mmap_size", "journal_size_limit", "temp_store", "busy_timeout",
+    "query_only", "recursive_triggers", "secure_delete", "cell_size_check", "automatic_index",
+    "ignore_check_constraints", "defer_foreign_keys", "reverse_unordered_selects",
+    "trusted_schema", "case_sensitive_like",
+)
+
+
 class SqliteForeignKeys:
-    """The foreign-key questions a migration asks of one SQLite connection."""
+    """The foreign-key questions a migration asks of one SQLite connection, and its settings
+    kept across a migration part that runs PRAGMAs or Python."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -219,6 +231,7 @@ class SqliteForeignKeys:
                 "foreign keys can only be turned off outside a transaction: commit it first"
             )
         was_on = self.enforced()
+        settings = self._settings()
         conn.execute("PRAGMA foreign_keys = OFF")
         try:
             yield
@@ -226,18 +239,38 @@ class SqliteForeignKeys:
             if conn.in_transaction:  # the block's own rollback failed: a pragma would be ignored
                 conn.execute("ROLLBACK")
             conn.execute(f"PRAGMA foreign_keys = {'ON' if was_on else 'OFF'}")
+            self._put_back(settings)
+
+    def _settings(self) -> dict[str, Any]:
+        values = {}
+        for name in CONNECTION_PRAGMAS:
+            row = self.db.connection().execute(f"PRAGMA {name}").fetchone()
+            if row is not None:  # case_sensitive_like and others answer nothing: not kept
+                values[name] = row[0]
+        return values
+
+    def _put_back(self, settings: dict[str, Any]) -> None:
+        conn = self.db.connection()
+        if conn.in_transaction:
+            return  # a script left its own transaction open: pragmas would be ignored now
+        for name, value in settings.items():
+            row = conn.execute(f"PRAGMA {name}").fetchone()
+            if row is not None and row[0] != value:
+                conn.execute(f"PRAGMA {name} = {int(value)}")
 
     @contextmanager
     def kept(self) -> Iterator[None]:
         """Whatever a script that runs outside embeddb's transaction does to the setting, it
         is back to what it was afterwards."""
         was_on = self.enforced()
+        settings = self._settings()
         try:
             yield
         finally:
             conn = self.db.connection()
             if not conn.in_transaction:
                 conn.execute(f"PRAGMA foreign_keys = {'ON' if was_on else 'OFF'}")
+            self._put_back(settings)
 
     def check_drop(self, where: str, statement: Statement, outcome: str) -> None:
         """Refuse a DROP TABLE / rename away of a table that other tables reference, while

@@ -195,7 +195,7 @@ def redo(
 
 
 def _discover(db: Database, directory: str | os.PathLike[str] | None) -> list[Migration]:
-    return discover(resolve_directory(directory), backend_for(db).variants)
+    return discover(resolve_directory(directory, db), backend_for(db).variants)
 
 
 def _check_options(lock_timeout: float, backup: bool, keep_backups: int | None) -> int:

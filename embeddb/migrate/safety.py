@@ -50,12 +50,12 @@ def premigrate_backup(db: Database) -> str | None:
         not t.startswith("embeddb_") for t in db.get_tables()
     ):
         return None
-    from ..backup import create_backup, driver_for
+    from ..backup import create_backup, default_directory, driver_for, file_prefix
 
     driver = driver_for(db)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    name = f"{driver.source_name(db)}-premigrate-{stamp}{driver.SAFETY_SUFFIX}"
-    target = os.path.join(driver.default_directory(db), name)
+    name = f"{file_prefix(db)}-premigrate-{stamp}{driver.SAFETY_SUFFIX}"
+    target = os.path.join(default_directory(db), name)
     try:
         return create_backup(db, out=target).path
     except (BackupError, ConfigurationError, OSError) as exc:
@@ -71,7 +71,9 @@ def keep_newest(db: Database, path: str, keep: int) -> None:
     from ..backup import prune_backups
 
     try:
+        name = getattr(db, "name", None)
         prune_backups(os.path.dirname(path), keep=keep, kind="premigrate",
-                      source=db.url.redacted(), missing_ok=True)
+                      source=None if name else db.url.redacted(), database=name,
+                      missing_ok=True)
     except (BackupError, OSError):
         pass  # the new copy is written; an older one that cannot go stays for `backup prune`

@@ -36,7 +36,7 @@ def status(db: Database, directory: str | os.PathLike[str] | None = None) -> lis
 
     :raises MigrationError: the folder is malformed.
     """
-    migrations = discover(resolve_directory(directory), backend_for(db).variants)
+    migrations = discover(resolve_directory(directory, db), backend_for(db).variants)
     records = history.read(db)
     entries = {}
     for m in migrations:
@@ -91,7 +91,7 @@ def repair(
 
     Returns the names of the migrations whose checksum was updated.
     """
-    migrations = discover(resolve_directory(directory), backend_for(db).variants)
+    migrations = discover(resolve_directory(directory, db), backend_for(db).variants)
     repaired = []
     with history.session(db, lock_timeout, locked=True) as records, db.atomic():
         for m in migrations:
@@ -120,7 +120,7 @@ def resolve(
     """
     migrations = {
         m.version: m
-        for m in discover(resolve_directory(directory), backend_for(db).variants)
+        for m in discover(resolve_directory(directory, db), backend_for(db).variants)
     }
     with history.session(db, lock_timeout, locked=True) as records, db.atomic():
         record = records.get(version)

@@ -24,7 +24,7 @@ from ..errors import ConfigurationError, InvalidQueryError
 from ..hydration import compile_hydrator, readers_of
 from ..models import SoftDeleteModel, VersionedModel
 from .bulk import BATCH_SIZE, UpsertBatch
-from .core import M
+from .core import M, check_home
 from .query import CursorPage, Page
 from .rows import _PLANS, Plan, batched
 from .statements import WritePlan, plain_writes
@@ -56,6 +56,7 @@ class Repository(Writes[M]):
         if engine is None:
             raise InvalidQueryError(f"{model.__name__} is not bound to a database: pass db=")
         self.db = engine
+        check_home([model, *self.related], engine)
         if cache is not None and cache.db is not self.db:
             # Its in-transaction bypass watches cache.db: bound elsewhere, reads inside this
             # database's transactions would cache uncommitted rows.

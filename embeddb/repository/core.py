@@ -16,6 +16,7 @@ import peewee
 
 from ..cache.keys import family_of, list_tag, model_tag, row_key
 from ..cache.tiered import for_writer
+from ..errors import ConfigurationError
 from ..models import BaseModel
 
 if TYPE_CHECKING:  # peewee queries need a peewee database: the engines, not the protocol
@@ -26,6 +27,26 @@ if TYPE_CHECKING:  # peewee queries need a peewee database: the engines, not the
     from .statements import WritePlan
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def check_home(models: Sequence[type[BaseModel]], db: Any) -> None:
+    """Refuse to put ``models`` on ``db`` when they belong to another named database: a model
+    declaring ``class Meta: database_name = "payments"``, or bound to a database opened by
+    another name. Queries never join across databases; this catches the mistake at once.
+
+    :raises ConfigurationError: naming the model and both databases.
+    """
+    target = getattr(db, "name", None) or "default"
+    for model in models:
+        declared = getattr(model._meta, "database_name", None)
+        bound = getattr(model._meta.database, "name", None)
+        home = declared or (bound if bound is not None and model._meta.database is not db
+                            and getattr(db, "name", None) is not None else None)
+        if home is not None and home != target:
+            how = "declares" if declared else "is bound to"
+            raise ConfigurationError(
+                f"{model.__name__} {how} database {home!r}, not {target!r}: use a repository "
+                f"on {home!r} (embeddb.connect({home!r})); embeddb never joins across databases")
 
 
 class RepositoryCore(Generic[M]):

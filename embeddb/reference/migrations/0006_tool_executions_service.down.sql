@@ -1,0 +1,1 @@
+DROP INDEX tool_executions_service;
