@@ -23,6 +23,8 @@ from embeddb.transfer import CopyError, copy
 REFERENCE = Path(embeddb.__file__).parent / "reference"
 EMBEDDB = str(Path(sys.executable).parent / "embeddb")  # the console script, a real process
 MIGRATIONS = REFERENCE / "migrations"
+#: the reference app's newest migration
+LATEST = max(int(p.name.split("_", 1)[0]) for p in MIGRATIONS.glob("[0-9]*"))
 
 
 def _reference_sqlite(path: Path) -> str:
@@ -63,7 +65,7 @@ def test_sqlite_app_moves_to_postgresql_and_back(reference_file, pg_schema_url, 
     """The same models read the same values on the target: the reference app's seeded file
     into PostgreSQL (its migrations run there first), and that back into a new SQLite file."""
     result = copy(reference_file, pg_schema_url, migrations=MIGRATIONS, batch_size=700)
-    assert result.migrated and result.version == 5
+    assert result.migrated and result.version == LATEST
     assert result.rows == sum(result.tables.values()) > 30_000
     assert result.skipped == ["services_fts_map"]  # SQLite's search helper: PG has its own
     original = _model_rows(reference_file)
@@ -82,7 +84,7 @@ def test_sqlite_app_moves_to_postgresql_and_back(reference_file, pg_schema_url, 
 
 def test_refusals_are_one_line_and_leave_the_target_alone(reference_file, tmp_path):
     target = f"sqlite:///{tmp_path / 'target.db'}"
-    with pytest.raises(CopyError, match="is at version 5 and the target has no migrations"):
+    with pytest.raises(CopyError, match=f"is at version {LATEST} and the target has no migrations"):
         copy(reference_file, target)
     copy(reference_file, target, migrations=MIGRATIONS)
     with pytest.raises(CopyError, match="already has rows.*--force"):
@@ -98,7 +100,7 @@ def test_refusals_are_one_line_and_leave_the_target_alone(reference_file, tmp_pa
     db = embeddb.connect(behind)
     embeddb.migrate.up(db, MIGRATIONS, to=3, backup=False)
     db.close()
-    with pytest.raises(CopyError, match="version 5 and the target is at version 3"):
+    with pytest.raises(CopyError, match=f"version {LATEST} and the target is at version 3"):
         copy(reference_file, behind)
     with pytest.raises(CopyError, match="batch size"):
         copy(reference_file, behind, batch_size=0)
@@ -109,7 +111,7 @@ def test_cli_json_reports_what_was_copied(reference_file, tmp_path):
                 "--migrations", str(MIGRATIONS), "--json")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert out["ok"] and out["version"] == 5 and out["rows"] == sum(out["tables"].values())
+    assert out["ok"] and out["version"] == LATEST and out["rows"] == sum(out["tables"].values())
     assert out["tables"]["transactions"] == 20_000
 
 

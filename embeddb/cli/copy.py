@@ -7,7 +7,6 @@ import time
 
 import click
 
-from .explain import json_failure
 from .options import emit_json, json_option
 
 
@@ -41,9 +40,9 @@ def copy(source: str, target: str, migrations: str | None, force: bool, batch_si
             shown[table] = now
             click.echo(f"copying {table}: {rows} rows so far", err=True)
 
-    with json_failure(as_json):
-        result = copy_database(source, target, migrations=migrations, force=force,
-                               batch_size=batch_size, progress=progress)
+    # (with --json a failure is {"ok": false, "error": ...}: the command group prints it)
+    result = copy_database(source, target, migrations=migrations, force=force,
+                           batch_size=batch_size, progress=progress)
     if as_json:
         emit_json(result.as_dict())
         return
