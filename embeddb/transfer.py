@@ -67,7 +67,7 @@ class CopyResult:
 
 
 def copy(
-    source: str,
+    source: str | None,
     target: str,
     *,
     migrations: str | os.PathLike[str] | None = None,
@@ -75,7 +75,8 @@ def copy(
     batch_size: int = BATCH_SIZE,
     progress: Progress | None = None,
 ) -> CopyResult:
-    """Copy every table's rows from the database at URL ``source`` to the one at ``target``.
+    """Copy every table's rows from the database ``source`` to ``target`` (URLs or names of
+    embeddb.toml, as :func:`embeddb.connect` takes them; ``source`` None: the default one).
 
     ``migrations``: the app's migrations folder, applied to the target first (without it the
     target must already be at the source's version). A target whose tables hold rows is

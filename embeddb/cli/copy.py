@@ -7,21 +7,25 @@ import time
 
 import click
 
-from .options import emit_json, json_option
+from .options import CliState, db_option, emit_json, json_option
 
 
 @click.command(name="copy")
-@click.option("--from", "source", required=True, metavar="URL", help="The database to copy.")
+@click.option("--from", "source", metavar="URL",
+              help="The database to copy (a URL or an embeddb.toml name; default: the one "
+                   "--db / --database / embeddb.toml choose).")
 @click.option("--to", "target", required=True, metavar="URL",
-              help="The database to copy into (its tables must be empty unless --force).")
+              help="The database to copy into, a URL or an embeddb.toml name (its tables "
+                   "must be empty unless --force).")
 @click.option("--migrations", metavar="DIR",
               help="The app's migrations folder: applied to the target first. Without it "
                    "the target must already be at the source's migration version.")
 @click.option("--force", is_flag=True, help="Add the rows to a target whose tables have rows.")
 @click.option("--batch-size", type=int, default=2000, show_default=True,
               help="Rows read and written per batch (memory is bounded by it).")
+@db_option
 @json_option
-def copy(source: str, target: str, migrations: str | None, force: bool, batch_size: int,
+def copy(source: str | None, target: str, migrations: str | None, force: bool, batch_size: int,
          as_json: bool) -> None:
     """Copy every table's rows from --from to --to: the target's migrations first (or the
     same version required), streamed in batches from one snapshot of the source, row counts
@@ -32,6 +36,10 @@ def copy(source: str, target: str, migrations: str | None, force: bool, batch_si
     """
     from ..transfer import copy as copy_database
 
+    chosen = click.get_current_context().ensure_object(CliState).target()
+    if source is not None and chosen is not None:
+        raise click.UsageError("--from and --db / --database both name the source: give one")
+
     shown: dict[str, float] = {}
 
     def progress(table: str, rows: int) -> None:  # a table's first batch, then each second
@@ -41,7 +49,7 @@ def copy(source: str, target: str, migrations: str | None, force: bool, batch_si
             click.echo(f"copying {table}: {rows} rows so far", err=True)
 
     # (with --json a failure is {"ok": false, "error": ...}: the command group prints it)
-    result = copy_database(source, target, migrations=migrations, force=force,
+    result = copy_database(source or chosen, target, migrations=migrations, force=force,
                            batch_size=batch_size, progress=progress)
     if as_json:
         emit_json(result.as_dict())
