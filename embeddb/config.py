@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigurationError
+from .url import parse, redact
 
 ENV_URL = "EMBEDDB_DATABASE_URL"
 ENV_MONITOR = "EMBEDDB_MONITOR"
@@ -156,14 +157,68 @@ def named_databases(cwd: str | os.PathLike[str] | None = None) -> dict[str, Name
 
     :raises ConfigurationError: the file is unreadable or a table is malformed.
     """
-    tables = load_config_file(Path(cwd or os.getcwd()) / CONFIG_FILE).get("databases", {})
+    path = Path(cwd or os.getcwd()) / CONFIG_FILE
+    config = load_config_file(path)
     found: dict[str, NamedDatabase] = {}
-    for name, table in tables.items():
-        url = os.environ.get(ENV_NAMED_URL.format(name.upper())) or table["url"]
+    for name, table in config.get("databases", {}).items():
+        variable = ENV_NAMED_URL.format(name.upper())
+        url = os.environ.get(variable, table["url"])
+        if not url.strip():  # as for $EMBEDDB_DATABASE_URL: not "use the file's url"
+            raise ConfigurationError(f"${variable} is set but empty: unset it or give a URL")
         found[name] = NamedDatabase(
             name, url, table.get("migrations") or f"migrations/{name}",
             table.get("seeds") or f"seeds/{name}", table.get("backups"))
+    urls = {DEFAULT_NAME: config["database"]["url"]} if "url" in config.get("database", {}) \
+        else {}
+    _check_distinct(path, {**urls, **{name: e.url for name, e in found.items()}}, cwd)
     return found
+
+
+def _check_distinct(path: Path, urls: dict[str, str],
+                    cwd: str | os.PathLike[str] | None) -> None:
+    """:raises ConfigurationError: two names are one database (a table copied for a new
+    database with its url left as it was: one name's migrations would run in the other)."""
+    seen: dict[tuple[Any, ...], str] = {}
+    for name, url in urls.items():
+        key = _identity(url, cwd)
+        if key is None:
+            continue
+        other = seen.setdefault(key, name)
+        if other != name:
+            raise ConfigurationError(
+                f"{path}: {other} and {name} are the same database ({redact(urls[other])}, "
+                f"{redact(url)}): give each name a database of its own")
+
+
+def _identity(url: str, cwd: str | os.PathLike[str] | None) -> tuple[Any, ...] | None:
+    """What makes ``url`` the database it is: the file (after realpath), or the server,
+    database and schema; None for ``:memory:`` (a new one per connect) or a malformed URL
+    (reported when that database is opened)."""
+    try:
+        parsed = parse(url)
+    except ConfigurationError:
+        return None
+    if parsed.is_memory:
+        return None
+    if parsed.backend == "sqlite":
+        return ("sqlite", os.path.realpath(os.path.join(cwd or os.getcwd(), parsed.path or "")))
+    return (parsed.backend, parsed.host or "", parsed.port or 5432, parsed.database,
+            parsed.options.get("schema") or "public")
+
+
+def name_of(url: str, cwd: str | os.PathLike[str] | None = None) -> str | None:
+    """The ``[databases.NAME]`` that is the same database as ``url`` (None: none, or
+    embeddb.toml is unusable): what a backup of a database opened by URL records, so that
+    it is refused in another database as a backup made by name is."""
+    key = _identity(url, cwd)
+    if key is None:
+        return None
+    try:
+        found = named_databases(cwd)
+    except ConfigurationError:
+        return None
+    return next((name for name, entry in found.items() if _identity(entry.url, cwd) == key),
+                None)
 
 
 def named_database(name: str, cwd: str | os.PathLike[str] | None = None) -> NamedDatabase:
@@ -176,6 +231,11 @@ def named_database(name: str, cwd: str | os.PathLike[str] | None = None) -> Name
     found = named_databases(cwd)
     if name in found:
         return found[name]
+    near = [other for other in found if other.lower() == name.lower()]
+    if near:  # names are case-sensitive: Users is not users
+        raise ConfigurationError(
+            f"no database named {name!r} in {CONFIG_FILE}: did you mean {near[0]!r}? (names "
+            "are case-sensitive)")
     known = ", ".join(found) or "none"
     if not found and not (Path(cwd or os.getcwd()) / CONFIG_FILE).exists():
         known = f"none: no {CONFIG_FILE} in {os.path.abspath(cwd or os.getcwd())}"
@@ -203,6 +263,12 @@ def configured_names(cwd: str | os.PathLike[str] | None = None) -> list[str]:
     if not names:
         raise ConfigurationError(
             f"{CONFIG_FILE} configures no database to run over: add [databases.NAME] url = ...")
+    found = named_databases(cwd)
+    if names[0] == DEFAULT_NAME and os.environ.get(ENV_URL):
+        # $EMBEDDB_DATABASE_URL exported to reach a named one would run the default's work there
+        _check_distinct(Path(cwd or os.getcwd()) / CONFIG_FILE, {
+            f"${ENV_URL} (the default database)": os.environ[ENV_URL],
+            **{name: entry.url for name, entry in found.items()}}, cwd)
     return names
 
 
@@ -220,7 +286,13 @@ def _check_databases(path: Path, tables: Any) -> None:
     """:raises ConfigurationError: ``[databases]`` is not a table of well-formed databases."""
     if not isinstance(tables, dict):
         raise ConfigurationError(f"{path}: databases must be tables: [databases.NAME] url = ...")
+    seen: dict[str, str] = {}
     for name, table in tables.items():
+        other = seen.setdefault(name.lower(), name)
+        if other != name:
+            raise ConfigurationError(
+                f"{path}: database names {other!r} and {name!r} differ only in case (they "
+                f"share ${ENV_NAMED_URL.format(name.upper())} and backup file names): rename one")
         if name == DEFAULT_NAME:
             raise ConfigurationError(
                 f"{path}: [databases.{DEFAULT_NAME}] is reserved: put the default database in "

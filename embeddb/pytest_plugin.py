@@ -8,7 +8,8 @@ Fixtures:
 - ``embeddb_dbs``: fresh copies of the databases embeddb.toml names (``[databases.NAME]``),
   ``embeddb_dbs["users"]``, each migrated from its own folder and made on first use in the test
   (a SQLite one in memory, a PostgreSQL one as a database of its own on the configured server,
-  or on ``$EMBEDDB_TEST_URL_<NAME>``'s, dropped after the test). Models are not bound to them:
+  or on ``$EMBEDDB_TEST_URL_<NAME>``'s, dropped after the test). Their backups and safety
+  copies go to a temporary directory, never the project's backups. Models are not bound to them:
   use repositories (``Repository(embeddb_dbs["users"], User)``).
 - ``embeddb_queries``: every statement the test runs on its embeddb database (a
   :class:`~embeddb.monitor.QueryLog`), with ``embeddb_queries.assert_max_queries(n)``.
@@ -76,9 +77,27 @@ def _models(config: pytest.Config) -> list[Any]:
     return load_models(spec)
 
 
+#: the entry of an ``embeddb_db`` copy: no name, as the default database (folders as usual)
+_UNNAMED = config.NamedDatabase(None, "")
+
+
+_SCRATCH = pytest.StashKey[Path]()
+
+
+def _scratch(request: pytest.FixtureRequest) -> Path:
+    """The session's folder for the backups of ``embeddb_db`` copies, made on first use."""
+    stash = request.config.stash
+    if _SCRATCH not in stash:
+        stash[_SCRATCH] = request.getfixturevalue("tmp_path_factory").mktemp("embeddb_backups")
+    return stash[_SCRATCH]
+
+
 def _copies(template: Template, request: pytest.FixtureRequest) -> Iterator[Any]:
     config = request.config
     db = template.copy()
+    # backups and safety copies go to a scratch folder, never the project's (they record no
+    # name, as the default database's: there they would be restorable into it)
+    db.entry = replace(db.entry or _UNNAMED, url=db.url.raw, backups=str(_scratch(request)))
     models = _models(config)
     if models:
         db.bind(models)
@@ -138,8 +157,12 @@ class NamedTemplates:
     """One template per database of the project's embeddb.toml, built the first time a test
     asks for that database."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, backups: Path) -> None:
         self.root = root
+        #: where the copies' backups go (a copy has the real database's name: its backups and
+        #: safety copies in the project's folder would be pruned with, and restorable into,
+        #: the real one's)
+        self.backups = backups
         self.entries = config.named_databases(root)
         self.templates: dict[str, Template] = {}
 
@@ -156,8 +179,14 @@ class NamedTemplates:
         if found is None:
             entry = self.entry(name)
             url = os.environ.get(f"{ENV_URL}_{name.upper()}") or entry.url
+            migrations = self._path(entry.migrations)
+            if migrations is not None and not os.path.isdir(migrations):
+                # not the embeddb_migrations ini option Template.create would point at
+                raise config.ConfigurationError(
+                    f"no migrations folder at {migrations} for [databases.{name}] of "
+                    f"{self.root / config.CONFIG_FILE}: create it or set its migrations = ...")
             found = self.templates[name] = Template.create(
-                url, self._path(entry.migrations), None, self._path(entry.seeds))
+                url, migrations, None, self._path(entry.seeds))
         return found
 
     def _path(self, folder: str | None) -> str | None:
@@ -186,7 +215,8 @@ class NamedCopies(Mapping[str, Any]):
             self._copies[name] = (template, db)
             entry = self._templates.entry(name)
             db.entry = replace(entry, url=db.url.raw, migrations=self._templates._path(
-                entry.migrations), seeds=self._templates._path(entry.seeds))
+                entry.migrations), seeds=self._templates._path(entry.seeds),
+                backups=str(self._templates.backups / name))
             mode = self._request.config.getoption("--embeddb-nplusone")
             if mode != "off":
                 db.monitor.enable(strict=mode == "error", publish=False)
@@ -209,8 +239,9 @@ class NamedCopies(Mapping[str, Any]):
 
 
 @pytest.fixture(scope="session")
-def embeddb_named_templates(pytestconfig: pytest.Config) -> Iterator[NamedTemplates]:
-    templates = NamedTemplates(pytestconfig.rootpath)
+def embeddb_named_templates(pytestconfig: pytest.Config,
+                            tmp_path_factory: pytest.TempPathFactory) -> Iterator[NamedTemplates]:
+    templates = NamedTemplates(pytestconfig.rootpath, tmp_path_factory.mktemp("embeddb_backups"))
     yield templates
     templates.close()
 

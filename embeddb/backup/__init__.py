@@ -237,10 +237,12 @@ def check_origin(db: Database, path: str, force: bool = False,
         )
     target = getattr(db, "name", None)
     if record.database != target and not force:
+        renamed = " (the same URL: renamed in embeddb.toml?)" \
+            if record.source == db.url.redacted() else ""
         raise ConfigurationError(
             f"{path} is a backup of {database_label(record.database)} ({record.source}), not "
-            f"of {database_label(target)} ({db.url.redacted()}): pass --force to restore it "
-            "anyway")
+            f"of {database_label(target)} ({db.url.redacted()}){renamed}: pass --force to "
+            "restore it anyway")
 
 
 def prune_backups(
@@ -251,15 +253,16 @@ def prune_backups(
     kind: str | None = None,
     source: str | None = None,
     missing_ok: bool = False,
-    database: str | None = None,
+    database: str | None = retention.ANY_DATABASE,
 ) -> dict[str, Any]:
     """Delete old backups; ``dry_run`` only says what would go and why.
 
     Per database: the newest ``keep`` *good* backups stay (every kind counted together), the
     newest good one always stays, and with ``older_than`` only older ones go. ``kind``
     (``regular``, ``premigrate``, ``prerestore``) limits the prune to that kind, ``source`` (a
-    manifest's ``source``, e.g. ``db.url.redacted()``) or ``database`` (``db.name``) to one
-    database. The rules and their cost
+    manifest's ``source``, e.g. ``db.url.redacted()``) or ``database`` (``db.name``: None is
+    the backups that record no name, so a default database's prune never touches a named
+    database's backups in a shared folder) to one database. The rules and their cost
     are in :mod:`embeddb.backup.retention`.
 
     :raises ConfigurationError: neither ``keep`` nor ``older_than``, an unreadable age or kind.
@@ -272,7 +275,7 @@ def prune_backups(
 
 
 def of_database(db: Database, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The entries of :func:`list_backups` made of ``db``: those recording its name when it
-    has one (a backup folder may be shared by several named databases), else all."""
+    """The entries of :func:`list_backups` made of ``db``: those recording its name, or none
+    when it has none (a backup folder may be shared by the default and named databases)."""
     name = getattr(db, "name", None)
-    return [e for e in entries if e["database"] == name] if name else entries
+    return [e for e in entries if e["database"] == name]

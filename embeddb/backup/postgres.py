@@ -17,6 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import psycopg2
 
+from .. import config
 from ..errors import BackupCorrupt, BackupError, ConfigurationError, DatabaseInUse, ToolNotFound
 from ..url import scrub
 from ..version import __version__
@@ -114,7 +115,7 @@ def create(
             file=os.path.basename(final),
             created_at=manifest.now_iso(),
             source=db.url.redacted(),
-            database=db.name,
+            database=db.name or config.name_of(db.url.raw),
             engine_version=__version__,
             database_version=server,
             tool_version=_version(args[0]),

@@ -29,6 +29,8 @@ from . import catalog, files, manifest
 
 #: What each kind of backup is, recognised by the name its writer gives it.
 KINDS = ("regular", "premigrate", "prerestore")
+#: ``database=`` for a prune of every database in the folder (None: the unnamed ones only)
+ANY_DATABASE = "*"
 
 
 kind_of = catalog.retention_kind
@@ -53,13 +55,15 @@ def prune(
     kind: str | None = None,
     source: str | None = None,
     missing_ok: bool = False,
-    database: str | None = None,
+    database: str | None = ANY_DATABASE,
 ) -> dict[str, Any]:
     """Delete old backups in ``directory`` by the module's rules; ``dry_run`` deletes nothing.
 
     ``kind``, ``source`` (a manifest's ``source``: the redacted URL) and ``database`` (its
-    embeddb.toml name) limit the prune to those backups; the others are neither counted nor
-    touched. A database is its name when it has one (its URL may have changed), else its URL.
+    embeddb.toml name; None: only backups recording no name, those of the default database or
+    one opened by URL; :data:`ANY_DATABASE`: every one) limit the prune to those backups; the
+    others are neither counted nor touched. A database is its name when it has one (its URL
+    may have changed), else its URL.
 
     ``keep``: the newest ``keep`` good backups of each database stay. ``older_than``: only
     backups older than this go. With both, the newest ``keep`` stay and the rest go once older.
@@ -79,7 +83,7 @@ def prune(
         raise ConfigurationError(f"unknown backup kind {kind!r}: use one of {', '.join(KINDS)}")
     entries = [e for e in catalog.entries(directory, missing_ok)
                if kind in (None, e["kind"]) and source in (None, e["source"])
-               and database in (None, e["database"])]
+               and database in (ANY_DATABASE, e["database"])]
     cutoff = datetime.now(UTC) - older_than if older_than is not None else None
     groups: dict[Any, list[_Candidate]] = {}
     for entry in entries:  # newest first

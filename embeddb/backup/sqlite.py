@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import peewee
 
-from .. import ownership
+from .. import config, ownership
 from ..errors import BackupCorrupt, BackupError, ConfigurationError, SourceCorrupt
 from ..version import __version__
 from . import files, livefile, manifest
@@ -127,7 +127,7 @@ def create(
             file=os.path.basename(final),
             created_at=manifest.now_iso(),
             source=db.url.redacted(),
-            database=db.name,
+            database=db.name or config.name_of(db.url.raw),
             engine_version=__version__,
             database_version=sqlite3.sqlite_version,
             tool_version=None,

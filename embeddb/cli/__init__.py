@@ -46,6 +46,17 @@ class EmbeddbGroup(click.Group):
             self.add_command(command, cmd_name)
         return command
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # --json read from the raw arguments: a usage error found before click reaches it
+        # (an eager --database, a group option, an earlier option) is a JSON document too
+        state = ctx.ensure_object(CliState)
+        state.json_asked = "--json" in (args[:args.index("--")] if "--" in args else args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.ClickException as exc:
+            _json_failure(state, " ".join(exc.format_message().split()))
+            raise
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -80,7 +91,8 @@ class EmbeddbGroup(click.Group):
 def _json_failure(state: CliState | None, message: str) -> None:
     """With --json, a failure is a JSON document on stdout too, unless the command printed
     its own report."""
-    if state is not None and state.as_json and not state.failure_reported:
+    if state is not None and (state.as_json or state.json_asked) \
+            and not state.failure_reported:
         emit_json({"ok": False, "error": message})
 
 

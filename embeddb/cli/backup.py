@@ -11,6 +11,7 @@ import click
 from ..backup import (
     check_origin,
     create_backup,
+    database_label,
     default_directory,
     list_backups,
     manifest,
@@ -88,11 +89,17 @@ def _default_directory() -> str:
             f"{exc}; pass --dir DIR to reach the backups of a database that is gone") from None
 
 
-def _chosen_name() -> str | None:
-    """The embeddb.toml name of the database chosen with --database (None: the default one,
-    or --db URL), without opening it."""
+def _scope(directory: str | None) -> str | None:
+    """Whose backups ``list`` / ``prune`` look at: the embeddb.toml name of the database
+    chosen with --database; None (the backups recording no name) for the default one or
+    --db URL; every database's with --dir and neither option (a whole folder). Read without
+    opening the database."""
     state = click.get_current_context().ensure_object(CliState)
-    return state.entry().name if state.db_name is not None else None
+    if state.db_name is not None:
+        return state.entry().name
+    if directory and state.db_url is None:
+        return retention.ANY_DATABASE
+    return None
 
 
 @click.group()
@@ -160,20 +167,27 @@ def verify(file: str, as_json: bool) -> None:
 @backup.command("list")
 @db_option
 @json_option
-@click.option("--dir", "directory", metavar="DIR", help="Directory to list (default as create; "
-              "with --database only that database's backups).")
+@click.option("--dir", "directory", metavar="DIR", help="Directory to list (default as create). "
+              "Only the chosen database's backups, unless --dir is given without --database "
+              "or --db: then every database's.")
 def list_(directory: str | None, as_json: bool) -> None:
     """List backups newest first with size, age, schema version and verified state."""
     # An explicit --dir must exist; the default one appears with the first backup.
-    entries = list_backups(directory or _default_directory(), missing_ok=not directory)
-    name = _chosen_name()
-    if name:  # -d NAME: that database's backups only (a backup folder may be shared)
-        entries = [e for e in entries if e["database"] == name]
+    folder = directory or _default_directory()
+    entries = list_backups(folder, missing_ok=not directory)
+    scope = _scope(directory)  # a backup folder may be shared by several databases
+    others = [e for e in entries if e["database"] != scope]
+    if scope != retention.ANY_DATABASE:
+        entries = [e for e in entries if e["database"] == scope]
     if as_json:
         emit_json([{k: v for k, v in e.items() if k != "manifest"} for e in entries])
         return
     if not entries:
         click.echo("no backups")
+        if others and scope != retention.ANY_DATABASE:
+            names = sorted({database_label(e["database"]) for e in others})
+            click.echo(f"({len(others)} backup(s) of {', '.join(names)} in {folder}: "
+                       f"`embeddb backup list --dir {folder}` shows them)")
         return
     click.echo(f"{'created (UTC)':<27} {'age':>6} {'size':>10} {'schema':>7} {'verified':>8} "
                f"{'kind':<10}  file")
@@ -218,7 +232,9 @@ def restore(file: str, yes: bool, safety_dir: str | None, force: bool, as_json: 
 @backup.command("prune")
 @db_option
 @json_option
-@click.option("--dir", "directory", metavar="DIR", help="Directory to prune (default as create).")
+@click.option("--dir", "directory", metavar="DIR", help="Directory to prune (default as create). "
+              "Only the chosen database's backups, unless --dir is given without --database "
+              "or --db: then every database's, each counted apart.")
 @click.option("--keep", type=click.IntRange(min=0),
               help="Keep the newest N good backups of each database, every kind counted "
               "together (a backup that failed verification or no longer matches its manifest "
@@ -237,8 +253,7 @@ def prune(directory: str | None, keep: int | None, older_than: str | None, kind:
     """
     age = parse_age(older_than) if older_than else None
     folder = directory or _default_directory()
-    # -d NAME: only that database's backups (a backup folder may be shared)
-    result = prune_backups(folder, keep, age, dry_run, kind=kind, database=_chosen_name(),
+    result = prune_backups(folder, keep, age, dry_run, kind=kind, database=_scope(directory),
                            missing_ok=not directory)
     if as_json:
         emit_json(result)

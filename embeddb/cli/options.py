@@ -28,6 +28,7 @@ class CliState:
     #: under ``--all``: what ``emit_json`` was given, kept for the combined report
     collected: list[Any] | None = None
     as_json: bool = False  # the command was given --json: a failure is a JSON document too
+    json_asked: bool = False  # --json is among the arguments (parsed yet or not)
     failure_reported: bool = False  # the command printed its own JSON failure report
     _db: Database | None = None
 
@@ -65,26 +66,41 @@ class CliState:
             self._db = None
 
 
-def _store_db(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    if value is not None:
-        state = ctx.ensure_object(CliState)
+def _store_db(ctx: click.Context, _param: click.Parameter,
+              values: tuple[str, ...]) -> tuple[str, ...]:
+    from ..config import is_name
+
+    state = ctx.ensure_object(CliState)
+    for value in values:
+        if is_name(value):  # it would open that name, with --db's URL rules (backup scope)
+            raise click.BadParameter(
+                f"{value!r} is a database name, not a URL: use --database {value}")
+        if state.db_url is not None and state.db_url != value:
+            raise click.UsageError(
+                f"--db given twice ({redact(state.db_url)}, {redact(value)}): give one URL")
         state.db_url = value
         _exclusive(state)
-    return value
+    return values
 
 
-def _store_name(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    if value is not None:
-        from ..config import is_name
+def _store_name(ctx: click.Context, _param: click.Parameter,
+                values: tuple[str, ...]) -> tuple[str, ...]:
+    from ..config import is_name
 
+    state = ctx.ensure_object(CliState)
+    for value in values:
         if not is_name(value):
             raise click.BadParameter(
                 f"{value!r} is not a database name (a letter, then letters, digits or _); "
                 "a URL goes to --db")
-        state = ctx.ensure_object(CliState)
+        if state.db_name is not None and state.db_name != value:
+            # several, before or after the command name: which was meant is not ours to guess
+            raise click.UsageError(
+                f"--database given twice ({state.db_name}, {value}): name one database "
+                "(or use --all where the command has it)")
         state.db_name = value
         _exclusive(state)
-    return value
+    return values
 
 
 def _exclusive(state: CliState) -> None:
@@ -102,6 +118,7 @@ def db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
         "-d",
         "db_name",
         metavar="NAME",
+        multiple=True,  # so that a second, different name is refused, not silently used
         expose_value=False,
         callback=_store_name,
         is_eager=True,
@@ -111,6 +128,7 @@ def db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
         "--db",
         "db_url",
         metavar="URL",
+        multiple=True,
         expose_value=False,
         callback=_store_db,
         is_eager=True,
@@ -136,6 +154,8 @@ def each_database(all_databases: bool, as_json: bool, body: Callable[[], None]) 
     ``[databases.NAME]``), going on past failures. Human output: each database's own output
     under a ``== NAME ==`` line, then a summary; ``--json``: one document
     ``{"ok", "databases": [{"database", "ok", "error", "result"}]}``. Exit 1 if any failed.
+    Ctrl-C stops the run (exit 130); under ``--json`` the document then also has
+    ``"interrupted": true`` and ``not_run`` (the databases not reached).
 
     :raises click.UsageError: ``--all`` with ``--db`` or ``--database``.
     :raises ConfigurationError: embeddb.toml configures no database to run over.
@@ -161,9 +181,17 @@ def each_database(all_databases: bool, as_json: bool, body: Callable[[], None]) 
         error: str | None = None
         try:
             body()
-        except click.exceptions.Exit as exc:
-            if exc.exit_code == INTERRUPTED:  # Ctrl-C stops the whole run
+        except (KeyboardInterrupt, click.exceptions.Exit) as exc:
+            interrupted = isinstance(exc, KeyboardInterrupt) or exc.exit_code == INTERRUPTED
+            if interrupted:  # Ctrl-C stops the whole run: report what ran, then stop
+                reports.append(_report(name, "interrupted", state.collected))
+                state.collected = None
+                if as_json:
+                    emit_json({"ok": False, "interrupted": True, "databases": reports,
+                               "not_run": names[len(reports):]})
+                    state.failure_reported = True
                 raise
+            assert isinstance(exc, click.exceptions.Exit)
             if exc.exit_code:
                 error = f"exit status {exc.exit_code}"
         except SystemExit as exc:
@@ -176,8 +204,7 @@ def each_database(all_databases: bool, as_json: bool, body: Callable[[], None]) 
         finally:
             collected, state.collected = state.collected, None
             state.close()
-        reports.append({"database": name, "ok": error is None, "error": error,
-                        "result": collected[-1] if collected else None})
+        reports.append(_report(name, error, collected))
     failed = [r["database"] for r in reports if not r["ok"]]
     if as_json:
         emit_json({"ok": not failed, "databases": reports})
@@ -186,6 +213,14 @@ def each_database(all_databases: bool, as_json: bool, body: Callable[[], None]) 
         click.echo(f"== {summary}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     if failed:
         ctx.exit(1)
+
+
+def _report(name: str, error: str | None, collected: list[Any] | None) -> dict[str, Any]:
+    """One database's entry of an ``--all --json`` document."""
+    return {"database": name, "ok": error is None, "error": error,
+            "result": collected[-1] if collected else None}
+
+
 def _store_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
     if value:
         ctx.ensure_object(CliState).as_json = True
@@ -243,4 +278,6 @@ def report_written(paths: list[Any], as_json: bool) -> None:
         return
     for path in paths:
         click.echo(f"Wrote {path}")
-    click.echo("Next: embeddb migrate up")
+    state = click.get_current_context().ensure_object(CliState)
+    chosen = f"-d {state.db_name} " if state.db_name else ""  # else it migrates the default one
+    click.echo(f"Next: embeddb {chosen}migrate up")

@@ -142,6 +142,8 @@ def down(
     :raises MigrationError: ``steps`` and ``to`` both given, ``steps`` < 1, ``to`` negative or
         not an applied version, a migration has no down part or file, or one is marked failed;
         nothing was changed.
+    :raises ChecksumMismatch: the up part of a migration to revert is not the text that was
+        applied (edited, or another database's folder); nothing was changed.
     :raises MigrationFailed: a statement failed (that migration was rolled back).
     """
     keep = _check_options(lock_timeout, backup, keep_backups)
@@ -333,6 +335,13 @@ def _plan_down(
                 f"(add {migration.label}.down.sql or a '-- migrate:down' section); "
                 "nothing was changed"
             )
+    changed = [_mismatch(by_version[v], records[v]) for v in targets
+               if _changed(by_version[v], records)]
+    if changed:  # its down part undoes that text, not what was applied (another db's folder?)
+        raise ChecksumMismatch(
+            "; ".join(changed) + ": its down part may not undo what was applied (is this the "
+            "database's own migrations folder?); restore the file, or run `embeddb migrate "
+            "repair` to accept it; nothing was changed")
     return [by_version[v] for v in targets]
 
 

@@ -12,7 +12,7 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..config import CONFIG_FILE, load_config_file
+from ..config import CONFIG_FILE, load_config_file, name_of
 from ..errors import BackupError, ConfigurationError, MigrationError
 from ..protocols import Database
 
@@ -71,7 +71,7 @@ def keep_newest(db: Database, path: str, keep: int) -> None:
     from ..backup import prune_backups
 
     try:
-        name = getattr(db, "name", None)
+        name = getattr(db, "name", None) or name_of(db.url.raw)  # as the copy records it
         prune_backups(os.path.dirname(path), keep=keep, kind="premigrate",
                       source=None if name else db.url.redacted(), database=name,
                       missing_ok=True)
