@@ -39,6 +39,9 @@ if TYPE_CHECKING:
     from .monitor import Monitor
 
 _peewee_logger = logging.getLogger("peewee")
+#: the logger's own memo of isEnabledFor (emptied by logging whenever a level changes): a
+#: False found here spares hot paths the call; anything else asks the logger
+_peewee_levels: dict[int, bool] = getattr(_peewee_logger, "_cache", {})
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 _logger = logging.getLogger("embeddb")
 #: turns DB-API errors into peewee's classes
@@ -133,6 +136,16 @@ class _WriterGate:
             if holder is not None and holder[1] is conn:
                 self._holder = None
                 self._lock.release()
+
+
+def _driver_error(exc: Exception, redact: str | None) -> Exception:
+    """The embeddb error for a DB-API error, as ``with _driver_errors:`` and
+    :func:`~embeddb.errors.translate` would make it."""
+    try:
+        _driver_errors.__exit__(type(exc), exc, exc.__traceback__)
+    except peewee.PeeweeException as wrapped:
+        return translate(wrapped, redact)
+    return exc
 
 
 def _abandoned(holder: list[Any]) -> bool:
@@ -277,7 +290,6 @@ class Engine(_PeeweeDatabase):
         return cursor
 
     #: what :meth:`execute_write` begins with: ``(_begin_sql, _gated(None))``, once known
-    _write_begin: tuple[str | None, bool] | None = None
 
     def execute_write(self, sql: str, params: Any = (), fetch: bool = False) -> Any:
         """Run one write statement in a transaction of its own (in a savepoint when one is
@@ -285,46 +297,58 @@ class Engine(_PeeweeDatabase):
 
         The hot path of single-row writes: standing alone and unobserved, it sends BEGIN
         (IMMEDIATE on SQLite), the statement and COMMIT straight to the driver, skipping
-        peewee's transaction objects (handing an audit context over as :meth:`begin` and
-        :meth:`commit` do); otherwise ``atomic()``.
+        peewee's transaction objects (taking this process's writer turn and handing an audit
+        context over as :meth:`begin` and :meth:`commit` do); otherwise ``atomic()``.
         """
         state = self._state
-        fixed = self._write_begin
-        if fixed is None:  # fixed when the engine is made: worked out once (~0.3 µs a call)
-            fixed = self._write_begin = (self._begin_sql, self._gated(None))
-        begin, gated = fixed
-        if begin is None or state.transactions or state.closed or self.observed:
+        conn = state.conn
+        begin = self._begin_statement
+        if (begin is None or conn is None or state.transactions or self.query_hooks or (
+                _peewee_levels.get(logging.DEBUG) is not False
+                and _peewee_logger.isEnabledFor(logging.DEBUG))):
             with self.atomic():
                 cursor = self.execute_sql(sql, params)
                 return cursor.fetchall() if fetch else cursor.rowcount
-        conn = state.conn
         cursor = getattr(state, "write_cursor", None)
         if cursor is None or cursor.connection is not conn:
             cursor = state.write_cursor = conn.cursor()  # reused: a cursor costs ~1.5 µs
-        took = False
+        gate = self._default_gate
+        took: bool | None = False
+        if gate is not None:  # as begin() does: this process's writers wait in line
+            took = gate.enter(conn, self.settings.busy_timeout)
+            if took is False:
+                raise self._turn_timeout()
         try:
-            if gated:
-                took = self._enter_gate()  # as begin() does: this process's writers wait in line
-            with _driver_errors:
-                cursor.execute(begin)  # (no begun mark: this transaction ends right here)
-                try:
-                    # as begin()/commit() do: who is writing, for the audit triggers
-                    signing = audit.on_begin(self) if audit.current() is not None else None
-                    cursor.execute(sql, params)
-                    result = cursor.fetchall() if fetch else cursor.rowcount
-                    if signing is not None:
-                        audit.before_commit(self, signing)
-                    cursor.execute("COMMIT")
-                except BaseException:
-                    with contextlib.suppress(Exception):  # the first error is the one to see
-                        cursor.execute("ROLLBACK")
-                    raise
-        except peewee.PeeweeException as exc:
-            raise translate(exc, self.url.password) from exc
+            cursor.execute(begin)  # (no begun mark: this transaction ends right here)
+            try:
+                # as begin()/commit() do: who is writing, for the audit triggers
+                signing = audit.on_begin(self) if audit.current() is not None else None
+                cursor.execute(sql, params)
+                result = cursor.fetchall() if fetch else cursor.rowcount
+                if signing is not None:
+                    audit.before_commit(self, signing)
+                cursor.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):  # the first error is the one to see
+                    cursor.execute("ROLLBACK")
+                raise
+        except Exception as exc:
+            error = _driver_error(exc, self.url.password)
+            if error is exc:
+                raise
+            raise error from exc
         finally:
             if took:
-                self._leave_gate()
+                gate.leave(conn)  # type: ignore[union-attr]
         return result
+
+    #: what :meth:`begin` sends with no arguments (None: not a plain statement)
+    _begin_statement: str | None = None
+    #: the writer turn a transaction begun without a lock type waits for (None: none)
+    _default_gate: _WriterGate | None = None
+
+    def _turn_timeout(self) -> OperationalError:
+        return OperationalError("database is locked: no writer turn within the busy timeout")
 
     def _gated(self, lock_type: str | None) -> bool:
         """Whether a transaction begun with ``lock_type`` (None: the default) first waits
@@ -343,11 +367,6 @@ class Engine(_PeeweeDatabase):
     def _leave_gate(self) -> None:
         """Give back the turn :meth:`_enter_gate` took, after COMMIT or ROLLBACK (a no-op
         when none was taken)."""
-
-    @property
-    def _begin_sql(self) -> str | None:
-        """What :meth:`begin` sends with no arguments (None: not a plain statement)."""
-        return None
 
     def fetch_one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
         """One row of a prepared statement: the hot path for lookups by key."""
@@ -470,6 +489,8 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
         #: this process's write transactions on this file go through it one at a time
         self._gate = None if self.readonly else _writer_gate(name if memory else
                                                                   self.database)
+        self._begin_statement = f"BEGIN {self._lock_type}" if self._lock_type else "BEGIN"
+        self._default_gate = self._gate if self._gated(None) else None
 
     # -- write transactions queue in the process -----------------------------------------------
     # Each thread retrying BEGIN IMMEDIATE on its own is what starves writers: SQLite's busy
@@ -518,10 +539,13 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
         assert self._gate is not None  # _gated() checked
         took = self._gate.enter(self._state.conn or self.connection(), timeout)
         if took is False:
-            raise OperationalError(
-                f"database is locked: other threads of this process kept writing to "
-                f"{self.url.path} for the whole busy timeout ({timeout:g} s)")
+            raise self._turn_timeout()
         return bool(took)
+
+    def _turn_timeout(self) -> OperationalError:
+        return OperationalError(
+            f"database is locked: other threads of this process kept writing to "
+            f"{self.url.path} for the whole busy timeout ({self.settings.busy_timeout:g} s)")
 
     def _gate_begun(self) -> None:
         if self._gate is not None:
@@ -532,13 +556,22 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
         if self._gate is not None and conn is not None:
             self._gate.leave(conn)
 
+    def fetch_one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        # the hot path of every read by key: the driver's own execute, no peewee context
+        # manager around it (a driver error is wrapped only once it happened)
+        conn = self._state.conn
+        if conn is None or self.query_hooks or (
+                _peewee_levels.get(logging.DEBUG) is not False
+                and _peewee_logger.isEnabledFor(logging.DEBUG)):
+            return super().fetch_one(sql, params)
+        try:
+            return conn.execute(sql, params).fetchone()
+        except sqlite3.Error as exc:
+            raise _driver_error(exc, self.url.password) from exc
+
     @property
     def is_memory(self) -> bool:
         return self._anchor is not None
-
-    @property
-    def _begin_sql(self) -> str | None:
-        return f"BEGIN {self._lock_type}" if self._lock_type else "BEGIN"
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -698,6 +731,7 @@ class PostgresEngine(Engine, PooledPostgresqlDatabase):
             field_types=self.dialect.field_types,
             **params,
         )
+        self._begin_statement = None if self._isolation_level else "BEGIN"
 
     def connect(self, reuse_if_open: bool = False) -> bool:
         try:
@@ -745,9 +779,6 @@ class PostgresEngine(Engine, PooledPostgresqlDatabase):
         psycopg2.extras.register_default_jsonb(conn, loads=str)
         super()._initialize_connection(conn)
 
-    @property
-    def _begin_sql(self) -> str | None:
-        return None if self._isolation_level else "BEGIN"
 
     def check_schema(self) -> None:
         """:raises ConfigurationError: the URL's ``schema`` does not exist on the server."""
@@ -896,6 +927,12 @@ class _Monitored:
         except peewee.PeeweeException as exc:
             raise translate(exc, self.url.password) from exc  # type: ignore[attr-defined]
         return cursor
+
+    def execute_write(self, sql: str, params: Any = (), fetch: bool = False) -> Any:
+        # Through atomic(): BEGIN, the statement and COMMIT are each seen (and timed).
+        with self.atomic():  # type: ignore[attr-defined]
+            cursor = self.execute_sql(sql, params)
+            return cursor.fetchall() if fetch else cursor.rowcount
 
     def execute_fast(self, sql: str, params: Any = ()) -> Any:
         if self.query_hooks or _peewee_logger.isEnabledFor(logging.DEBUG):  # type: ignore

@@ -79,7 +79,8 @@ def compile_hydrator(
 
     Unrolling the per-field loop (as dataclasses and attrs do for ``__init__``) halves the
     cost of turning a row into an object; names come from the model, never from input.
-    ``readers[i]`` converts value ``i`` (None: the value is used as it is).
+    ``readers[i]`` converts value ``i`` (None: the value is used as it is); embeddb's own
+    fields have their common case inlined (:func:`_inline_reader`).
     """
     values = [f"v{i}" for i in range(len(names))]
     items = []

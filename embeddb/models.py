@@ -119,6 +119,10 @@ class JSONField(peewee.Field):
             return None
         return _to_json(value)
 
+    #: db_value for a value known not to be None, for generated row code (templates may use
+    #: {v} the value, {x} and {u} scratch names, {w} the field's db_value)
+    inline_write = ("_to_json({v})", {"_to_json": _to_json})
+
     def python_value(self, value: Any) -> Any:
         if isinstance(value, (str, bytes)):
             return json.loads(value)
@@ -139,10 +143,21 @@ class MoneyField(peewee.Field):
     def __init__(self, decimal_places: int = 2, **kwargs: Any) -> None:
         self.decimal_places = decimal_places
         super().__init__(**kwargs)
+        #: db_value's Decimal case for generated row code (a value known not to be None):
+        #: anything it does not accept goes through db_value, which converts or says why not
+        self.inline_write = (
+            f"{{u}} if type({{v}}) is _Decimal and {{v}}.is_finite() and ({{u}} := int("
+            f"{{x}} := {{v}}.scaleb({int(decimal_places)}))) == {{x}} and -_MINOR_LIMIT < {{u}} "
+            f"< _MINOR_LIMIT else {{w}}({{v}})", {"_Decimal": Decimal, "_MINOR_LIMIT": _MINOR_LIMIT})
 
     def db_value(self, value: Any) -> int | None:
         if value is None:
             return None
+        if type(value) is Decimal and value.is_finite():  # the common case, fewer steps
+            minor = value.scaleb(self.decimal_places)
+            units = int(minor)
+            if units == minor and -_MINOR_LIMIT < units < _MINOR_LIMIT:
+                return units
         if isinstance(value, (float, bool)) or not isinstance(value, (int, str, Decimal)):
             raise TypeError(
                 f"{self.name}: money must be a Decimal, int or str, not {type(value).__name__}"

@@ -179,3 +179,22 @@ def test_money_edge_cases_are_clear_errors(models, value, message):
     with pytest.raises(ValueError, match=message):
         Note.create(title="bad", price=value)
     assert Note.select().count() == 0
+
+
+@pytest.mark.parametrize("value, message", [
+    (Decimal("NaN"), "not an amount"), (Decimal("sNaN"), "not an amount"),
+    (Decimal("-Infinity"), "not an amount"),
+    (Decimal("1e30"), "too large"), (Decimal("-92233720368547758.08"), "too large"),
+    (Decimal("0.001"), "more than 2 decimal places"), (Decimal("1.5E-3"), "more than 2")])
+def test_money_decimal_edge_cases_are_clear_errors(models, value, message):
+    """Decimals take a shorter path to minor units; every check of the long one still holds."""
+    with pytest.raises(ValueError, match=message):
+        Note.create(title="bad", price=value)
+    assert Note.select().count() == 0
+
+
+def test_money_decimal_limits_and_spellings(models):
+    biggest = Decimal("92233720368547758.07")
+    for value in (biggest, -biggest, Decimal("1E+2"), Decimal("-0.00"), Decimal("3.10")):
+        note = Note.create(title="ok", price=value)
+        assert Note.get_by_id(note.id).price == value

@@ -130,6 +130,10 @@ def test_hot_paths_are_seen(mdb):
     assert entry(mdb, "INSERT INTO items (? rows)")["rows"] == 2
     assert entry(mdb, "SELECT name FROM items WHERE name = ?")["rows"] == 1
     assert entry(mdb, "UPDATE items SET api_token = ? WHERE name = ?")["rows"] == 1
+    mdb.monitor.reset()
+    mdb.execute_write(f"UPDATE items SET api_token = {m} WHERE name = {m}", ("u", "z"))
+    assert entry(mdb, "UPDATE items SET api_token = ? WHERE name = ?")["rows"] == 1
+    assert entry(mdb, "BEGIN")["calls"] == 1 and entry(mdb, "COMMIT")["calls"] == 1
 
 
 def test_rows_of_a_select_are_counted_however_they_are_fetched(mdb):

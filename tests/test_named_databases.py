@@ -168,7 +168,7 @@ _READ_FIRST = {
     ("backup", "verify"): "reads the backup's manifest first (a SQLite backup needs no database)",
     ("outbox", "run"): "loads the handler first",
 }
-_VALUES = {"--delivered-older-than": "1d", "--handler": "no_module:handle"}
+_VALUES = {"--delivered-older-than": "1d", "--handler": "no_module:handle", "--to": "x"}
 
 
 @pytest.mark.parametrize("path, command", _leaf_commands(), ids=lambda v: " ".join(v)

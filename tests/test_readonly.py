@@ -220,7 +220,8 @@ def test_backup_list_of_a_missing_database_points_to_dir(tmp_path, monkeypatch):
 
 
 #: the commands that may create the database they are pointed at
-CREATING = {"setup", "seed", "migrate up", "migrate down", "migrate redo", "backup restore"}
+CREATING = {"setup", "seed", "migrate up", "migrate down", "migrate redo", "backup restore",
+            "copy"}  # (copy: its --to target; the --from source is opened read-only)
 #: commands that open no database here (SQLite) or fail on their other input first
 NOT_OPENING = {"migrate new", "outbox init", "backup verify", "outbox run", "audit upgrade"}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -416,3 +417,89 @@ def test_class_level_update_bumps_the_version(repo):
     with pytest.raises(ConflictError):
         stale.save()
     assert repo.get(product.id).rank == 5
+
+
+def test_rows_written_by_other_tools_read_back_as_aware_utc(tmp_path):
+    """Timestamps and ids in spellings embeddb does not write itself (no offset, another
+    offset, a hyphenated id) take the field's full conversion, not the inlined common case
+    (SQLite's text; PostgreSQL's typed columns have one spelling)."""
+    import embeddb
+
+    db = embeddb.connect(f"sqlite:///{tmp_path / 'spellings.db'}")
+    db.bind([Product])
+    db.create_tables([Product])
+    repo = Repository(Product, db)
+    created = repo.create(sku="t", name="T")
+    hyphenated = str(created.id)
+    db.execute_sql(
+        "UPDATE product SET id = ?, created_at = ?, available_at = ? WHERE id = ?",
+        (hyphenated, "2030-01-01 09:00:00", "2030-01-01 11:00:00+02:00", created.id.hex))
+    got = repo.find(sku="t")[0]
+    assert got.id == created.id
+    assert got.created_at == datetime(2030, 1, 1, 9, tzinfo=UTC)
+    assert got.created_at.tzinfo is UTC
+    assert got.available_at == datetime(2030, 1, 1, 9, tzinfo=UTC)
+    assert got.available_at.tzinfo is UTC
+    db.close()
+
+
+def test_peewee_debug_log_sees_reads_and_writes_turned_on_later(repo, caplog):
+    """The hot paths skip peewee's logging only while its debug level is off: switching it on
+    after they ran (logging then forgets its memo) shows the next get and update."""
+    created = repo.create(sku="log", name="L")
+    repo.get(created.id)
+    logger = logging.getLogger("peewee")
+    previous = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="peewee"):
+            repo.get(created.id)
+            repo.update(created, name="M")
+    finally:
+        logger.setLevel(previous)
+    logged = " ".join(r.getMessage() for r in caplog.records if r.name == "peewee")
+    assert "SELECT" in logged and "UPDATE" in logged
+
+
+def test_bulk_create_rows_of_different_shapes_in_one_load(repo, db):
+    """Rows converted by key order (one converter per order seen): fields in any order, some
+    left out, generated ones given as None, objects mixed in, all land as given."""
+    pid = uuid.uuid4()
+    when = datetime(2030, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
+    rows = [
+        {"sku": "a", "name": "A", "rank": 1},
+        {"rank": 2, "name": "B", "sku": "b", "price": Decimal("2.50")},
+        {"id": None, "created_at": None, "sku": "c", "name": "C"},
+        {"id": pid, "created_at": when, "name": "D", "sku": "d", "attributes": {"k": 1}},
+        Product(sku="e", name="E", rank=4),
+        {"sku": "f", "name": "F", "rank": 1},
+    ]
+    assert repo.bulk_create(rows, batch_size=4) == 6
+    got = {p.sku: p for p in repo.find(order_by="sku")}
+    assert [(s, got[s].name, got[s].rank) for s in "abcdef"] == [
+        ("a", "A", 1), ("b", "B", 2), ("c", "C", 0), ("d", "D", 0), ("e", "E", 4), ("f", "F", 1)]
+    assert got["b"].price == Decimal("2.50") and got["a"].price == 0
+    assert got["c"].id is not None and got["c"].created_at is not None
+    assert got["d"].id == pid and got["d"].created_at == when
+    assert got["d"].attributes == {"k": 1} and got["a"].attributes == {}
+    with pytest.raises(InvalidQueryError, match="unknown field.*colour"):
+        repo.bulk_create([{"sku": "g", "name": "G"}, {"name": "H", "sku": "h", "colour": 1}])
+    assert not repo.exists(sku="g")
+
+
+@pytest.mark.parametrize("value, message", [
+    (Decimal("NaN"), "not an amount"), (Decimal("sNaN"), "not an amount"),
+    (Decimal("Infinity"), "not an amount"),
+    (Decimal("1e30"), "too large"), (Decimal("92233720368547758.08"), "too large"),
+    (Decimal("0.001"), "more than 2 decimal places"), (0.5, "not float")])
+def test_bulk_create_refuses_money_it_cannot_store_exactly(repo, value, message):
+    """The bulk converter's inlined Decimal case defers to MoneyField for anything else."""
+    with pytest.raises((ValueError, TypeError), match=message):
+        repo.bulk_create([{"sku": "ok", "name": "n", "price": Decimal(1)},
+                          {"sku": "bad", "name": "n", "price": value}])
+    assert repo.count() == 0
+    biggest = Decimal("92233720368547758.07")
+    repo.bulk_create([{"sku": f"m{i}", "name": "n", "price": v}
+                      for i, v in enumerate((biggest, -biggest, Decimal("1E+2"), 7, "0.10"))])
+    assert [p.price for p in repo.find(order_by="sku")] == [
+        biggest, -biggest, Decimal(100), Decimal(7), Decimal("0.10")]

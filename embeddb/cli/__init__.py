@@ -23,7 +23,7 @@ from .options import CliState, db_option, emit_json
 
 #: command name -> the module of this package that defines it (under the same name)
 COMMANDS = {
-    "audit": "audit", "backup": "backup", "cache": "cache", "doctor": "doctor",
+    "audit": "audit", "backup": "backup", "cache": "cache", "copy": "copy", "doctor": "doctor",
     "explain": "explain", "info": "info", "locks": "locks", "maintenance": "maintenance",
     "migrate": "migrate", "outbox": "outbox", "schema": "schema", "seed": "seed",
     "setup": "seed", "stats": "stats",

@@ -5,6 +5,7 @@ size; upserts in batches; purges in short transactions.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import islice
 from typing import Any, NamedTuple, cast
 
 from ..dialect import quote
@@ -82,10 +83,12 @@ class Bulk(Reads[M]):
         :raises IntegrityError: a constraint rejected a row (nothing is inserted).
         """
         total = 0
+        size = _positive("batch_size", batch_size)
+        pending = iter(rows)
         with self.db.atomic():
             self._invalidate()  # registered inside: runs once the rows are committed
-            for chunk in batched(rows, _positive("batch_size", batch_size)):
-                tuples = self._row_tuples(chunk)
+            # each row is converted as it is pulled: only database tuples wait for the batch
+            while tuples := self._row_tuples(islice(pending, size)):
                 self.db.insert_rows(self.model._meta.table_name, self._insert_columns, tuples)
                 total += len(tuples)
         return total

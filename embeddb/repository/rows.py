@@ -12,6 +12,7 @@ import peewee
 
 from ..dialect import quote
 from ..errors import InvalidQueryError
+from ..ids import new_id
 from ..models import BaseModel, utcnow
 from .core import M, RepositoryCore
 from .statements import ready_test
@@ -23,6 +24,9 @@ _GENERATED = {"id", "created_at", "updated_at"}  # filled in when given as None 
 
 
 _MISSING = object()
+#: per model: the row converter of each key order seen in bulk inserts (at most _MAX_SHAPES)
+_SHAPES: dict[type, dict[tuple[str, ...], Callable[..., tuple[Any, ...]]]] = {}
+_MAX_SHAPES = 64
 
 
 class Plan(NamedTuple):
@@ -67,18 +71,27 @@ class RowCode(RepositoryCore[M]):
         cursor = self.db.execute(query)
         return [self._hydrate(row) for row in cursor.fetchall()]
 
-    def _row_tuples(self, chunk: list[Mapping[str, Any] | M]) -> list[tuple[Any, ...]]:
+    def _row_tuples(self, chunk: Iterable[Mapping[str, Any] | M]) -> list[tuple[Any, ...]]:
         fills = self._fills()
         to_tuple = self._to_tuple
+        shapes = _SHAPES.setdefault(self.model, {})
         known = self._known
         tuples = []
         for row in chunk:
             if isinstance(row, BaseModel):
-                row = row.__data__
-            elif not known.issuperset(row):
-                unknown = ", ".join(sorted(set(row) - known))
-                raise InvalidQueryError(f"unknown field(s) {unknown} for {self.model.__name__}")
-            tuples.append(to_tuple(row, fills))
+                tuples.append(to_tuple(row.__data__, fills))
+                continue
+            keys = tuple(row)
+            convert = shapes.get(keys)
+            if convert is None:
+                if not known.issuperset(keys):
+                    unknown = ", ".join(sorted(set(keys) - known))
+                    raise InvalidQueryError(
+                        f"unknown field(s) {unknown} for {self.model.__name__}")
+                convert = to_tuple
+                if len(shapes) < _MAX_SHAPES:
+                    convert = shapes[keys] = self._compile_writer(keys)
+            tuples.append(convert(row, fills))
         return tuples
 
     def _fills(self) -> list[Any]:
@@ -97,28 +110,46 @@ class RowCode(RepositoryCore[M]):
                 fills.append(write(field.default))
         return fills
 
-    def _compile_writer(self) -> Any:
-        """Build ``(row dict, fills) -> tuple of database values`` as straight-line code."""
+    def _compile_writer(self, keys: tuple[str, ...] | None = None) -> Any:
+        """Build ``(row dict, fills) -> tuple of database values`` as straight-line code: for
+        any dict, or (``keys``) for dicts with exactly these keys, which then reads each
+        given field once by subscript and never looks up the ones left out."""
         namespace: dict[str, Any] = {"MISSING": _MISSING}
-        lines = ["def to_tuple(data, fills):", "    get = data.get"]
+        given = None if keys is None else set(keys)
+        lines = ["def to_tuple(data, fills):"] + (["    get = data.get"] if keys is None else [])
         for i, (name, field, write) in enumerate(zip(self._names, self._fields, self._writers)):
             namespace[f"w{i}"] = write
             missing = f"fills[{i}]"
             if name not in ("created_at", "updated_at") and callable(field.default):
                 namespace[f"m{i}"] = field.default
                 missing = f"w{i}(m{i}())"
-            absent = f"v{i} is MISSING" + (f" or v{i} is None" if name in _GENERATED else "")
+                if field.default is new_id and type(field).db_value is peewee.UUIDField.db_value:
+                    missing = f"m{i}().hex"  # what db_value makes of a new UUID
             convert = f"v{i} is not None"
             ready = ready_test(field)
             if ready:
                 convert += f" and not {ready.format(v=f'v{i}')}"
-            lines += [
-                f"    v{i} = get({name!r}, MISSING)",
-                f"    if {absent}:",
-                f"        v{i} = {missing}",
-                f"    elif {convert}:",
-                f"        v{i} = w{i}(v{i})",
-            ]
+            converted = f"w{i}(v{i})"
+            inline = getattr(field, "inline_write", None)
+            if inline is not None:  # the field's db_value without a call
+                template, names_used = inline
+                namespace.update(names_used)
+                converted = template.format(v=f"v{i}", x=f"x{i}", u=f"u{i}", w=f"w{i}")
+            if given is None:
+                absent = f"v{i} is MISSING" + (f" or v{i} is None" if name in _GENERATED
+                                              else "")
+                lines += [f"    v{i} = get({name!r}, MISSING)", f"    if {absent}:"]
+            elif name not in given:
+                lines.append(f"    v{i} = {missing}")
+                continue
+            elif name in _GENERATED:
+                lines += [f"    v{i} = data[{name!r}]", f"    if v{i} is None:"]
+            else:
+                lines += [f"    v{i} = data[{name!r}]", f"    if {convert}:",
+                          f"        v{i} = {converted}"]
+                continue
+            lines += [f"        v{i} = {missing}", f"    elif {convert}:",
+                      f"        v{i} = {converted}"]
         lines.append(f"    return ({''.join(f'v{i}, ' for i in range(len(self._names)))})")
         exec(compile("\n".join(lines), f"<to_tuple {self.model.__name__}>", "exec"), namespace)
         return namespace["to_tuple"]
