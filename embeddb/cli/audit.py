@@ -58,13 +58,14 @@ def disable(table: str, directory: str | None, as_json: bool) -> None:
 
 
 @audit.command()
+@db_option
 @click.option("--migrations", "directory", metavar="DIR",
               help="Migrations folder to write into (default as for `embeddb migrate`).")
 @json_option
 def upgrade(directory: str | None, as_json: bool) -> None:
     """Write the migration that rebuilds an audit log made by an earlier embeddb in the
     current, cheaper shape (every row kept; `audit enable` does it too when it sees one)."""
-    report_written(api.write_upgrade(directory), as_json)
+    report_written(api.write_upgrade(migrations_folder(directory)), as_json)
 
 
 @audit.command()
