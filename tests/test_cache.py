@@ -512,3 +512,36 @@ def test_in_transaction_is_all_the_cache_asks_of_a_database(cache_dir):
         assert cache.get("k") == 1 and cache.get("other") is None
     finally:
         cache.close()
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["file", "memory"])
+def test_counters_know_whether_they_hold_every_remote_bump(tmp_path, shared):
+    """Subscribing to the Redis tier calls follow_remote: the epoch moves (every local entry
+    dropped) exactly when a remote bump may be missing here. A local-only bump is not a remote
+    one, a gap is noticed, another incarnation knows nothing; and WRITES only grows, since an
+    L1 entry that saw WRITES at n is served unchecked while WRITES is n."""
+    from embeddb.cache import generations as gen
+
+    g = gen.SharedGenerations(str(tmp_path)) if shared else gen.LocalGenerations()
+    slot = gen.slot_of("k")
+
+    def follow(incarnation: int, writes: int) -> bool:
+        epoch, before = g.counters[gen.EPOCH], g.counters[gen.WRITES]
+        moved = g.follow_remote(incarnation, writes)
+        assert g.counters[gen.WRITES] >= before
+        assert (g.counters[gen.EPOCH] != epoch) == moved == (g.counters[gen.WRITES] > before)
+        return moved
+
+    try:
+        assert follow(7, 0) is True  # nothing known of incarnation 7 yet
+        assert follow(7, 0) is False  # the same point again: nothing to drop
+        g.bump([slot])  # local only: remote bump 1 was not seen here
+        assert follow(7, 1) is True
+        g.bump([slot], remote_writes=2)
+        g.bump([slot], remote_writes=3)
+        assert follow(7, 3) is False  # 2 and 3 applied without a gap
+        g.bump([slot], remote_writes=5)  # 4 never arrived
+        assert follow(7, 5) is True
+        assert follow(8, 5) is True  # another incarnation of the Redis counters
+    finally:
+        g.close()
