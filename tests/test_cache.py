@@ -7,6 +7,7 @@ import os
 import shutil
 import sqlite3
 import threading
+import time
 
 import pytest
 
@@ -545,3 +546,47 @@ def test_counters_know_whether_they_hold_every_remote_bump(tmp_path, shared):
         assert follow(8, 5) is True  # another incarnation of the Redis counters
     finally:
         g.close()
+
+
+def test_hits_keep_coming_from_l1_past_a_recheck(cache):
+    """The counter file is looked at again every RECHECK_SECONDS; an unchanged file keeps the
+    cache in use (a recheck that said "unusable" would send every read to the loader)."""
+    from embeddb.cache import generations as gen
+
+    cache.set("k", "v")
+    time.sleep(gen.RECHECK_SECONDS + 0.1)
+    hits = cache.stats()["l1"]["hits"]
+    assert cache.get_or_set("k", lambda: "loaded") == "v"
+    assert cache.stats()["l1"]["hits"] == hits + 1
+
+
+def test_a_removed_counter_file_or_directory_is_made_again(tmp_path):
+    """Counters whose file was removed re-create it (and a removed directory, private again)
+    and share it with every other holder; when it cannot be re-created they say unusable."""
+    import stat
+
+    from embeddb.cache import generations as gen
+
+    directory = tmp_path / "cache"
+    directory.mkdir(mode=0o700)
+    ours, theirs = gen.SharedGenerations(str(directory)), gen.SharedGenerations(str(directory))
+    slot = gen.slot_of("k")
+    try:
+        (directory / "generations").unlink()  # the directory stays
+        assert ours.check(force=True) and (directory / "generations").exists()
+        assert theirs.check(force=True)
+        ours.bump([slot])
+        assert theirs.counters[slot] == ours.counters[slot] == 1
+
+        shutil.rmtree(directory)
+        assert ours.check(force=True) and theirs.check(force=True)
+        assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+        theirs.bump([slot])
+        assert ours.counters[slot] == 1
+
+        shutil.rmtree(directory)
+        directory.write_text("not a directory")  # nothing can be made there now
+        assert ours.check(force=True) is False
+    finally:
+        ours.close()
+        theirs.close()
