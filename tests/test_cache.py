@@ -590,3 +590,24 @@ def test_a_removed_counter_file_or_directory_is_made_again(tmp_path):
     finally:
         ours.close()
         theirs.close()
+
+
+@pytest.mark.parametrize("remove", ["file", "directory"])
+def test_a_cache_still_on_the_replaced_counter_file_drops_what_it_served(cache_dir, remove):
+    """Another holder of the old counter file (a process that has not looked again yet) has
+    entries in L1 that it already served, so a read would take them unchecked while the file's
+    write count stays put: re-opening moves the old file's epoch and its write count."""
+    writer, reader = Cache(cache_dir), Cache(cache_dir)
+    try:
+        writer.set("k", "v1")
+        assert reader.get("k") == "v1"
+        assert reader.get("k") == "v1"  # served from L1: the entry knows the write count now
+        if remove == "file":
+            os.remove(os.path.join(cache_dir, "generations"))
+        else:
+            shutil.rmtree(cache_dir)
+        writer.invalidate(["k"])  # re-opens (a new file) and bumps there
+        assert reader.get("k") is None
+    finally:
+        writer.close()
+        reader.close()
