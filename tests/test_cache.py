@@ -10,6 +10,8 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from embeddb.cache import Cache
 from embeddb.cache.families import DEFAULT_TTLS
@@ -483,9 +485,11 @@ def test_counter_file_written_before_the_last_reboot_is_reset(cache_dir):
     epoch = c.generations.counters[gen.EPOCH]
     c.close()
     path = os.path.join(cache_dir, "generations")
+    assert os.stat(path).st_mode & 0o777 == 0o600  # private, like the directory
     with open(path, "r+b") as fh:
         header = fh.read(gen.HEADER)
-        assert header[:8] == gen.MAGIC and header[8:44] == gen._boot_id()
+        with open("/proc/sys/kernel/random/boot_id", "rb") as boot:  # Linux: this boot's id
+            assert header[:8] == gen.MAGIC and header[8:44] == boot.read(36)
         fh.seek(8)
         fh.write(b"0" * 36)  # the boot id of another boot; magic and size are intact
     c = Cache(cache_dir)
@@ -611,3 +615,20 @@ def test_a_cache_still_on_the_replaced_counter_file_drops_what_it_served(cache_d
     finally:
         writer.close()
         reader.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_every_name_maps_to_a_slot_of_its_own_range(name):
+    """Names land past the fixed slots (bumping a name never moves the epoch or the write
+    count) and inside the array."""
+    from embeddb.cache import generations as gen
+
+    assert gen.FIRST <= gen.slot_of(name) < gen.SLOTS
+
+
+def test_names_spread_over_the_whole_slot_range():
+    from embeddb.cache import generations as gen
+
+    slots = {gen.slot_of(f"key-{i}") for i in range(200_000)}
+    assert min(slots) == gen.FIRST and max(slots) == gen.SLOTS - 1
