@@ -376,6 +376,9 @@ def test_directory_removed_while_running(cache, cache_dir):
     assert other.get_or_set("k", lambda: "v3") in ("v2", "v3")
     assert os.path.isdir(cache_dir)
     other.close()
+    later = Cache(cache_dir)  # the L2 moved to the new directory: v2 is shared there
+    assert later.get("k") == "v2"
+    later.close()
 
 
 def test_corrupt_l2_database(cache_dir):

@@ -106,3 +106,20 @@ def test_a_counter_file_root_makes_again_belongs_to_the_database_owner() -> None
         finally:
             cache.close()
             root_db.close()
+
+
+def _counters_for_root(directory: str) -> str:
+    from embeddb.cache.generations import SharedGenerations
+
+    try:
+        SharedGenerations(directory, owner=(0, 0)).close()
+    except OSError as exc:
+        return type(exc).__name__
+    return "opened"
+
+
+def test_counters_that_cannot_be_handed_over_fail_with_the_os_error() -> None:
+    """A counter file that cannot be given to its owner (here: a user giving it to root) is
+    an OSError, which the cache turns into "bypass the cache"; not a crash of another kind."""
+    with shared_directory() as home:
+        assert as_user(_counters_for_root, str(home)) == "PermissionError"
