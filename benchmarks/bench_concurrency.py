@@ -28,7 +28,7 @@ from embeddb.errors import ConflictError
 from embeddb.models import VersionedModel
 from embeddb.repository import Repository
 
-from .harness import report, size
+from .harness import raw_sqlite, report, same_pragmas, size
 
 PROCESSES = size(4, 2)
 THREADS = size(8, 4)
@@ -81,10 +81,7 @@ def _embeddb_thread(db: embeddb.Database, ids: list[uuid.UUID], stop: float,
 
 
 def _raw_thread(path: str, ids: list[uuid.UUID], stop: float, out: dict) -> None:
-    conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
-    for pragma in ("foreign_keys=1", "temp_store=MEMORY", "synchronous=NORMAL",
-                   "cache_size=-65536", "mmap_size=268435456"):
-        conn.execute(f"PRAGMA {pragma}")
+    conn = raw_sqlite(path)  # embeddb's pragmas and busy timeout (checked in main)
     select = ("SELECT id, created_at, updated_at, version, name, hits FROM counters "
               "WHERE id = ?")
     rng = random.Random()
@@ -192,6 +189,10 @@ def main() -> None:
         for kind in ("raw", "embeddb"):
             path = os.path.join(tmp, f"{kind}.db")
             _fresh(path)
+            db, conn = embeddb.connect(f"sqlite:///{path}"), raw_sqlite(path)
+            same_pragmas(db, conn)
+            conn.close()
+            db.close()
             counts[kind] = _run(kind, path, _ids(path))
             counts[kind]["hits"] = _hits(path)
         ours, raw = counts["embeddb"], counts["raw"]

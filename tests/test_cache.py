@@ -7,8 +7,11 @@ import os
 import shutil
 import sqlite3
 import threading
+import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from embeddb.cache import Cache
 from embeddb.cache.families import DEFAULT_TTLS
@@ -373,6 +376,9 @@ def test_directory_removed_while_running(cache, cache_dir):
     assert other.get_or_set("k", lambda: "v3") in ("v2", "v3")
     assert os.path.isdir(cache_dir)
     other.close()
+    later = Cache(cache_dir)  # the L2 moved to the new directory: v2 is shared there
+    assert later.get("k") == "v2"
+    later.close()
 
 
 def test_corrupt_l2_database(cache_dir):
@@ -482,9 +488,11 @@ def test_counter_file_written_before_the_last_reboot_is_reset(cache_dir):
     epoch = c.generations.counters[gen.EPOCH]
     c.close()
     path = os.path.join(cache_dir, "generations")
+    assert os.stat(path).st_mode & 0o777 == 0o600  # private, like the directory
     with open(path, "r+b") as fh:
         header = fh.read(gen.HEADER)
-        assert header[:8] == gen.MAGIC and header[8:44] == gen._boot_id()
+        with open("/proc/sys/kernel/random/boot_id", "rb") as boot:  # Linux: this boot's id
+            assert header[:8] == gen.MAGIC and header[8:44] == boot.read(36)
         fh.seek(8)
         fh.write(b"0" * 36)  # the boot id of another boot; magic and size are intact
     c = Cache(cache_dir)
@@ -512,3 +520,119 @@ def test_in_transaction_is_all_the_cache_asks_of_a_database(cache_dir):
         assert cache.get("k") == 1 and cache.get("other") is None
     finally:
         cache.close()
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["file", "memory"])
+def test_counters_know_whether_they_hold_every_remote_bump(tmp_path, shared):
+    """Subscribing to the Redis tier calls follow_remote: the epoch moves (every local entry
+    dropped) exactly when a remote bump may be missing here. A local-only bump is not a remote
+    one, a gap is noticed, another incarnation knows nothing; and WRITES only grows, since an
+    L1 entry that saw WRITES at n is served unchecked while WRITES is n."""
+    from embeddb.cache import generations as gen
+
+    g = gen.SharedGenerations(str(tmp_path)) if shared else gen.LocalGenerations()
+    slot = gen.slot_of("k")
+
+    def follow(incarnation: int, writes: int) -> bool:
+        epoch, before = g.counters[gen.EPOCH], g.counters[gen.WRITES]
+        moved = g.follow_remote(incarnation, writes)
+        assert g.counters[gen.WRITES] >= before
+        assert (g.counters[gen.EPOCH] != epoch) == moved == (g.counters[gen.WRITES] > before)
+        return moved
+
+    try:
+        assert follow(7, 0) is True  # nothing known of incarnation 7 yet
+        assert follow(7, 0) is False  # the same point again: nothing to drop
+        g.bump([slot])  # local only: remote bump 1 was not seen here
+        assert follow(7, 1) is True
+        g.bump([slot], remote_writes=2)
+        g.bump([slot], remote_writes=3)
+        assert follow(7, 3) is False  # 2 and 3 applied without a gap
+        g.bump([slot], remote_writes=5)  # 4 never arrived
+        assert follow(7, 5) is True
+        assert follow(8, 5) is True  # another incarnation of the Redis counters
+    finally:
+        g.close()
+
+
+def test_hits_keep_coming_from_l1_past_a_recheck(cache):
+    """The counter file is looked at again every RECHECK_SECONDS; an unchanged file keeps the
+    cache in use (a recheck that said "unusable" would send every read to the loader)."""
+    from embeddb.cache import generations as gen
+
+    cache.set("k", "v")
+    time.sleep(gen.RECHECK_SECONDS + 0.1)
+    hits = cache.stats()["l1"]["hits"]
+    assert cache.get_or_set("k", lambda: "loaded") == "v"
+    assert cache.stats()["l1"]["hits"] == hits + 1
+
+
+def test_a_removed_counter_file_or_directory_is_made_again(tmp_path):
+    """Counters whose file was removed re-create it (and a removed directory, private again)
+    and share it with every other holder; when it cannot be re-created they say unusable."""
+    import stat
+
+    from embeddb.cache import generations as gen
+
+    directory = tmp_path / "cache"
+    directory.mkdir(mode=0o700)
+    ours, theirs = gen.SharedGenerations(str(directory)), gen.SharedGenerations(str(directory))
+    slot = gen.slot_of("k")
+    try:
+        (directory / "generations").unlink()  # the directory stays
+        assert ours.check(force=True) and (directory / "generations").exists()
+        assert theirs.check(force=True)
+        ours.bump([slot])
+        assert theirs.counters[slot] == ours.counters[slot] == 1
+
+        shutil.rmtree(directory)
+        assert ours.check(force=True) and theirs.check(force=True)
+        assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+        theirs.bump([slot])
+        assert ours.counters[slot] == 1
+
+        shutil.rmtree(directory)
+        directory.write_text("not a directory")  # nothing can be made there now
+        assert ours.check(force=True) is False
+    finally:
+        ours.close()
+        theirs.close()
+
+
+@pytest.mark.parametrize("remove", ["file", "directory"])
+def test_a_cache_still_on_the_replaced_counter_file_drops_what_it_served(cache_dir, remove):
+    """Another holder of the old counter file (a process that has not looked again yet) has
+    entries in L1 that it already served, so a read would take them unchecked while the file's
+    write count stays put: re-opening moves the old file's epoch and its write count."""
+    writer, reader = Cache(cache_dir), Cache(cache_dir)
+    try:
+        writer.invalidate(["unrelated"])  # the write count is 1: a reset to 1 would not show
+        writer.set("k", "v1")
+        assert reader.get("k") == "v1"
+        assert reader.get("k") == "v1"  # served from L1: the entry knows the write count now
+        if remove == "file":
+            os.remove(os.path.join(cache_dir, "generations"))
+        else:
+            shutil.rmtree(cache_dir)
+        writer.invalidate(["k"])  # re-opens (a new file) and bumps there
+        assert reader.get("k") is None
+    finally:
+        writer.close()
+        reader.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_every_name_maps_to_a_slot_of_its_own_range(name):
+    """Names land past the fixed slots (bumping a name never moves the epoch or the write
+    count) and inside the array."""
+    from embeddb.cache import generations as gen
+
+    assert gen.FIRST <= gen.slot_of(name) < gen.SLOTS
+
+
+def test_names_spread_over_the_whole_slot_range():
+    from embeddb.cache import generations as gen
+
+    slots = {gen.slot_of(f"key-{i}") for i in range(200_000)}
+    assert min(slots) == gen.FIRST and max(slots) == gen.SLOTS - 1

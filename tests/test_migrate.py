@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import signal
 import sqlite3
 import threading
 import uuid
@@ -276,8 +277,13 @@ def test_ctrl_c_in_a_no_transaction_migration_marks_it_failed(db, folder):
         "    os.kill(os.getpid(), signal.SIGINT)\n"
     ))
     write(folder, "0002_next.up.sql", "CREATE TABLE next_one (x INTEGER);")
-    with pytest.raises(KeyboardInterrupt):
-        migrate.up(db, folder, backup=False)
+    # Python's own handler, also where SIGINT came in ignored (a background job, mutmut's run)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            migrate.up(db, folder, backup=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert "nt" in tables(db)
     assert [e.state for e in migrate.status(db, folder)] == ["failed", "pending"]
 
@@ -666,3 +672,26 @@ def test_a_stray_parameter_marker_is_an_error_not_a_null(sqlite_file_url, folder
     with pytest.raises(MigrationFailed, match="0001_settings.*line 2.*bindings"):
         migrate.up(db, folder, backup=False)
     assert "settings" not in tables(db) and migrate.current_version(db) is None
+
+
+def test_history_records_when_in_utc_and_how_long_in_milliseconds(db, folder):
+    """applied_at is an aware UTC time; duration_ms the real run time, in ms to the µs."""
+    from datetime import UTC, datetime, timedelta
+
+    from embeddb.migrate import history
+
+    write(folder, "0001_slow.py", "import time\n\ndef up(db):\n    time.sleep(0.05)\n")
+    write(folder, "0002_t.up.sql", "CREATE TABLE t (x INTEGER);")
+    write(folder, "0003_u.up.sql", "CREATE TABLE u (x INTEGER);")
+    before = datetime.now(UTC) - timedelta(seconds=2)
+    migrate.up(db, folder, backup=False)
+    records = history.read(db)
+    for record in records.values():
+        applied = record.applied_at
+        applied = applied if isinstance(applied, datetime) else datetime.fromisoformat(applied)
+        assert applied.tzinfo is not None
+        assert before <= applied <= datetime.now(UTC) + timedelta(seconds=2)
+    assert 50 <= records[1].duration_ms < 60_000
+    durations = [r.duration_ms for r in records.values()]
+    assert all(round(d, 3) == d for d in durations)
+    assert any(d != int(d) for d in durations)  # not whole milliseconds

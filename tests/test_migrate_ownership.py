@@ -85,3 +85,41 @@ def test_root_run_migrate_and_cache_stay_usable_by_the_database_owner() -> None:
         after = as_user(_cache_as_owner, live)  # the owner's migration cleared the cache
         assert after["seen"] is None and after["mine"] == {"n": 2}
         assert after["l2"]["errors"] == 0, after
+
+
+def test_a_counter_file_root_makes_again_belongs_to_the_database_owner() -> None:
+    """A root process whose cache's counter file was removed makes it again at its next
+    write, handed to the database's owner at once (the directory was handed over only when
+    the cache opened)."""
+    owner = other_user()
+    with shared_directory() as home:
+        live = str(home / "app.db")
+        as_user(_make_database, live)
+        root_db = embeddb.connect(f"sqlite:///{live}")
+        cache = Cache.for_database(root_db)
+        try:
+            cache.set("k", 1)
+            counters = Path(live + "-cache") / "generations"
+            counters.unlink()
+            cache.invalidate("k")  # re-creates the counter file
+            assert counters.exists() and _owner(counters) == owner
+        finally:
+            cache.close()
+            root_db.close()
+
+
+def _counters_for_root(directory: str) -> str:
+    from embeddb.cache.generations import SharedGenerations
+
+    try:
+        SharedGenerations(directory, owner=(0, 0)).close()
+    except OSError as exc:
+        return type(exc).__name__
+    return "opened"
+
+
+def test_counters_that_cannot_be_handed_over_fail_with_the_os_error() -> None:
+    """A counter file that cannot be given to its owner (here: a user giving it to root) is
+    an OSError, which the cache turns into "bypass the cache"; not a crash of another kind."""
+    with shared_directory() as home:
+        assert as_user(_counters_for_root, str(home)) == "PermissionError"

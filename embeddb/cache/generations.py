@@ -208,7 +208,7 @@ class SharedGenerations(LocalGenerations):
             current = None
         if current != self._inode and not self._reopen():
             return False
-        if now < self.young_until:
+        if time.monotonic() < self.young_until:  # not `now`: taken before a re-open
             self.next_check = now
             return False
         return True
