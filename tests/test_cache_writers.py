@@ -151,3 +151,33 @@ def test_a_cache_made_in_this_process_hears_of_the_next_write(url, tmp_path):
     assert cache.get_row(Memo, memo.id)["body"] == "d"
     cache.close()
     db.close()
+
+
+def test_a_row_cached_before_its_directory_was_removed_is_not_served_after_it(sqlite_file_url):
+    """The reader caches a row; the directory is removed; a writer with no cache changes the
+    row unseen. Once the re-created directory is usable, the reader must not serve the row it
+    cached against the old counters (its write count matched the new file's)."""
+    import shutil
+
+    from embeddb.cache import generations
+
+    writer_db = embeddb.connect(sqlite_file_url)
+    reader_db = embeddb.connect(sqlite_file_url)
+    for db in (writer_db, reader_db):
+        db.bind([Memo])
+    writer_db.create_tables([Memo])
+    writer = Repository(Memo, writer_db)
+    memo = writer.create(body="a")
+    cache = Cache.for_database(reader_db)
+    try:
+        reader = Repository(Memo, reader_db, cache=cache)
+        assert reader.get(memo.id).body == "a"
+        assert reader.get(memo.id).body == "a" and cache.stats()["l1"]["hits"] == 1
+        shutil.rmtree(placement.default_directory(reader_db))
+        time.sleep(generations.RECHECK_SECONDS + 0.05)
+        writer.update(memo, body="b")  # looks: no directory, tells nobody
+        assert reader.get(memo.id).body == "b"  # re-created: young, served from the database
+        time.sleep(tiered.GRACE + 0.05)
+        assert reader.get(memo.id).body == "b"  # the entry cached before the removal is gone
+    finally:
+        cache.close()

@@ -169,8 +169,11 @@ class SharedGenerations(LocalGenerations):
             return False
         os.ftruncate(fd, 0)
         os.ftruncate(fd, size)
-        epoch = secrets.randbits(40).to_bytes(8, "little")
-        os.pwrite(fd, epoch, HEADER + EPOCH * 8)
+        # Both random: an entry verified against an earlier file (a removed directory, say)
+        # must not find its write count here (L1 trusts an unchanged count without re-summing
+        # the entry's slots) nor its epoch.
+        for slot in (EPOCH, WRITES):
+            os.pwrite(fd, secrets.randbits(40).to_bytes(8, "little"), HEADER + slot * 8)
         os.pwrite(fd, MAGIC + boot, 0)
         return True
 
