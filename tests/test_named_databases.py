@@ -327,7 +327,9 @@ def test_restore_refuses_a_backup_of_another_database_unless_forced(project):
         "(sqlite:///users.db): pass --force to restore it anyway\n")
     assert "payments" not in _tables("users")  # untouched
     result = run("--db", "sqlite:///users.db", "backup", "restore", path, "--yes")
-    assert "not of the default database" in result.output and result.exit_code == 1
+    assert "not of 'users' (sqlite:///users.db)" in result.output and result.exit_code == 1
+    result = run("--db", "sqlite:///payments.db", "backup", "restore", path, "--yes")
+    assert result.exit_code == 0, result.output  # payments' URL is payments
     assert run("-d", "payments", "backup", "restore", path, "--yes").exit_code == 0
     result = run("-d", "users", "backup", "restore", path, "--yes", "--force")
     assert result.exit_code == 0, result.output
