@@ -411,9 +411,26 @@ def test_a_model_of_one_database_is_refused_on_another(project):
         with pytest.raises(ConfigurationError, match=r"Account is bound to database 'users', "
                                                      r"not 'payments'"):
             Repository(Account, payments)
-        other = embeddb.connect("sqlite:///:memory:")  # by URL: no name to compare
-        Repository(Account, other)
-        other.close()
+        for url in ("sqlite:///:memory:", "sqlite:///main.db"):  # no configured database
+            other = embeddb.connect(url)
+            try:
+                with pytest.raises(ConfigurationError, match=r"Account is bound to database "
+                                                             r"'users', not 'default'"):
+                    Repository(Account, other)
+                with pytest.raises(ConfigurationError, match=r"Payment declares database "
+                                                             r"'payments', not 'default'"):
+                    Repository(Payment, other)
+            finally:
+                other.close()
+        by_url = embeddb.connect("sqlite:///payments.db")  # payments' file: payments
+        Repository(Payment, by_url)
+        with pytest.raises(ConfigurationError, match="Account is bound to database 'users', "
+                                                     "not 'payments'"):
+            Repository(Account, by_url)
+        by_url.close()
+        again = embeddb.connect(f"sqlite:///{project / 'users.db'}")  # another connection
+        Repository(Account, again)
+        again.close()
     finally:
         users.close()
         payments.close()

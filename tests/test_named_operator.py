@@ -533,3 +533,33 @@ def test_backup_list_by_the_url_of_a_named_database_sees_its_backups(project):
     assert [Path(b["path"]).name for b in listed] == [Path(made["path"]).name]
     default = json.loads(run("backup", "list", "--json").output)
     assert made["path"] not in [b["path"] for b in default]
+
+
+def test_a_model_bound_to_a_named_database_is_refused_on_the_default_one(project):
+    """It ran silently on app.db (the check compared names only when both had one)."""
+    import peewee
+
+    import embeddb
+    from embeddb.errors import ConfigurationError
+    from embeddb.models import BaseModel
+    from embeddb.repository import Repository
+
+    class Thing(BaseModel):
+        v = peewee.TextField(null=True)
+
+        class Meta:
+            table_name = "things"
+
+    users, app = embeddb.connect("users"), embeddb.connect()
+    try:
+        assert app.name is None
+        users.bind([Thing])
+        with pytest.raises(ConfigurationError, match=r"^Thing is bound to database 'users', not "
+                                                     r"'default': use a repository on 'users'"):
+            Repository(Thing, app)
+        app.bind([Thing])  # bound to the default database itself: runs there
+        assert Repository(Thing, app).count() == 0
+        assert Repository(Thing, users).db is users  # bound to no name: it runs on users
+    finally:
+        users.close()
+        app.close()
