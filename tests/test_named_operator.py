@@ -563,3 +563,28 @@ def test_a_model_bound_to_a_named_database_is_refused_on_the_default_one(project
     finally:
         users.close()
         app.close()
+
+
+def test_the_url_of_a_named_postgresql_database_opens_that_entry(tmp_path, monkeypatch, pg_url):
+    """The same server, database and schema spelled otherwise (no port: 5432) is payments."""
+    import embeddb
+    from embeddb.url import parse
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EMBEDDB_DATABASE_URL", raising=False)
+    monkeypatch.delenv("EMBEDDB_DATABASE_URL_PAYMENTS", raising=False)
+    parsed = parse(pg_url)
+    assert (parsed.port or 5432) == 5432 and not parsed.options.get("schema")
+    (tmp_path / "embeddb.toml").write_text(
+        f'[databases.payments]\nurl = "{pg_url}"\nmigrations = "db/payments"\n')
+    other = pg_url.replace(":5432/", "/") if ":5432/" in pg_url else pg_url
+    db = embeddb.connect(other)
+    try:
+        assert db.name == "payments" and db.entry.migrations == "db/payments"
+        assert db.url.raw == other
+    finally:
+        db.close_all()
+    from embeddb import config
+
+    elsewhere = config.database_entry(other + ("&" if "?" in other else "?") + "schema=x")
+    assert elsewhere.name is None and elsewhere.migrations is None  # another schema
