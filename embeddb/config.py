@@ -210,6 +210,12 @@ def name_of(url: str, cwd: str | os.PathLike[str] | None = None) -> str | None:
     """The ``[databases.NAME]`` that is the same database as ``url`` (None: none, or
     embeddb.toml is unusable): what a backup of a database opened by URL records, so that
     it is refused in another database as a backup made by name is."""
+    entry = _configured_as(url, cwd)
+    return entry.name if entry is not None else None
+
+
+def _configured_as(url: str, cwd: str | os.PathLike[str] | None) -> NamedDatabase | None:
+    """The ``[databases.NAME]`` entry that is the same database as ``url`` (see name_of)."""
     key = _identity(url, cwd)
     if key is None:
         return None
@@ -217,8 +223,7 @@ def name_of(url: str, cwd: str | os.PathLike[str] | None = None) -> str | None:
         found = named_databases(cwd)
     except ConfigurationError:
         return None
-    return next((name for name, entry in found.items() if _identity(entry.url, cwd) == key),
-                None)
+    return next((entry for entry in found.values() if _identity(entry.url, cwd) == key), None)
 
 
 def named_database(name: str, cwd: str | os.PathLike[str] | None = None) -> NamedDatabase:
@@ -274,12 +279,17 @@ def configured_names(cwd: str | os.PathLike[str] | None = None) -> list[str]:
 
 def database_entry(url: str | None = None,
                    cwd: str | os.PathLike[str] | None = None) -> NamedDatabase:
-    """What ``connect(url)`` opens: a name's entry, the default database, or a bare URL."""
+    """What ``connect(url)`` opens: a name's entry, the default database, or a URL.
+
+    A URL of a ``[databases.NAME]`` (the same file, or server, database and schema, however
+    spelled) is that entry with the URL as given: its migrations, seeds and backups, as by
+    name, never the default database's. Any other URL is an entry of its own (no name)."""
     if url is None:
         return default_database(cwd)
     if is_name(url):
         return named_database(url, cwd)
-    return NamedDatabase(None, url)
+    entry = _configured_as(url, cwd)
+    return replace(entry, url=url) if entry is not None else NamedDatabase(None, url)
 
 
 def _check_databases(path: Path, tables: Any) -> None:

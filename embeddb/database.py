@@ -195,12 +195,14 @@ class Engine(_PeeweeDatabase):
     url: DatabaseURL
     settings: Any  # the backend's config.SqliteSettings or config.PostgresSettings
     _state: Any  # peewee's per-thread connection state (not in its stubs)
-    #: the embeddb.toml entry it was opened by (its name and folders); None: opened by a URL
+    #: the embeddb.toml entry it was opened by (its name and folders), also when opened by the
+    #: URL of a ``[databases.NAME]``; another URL gets an entry without a name
     entry: config.NamedDatabase | None = None
 
     @property
     def name(self) -> str | None:
-        """The embeddb.toml name it was opened by (``connect("users")``); None otherwise."""
+        """Its embeddb.toml name (``connect("users")``, or ``connect`` by users' URL); None for
+        the default database or a URL embeddb.toml does not name."""
         return self.entry.name if self.entry is not None else None
 
     def savepoint(self) -> _TrackedSavepoint:

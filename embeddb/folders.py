@@ -51,5 +51,6 @@ def seeds(directory: Folder = None, entry: Any = None) -> Path:
 
 
 def entry_of(db: Any) -> Any:
-    """The embeddb.toml entry ``db`` was opened by (None: opened by a URL, or not embeddb's)."""
+    """The embeddb.toml entry ``db`` was opened by: by name, or by a URL that is a configured
+    database's (an entry without a name for any other URL; None: not embeddb's database)."""
     return getattr(db, "entry", None)

@@ -10,7 +10,7 @@ Fixtures:
   (a SQLite one in memory, a PostgreSQL one as a database of its own on the configured server,
   or on ``$EMBEDDB_TEST_URL_<NAME>``'s, dropped after the test). Their backups and safety
   copies go to a temporary directory, never the project's backups. Models are not bound to them:
-  use repositories (``Repository(embeddb_dbs["users"], User)``).
+  use repositories (``Repository(User, embeddb_dbs["users"])``).
 - ``embeddb_queries``: every statement the test runs on its embeddb database (a
   :class:`~embeddb.monitor.QueryLog`), with ``embeddb_queries.assert_max_queries(n)``.
 
@@ -178,7 +178,11 @@ class NamedTemplates:
         found = self.templates.get(name)
         if found is None:
             entry = self.entry(name)
-            url = os.environ.get(f"{ENV_URL}_{name.upper()}") or entry.url
+            variable = f"{ENV_URL}_{name.upper()}"  # tests only: the entry's url is the app's
+            url = os.environ.get(variable, entry.url)
+            if not url.strip():  # as for $EMBEDDB_DATABASE_URL_<NAME>: not "use the file's url"
+                raise config.ConfigurationError(
+                    f"${variable} is set but empty: unset it or give a URL")
             migrations = self._path(entry.migrations)
             if migrations is not None and not os.path.isdir(migrations):
                 # not the embeddb_migrations ini option Template.create would point at

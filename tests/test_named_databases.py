@@ -327,7 +327,9 @@ def test_restore_refuses_a_backup_of_another_database_unless_forced(project):
         "(sqlite:///users.db): pass --force to restore it anyway\n")
     assert "payments" not in _tables("users")  # untouched
     result = run("--db", "sqlite:///users.db", "backup", "restore", path, "--yes")
-    assert "not of the default database" in result.output and result.exit_code == 1
+    assert "not of 'users' (sqlite:///users.db)" in result.output and result.exit_code == 1
+    result = run("--db", "sqlite:///payments.db", "backup", "restore", path, "--yes")
+    assert result.exit_code == 0, result.output  # payments' URL is payments
     assert run("-d", "payments", "backup", "restore", path, "--yes").exit_code == 0
     result = run("-d", "users", "backup", "restore", path, "--yes", "--force")
     assert result.exit_code == 0, result.output
@@ -409,9 +411,26 @@ def test_a_model_of_one_database_is_refused_on_another(project):
         with pytest.raises(ConfigurationError, match=r"Account is bound to database 'users', "
                                                      r"not 'payments'"):
             Repository(Account, payments)
-        other = embeddb.connect("sqlite:///:memory:")  # by URL: no name to compare
-        Repository(Account, other)
-        other.close()
+        for url in ("sqlite:///:memory:", "sqlite:///main.db"):  # no configured database
+            other = embeddb.connect(url)
+            try:
+                with pytest.raises(ConfigurationError, match=r"Account is bound to database "
+                                                             r"'users', not 'default'"):
+                    Repository(Account, other)
+                with pytest.raises(ConfigurationError, match=r"Payment declares database "
+                                                             r"'payments', not 'default'"):
+                    Repository(Payment, other)
+            finally:
+                other.close()
+        by_url = embeddb.connect("sqlite:///payments.db")  # payments' file: payments
+        Repository(Payment, by_url)
+        with pytest.raises(ConfigurationError, match="Account is bound to database 'users', "
+                                                     "not 'payments'"):
+            Repository(Account, by_url)
+        by_url.close()
+        again = embeddb.connect(f"sqlite:///{project / 'users.db'}")  # another connection
+        Repository(Account, again)
+        again.close()
     finally:
         users.close()
         payments.close()

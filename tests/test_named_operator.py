@@ -60,9 +60,9 @@ def test_pruning_the_default_database_leaves_named_databases_backups_alone(proje
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["removed"] == []
     assert _backups(project, "payments") == before
-    result = run("--db", "sqlite:///payments.db", "backup", "prune", "--keep", "1")
+    result = run("--db", "sqlite:///payments.db", "backup", "prune", "--keep", "2")
     assert result.exit_code == 0, result.output
-    assert _backups(project, "payments") == before  # by URL: not the named database either
+    assert _backups(project, "payments") == before[-2:]  # payments' URL: payments' backups
     assert run("-d", "payments", "backup", "prune", "--keep", "1").exit_code == 0
     assert _backups(project, "payments") == before[-1:]
 
@@ -438,3 +438,153 @@ def test_safety_copies_taken_by_url_are_kept_per_name(project):
     assert result.exit_code == 0, result.output
     copies = [p for p in _backups(project, "users") if "-premigrate-" in p]
     assert len(copies) == 1, copies
+
+
+def _fresh(tmp_path: Path) -> Path:
+    """The project's files without migrating anything: users.db does not exist yet."""
+    (tmp_path / "embeddb.toml").write_text(
+        '[database]\nurl = "sqlite:///app.db"\n\n'
+        '[databases.users]\nurl = "sqlite:///users.db"\nmigrations = "db/users"\n\n'
+        '[databases.payments]\nurl = "sqlite:///payments.db"\nmigrations = "db/payments"\n')
+    stamps = "created_at TEXT, updated_at TEXT);\n"  # BaseModel's, which seeds fill in
+    _migration(tmp_path / "migrations", "0001_things", APP_UP.replace(");\n", ", " + stamps),
+               "DROP TABLE things;\n")
+    _migration(tmp_path / "db/users", "0001_users", USERS_UP.replace(");\n", ", " + stamps),
+               "DROP TABLE users;\n")
+    _migration(tmp_path / "db/payments", "0001_payments", PAYMENTS_UP, "DROP TABLE payments;\n")
+    for folder, table, field in (("seeds/users", "users", "name"), ("seeds", "things", "v")):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / folder / "dev.py").write_text(
+            "import peewee\nfrom embeddb.models import BaseModel\n\n"
+            f"class Row(BaseModel):\n    id = peewee.IntegerField(primary_key=True)\n"
+            f"    {field} = peewee.TextField()\n"
+            f"    class Meta:\n        table_name = {table!r}\n\n"
+            f"def build(seed):\n    return [(Row, [{{'id': 1, {field!r}: 'x'}}])]\n")
+    return tmp_path
+
+
+def _tables_of(path: Path) -> set[str]:
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+                if not r[0].startswith(("sqlite_", "embeddb_", "_embeddb"))}
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def fresh(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("EMBEDDB_DATABASE_URL", "EMBEDDB_MIGRATIONS_DIR", "EMBEDDB_SEEDS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    return _fresh(tmp_path)
+
+
+@pytest.mark.parametrize("spelling", ["sqlite:///users.db", "absolute"])
+def test_migrate_up_by_the_url_of_a_named_database_uses_its_migrations(fresh, spelling):
+    """--db with users' file runs users' migrations (db/users), not the default ./migrations,
+    however the path is spelled; seeds are users' too."""
+    url = f"sqlite:///{fresh / 'users.db'}" if spelling == "absolute" else spelling
+    result = run("--db", url, "migrate", "up", "--no-backup", "--json")
+    assert result.exit_code == 0, result.output
+    assert _tables_of(fresh / "users.db") == {"users"}
+    assert not (fresh / "app.db").exists()
+    result = run("--db", url, "seed", "dev", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["rows"] == {"users": 1}  # seeds/users/dev.py
+
+
+def test_a_url_that_is_no_configured_database_keeps_the_default_folders(fresh):
+    result = run("--db", "sqlite:///other.db", "migrate", "up", "--no-backup")
+    assert result.exit_code == 0, result.output
+    assert _tables_of(fresh / "other.db") == {"things"}
+    assert not (fresh / "users.db").exists()
+
+
+def test_library_migrate_up_on_connect_by_the_url_of_a_named_database(fresh):
+    import embeddb
+    from embeddb import migrate
+
+    db = embeddb.connect("sqlite:///users.db")
+    try:
+        assert db.name == "users" and db.entry.migrations == "db/users"
+        assert db.url.raw == "sqlite:///users.db"  # the URL given, not the file's spelling
+        migrate.up(db, backup=False)
+    finally:
+        db.close()
+    assert _tables_of(fresh / "users.db") == {"users"}
+    other = embeddb.connect("sqlite:///other.db")
+    try:
+        assert other.name is None and other.entry.migrations is None
+        migrate.up(other, backup=False)
+    finally:
+        other.close()
+    assert _tables_of(fresh / "other.db") == {"things"}
+
+
+def test_backup_list_by_the_url_of_a_named_database_sees_its_backups(project):
+    """A backup made through --db users' URL records users: list / prune through that URL
+    are users' backups too (they saw only the default database's)."""
+    made = json.loads(run("--db", "sqlite:///users.db", "backup", "create", "--json").output)
+    assert run("backup", "create").exit_code == 0
+    listed = json.loads(run("--db", "sqlite:///users.db", "backup", "list", "--json").output)
+    assert [Path(b["path"]).name for b in listed] == [Path(made["path"]).name]
+    default = json.loads(run("backup", "list", "--json").output)
+    assert made["path"] not in [b["path"] for b in default]
+
+
+def test_a_model_bound_to_a_named_database_is_refused_on_the_default_one(project):
+    """It ran silently on app.db (the check compared names only when both had one)."""
+    import peewee
+
+    import embeddb
+    from embeddb.errors import ConfigurationError
+    from embeddb.models import BaseModel
+    from embeddb.repository import Repository
+
+    class Thing(BaseModel):
+        v = peewee.TextField(null=True)
+
+        class Meta:
+            table_name = "things"
+
+    users, app = embeddb.connect("users"), embeddb.connect()
+    try:
+        assert app.name is None
+        users.bind([Thing])
+        with pytest.raises(ConfigurationError, match=r"^Thing is bound to database 'users', not "
+                                                     r"'default': use a repository on 'users'"):
+            Repository(Thing, app)
+        app.bind([Thing])  # bound to the default database itself: runs there
+        assert Repository(Thing, app).count() == 0
+        assert Repository(Thing, users).db is users  # bound to no name: it runs on users
+    finally:
+        users.close()
+        app.close()
+
+
+def test_the_url_of_a_named_postgresql_database_opens_that_entry(tmp_path, monkeypatch, pg_url):
+    """The same server, database and schema spelled otherwise (no port: 5432) is payments."""
+    import embeddb
+    from embeddb.url import parse
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EMBEDDB_DATABASE_URL", raising=False)
+    monkeypatch.delenv("EMBEDDB_DATABASE_URL_PAYMENTS", raising=False)
+    parsed = parse(pg_url)
+    assert (parsed.port or 5432) == 5432 and not parsed.options.get("schema")
+    (tmp_path / "embeddb.toml").write_text(
+        f'[databases.payments]\nurl = "{pg_url}"\nmigrations = "db/payments"\n')
+    other = pg_url.replace(":5432/", "/") if ":5432/" in pg_url else pg_url
+    db = embeddb.connect(other)
+    try:
+        assert db.name == "payments" and db.entry.migrations == "db/payments"
+        assert db.url.raw == other
+    finally:
+        db.close_all()
+    from embeddb import config
+
+    elsewhere = config.database_entry(other + ("&" if "?" in other else "?") + "schema=x")
+    assert elsewhere.name is None and elsewhere.migrations is None  # another schema

@@ -224,3 +224,21 @@ def test_plugin_named_databases(plugin_suite, request, backend, monkeypatch):
                 assert cur.fetchall() == []
         finally:
             conn.close()
+
+
+def test_an_empty_test_url_of_a_named_database_is_an_error(plugin_suite, monkeypatch):
+    """$EMBEDDB_TEST_URL_<NAME> set but empty is a mistake, not "use embeddb.toml's url"
+    (which is the app's database: here a server nobody runs)."""
+    suite = plugin_suite(NAMED)
+    (suite.mkdir("payments_migrations") / "0001_payments.up.sql").write_text(
+        "CREATE TABLE payments (id INTEGER PRIMARY KEY, cents INTEGER NOT NULL);\n")
+    (suite.path / "embeddb.toml").write_text(
+        f'[databases.users]\nurl = "sqlite:///users.db"\nmigrations = "{ROOT / "migrations"}"\n'
+        '[databases.payments]\nurl = "postgresql://nobody@127.0.0.1:9/payments"\n'
+        'migrations = "payments_migrations"\n')
+    monkeypatch.setenv("NAMED_LOG", str(suite.path / "named.log"))
+    monkeypatch.setenv("EMBEDDB_TEST_URL_PAYMENTS", " ")
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["*$EMBEDDB_TEST_URL_PAYMENTS is set but empty: unset it or "
+                                 "give a URL*"])
+    assert result.ret != 0

@@ -91,11 +91,11 @@ def _default_directory() -> str:
 
 def _scope(directory: str | None) -> str | None:
     """Whose backups ``list`` / ``prune`` look at: the embeddb.toml name of the database
-    chosen with --database; None (the backups recording no name) for the default one or
-    --db URL; every database's with --dir and neither option (a whole folder). Read without
-    opening the database."""
+    chosen with --database, or with --db the URL of one (as its backups record it); None
+    (the backups recording no name) for the default one or another URL; every database's
+    with --dir and neither option (a whole folder). Read without opening the database."""
     state = click.get_current_context().ensure_object(CliState)
-    if state.db_name is not None:
+    if state.db_name is not None or state.db_url is not None:
         return state.entry().name
     if directory and state.db_url is None:
         return retention.ANY_DATABASE

@@ -31,18 +31,20 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def check_home(models: Sequence[type[BaseModel]], db: Any) -> None:
-    """Refuse to put ``models`` on ``db`` when they belong to another named database: a model
+    """Refuse to put ``models`` on ``db`` when they belong to another database: a model
     declaring ``class Meta: database_name = "payments"``, or bound to a database opened by
-    another name. Queries never join across databases; this catches the mistake at once.
+    the name (or URL) of ``payments``, used on any other database, named or the default
+    one (a database opened by a URL embeddb.toml does not name counts as ``default``).
+    Queries never join across databases; this catches the mistake at once. A model bound
+    to a database without a name belongs nowhere in particular: it runs on ``db``.
 
     :raises ConfigurationError: naming the model and both databases.
     """
     target = getattr(db, "name", None) or "default"
     for model in models:
         declared = getattr(model._meta, "database_name", None)
-        bound = getattr(model._meta.database, "name", None)
-        home = declared or (bound if bound is not None and model._meta.database is not db
-                            and getattr(db, "name", None) is not None else None)
+        bound = model._meta.database
+        home = declared or (getattr(bound, "name", None) if bound is not db else None)
         if home is not None and home != target:
             how = "declares" if declared else "is bound to"
             raise ConfigurationError(
