@@ -283,13 +283,21 @@ def database_entry(url: str | None = None,
 
     A URL of a ``[databases.NAME]`` (the same file, or server, database and schema, however
     spelled) is that entry with the URL as given: its migrations, seeds and backups, as by
-    name, never the default database's. Any other URL is an entry of its own (no name)."""
+    name, never the default database's; the URL of ``[database]`` is the default entry with
+    its folders. Any other URL is an entry of its own (no name)."""
     if url is None:
         return default_database(cwd)
     if is_name(url):
         return named_database(url, cwd)
     entry = _configured_as(url, cwd)
-    return replace(entry, url=url) if entry is not None else NamedDatabase(None, url)
+    if entry is not None:
+        return replace(entry, url=url)
+    configured = load_config_file(Path(cwd or os.getcwd()) / CONFIG_FILE).get("database", {})
+    key = _identity(url, cwd)
+    if key is not None and "url" in configured and key == _identity(str(configured["url"]), cwd):
+        return NamedDatabase(None, url, configured.get("migrations"), configured.get("seeds"),
+                             configured.get("backups"))
+    return NamedDatabase(None, url)
 
 
 def _check_databases(path: Path, tables: Any) -> None:

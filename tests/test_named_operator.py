@@ -588,3 +588,30 @@ def test_the_url_of_a_named_postgresql_database_opens_that_entry(tmp_path, monke
 
     elsewhere = config.database_entry(other + ("&" if "?" in other else "?") + "schema=x")
     assert elsewhere.name is None and elsewhere.migrations is None  # another schema
+
+
+def test_the_url_of_the_default_database_uses_its_own_folders(tmp_path, monkeypatch):
+    """[database] with folders of its own: opened by its URL (--db, however spelled, or
+    connect(url)), it migrates from those folders, not ./migrations."""
+    import embeddb
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("EMBEDDB_DATABASE_URL", "EMBEDDB_MIGRATIONS_DIR", "EMBEDDB_SEEDS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "embeddb.toml").write_text(
+        '[database]\nurl = "sqlite:///app.db"\nmigrations = "db/app"\n')
+    _migration(tmp_path / "db/app", "0001_things", APP_UP, "DROP TABLE things;\n")
+    _migration(tmp_path / "migrations", "0001_users", USERS_UP, "DROP TABLE users;\n")
+    result = run("--db", f"sqlite:///{tmp_path / 'app.db'}", "migrate", "up", "--no-backup")
+    assert result.exit_code == 0, result.output
+    assert _tables_of(tmp_path / "app.db") == {"things"}
+    db = embeddb.connect("sqlite:///app.db")
+    try:
+        assert db.name is None and db.entry.migrations == "db/app"
+    finally:
+        db.close()
+    other = embeddb.connect("sqlite:///other.db")
+    try:
+        assert other.entry.migrations is None  # not [database]'s file: no folders of its own
+    finally:
+        other.close()
