@@ -143,12 +143,17 @@ class MoneyField(peewee.Field):
     def __init__(self, decimal_places: int = 2, **kwargs: Any) -> None:
         self.decimal_places = decimal_places
         super().__init__(**kwargs)
-        #: db_value's Decimal case for generated row code (a value known not to be None):
-        #: anything it does not accept goes through db_value, which converts or says why not
-        self.inline_write = (
+
+    @property
+    def inline_write(self) -> tuple[str, dict[str, Any]]:
+        """db_value's Decimal case for generated row code (a value known not to be None), at
+        the scale the field has when the code is built: anything it does not accept goes
+        through db_value, which converts or says why not."""
+        return (
             f"{{u}} if type({{v}}) is _Decimal and {{v}}.is_finite() and ({{u}} := int("
-            f"{{x}} := {{v}}.scaleb({int(decimal_places)}))) == {{x}} and -_MINOR_LIMIT < {{u}} "
-            f"< _MINOR_LIMIT else {{w}}({{v}})", {"_Decimal": Decimal, "_MINOR_LIMIT": _MINOR_LIMIT})
+            f"{{x}} := {{v}}.scaleb({int(self.decimal_places)}))) == {{x}} and -_MINOR_LIMIT "
+            f"< {{u}} < _MINOR_LIMIT else {{w}}({{v}})",
+            {"_Decimal": Decimal, "_MINOR_LIMIT": _MINOR_LIMIT})
 
     def db_value(self, value: Any) -> int | None:
         if value is None:

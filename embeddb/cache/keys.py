@@ -28,10 +28,17 @@ def row_prefix(model: type[peewee.Model]) -> str:
     return f"{table_of(model)}:"
 
 
+def uuid_keyed(field: peewee.Field) -> bool:
+    """Whether the Python values of ``field`` are UUIDs (keyed by their hex)."""
+    return isinstance(field, (peewee.UUIDField, peewee.BinaryUUIDField))
+
+
 def pk_text(field: peewee.Field, pk: Any) -> str:
     """The primary key ``pk`` of ``field`` as key text, equal for every spelling of it."""
     if isinstance(pk, uuid.UUID):
-        return pk.hex
+        # a text key holding str(uuid) is spelt as its rows have it, so that the key its
+        # objects carry (the text) and a UUID naming the same row meet in one entry
+        return pk.hex if uuid_keyed(field) else str(pk)
     if isinstance(field, peewee.UUIDField) and isinstance(pk, str):
         return pk.replace("-", "").lower()
     if isinstance(field, peewee.IntegerField) and isinstance(pk, str):

@@ -17,7 +17,7 @@ import peewee
 from ..hydration import compile_hydrator, json_copy, readers_of
 from ..models import SoftDeleteModel, primary_key
 from ..protocols import Database
-from .keys import family_of, model_tag, pk_text, row_prefix
+from .keys import family_of, model_tag, pk_text, row_prefix, uuid_keyed
 from .memory import MISSING
 
 if TYPE_CHECKING:
@@ -26,6 +26,11 @@ if TYPE_CHECKING:
 
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+class _NoKey(uuid.UUID):
+    """A type no primary key has (never made): keys of a field that holds no UUIDs go
+    through pk_text."""
 
 
 class RowCache:
@@ -40,6 +45,8 @@ class RowCache:
         self.db = db if db is not None else model._meta.database
         meta = model._meta
         self._pk = primary_key(model)
+        #: keys of this type are keyed by their hex without pk_text (see :meth:`key`)
+        self._hex_key: type[uuid.UUID] = uuid.UUID if uuid_keyed(self._pk) else _NoKey
         self._prefix = row_prefix(model)
         self.family = family_of(model)
         self.tags = (model_tag(model),)
@@ -54,7 +61,7 @@ class RowCache:
 
     def key(self, pk: Any) -> str:
         """The cache key of the row ``pk`` (any spelling of it)."""
-        if type(pk) is uuid.UUID:
+        if type(pk) is self._hex_key:
             return self._prefix + pk.hex
         return self._prefix + pk_text(self._pk, pk)
 
@@ -93,7 +100,7 @@ class RowCache:
         cache = self.cache  # the hot path of a cached Repository.get: entry() inlined
         if cache is None:
             return self._hydrate(self.load(pk))
-        if type(pk) is uuid.UUID:
+        if type(pk) is self._hex_key:
             hex_ = pk.hex
             full = self._full
             if full is None or full[0] is not cache:

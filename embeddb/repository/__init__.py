@@ -24,7 +24,7 @@ from ..errors import ConfigurationError, InvalidQueryError
 from ..hydration import compile_hydrator, readers_of
 from ..models import SoftDeleteModel, VersionedModel
 from .bulk import BATCH_SIZE, UpsertBatch
-from .core import M, check_home
+from .core import M, check_home, hex_key_type
 from .query import CursorPage, Page
 from .rows import _PLANS, Plan, batched
 from .statements import WritePlan, plain_writes
@@ -66,6 +66,7 @@ class Repository(Writes[M]):
         meta = model._meta
         self._pk = cast(peewee.Field, meta.primary_key)
         self._uuid_pk = isinstance(self._pk, peewee.UUIDField)
+        self._hex_key = hex_key_type(self._pk)
         self._soft = issubclass(model, SoftDeleteModel)
         self._versioned = issubclass(model, VersionedModel)
         self._fields = list(meta.sorted_fields)

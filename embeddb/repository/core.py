@@ -8,6 +8,7 @@ The parts are layered on it, each seeing the ones below: :mod:`.rows`, :mod:`.qu
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from time import monotonic
@@ -52,6 +53,18 @@ def check_home(models: Sequence[type[BaseModel]], db: Any) -> None:
                 f"on {home!r} (embeddb.connect({home!r})); embeddb never joins across databases")
 
 
+class _NoKey(uuid.UUID):
+    """A type no primary key has (never made): such keys go through their field's db_value."""
+
+
+def hex_key_type(pk: peewee.Field) -> type[uuid.UUID]:
+    """The type of the keys whose database value is their ``.hex``: uuid.UUID when ``pk``'s
+    db_value is exactly peewee's UUIDField's (embeddb's IdField), which makes the hex of a
+    UUID; none for other fields (a BinaryUUIDField stores bytes, a CharField ``str(uuid)``,
+    a subclass its own form)."""
+    return uuid.UUID if type(pk).db_value is peewee.UUIDField.db_value else _NoKey
+
+
 class RepositoryCore(Generic[M]):
     """The state of a repository for ``model`` (set by ``Repository.__init__``)."""
 
@@ -65,6 +78,9 @@ class RepositoryCore(Generic[M]):
     cache: Cache | None
     _pk: peewee.Field
     _uuid_pk: bool
+    #: keys of this type are sent as ``.hex``: uuid.UUID when the key field's db_value is
+    #: UUIDField's own (embeddb's IdField), else a type no key has (see :func:`hex_key_type`)
+    _hex_key: type[uuid.UUID]
     _soft: bool
     _versioned: bool
     _fields: list[peewee.Field]

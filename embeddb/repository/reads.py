@@ -52,7 +52,7 @@ class Reads(QueryBuilding[M]):
                 return cast(M, self._rows.instance(pk))
             except self.model.DoesNotExist:
                 return None  # absent rows are not cached: an insert needs no invalidation
-        key = pk.hex if type(pk) is uuid.UUID else self._pk.db_value(pk)  # (as writes do)
+        key = pk.hex if type(pk) is self._hex_key else self._pk.db_value(pk)  # (as writes do)
         row = self.db.fetch_one(self._get_sql, (key,))
         return None if row is None else self._hydrate(row)
 

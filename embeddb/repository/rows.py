@@ -13,7 +13,7 @@ import peewee
 from ..dialect import quote
 from ..errors import InvalidQueryError
 from ..ids import new_id
-from ..models import BaseModel, utcnow
+from ..models import BaseModel, JSONField, MoneyField, utcnow
 from .core import M, RepositoryCore
 from .statements import ready_test
 
@@ -27,6 +27,21 @@ _MISSING = object()
 #: per model: the row converter of each key order seen in bulk inserts (at most _MAX_SHAPES)
 _SHAPES: dict[type, dict[tuple[str, ...], Callable[..., tuple[Any, ...]]]] = {}
 _MAX_SHAPES = 64
+
+
+#: db_value functions whose field's ``inline_write`` template computes the same value
+_INLINED = (JSONField.db_value, MoneyField.db_value)
+
+
+def _inline_write(field: peewee.Field) -> tuple[str, dict[str, Any]] | None:
+    """The field's ``inline_write`` (template, names) when its db_value is exactly one of
+    embeddb's own; None otherwise. A subclass inherits the template with the attribute, but
+    one that overrides db_value (an encrypting JSON field, money at another scale) converts
+    differently, so its own db_value must run."""
+    db_value = type(field).db_value
+    if any(db_value is own for own in _INLINED):
+        return cast("tuple[str, dict[str, Any]]", field.inline_write)  # type: ignore[attr-defined]
+    return None
 
 
 class Plan(NamedTuple):
@@ -130,7 +145,7 @@ class RowCode(RepositoryCore[M]):
             if ready:
                 convert += f" and not {ready.format(v=f'v{i}')}"
             converted = f"w{i}(v{i})"
-            inline = getattr(field, "inline_write", None)
+            inline = _inline_write(field)
             if inline is not None:  # the field's db_value without a call
                 template, names_used = inline
                 namespace.update(names_used)

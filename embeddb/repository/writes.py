@@ -77,7 +77,7 @@ class Writes(Bulk[M]):
         sql, fill = plan.update(tuple(values), extra, by_pk=False)
         data = obj.__data__
         key = data[self._pk.name]
-        params = fill(obj, values, self._stamp(now), key.hex if type(key) is uuid.UUID
+        params = fill(obj, values, self._stamp(now), key.hex if type(key) is self._hex_key
                       else self._pk.db_value(key))
         if self._versioned:
             version = cast(VersionedModel, obj).version
@@ -254,7 +254,9 @@ class Writes(Bulk[M]):
         obj = obj_or_pk
         if not isinstance(obj, self.model):
             if permanent and self._soft:
-                found = self.find(with_deleted=True, id=obj_or_pk, limit=1)
+                key = self._key_or_none(obj_or_pk)  # compared as the key field converts it
+                found = [] if key is None else self._run(
+                    self._select(with_deleted=True).where(self._pk == key).limit(1))
                 obj = found[0] if found else None
             else:
                 obj = self.get_or_none(obj_or_pk)
