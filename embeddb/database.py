@@ -291,8 +291,6 @@ class Engine(_PeeweeDatabase):
             raise translate(exc, self.url.password) from exc
         return cursor
 
-    #: what :meth:`execute_write` begins with: ``(_begin_sql, _gated(None))``, once known
-
     def execute_write(self, sql: str, params: Any = (), fetch: bool = False) -> Any:
         """Run one write statement in a transaction of its own (in a savepoint when one is
         open): the rows it returns when ``fetch`` (RETURNING), else how many rows it changed.
@@ -308,9 +306,7 @@ class Engine(_PeeweeDatabase):
         if (begin is None or conn is None or state.transactions or self.query_hooks or (
                 _peewee_levels.get(logging.DEBUG) is not False
                 and _peewee_logger.isEnabledFor(logging.DEBUG))):
-            with self.atomic():
-                cursor = self.execute_sql(sql, params)
-                return cursor.fetchall() if fetch else cursor.rowcount
+            return self._write_in_atomic(sql, params, fetch)
         cursor = getattr(state, "write_cursor", None)
         if cursor is None or cursor.connection is not conn:
             cursor = state.write_cursor = conn.cursor()  # reused: a cursor costs ~1.5 µs
@@ -348,9 +344,16 @@ class Engine(_PeeweeDatabase):
     _begin_statement: str | None = None
     #: the writer turn a transaction begun without a lock type waits for (None: none)
     _default_gate: _WriterGate | None = None
+    #: the error when no writer turn came within the busy timeout (defined by the engine
+    #: that has writer turns, SqliteEngine)
+    _turn_timeout: Callable[[], OperationalError]
 
-    def _turn_timeout(self) -> OperationalError:
-        return OperationalError("database is locked: no writer turn within the busy timeout")
+    def _write_in_atomic(self, sql: str, params: Any = (), fetch: bool = False) -> Any:
+        """:meth:`execute_write` through ``atomic()``, where query hooks, the monitor and
+        peewee's debug log see BEGIN, the statement and COMMIT (a savepoint when nested)."""
+        with self.atomic():
+            cursor = self.execute_sql(sql, params)
+            return cursor.fetchall() if fetch else cursor.rowcount
 
     def _gated(self, lock_type: str | None) -> bool:
         """Whether a transaction begun with ``lock_type`` (None: the default) first waits
@@ -781,7 +784,6 @@ class PostgresEngine(Engine, PooledPostgresqlDatabase):
         psycopg2.extras.register_default_jsonb(conn, loads=str)
         super()._initialize_connection(conn)
 
-
     def check_schema(self) -> None:
         """:raises ConfigurationError: the URL's ``schema`` does not exist on the server."""
         schema = self.settings.schema
@@ -930,11 +932,8 @@ class _Monitored:
             raise translate(exc, self.url.password) from exc  # type: ignore[attr-defined]
         return cursor
 
-    def execute_write(self, sql: str, params: Any = (), fetch: bool = False) -> Any:
-        # Through atomic(): BEGIN, the statement and COMMIT are each seen (and timed).
-        with self.atomic():  # type: ignore[attr-defined]
-            cursor = self.execute_sql(sql, params)
-            return cursor.fetchall() if fetch else cursor.rowcount
+    #: always through atomic(): BEGIN, the statement and COMMIT are each seen (and timed)
+    execute_write = Engine._write_in_atomic
 
     def execute_fast(self, sql: str, params: Any = ()) -> Any:
         if self.query_hooks or _peewee_logger.isEnabledFor(logging.DEBUG):  # type: ignore

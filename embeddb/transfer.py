@@ -190,7 +190,7 @@ def _copy_rows(src: Database, dst: Database, reader: _Side, writer: _Side,
         return int(db.execute_sql(f"SELECT count(*) FROM {_q(table)}").fetchone()[0])
 
     with reader.snapshot(), dst.atomic():
-        writer.defer_checks()
+        writer.prepare_load()
         before = {table: count(dst, table) for table, _columns in tables}
         for table, columns in tables:
             expected = count(src, table)
@@ -254,8 +254,9 @@ class _Side:
         """Source row -> the values this database stores for the same fields."""
         raise NotImplementedError
 
-    def defer_checks(self) -> None:
-        """Inside the load's transaction: check foreign keys at commit where possible."""
+    def prepare_load(self) -> None:
+        """Inside the load's transaction, before its first row: check foreign keys at commit
+        where possible; parse values as the source's fields meant them."""
 
     def after_load(self, table: str, columns: list[str]) -> None:
         """Inside the load's transaction, once ``table`` is loaded."""
@@ -327,7 +328,7 @@ class _SqliteSide(_Side):
     def converter(self, table: str, columns: list[str]) -> Callable[[tuple], tuple]:
         return lambda row: tuple(_sqlite_value(v) for v in row)
 
-    def defer_checks(self) -> None:
+    def prepare_load(self) -> None:
         self.db.execute_sql("PRAGMA defer_foreign_keys = ON")
 
 
@@ -384,6 +385,11 @@ class _PostgresSide(_Side):
         # SQLite stores booleans as 0/1: PostgreSQL takes no integer for a boolean column
         return lambda row: tuple(bool(v) if b and type(v) is int else v
                                  for v, b in zip(row, flags))
+
+    def prepare_load(self) -> None:
+        # SQLite's timestamp text without an offset is UTC to UTCDateTimeField; the server
+        # would read it in the session's TimeZone (PGTZ, the role's or server's setting)
+        self.db.execute_sql("SET LOCAL TIME ZONE 'UTC'")
 
     def after_load(self, table: str, columns: list[str]) -> None:
         # serial / identity columns: the sequence continues after the copied values

@@ -9,14 +9,17 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
+import peewee
 import psycopg2
 import pytest
 
 import embeddb
 import embeddb.migrate
 import embeddb.seed
+from embeddb.models import UTCDateTimeField
 from embeddb.reference.models import MODELS
 from embeddb.transfer import CopyError, copy
 
@@ -154,3 +157,65 @@ def test_sigkill_mid_copy_leaves_the_target_untouched_and_a_rerun_completes(
         cur.execute("SELECT count(*), count(*) FILTER (WHERE flag), max(id) FROM items")
         assert cur.fetchone() == (400_000, 200_000, 400_000)
     pg.close()
+
+
+def test_timestamps_keep_their_instant_whatever_the_postgresql_session_time_zone(
+        tmp_path, pg_schema_url, monkeypatch):
+    """SQLite text without an offset is UTC to UTCDateTimeField; copied into PostgreSQL
+    under a session TimeZone that is not UTC (PGTZ) it stays the same instant, as does text
+    with an offset; copied back it is UTC text as embeddb writes it."""
+    monkeypatch.setenv("PGTZ", "Europe/Berlin")  # +01:00 in January: a shift shows as 08:00
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_events.sqlite.up.sql").write_text(
+        "CREATE TABLE events (id INTEGER PRIMARY KEY, at TEXT NOT NULL);\n")
+    (folder / "0001_events.postgres.up.sql").write_text(
+        "CREATE TABLE events (id INTEGER PRIMARY KEY, at TIMESTAMPTZ NOT NULL);\n")
+    (folder / "0001_events.down.sql").write_text("DROP TABLE events;\n")
+
+    class Event(peewee.Model):
+        at = UTCDateTimeField()
+
+        class Meta:
+            table_name = "events"
+
+    def read(url: str) -> dict[int, datetime]:
+        db = embeddb.connect(url)
+        try:
+            with db.bind_ctx([Event]):
+                return {e.id: e.at for e in Event.select().order_by(Event.id)}
+        finally:
+            db.close()
+
+    source = f"sqlite:///{tmp_path / 'events.db'}"
+    db = embeddb.connect(source)
+    embeddb.migrate.up(db, folder, backup=False)
+    db.close()
+    conn = sqlite3.connect(tmp_path / "events.db")
+    conn.executemany("INSERT INTO events VALUES (?, ?)", [
+        (1, "2030-01-01 09:00:00"),  # another tool's spelling: no offset, so UTC
+        (2, "2030-01-01 11:00:00+02:00"),  # an offset of its own
+        (3, "2030-07-01 09:00:00.000000+00:00")])  # embeddb's own spelling (Berlin is +02:00)
+    conn.commit()
+    conn.close()
+    nine = datetime(2030, 1, 1, 9, tzinfo=UTC)
+    expected = {1: nine, 2: nine, 3: datetime(2030, 7, 1, 9, tzinfo=UTC)}
+    assert read(source) == expected
+    copy(source, pg_schema_url, migrations=folder)
+    assert read(pg_schema_url) == expected
+    schema = pg_schema_url.rsplit("schema=", 1)[1]
+    pg = psycopg2.connect(pg_schema_url.split("?")[0], options=f"-c search_path={schema}")
+    with pg.cursor() as cur:  # what the server holds, spelled in UTC by the server itself
+        cur.execute("SELECT id, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') "
+                    "FROM events ORDER BY id")
+        assert cur.fetchall() == [(1, "2030-01-01 09:00"), (2, "2030-01-01 09:00"),
+                                  (3, "2030-07-01 09:00")]
+    pg.close()
+    back = tmp_path / "back.db"
+    copy(pg_schema_url, f"sqlite:///{back}", migrations=folder)
+    conn = sqlite3.connect(back)
+    assert conn.execute("SELECT id, at FROM events ORDER BY id").fetchall() == [
+        (1, "2030-01-01 09:00:00.000000+00:00"), (2, "2030-01-01 09:00:00.000000+00:00"),
+        (3, "2030-07-01 09:00:00.000000+00:00")]
+    conn.close()
+    assert read(f"sqlite:///{back}") == expected
