@@ -286,7 +286,12 @@ def database_entry(url: str | None = None,
     name, never the default database's; the URL of ``[database]`` is the default entry with
     its folders. Any other URL is an entry of its own (no name)."""
     if url is None:
-        return default_database(cwd)
+        default = default_database(cwd)
+        if os.environ.get(ENV_URL):  # exported to reach a named database: that one's folders
+            entry = _configured_as(default.url, cwd)
+            if entry is not None:
+                return replace(entry, url=default.url)
+        return default
     if is_name(url):
         return named_database(url, cwd)
     entry = _configured_as(url, cwd)

@@ -615,3 +615,19 @@ def test_the_url_of_the_default_database_uses_its_own_folders(tmp_path, monkeypa
         assert other.entry.migrations is None  # not [database]'s file: no folders of its own
     finally:
         other.close()
+
+
+def test_the_environment_url_of_a_named_database_uses_its_folders(fresh, monkeypatch):
+    """$EMBEDDB_DATABASE_URL exported with users' file: `embeddb migrate up` (no --db / -d)
+    runs users' migrations there, not the default ./migrations."""
+    import embeddb
+
+    monkeypatch.setenv("EMBEDDB_DATABASE_URL", "sqlite:///users.db")
+    result = run("migrate", "up", "--no-backup")
+    assert result.exit_code == 0, result.output
+    assert _tables_of(fresh / "users.db") == {"users"}
+    db = embeddb.connect()
+    try:
+        assert db.name == "users" and db.entry.migrations == "db/users"
+    finally:
+        db.close()
