@@ -103,3 +103,16 @@ def test_delete_and_restore_by_uuid(repo, model):
     assert repo.delete(key, permanent=True) is True
     assert not model.select_with_deleted().where(model.id == obj.id).exists()
     assert repo.delete(key) is False
+
+
+def test_a_key_given_as_text_is_found_or_not_found_never_an_error(repo, model):
+    """The dashed text of a key finds its row; text that is no key of this kind is simply not
+    found (get_or_none None, get NotFoundError), never a raw exception from the field."""
+    from embeddb.errors import NotFoundError
+
+    obj, key = _row(model)
+    assert repo.get_or_none(str(key)).name == "first"
+    for text in ("not-a-uuid", "", "1" * 40):
+        assert repo.get_or_none(text) is None
+        with pytest.raises(NotFoundError):
+            repo.get(text)

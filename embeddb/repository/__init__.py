@@ -65,7 +65,7 @@ class Repository(Writes[M]):
                 "Cache.for_database(db) (or Cache(directory, db=db))")
         meta = model._meta
         self._pk = cast(peewee.Field, meta.primary_key)
-        self._uuid_pk = isinstance(self._pk, peewee.UUIDField)
+        self._uuid_pk = isinstance(self._pk, (peewee.UUIDField, peewee.BinaryUUIDField))
         self._hex_key = hex_key_type(self._pk)
         self._soft = issubclass(model, SoftDeleteModel)
         self._versioned = issubclass(model, VersionedModel)
