@@ -188,3 +188,59 @@ def test_forced_backup_of_unreadable_pages_still_gets_a_manifest(tmp_path: Path)
         in result.stderr
     backup = str(next((tmp_path / "b").glob("*.sqlite3")))
     assert manifest.read(backup).source_check == "database disk image is malformed"
+
+
+def _integrity_rows(path: str) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return [row[0] for row in conn.execute("PRAGMA integrity_check") if row[0] != "ok"]
+    finally:
+        conn.close()
+
+
+def test_verify_lists_the_first_five_problems_and_counts_the_rest(tmp_path: Path) -> None:
+    """A backup forced past a failing quick_check: verify names the first five problems
+    integrity_check reports, in its order, and how many more there are."""
+    path = tmp_path / "damaged.db"
+    _zeroed_cells(path)
+    backup = create_backup(embeddb.connect(f"sqlite:///{path}"), directory=str(tmp_path / "b"),
+                           force=True)
+    rows = _integrity_rows(backup.path)
+    assert len(rows) > 6 and any("missing from index iv" in row for row in rows)
+    with pytest.raises(BackupCorrupt) as caught:
+        verify_backup(backup.path)
+    assert str(caught.value) == (f"{backup.path} fails integrity checks: {'; '.join(rows[:5])}"
+                                 f" (and {len(rows) - 5} more)")
+
+
+def test_verify_reports_foreign_key_violations_up_to_twenty(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY)")
+    conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES users)")
+    conn.execute("INSERT INTO users VALUES (1)")
+    conn.executemany("INSERT INTO orders (user_id) VALUES (?)", [(1,)] + [(99,)] * 30)
+    conn.commit()
+    conn.close()
+    backup = create_backup(embeddb.connect(f"sqlite:///{path}"), directory=str(tmp_path / "b"))
+    with pytest.raises(BackupCorrupt) as caught:
+        verify_backup(backup.path)
+    shown = "; ".join(f"foreign key violation: orders.rowid={r} -> users" for r in range(2, 7))
+    assert str(caught.value) == f"{backup.path} fails integrity checks: {shown} (and 15 more)"
+
+
+def test_verify_refuses_a_page_count_other_than_the_manifests(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    pages = _real_database(path)
+    backup = create_backup(embeddb.connect(f"sqlite:///{path}"), directory=str(tmp_path / "b"))
+    record = manifest.read(backup.path)
+    assert record.page_count == pages
+    record.page_count = pages + 1
+    manifest.write(backup.path, record)
+    with pytest.raises(BackupCorrupt) as caught:
+        verify_backup(backup.path)
+    assert str(caught.value) == (f"{backup.path} fails integrity checks: {pages} pages but the "
+                                 f"manifest says {pages + 1}")
+    record.page_count = None  # a manifest that does not say: nothing to compare
+    manifest.write(backup.path, record)
+    assert verify_backup(backup.path)["checks"]["pages"] == pages
