@@ -213,20 +213,22 @@ def test_verify_lists_the_first_five_problems_and_counts_the_rest(tmp_path: Path
                                  f" (and {len(rows) - 5} more)")
 
 
-def test_verify_reports_foreign_key_violations_up_to_twenty(tmp_path: Path) -> None:
+@pytest.mark.parametrize("orphans", [5, 6, 30])
+def test_verify_reports_foreign_key_violations_up_to_twenty(tmp_path: Path, orphans: int) -> None:
     path = tmp_path / "app.db"
     conn = sqlite3.connect(path)
     conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY)")
     conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES users)")
     conn.execute("INSERT INTO users VALUES (1)")
-    conn.executemany("INSERT INTO orders (user_id) VALUES (?)", [(1,)] + [(99,)] * 30)
+    conn.executemany("INSERT INTO orders (user_id) VALUES (?)", [(1,)] + [(99,)] * orphans)
     conn.commit()
     conn.close()
     backup = create_backup(embeddb.connect(f"sqlite:///{path}"), directory=str(tmp_path / "b"))
     with pytest.raises(BackupCorrupt) as caught:
         verify_backup(backup.path)
     shown = "; ".join(f"foreign key violation: orders.rowid={r} -> users" for r in range(2, 7))
-    assert str(caught.value) == f"{backup.path} fails integrity checks: {shown} (and 15 more)"
+    more = {5: "", 6: " (and 1 more)", 30: " (and 15 more)"}[orphans]
+    assert str(caught.value) == f"{backup.path} fails integrity checks: {shown}{more}"
 
 
 def test_verify_refuses_a_page_count_other_than_the_manifests(tmp_path: Path) -> None:
@@ -244,3 +246,39 @@ def test_verify_refuses_a_page_count_other_than_the_manifests(tmp_path: Path) ->
     record.page_count = None  # a manifest that does not say: nothing to compare
     manifest.write(backup.path, record)
     assert verify_backup(backup.path)["checks"]["pages"] == pages
+
+
+def test_a_forced_backup_records_the_first_three_quick_check_problems(tmp_path: Path) -> None:
+    """source_check holds quick_check's first three problem lines (not its "*** in database"
+    headings) and how many more of the first twenty there were."""
+    path = tmp_path / "damaged.db"
+    _zeroed_cells(path)
+    conn = sqlite3.connect(path)
+    rows = [row[0] for row in conn.execute("PRAGMA quick_check(20)")]
+    conn.close()
+    lines = [line for row in rows for line in row.splitlines() if not line.startswith("***")]
+    assert len(lines) > 4 and len(lines) < sum(len(row.splitlines()) for row in rows)
+    backup = create_backup(embeddb.connect(f"sqlite:///{path}"), directory=str(tmp_path / "b"),
+                           force=True)
+    assert backup.manifest.source_check == "; ".join(lines[:3]) + f" (and {len(lines) - 3} more)"
+
+
+@pytest.mark.parametrize("unused", [1, 3, 4])
+def test_a_forced_backup_counts_quick_check_problems_beyond_three(tmp_path: Path, unused: int) -> None:
+    """Pages added past the end of a database (its header counting them) are never used: one
+    quick_check line each, so the summary's "(and N more)" is checked at and around three."""
+    path = tmp_path / "padded.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    conn.commit()
+    conn.close()
+    data = bytearray(path.read_bytes())
+    pages = int.from_bytes(data[28:32], "big")
+    data[28:32] = (pages + unused).to_bytes(4, "big")
+    path.write_bytes(bytes(data + bytes(PAGE * unused)))
+    backup = create_backup(embeddb.connect(f"sqlite:///{path}"), directory=str(tmp_path / "b"),
+                           force=True)
+    lines = [f"Page {pages + 1 + i} is never used" for i in range(unused)]
+    more = f" (and {unused - 3} more)" if unused > 3 else ""
+    assert backup.manifest.source_check == "; ".join(lines[:3]) + more

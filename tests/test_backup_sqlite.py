@@ -3,6 +3,7 @@ corruption, restore round trips, list/prune and the CLI."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -746,9 +747,12 @@ def test_a_gzip_backup_that_matches_its_checksum_but_not_its_data_is_refused(
     db.close()
     before = _file_bytes(shop)
     broken = good[:10] + bytes(b ^ 0x55 for b in good[10:200]) + good[200:]
+    other = bytearray(gzip.decompress(good))
+    other[63] ^= 1  # PRAGMA user_version: a sound database of the same size, not the one backed up
     for data, message in (
         (broken, "cannot be decompressed"),
         (good[: len(good) // 2], "the decompressed data does not match its manifest"),
+        (gzip.compress(bytes(other)), "the decompressed data does not match its manifest"),
     ):
         _rewrite_gzip(backup.path, data)
         with pytest.raises(BackupCorrupt) as caught:
@@ -770,3 +774,17 @@ def test_restore_keeps_the_safety_copy_in_the_directory_asked_for(shop: Path, tm
     result = restore_backup(db, backup.path, safety_dir=str(safety_dir))
     assert Path(result["safety_copy"]).parent == safety_dir
     assert _table_hashes(Path(result["safety_copy"])) == at_restore
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_a_backup_of_a_wal_database_is_one_rollback_journal_file(
+    shop: Path, tmp_path: Path, compress: bool
+) -> None:
+    """The snapshot is switched out of WAL: its header says rollback journal (bytes 18-19 are 1),
+    so opening the backup file needs no -wal or -shm beside it."""
+    db = embeddb.connect(_url(shop))
+    assert db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+    backup = create_backup(db, directory=str(tmp_path / "b"), compress=compress)
+    data = Path(backup.path).read_bytes()
+    header = (gzip.decompress(data) if compress else data)[:20]
+    assert header[:16] == b"SQLite format 3\x00" and header[18:20] == b"\x01\x01"
