@@ -788,3 +788,22 @@ def test_a_backup_of_a_wal_database_is_one_rollback_journal_file(
     data = Path(backup.path).read_bytes()
     header = (gzip.decompress(data) if compress else data)[:20]
     assert header[:16] == b"SQLite format 3\x00" and header[18:20] == b"\x01\x01"
+
+
+def test_a_backup_of_a_named_database_opened_by_url_records_its_name(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """embeddb.toml names the file: a backup made through its URL records that name, so that
+    restoring it into another database is refused as for a backup made by name."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "embeddb.toml").write_text('[databases.users]\nurl = "sqlite:///users.db"\n')
+    by_url = embeddb.connect("sqlite:///users.db")
+    by_url.execute_sql("CREATE TABLE t (x)")
+    backup = create_backup(by_url, directory=str(tmp_path / "b"))
+    assert backup.manifest.database == manifest.read(backup.path).database == "users"
+    other = embeddb.connect(_url(tmp_path / "other.db"))
+    with pytest.raises(embeddb.errors.ConfigurationError, match="is a backup of 'users'"):
+        restore_backup(other, backup.path)
+    unnamed = embeddb.connect(_url(tmp_path / "other.db"))
+    unnamed.execute_sql("CREATE TABLE t (x)")
+    assert create_backup(unnamed, directory=str(tmp_path / "b")).manifest.database is None
