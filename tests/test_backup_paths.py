@@ -136,7 +136,9 @@ def test_restore_onto_a_missing_database_keeps_no_empty_safety_copy(app: Path, t
 def test_memory_database_has_nothing_to_back_up(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     result = _run("--db", "sqlite:///:memory:", "backup", "create")
-    _one_error_line(result, "nothing to back up", "sqlite:///:memory:")
+    assert _one_error_line(result, "nothing to back up", "sqlite:///:memory:") == (
+        "Error: sqlite:///:memory: is an empty in-memory database: nothing to back up (it lives "
+        "only inside the process that made it; back up a file database)\n")
     assert list(tmp_path.iterdir()) == []  # not even an empty backups/ directory
 
 

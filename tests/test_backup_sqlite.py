@@ -392,6 +392,7 @@ def test_memory_database_backs_up_and_restores_into_a_file(tmp_path: Path) -> No
     db.execute_sql("CREATE TABLE t (x)")
     db.execute_sql("INSERT INTO t VALUES (42)")
     backup = create_backup(db, directory=str(tmp_path))
+    assert os.path.basename(backup.path).startswith("memory-")
     target = embeddb.connect(_url(tmp_path / "copy.db"))
     restore_backup(target, backup.path)
     assert embeddb.connect(_url(tmp_path / "copy.db")).execute_sql(
