@@ -808,3 +808,14 @@ def test_a_backup_of_a_named_database_opened_by_url_records_its_name(
     unnamed = embeddb.connect(_url(tmp_path / "other.db"))
     unnamed.execute_sql("CREATE TABLE t (x)")
     assert create_backup(unnamed, directory=str(tmp_path / "b")).manifest.database is None
+
+
+def test_backup_files_are_named_after_the_database_and_say_if_they_are_compressed(
+    shop: Path, tmp_path: Path
+) -> None:
+    """``shop-<time>.sqlite3`` opens with sqlite3; ``shop-<time>.sqlite3.gz`` with gunzip first."""
+    db = embeddb.connect(_url(shop))
+    plain = os.path.basename(create_backup(db, directory=str(tmp_path / "b")).path)
+    packed = os.path.basename(create_backup(db, directory=str(tmp_path / "b"), compress=True).path)
+    assert plain.startswith("shop-") and plain.endswith(".sqlite3")
+    assert packed.startswith("shop-") and packed.endswith(".sqlite3.gz")
