@@ -379,6 +379,7 @@ def test_backup_file_is_private_and_manifest_complete(shop: Path, tmp_path: Path
     m = manifest.read(backup.path)
     assert m.schema_version == 2
     assert m.format == "sqlite3" and m.compression == "gzip"
+    assert m.file == os.path.basename(backup.path)
     assert m.source == _url(shop) and m.database_version and m.engine_version
     assert m.size == os.path.getsize(backup.path) and m.data_size > m.size
     assert m.page_count * m.page_size == m.data_size
