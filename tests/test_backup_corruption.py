@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import sqlite3
 from pathlib import Path
 
@@ -114,8 +115,10 @@ def test_backup_of_a_database_failing_quick_check_is_refused(tmp_path: Path, dam
     result = CliRunner().invoke(cli, ["--db", f"sqlite:///{path}", "backup", "create",
                                       "--dir", str(folder)])
     assert result.exit_code == 1
-    assert result.output.startswith(f"Error: {path} fails PRAGMA quick_check (")
-    assert "--force" in result.output and len(result.output.splitlines()) == 1
+    assert re.fullmatch(
+        rf"Error: {re.escape(str(path))} fails PRAGMA quick_check \(.+\): no backup was written; "
+        r"see embeddb maintenance integrity, or pass --force to back it up as it is\n",
+        result.output), result.output
     assert list(folder.iterdir()) == []  # no backup, no manifest, no temp file
     out = tmp_path / "exact.sqlite3"
     with pytest.raises(SourceCorrupt):
@@ -188,3 +191,97 @@ def test_forced_backup_of_unreadable_pages_still_gets_a_manifest(tmp_path: Path)
         in result.stderr
     backup = str(next((tmp_path / "b").glob("*.sqlite3")))
     assert manifest.read(backup).source_check == "database disk image is malformed"
+
+
+def _integrity_rows(path: str) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return [row[0] for row in conn.execute("PRAGMA integrity_check") if row[0] != "ok"]
+    finally:
+        conn.close()
+
+
+def test_verify_lists_the_first_five_problems_and_counts_the_rest(tmp_path: Path) -> None:
+    """A backup forced past a failing quick_check: verify names the first five problems
+    integrity_check reports, in its order, and how many more there are."""
+    path = tmp_path / "damaged.db"
+    _zeroed_cells(path)
+    backup = create_backup(embeddb.connect(f"sqlite:///{path}"), directory=str(tmp_path / "b"),
+                           force=True)
+    rows = _integrity_rows(backup.path)
+    assert len(rows) > 6 and any("missing from index iv" in row for row in rows)
+    with pytest.raises(BackupCorrupt) as caught:
+        verify_backup(backup.path)
+    assert str(caught.value) == (f"{backup.path} fails integrity checks: {'; '.join(rows[:5])}"
+                                 f" (and {len(rows) - 5} more)")
+
+
+@pytest.mark.parametrize("orphans", [5, 6, 30])
+def test_verify_reports_foreign_key_violations_up_to_twenty(tmp_path: Path, orphans: int) -> None:
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY)")
+    conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES users)")
+    conn.execute("INSERT INTO users VALUES (1)")
+    conn.executemany("INSERT INTO orders (user_id) VALUES (?)", [(1,)] + [(99,)] * orphans)
+    conn.commit()
+    conn.close()
+    backup = create_backup(embeddb.connect(f"sqlite:///{path}"), directory=str(tmp_path / "b"))
+    with pytest.raises(BackupCorrupt) as caught:
+        verify_backup(backup.path)
+    shown = "; ".join(f"foreign key violation: orders.rowid={r} -> users" for r in range(2, 7))
+    more = {5: "", 6: " (and 1 more)", 30: " (and 15 more)"}[orphans]
+    assert str(caught.value) == f"{backup.path} fails integrity checks: {shown}{more}"
+
+
+def test_verify_refuses_a_page_count_other_than_the_manifests(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    pages = _real_database(path)
+    backup = create_backup(embeddb.connect(f"sqlite:///{path}"), directory=str(tmp_path / "b"))
+    record = manifest.read(backup.path)
+    assert record.page_count == pages
+    record.page_count = pages + 1
+    manifest.write(backup.path, record)
+    with pytest.raises(BackupCorrupt) as caught:
+        verify_backup(backup.path)
+    assert str(caught.value) == (f"{backup.path} fails integrity checks: {pages} pages but the "
+                                 f"manifest says {pages + 1}")
+    record.page_count = None  # a manifest that does not say: nothing to compare
+    manifest.write(backup.path, record)
+    assert verify_backup(backup.path)["checks"]["pages"] == pages
+
+
+def test_a_forced_backup_records_the_first_three_quick_check_problems(tmp_path: Path) -> None:
+    """source_check holds quick_check's first three problem lines (not its "*** in database"
+    headings) and how many more of the first twenty there were."""
+    path = tmp_path / "damaged.db"
+    _zeroed_cells(path)
+    conn = sqlite3.connect(path)
+    rows = [row[0] for row in conn.execute("PRAGMA quick_check(20)")]
+    conn.close()
+    lines = [line for row in rows for line in row.splitlines() if not line.startswith("***")]
+    assert len(lines) > 4 and len(lines) < sum(len(row.splitlines()) for row in rows)
+    backup = create_backup(embeddb.connect(f"sqlite:///{path}"), directory=str(tmp_path / "b"),
+                           force=True)
+    assert backup.manifest.source_check == "; ".join(lines[:3]) + f" (and {len(lines) - 3} more)"
+
+
+@pytest.mark.parametrize("unused", [1, 3, 4])
+def test_a_forced_backup_counts_quick_check_problems_beyond_three(tmp_path: Path, unused: int) -> None:
+    """Pages added past the end of a database (its header counting them) are never used: one
+    quick_check line each, so the summary's "(and N more)" is checked at and around three."""
+    path = tmp_path / "padded.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    conn.commit()
+    conn.close()
+    data = bytearray(path.read_bytes())
+    pages = int.from_bytes(data[28:32], "big")
+    data[28:32] = (pages + unused).to_bytes(4, "big")
+    path.write_bytes(bytes(data + bytes(PAGE * unused)))
+    backup = create_backup(embeddb.connect(f"sqlite:///{path}"), directory=str(tmp_path / "b"),
+                           force=True)
+    lines = [f"Page {pages + 1 + i} is never used" for i in range(unused)]
+    more = f" (and {unused - 3} more)" if unused > 3 else ""
+    assert backup.manifest.source_check == "; ".join(lines[:3]) + more

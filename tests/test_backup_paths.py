@@ -15,7 +15,7 @@ from dropped_privileges import as_user, needs_root, other_user, shared_directory
 import embeddb
 from embeddb.backup import create_backup, list_backups, manifest, restore_backup
 from embeddb.cli import cli
-from embeddb.errors import BackupError
+from embeddb.errors import BackupError, ConfigurationError
 
 
 @pytest.fixture
@@ -136,7 +136,9 @@ def test_restore_onto_a_missing_database_keeps_no_empty_safety_copy(app: Path, t
 def test_memory_database_has_nothing_to_back_up(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     result = _run("--db", "sqlite:///:memory:", "backup", "create")
-    _one_error_line(result, "nothing to back up", "sqlite:///:memory:")
+    assert _one_error_line(result, "nothing to back up", "sqlite:///:memory:") == (
+        "Error: sqlite:///:memory: is an empty in-memory database: nothing to back up (it lives "
+        "only inside the process that made it; back up a file database)\n")
     assert list(tmp_path.iterdir()) == []  # not even an empty backups/ directory
 
 
@@ -163,3 +165,60 @@ def test_restore_into_a_missing_file_gets_sqlites_default_mode(app: Path, tmp_pa
     os.umask(mask)
     assert os.stat(target).st_mode & 0o777 == 0o666 & ~mask  # not the backup's private 0600
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("new.db")) == ["new.db"]
+
+
+def _restore_error(url: str, backup: str, lock: str | None = None) -> str:
+    """Restore as the current user; with ``lock``, that directory (the user's own) is made
+    read-only once the database is open (its -wal and -shm made)."""
+    db = embeddb.connect(url)
+    db.execute_sql("SELECT count(*) FROM sqlite_master")
+    try:
+        if lock:
+            os.chmod(lock, 0o555)
+        restore_backup(db, backup)
+    except BackupError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        if lock:
+            os.chmod(lock, 0o755)
+    return "restored"
+
+
+@needs_root
+def test_restore_names_an_unreadable_backup_or_an_unwritable_database_directory() -> None:
+    """The two OS errors of staging a restore, as the database's user: a backup it cannot read
+    is named as the backup; a directory where it cannot stage the copy names the database."""
+    with shared_directory() as home:
+        live = home / "app.db"
+        db = embeddb.connect(f"sqlite:///{live}")
+        db.execute_sql("CREATE TABLE t (x)")
+        db.close()
+        os.chown(live, *other_user())
+        backup = create_backup(embeddb.connect(f"sqlite:///{live}"), directory=str(home / "b"))
+        for path in (backup.path, manifest.sidecar(backup.path)):
+            os.chown(path, 0, 0)  # root's (a backup of another user's database is theirs)
+        os.chmod(manifest.sidecar(backup.path), 0o644)  # the manifest readable, the data not
+        before = live.read_bytes()
+        assert as_user(_restore_error, f"sqlite:///{live}", backup.path) == (
+            f"BackupError: cannot read the backup {backup.path}: Permission denied")
+
+        os.chmod(backup.path, 0o644)
+        locked = home / "locked"
+        locked.mkdir()
+        inside = locked / "app.db"
+        shutil.copy(live, inside)
+        for path in (locked, inside):
+            os.chown(path, *other_user())
+        assert as_user(_restore_error, f"sqlite:///{inside}", backup.path, str(locked)) == (
+            f"BackupError: cannot restore {backup.path} into {inside}: Permission denied "
+            "(the copy is staged beside it)")
+        assert live.read_bytes() == before and inside.read_bytes() == before
+        assert [p.name for p in locked.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_restore_into_a_memory_database_is_refused_with_what_to_do(app: Path, tmp_path: Path) -> None:
+    backup = create_backup(embeddb.connect(f"sqlite:///{app}"), directory=str(tmp_path / "b"))
+    with pytest.raises(ConfigurationError) as caught:
+        restore_backup(embeddb.connect("sqlite:///:memory:"), backup.path)
+    assert str(caught.value) == ("cannot restore into an in-memory database: restore into a file "
+                                 "(--db sqlite:///x.db)")

@@ -3,6 +3,7 @@ corruption, restore round trips, list/prune and the CLI."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -378,6 +379,7 @@ def test_backup_file_is_private_and_manifest_complete(shop: Path, tmp_path: Path
     m = manifest.read(backup.path)
     assert m.schema_version == 2
     assert m.format == "sqlite3" and m.compression == "gzip"
+    assert m.file == os.path.basename(backup.path)
     assert m.source == _url(shop) and m.database_version and m.engine_version
     assert m.size == os.path.getsize(backup.path) and m.data_size > m.size
     assert m.page_count * m.page_size == m.data_size
@@ -391,6 +393,7 @@ def test_memory_database_backs_up_and_restores_into_a_file(tmp_path: Path) -> No
     db.execute_sql("CREATE TABLE t (x)")
     db.execute_sql("INSERT INTO t VALUES (42)")
     backup = create_backup(db, directory=str(tmp_path))
+    assert os.path.basename(backup.path).startswith("memory-")
     target = embeddb.connect(_url(tmp_path / "copy.db"))
     restore_backup(target, backup.path)
     assert embeddb.connect(_url(tmp_path / "copy.db")).execute_sql(
@@ -623,3 +626,197 @@ def test_default_backup_directory_is_beside_the_database(
     memory = embeddb.connect("sqlite:///:memory:")
     memory.execute_sql("CREATE TABLE t (x)")
     assert Path(create_backup(memory).path).parent == elsewhere / "backups"
+
+
+# -- what mutation testing of backup/sqlite.py asked for -----------------------------------------
+
+
+def _big(path: Path) -> Path:
+    """A file database of about 2.5 MB of incompressible blobs: more than two CHUNKs, so a
+    copy that reads the whole file at once shows in the progress reports."""
+    db = embeddb.connect(_url(path))
+    db.execute_sql("CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+    with db.atomic():
+        for _ in range(1250):
+            db.execute_sql("INSERT INTO blobs (data) VALUES (?)", (os.urandom(2000),))
+    db.close()
+    return path
+
+
+def _events(phase: str, events: list[tuple[str, int, int | None]]) -> list[tuple[int, int | None]]:
+    return [(done, total) for name, done, total in events if name == phase]
+
+
+def _phases(events: list[tuple[str, int, int | None]]) -> list[str]:
+    return [name for i, (name, _, _) in enumerate(events) if i == 0 or events[i - 1][0] != name]
+
+
+def _chunked(reports: list[tuple[int, int | None]], total: int, step: int | None = None) -> None:
+    """Reports of one streamed copy of ``total`` bytes: one a chunk read (an inflated chunk may
+    be larger than the CHUNK read, so ``step`` bounds only uncompressed reads), ending at total."""
+    dones = [done for done, _ in reports]
+    assert len(reports) >= 3 and all(t == total for _, t in reports), reports
+    assert dones[-1] == total
+    steps = [b - a for a, b in zip([0, *dones], dones)]
+    assert all(0 < s <= (step or total) for s in steps), steps
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_progress_reports_each_phase_in_chunks_and_verify_copies_only_what_is_compressed(
+    tmp_path: Path, compress: bool
+) -> None:
+    """Create, verify and restore report their phases in order, each streamed a chunk at a time
+    (none reads a whole file into memory); verify of an uncompressed backup checks the file in
+    place (no copy: a verify needs no free space the size of the backup)."""
+    path = _big(tmp_path / "big.db")
+    db = embeddb.connect(_url(path))
+    events: list[tuple[str, int, int | None]] = []
+    backup = create_backup(db, directory=str(tmp_path / "b"), compress=compress,
+                           progress=lambda *e: events.append(e))
+    record = backup.manifest
+    size = record.page_count * record.page_size
+    assert record.data_size == size
+    assert _phases(events) == ["snapshot", "compress" if compress else "checksum"]
+    assert _events("snapshot", events) == [(0, size), (size, size)]
+    if compress:
+        _chunked(_events("compress", events), size, manifest.files.CHUNK)
+
+    listing = sorted(p.name for p in (tmp_path / "b").iterdir())
+    events.clear()
+    verify_backup(backup.path, progress=lambda *e: events.append(e))
+    assert _phases(events) == (["checksum", "expand"] if compress else ["checksum"])
+    if compress:
+        _chunked(_events("expand", events), size)
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == listing  # no temp copy left
+
+    beside = sorted(p.name for p in tmp_path.iterdir())
+    events.clear()
+    result = restore_backup(db, backup.path, progress=lambda *e: events.append(e))
+    assert _phases(events) == ["checksum", "expand", "install"]
+    _chunked(_events("expand", events), size, None if compress else manifest.files.CHUNK)
+    assert _events("install", events) == [(0, None), (1, 1)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [*beside, os.path.basename(result["safety_copy"])])  # no staged copy left beside it
+    assert result["restored"] == str(path) and result["from"] == backup.path
+    assert result["checks"] == {"integrity_check": "ok", "foreign_key_check": "ok",
+                                "pages": record.page_count, "tables": 1}
+
+
+def test_restore_checks_the_copy_it_installs_not_only_the_backup(shop: Path, tmp_path: Path) -> None:
+    """integrity_check runs on the staged copy that is then renamed over the database: a copy
+    damaged on its way to disk is refused, even though the backup file itself is sound."""
+    db = embeddb.connect(_url(shop))
+    backup = create_backup(db, directory=str(tmp_path / "b"))
+    db.execute_sql("DELETE FROM orders")
+    db.close()
+    before = _file_bytes(shop)
+    damaged: list[Path] = []
+
+    def damage_the_staged_copy(phase: str, done: int, total: int | None) -> None:
+        if phase == "expand" and done == total:
+            staged = [p for p in shop.parent.iterdir()
+                      if p.name.startswith(f".{shop.name}.") and p.name.endswith(".tmp")]
+            assert len(staged) == 1, staged
+            _wreck_page(str(staged[0]), backup.manifest.page_size)
+            damaged.append(staged[0])
+
+    with pytest.raises(BackupCorrupt, match=r"integrity|SQLite"):
+        restore_backup(db, backup.path, progress=damage_the_staged_copy)
+    assert damaged and not damaged[0].exists()
+    assert _file_bytes(shop) == before
+    verify_backup(backup.path)  # the backup itself was fine all along
+    restore_backup(db, backup.path)
+    assert embeddb.connect(_url(shop)).execute_sql("SELECT count(*) FROM orders").fetchone()[0] == 300
+
+
+def _rewrite_gzip(path: str, data: bytes) -> None:
+    """Replace a compressed backup's bytes and make its manifest's file checksum agree."""
+    Path(path).write_bytes(data)
+    record = manifest.read(path)
+    record.sha256, record.size = manifest.files.sha256_file(path), len(data)
+    manifest.write(path, record)
+
+
+def test_a_gzip_backup_that_matches_its_checksum_but_not_its_data_is_refused(
+    shop: Path, tmp_path: Path
+) -> None:
+    """The file checksum only says the file is what the manifest says: a stream that cannot be
+    decompressed, or ends early, is refused with the backup's path, the database untouched."""
+    db = embeddb.connect(_url(shop))
+    backup = create_backup(db, directory=str(tmp_path / "b"), compress=True)
+    good = Path(backup.path).read_bytes()
+    db.execute_sql("DELETE FROM orders")
+    db.close()
+    before = _file_bytes(shop)
+    broken = good[:10] + bytes(b ^ 0x55 for b in good[10:200]) + good[200:]
+    other = bytearray(gzip.decompress(good))
+    other[63] ^= 1  # PRAGMA user_version: a sound database of the same size, not the one backed up
+    for data, message in (
+        (broken, "cannot be decompressed"),
+        (good[: len(good) // 2], "the decompressed data does not match its manifest"),
+        (gzip.compress(bytes(other)), "the decompressed data does not match its manifest"),
+    ):
+        _rewrite_gzip(backup.path, data)
+        with pytest.raises(BackupCorrupt) as caught:
+            verify_backup(backup.path)
+        assert str(caught.value).startswith(backup.path) and message in str(caught.value)
+        with pytest.raises(BackupCorrupt, match=message):
+            restore_backup(db, backup.path)
+        assert _file_bytes(shop) == before
+    _rewrite_gzip(backup.path, good)
+    assert verify_backup(backup.path)["ok"] is True
+
+
+def test_restore_keeps_the_safety_copy_in_the_directory_asked_for(shop: Path, tmp_path: Path) -> None:
+    db = embeddb.connect(_url(shop))
+    backup = create_backup(db, directory=str(tmp_path / "b"))
+    at_restore = _table_hashes(shop)
+    safety_dir = tmp_path / "kept"
+    safety_dir.mkdir()
+    result = restore_backup(db, backup.path, safety_dir=str(safety_dir))
+    assert Path(result["safety_copy"]).parent == safety_dir
+    assert _table_hashes(Path(result["safety_copy"])) == at_restore
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_a_backup_of_a_wal_database_is_one_rollback_journal_file(
+    shop: Path, tmp_path: Path, compress: bool
+) -> None:
+    """The snapshot is switched out of WAL: its header says rollback journal (bytes 18-19 are 1),
+    so opening the backup file needs no -wal or -shm beside it."""
+    db = embeddb.connect(_url(shop))
+    assert db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+    backup = create_backup(db, directory=str(tmp_path / "b"), compress=compress)
+    data = Path(backup.path).read_bytes()
+    header = (gzip.decompress(data) if compress else data)[:20]
+    assert header[:16] == b"SQLite format 3\x00" and header[18:20] == b"\x01\x01"
+
+
+def test_a_backup_of_a_named_database_opened_by_url_records_its_name(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """embeddb.toml names the file: a backup made through its URL records that name, so that
+    restoring it into another database is refused as for a backup made by name."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "embeddb.toml").write_text('[databases.users]\nurl = "sqlite:///users.db"\n')
+    by_url = embeddb.connect("sqlite:///users.db")
+    by_url.execute_sql("CREATE TABLE t (x)")
+    backup = create_backup(by_url, directory=str(tmp_path / "b"))
+    assert backup.manifest.database == manifest.read(backup.path).database == "users"
+    other = embeddb.connect(_url(tmp_path / "other.db"))
+    with pytest.raises(embeddb.errors.ConfigurationError, match="is a backup of 'users'"):
+        restore_backup(other, backup.path)
+    unnamed = embeddb.connect(_url(tmp_path / "other.db"))
+    unnamed.execute_sql("CREATE TABLE t (x)")
+    assert create_backup(unnamed, directory=str(tmp_path / "b")).manifest.database is None
+
+
+def test_backup_files_are_named_after_the_database_and_say_if_they_are_compressed(
+    shop: Path, tmp_path: Path
+) -> None:
+    """``shop-<time>.sqlite3`` opens with sqlite3; ``shop-<time>.sqlite3.gz`` with gunzip first."""
+    db = embeddb.connect(_url(shop))
+    plain = os.path.basename(create_backup(db, directory=str(tmp_path / "b")).path)
+    packed = os.path.basename(create_backup(db, directory=str(tmp_path / "b"), compress=True).path)
+    assert plain.startswith("shop-") and plain.endswith(".sqlite3")
+    assert packed.startswith("shop-") and packed.endswith(".sqlite3.gz")
