@@ -33,6 +33,11 @@ def uuid_keyed(field: peewee.Field) -> bool:
     return isinstance(field, (peewee.UUIDField, peewee.BinaryUUIDField))
 
 
+class NoKey(uuid.UUID):
+    """A type no primary key has (never made): what a "keys of this type are UUIDs" test is
+    given for a field whose keys are not (they go through the field's own conversion)."""
+
+
 def pk_text(field: peewee.Field, pk: Any) -> str:
     """The primary key ``pk`` of ``field`` as key text, equal for every spelling of it."""
     if isinstance(pk, uuid.UUID):

@@ -17,7 +17,7 @@ import peewee
 from ..hydration import compile_hydrator, json_copy, readers_of
 from ..models import SoftDeleteModel, primary_key
 from ..protocols import Database
-from .keys import family_of, model_tag, pk_text, row_prefix, uuid_keyed
+from .keys import NoKey, family_of, model_tag, pk_text, row_prefix, uuid_keyed
 from .memory import MISSING
 
 if TYPE_CHECKING:
@@ -26,11 +26,6 @@ if TYPE_CHECKING:
 
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-class _NoKey(uuid.UUID):
-    """A type no primary key has (never made): keys of a field that holds no UUIDs go
-    through pk_text."""
 
 
 class RowCache:
@@ -46,7 +41,7 @@ class RowCache:
         meta = model._meta
         self._pk = primary_key(model)
         #: keys of this type are keyed by their hex without pk_text (see :meth:`key`)
-        self._hex_key: type[uuid.UUID] = uuid.UUID if uuid_keyed(self._pk) else _NoKey
+        self._hex_key: type[uuid.UUID] = uuid.UUID if uuid_keyed(self._pk) else NoKey
         self._prefix = row_prefix(model)
         self.family = family_of(model)
         self.tags = (model_tag(model),)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import peewee
 
-from ..cache.keys import family_of, list_tag, model_tag, row_key
+from ..cache.keys import NoKey, family_of, list_tag, model_tag, row_key
 from ..cache.tiered import for_writer, registrations, writer_quiet
 from ..errors import ConfigurationError
 from ..models import BaseModel
@@ -53,16 +53,12 @@ def check_home(models: Sequence[type[BaseModel]], db: Any) -> None:
                 f"on {home!r} (embeddb.connect({home!r})); embeddb never joins across databases")
 
 
-class _NoKey(uuid.UUID):
-    """A type no primary key has (never made): such keys go through their field's db_value."""
-
-
 def hex_key_type(pk: peewee.Field) -> type[uuid.UUID]:
     """The type of the keys whose database value is their ``.hex``: uuid.UUID when ``pk``'s
     db_value is exactly peewee's UUIDField's (embeddb's IdField), which makes the hex of a
     UUID; none for other fields (a BinaryUUIDField stores bytes, a CharField ``str(uuid)``,
     a subclass its own form)."""
-    return uuid.UUID if type(pk).db_value is peewee.UUIDField.db_value else _NoKey
+    return uuid.UUID if type(pk).db_value is peewee.UUIDField.db_value else NoKey
 
 
 class RepositoryCore(Generic[M]):
