@@ -108,6 +108,17 @@ def plugin_suite(pytester):
 
 
 @pytest.fixture
+def project_dir(tmp_path, monkeypatch):
+    """``tmp_path`` as the working directory of a project of the test's own: embeddb.toml and
+    the folders are read from there, no $EMBEDDB_DATABASE_URL / _MIGRATIONS_DIR / _SEEDS_DIR
+    of the outer environment in the way."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("EMBEDDB_DATABASE_URL", "EMBEDDB_MIGRATIONS_DIR", "EMBEDDB_SEEDS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+@pytest.fixture
 def sqlite_file_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'test.db'}"
 

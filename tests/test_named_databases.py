@@ -31,12 +31,9 @@ def _migration(folder: Path, name: str, up: str, down: str, variant: str = "") -
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch):
+def project(tmp_path, project_dir):
     """A working directory whose embeddb.toml names two SQLite databases, users and payments,
     each with its own migrations folder (payments also its own backups folder)."""
-    monkeypatch.chdir(tmp_path)
-    for name in ("EMBEDDB_DATABASE_URL", "EMBEDDB_MIGRATIONS_DIR", "EMBEDDB_SEEDS_DIR"):
-        monkeypatch.delenv(name, raising=False)
     (tmp_path / "embeddb.toml").write_text(
         '[databases.users]\nurl = "sqlite:///users.db"\nmigrations = "db/users"\n\n'
         '[databases.payments]\nurl = "sqlite:///payments.db"\nmigrations = "db/payments"\n'

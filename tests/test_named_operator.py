@@ -24,12 +24,9 @@ def _migration(folder: Path, name: str, up: str, down: str) -> None:
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch):
+def project(tmp_path, project_dir):
     """A default [database] app.db and named users / payments, all three SQLite files in one
     directory, so every backup lands in the one shared ./backups folder."""
-    monkeypatch.chdir(tmp_path)
-    for name in ("EMBEDDB_DATABASE_URL", "EMBEDDB_MIGRATIONS_DIR", "EMBEDDB_SEEDS_DIR"):
-        monkeypatch.delenv(name, raising=False)
     (tmp_path / "embeddb.toml").write_text(
         '[database]\nurl = "sqlite:///app.db"\n\n'
         '[databases.users]\nurl = "sqlite:///users.db"\nmigrations = "db/users"\n\n'
@@ -475,10 +472,7 @@ def _tables_of(path: Path) -> set[str]:
 
 
 @pytest.fixture
-def fresh(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    for name in ("EMBEDDB_DATABASE_URL", "EMBEDDB_MIGRATIONS_DIR", "EMBEDDB_SEEDS_DIR"):
-        monkeypatch.delenv(name, raising=False)
+def fresh(tmp_path, project_dir):
     return _fresh(tmp_path)
 
 
@@ -590,14 +584,11 @@ def test_the_url_of_a_named_postgresql_database_opens_that_entry(tmp_path, monke
     assert elsewhere.name is None and elsewhere.migrations is None  # another schema
 
 
-def test_the_url_of_the_default_database_uses_its_own_folders(tmp_path, monkeypatch):
+def test_the_url_of_the_default_database_uses_its_own_folders(tmp_path, project_dir):
     """[database] with folders of its own: opened by its URL (--db, however spelled, or
     connect(url)), it migrates from those folders, not ./migrations."""
     import embeddb
 
-    monkeypatch.chdir(tmp_path)
-    for name in ("EMBEDDB_DATABASE_URL", "EMBEDDB_MIGRATIONS_DIR", "EMBEDDB_SEEDS_DIR"):
-        monkeypatch.delenv(name, raising=False)
     (tmp_path / "embeddb.toml").write_text(
         '[database]\nurl = "sqlite:///app.db"\nmigrations = "db/app"\n')
     _migration(tmp_path / "db/app", "0001_things", APP_UP, "DROP TABLE things;\n")
