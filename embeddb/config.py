@@ -158,7 +158,11 @@ def named_databases(cwd: str | os.PathLike[str] | None = None) -> dict[str, Name
     :raises ConfigurationError: the file is unreadable or a table is malformed.
     """
     path = Path(cwd or os.getcwd()) / CONFIG_FILE
-    config = load_config_file(path)
+    return _named_in(load_config_file(path), path, cwd)
+
+
+def _named_in(config: dict[str, Any], path: Path,
+              cwd: str | os.PathLike[str] | None) -> dict[str, NamedDatabase]:
     found: dict[str, NamedDatabase] = {}
     for name, table in config.get("databases", {}).items():
         variable = ENV_NAMED_URL.format(name.upper())
@@ -214,16 +218,24 @@ def name_of(url: str, cwd: str | os.PathLike[str] | None = None) -> str | None:
     return entry.name if entry is not None else None
 
 
-def _configured_as(url: str, cwd: str | os.PathLike[str] | None) -> NamedDatabase | None:
-    """The ``[databases.NAME]`` entry that is the same database as ``url`` (see name_of)."""
+def _configured_as(url: str, cwd: str | os.PathLike[str] | None,
+                   default: bool = False) -> NamedDatabase | None:
+    """The ``[databases.NAME]`` entry that is the same database as ``url`` (see name_of);
+    with ``default``, also ``[database]`` with its folders (name None)."""
     key = _identity(url, cwd)
     if key is None:
         return None
+    path = Path(cwd or os.getcwd()) / CONFIG_FILE
     try:
-        found = named_databases(cwd)
+        config = load_config_file(path)
+        found = list(_named_in(config, path, cwd).values())
     except ConfigurationError:
         return None
-    return next((entry for entry in found.values() if _identity(entry.url, cwd) == key), None)
+    table = config.get("database", {})
+    if default and "url" in table:
+        found.append(NamedDatabase(None, str(table["url"]), table.get("migrations"),
+                                   table.get("seeds"), table.get("backups")))
+    return next((entry for entry in found if _identity(entry.url, cwd) == key), None)
 
 
 def named_database(name: str, cwd: str | os.PathLike[str] | None = None) -> NamedDatabase:
@@ -294,15 +306,8 @@ def database_entry(url: str | None = None,
         return default
     if is_name(url):
         return named_database(url, cwd)
-    entry = _configured_as(url, cwd)
-    if entry is not None:
-        return replace(entry, url=url)
-    configured = load_config_file(Path(cwd or os.getcwd()) / CONFIG_FILE).get("database", {})
-    key = _identity(url, cwd)
-    if key is not None and "url" in configured and key == _identity(str(configured["url"]), cwd):
-        return NamedDatabase(None, url, configured.get("migrations"), configured.get("seeds"),
-                             configured.get("backups"))
-    return NamedDatabase(None, url)
+    entry = _configured_as(url, cwd, default=True)
+    return replace(entry, url=url) if entry is not None else NamedDatabase(None, url)
 
 
 def _check_databases(path: Path, tables: Any) -> None:
