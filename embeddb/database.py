@@ -9,7 +9,6 @@ and ``info()`` / ``health()`` / ``pool_stats()`` for operators.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import os
 import re
@@ -33,6 +32,7 @@ from .errors import (
     PoolExhausted,
     translate,
 )
+from .gate import WriterGate, closed, writer_gate
 from .url import DatabaseURL, parse, scrub
 
 if TYPE_CHECKING:
@@ -72,72 +72,6 @@ else:
     _PeeweeDatabase = object
 
 
-class _WriterGate:
-    """One SQLite file's turn to write in this process, held by one connection from before
-    BEGIN to after COMMIT or ROLLBACK. A turn whose thread has ended or whose connection was
-    closed (a transaction abandoned without COMMIT or ROLLBACK) is taken back by the next
-    writer instead of blocking the process's writers for good."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self._lock = threading.Lock()  # the turn itself: any thread may release it
-        self._guard = threading.Lock()  # taking a turn back, and giving it back, one at a time
-        #: [thread, connection, whether its BEGIN ran] of the turn's holder
-        self._holder: list[Any] | None = None
-
-    def enter(self, conn: Any, timeout: float) -> bool | None:
-        """True: the turn is ``conn``'s now; False: not within ``timeout``; None: this thread
-        holds it already (a nested BEGIN, which SQLite then refuses on its own)."""
-        me = threading.current_thread()
-        if self._lock.acquire(False):
-            self._holder = [me, conn, False]
-            return True
-        deadline = time.monotonic() + timeout
-        while True:
-            holder = self._holder
-            if holder is not None:
-                if holder[0] is me:
-                    return None
-                if _abandoned(holder):
-                    self._take_back(holder)
-            left = deadline - time.monotonic()
-            if self._lock.acquire(timeout=max(0.0, min(left, 0.05))):  # released: at once
-                self._holder = [me, conn, False]
-                return True
-            if left <= 0:
-                return False
-
-    def _take_back(self, holder: list[Any]) -> None:
-        with self._guard:
-            if self._holder is not holder:
-                return  # given back or taken back meanwhile
-            self._holder = None
-            dead = not holder[0].is_alive()
-            holder[1] = None  # no reference to its connection left here
-            if dead:
-                # its thread ended inside a transaction: the connection is only for that
-                # thread to close and lives on in reference cycles; collecting it rolls back
-                # and frees SQLite's lock
-                gc.collect()
-            self._lock.release()
-
-    def begun(self, conn: Any) -> None:
-        """``conn``'s BEGIN ran: from now on its transaction's end frees the turn."""
-        holder = self._holder
-        if holder is not None and holder[1] is conn:
-            holder[2] = True  # (a turn taken back meanwhile has no connection any more)
-
-    def leave(self, conn: Any) -> None:
-        """Give the turn back if ``conn`` holds it."""
-        with self._guard:
-            holder = self._holder
-            if holder is not None and holder[1] is conn:
-                self._holder = None
-                self._lock.release()
-
-
 def _driver_error(exc: Exception, redact: str | None) -> Exception:
     """The embeddb error for a DB-API error, as ``with _driver_errors:`` and
     :func:`~embeddb.errors.translate` would make it."""
@@ -146,46 +80,6 @@ def _driver_error(exc: Exception, redact: str | None) -> Exception:
     except peewee.PeeweeException as wrapped:
         return translate(wrapped, redact)
     return exc
-
-
-def _abandoned(holder: list[Any]) -> bool:
-    """The holder's thread ended, its connection was closed, or its transaction ended
-    without commit()/rollback() (a raw COMMIT)."""
-    thread, conn, begun = holder
-    if conn is None:
-        return True  # already taken back
-    return not thread.is_alive() or _closed(conn) or (begun and not conn.in_transaction)
-
-
-def _closed(conn: Any) -> bool:
-    try:
-        conn.in_transaction  # noqa: B018 - raises on a closed connection
-    except sqlite3.ProgrammingError:
-        return True
-    return False
-
-
-#: realpath of an SQLite file -> its writers' turn in this process
-_WRITER_GATES: dict[str, _WriterGate] = {}
-_WRITER_GATES_GUARD = threading.Lock()
-
-
-def _writer_gate(path: str) -> _WriterGate:
-    key = os.path.realpath(path)
-    with _WRITER_GATES_GUARD:
-        gate = _WRITER_GATES.get(key)
-        if gate is None:
-            gate = _WRITER_GATES[key] = _WriterGate()
-        return gate
-
-
-def _reset_gates_in_child() -> None:
-    # a forked child has none of its parent's threads: no turn held there is held here
-    for gate in _WRITER_GATES.values():
-        gate.reset()
-
-
-os.register_at_fork(after_in_child=_reset_gates_in_child)
 
 
 class Engine(_PeeweeDatabase):
@@ -343,7 +237,7 @@ class Engine(_PeeweeDatabase):
     #: what :meth:`begin` sends with no arguments (None: not a plain statement)
     _begin_statement: str | None = None
     #: the writer turn a transaction begun without a lock type waits for (None: none)
-    _default_gate: _WriterGate | None = None
+    _default_gate: WriterGate | None = None
     #: the error when no writer turn came within the busy timeout (defined by the engine
     #: that has writer turns, SqliteEngine)
     _turn_timeout: Callable[[], OperationalError]
@@ -492,17 +386,15 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
             # The in-memory database lives while one connection to it is open.
             self._anchor = sqlite3.connect(name, uri=True, check_same_thread=False)
         #: this process's write transactions on this file go through it one at a time
-        self._gate = None if self.readonly else _writer_gate(name if memory else
-                                                                  self.database)
+        self._gate = None if self.readonly else writer_gate(name if memory else self.database,
+                                                                 memory)
         self._begin_statement = f"BEGIN {self._lock_type}" if self._lock_type else "BEGIN"
         self._default_gate = self._gate if self._gated(None) else None
 
     # -- write transactions queue in the process -----------------------------------------------
-    # Each thread retrying BEGIN IMMEDIATE on its own is what starves writers: SQLite's busy
-    # handler sleeps longer and longer (up to 100 ms) between tries, so a waiting thread can
-    # miss every moment the lock is free until its busy timeout ends in "database is locked".
-    # With a process-local lock in front, threads wait in line (woken the moment the lock is
-    # released) and one thread per process contends for SQLite's lock. Readers take no part.
+    # Writers wait for their turn (embeddb.gate: a thread lock, then a file lock across
+    # processes) before BEGIN IMMEDIATE, instead of in SQLite's busy handler, whose growing
+    # sleeps miss most moments the lock is free. Readers take no part.
 
     def begin(self, lock_type: str | None = None) -> None:
         took = False
@@ -533,7 +425,7 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
 
     def _driver_in_transaction(self) -> bool:
         conn = self._state.conn
-        return conn is not None and not _closed(conn) and conn.in_transaction
+        return conn is not None and not closed(conn) and conn.in_transaction
 
     def _gated(self, lock_type: str | None) -> bool:
         kind = (lock_type or self._lock_type or "").upper()
@@ -549,8 +441,8 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
 
     def _turn_timeout(self) -> OperationalError:
         return OperationalError(
-            f"database is locked: other threads of this process kept writing to "
-            f"{self.url.path} for the whole busy timeout ({self.settings.busy_timeout:g} s)")
+            f"database is locked: other writers kept writing to {self.url.path} for the "
+            f"whole busy timeout ({self.settings.busy_timeout:g} s)")
 
     def _gate_begun(self) -> None:
         if self._gate is not None:
@@ -560,6 +452,12 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
         conn = self._state.conn
         if self._gate is not None and conn is not None:
             self._gate.leave(conn)
+
+    def execute_sql(self, sql: str, params: Any = None) -> Any:
+        cursor = super().execute_sql(sql, params)
+        if self._gate is not None and self._state.conn is not None:
+            self._gate.leave_if_ended(self._state.conn)  # a COMMIT or ROLLBACK sent as SQL
+        return cursor
 
     def fetch_one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
         # the hot path of every read by key: the driver's own execute, no peewee context

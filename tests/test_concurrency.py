@@ -138,7 +138,7 @@ def test_writers_of_one_process_wait_in_line_and_readers_do_not(tmp_path):
         thread = threading.Thread(target=target)
         thread.start()
         thread.join(10)
-    assert "other threads of this process kept writing" in outcome["error"]
+    assert "other writers kept writing" in outcome["error"]
     assert outcome["open"] is False
     assert outcome["read"] == 0 and outcome["read_took"] < 0.3  # the old row, at once
     late = threading.Thread(target=write)
@@ -184,7 +184,7 @@ def test_single_statement_writes_wait_in_the_same_line(tmp_path):
     blocked.start()
     blocked.join(10)
     assert isinstance(outcome[2], OperationalError)
-    assert "other threads of this process kept writing" in str(outcome[2])
+    assert "other writers kept writing" in str(outcome[2])
     release.set()
     holder.join(10)
     for n in (3, 3, 4):  # the second 3 fails (primary key) and rolls back
