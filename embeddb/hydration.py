@@ -30,16 +30,20 @@ def readers_of(fields: Sequence[peewee.Field]) -> list[Reader]:
 
 def json_copy(value: Any) -> Any:
     """A copy of a decoded JSON value (dicts, lists, scalars): ~3x cheaper than decoding again,
-    ~10x cheaper than copy.deepcopy."""
+    ~10x cheaper than copy.deepcopy. A flat dict or list (the common case) is one C-level
+    ``copy()``."""
     kind = type(value)
     if kind is dict:
-        return {k: json_copy(v) if type(v) in _CONTAINERS else v for k, v in value.items()}
+        for item in value.values():
+            if type(item) is dict or type(item) is list:
+                return {k: json_copy(v) for k, v in value.items()}
+        return value.copy()
     if kind is list:
-        return [json_copy(v) if type(v) in _CONTAINERS else v for v in value]
+        for item in value:
+            if type(item) is dict or type(item) is list:
+                return [json_copy(v) for v in value]
+        return value.copy()
     return value
-
-
-_CONTAINERS = (dict, list)
 
 
 def _inline_reader(read: Reader, v: str, r: str, namespace: dict[str, Any]) -> str | None:

@@ -54,6 +54,24 @@ def test_cached_objects_are_independent(repo):
     first.spec["size"]["w"] = 99
     again = repo.get(gadget.id)
     assert again.name == "g" and again.spec == {"tags": ["a"], "size": {"w": 1}}
+    flat = repo.create(name="flat", spec={"w": 1, "tags": "a"})  # copied without recursing
+    repo.get(flat.id)
+    repo.get(flat.id).spec["w"] = 99
+    assert repo.get(flat.id).spec == {"w": 1, "tags": "a"}
+
+
+def test_remembered_keys_stay_bounded_and_right(repo, monkeypatch):
+    """A cached get remembers the full key of each id it saw, up to a bound, then starts
+    again: every get still finds its own row."""
+    import embeddb.cache.rows as rows
+
+    monkeypatch.setattr(rows, "_KNOWN_KEYS", 3)
+    made = [repo.create(name=f"g{i}", rank=i) for i in range(7)]
+    for _ in range(2):
+        for gadget in made:
+            assert repo.get(gadget.id).rank == gadget.rank
+            assert len(repo._rows._full[2]) <= 3
+    assert repo.cache.stats()["l1"]["hits"] >= 7
 
 
 def test_missing_rows_are_not_cached(repo):

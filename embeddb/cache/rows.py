@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from .tiered import Cache
 
 
+#: full keys a RowCache remembers before it starts again (~150 bytes each)
+_KNOWN_KEYS = 20_000
+
+
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -51,8 +55,10 @@ class RowCache:
         self._hydrate = compile_hydrator(model, [f.name for f in fields], copies)
         self._names = [f.name for f in fields]
         self._sql = ""
-        #: (cache, the full key of this model's rows up to the key's text), made on first use
-        self._full: tuple[Any, str] | None = None
+        #: (cache, the full key of this model's rows up to the key's text, {UUID's int: full
+        #: key}), made on first use: building a key (hex text, joining, hashing) was a sixth
+        #: of an L1 hit
+        self._full: tuple[Any, str, dict[int, str]] | None = None
 
     def key(self, pk: Any) -> str:
         """The cache key of the row ``pk`` (any spelling of it)."""
@@ -96,14 +102,20 @@ class RowCache:
         if cache is None:
             return self._hydrate(self.load(pk))
         if type(pk) is self._hex_key:
-            hex_ = pk.hex
             full = self._full
             if full is None or full[0] is not cache:
-                full = self._full = (cache, cache.full_key(self._prefix, self.family))
-            value = cache.fresh_in_l1(full[1] + hex_)  # an L1 hit: ~0.4 µs less than below
+                full = self._full = (cache, cache.full_key(self._prefix, self.family), {})
+            number = pk.int
+            known = full[2]
+            stored = known.get(number)  # the full key made before: its hash is kept with it
+            if stored is None:
+                if len(known) >= _KNOWN_KEYS:
+                    known.clear()
+                stored = known[number] = f"{full[1]}{number:032x}"  # (UUID.hex, uncalled)
+            value = cache.fresh_in_l1(stored)  # an L1 hit: ~0.4 µs less than below
             if value is not MISSING:
                 return self._hydrate(value)
-            key = self._prefix + hex_
+            key = self._prefix + pk.hex
         else:
             key = self.key(pk)
         return self._hydrate(

@@ -36,6 +36,12 @@ class Reads(QueryBuilding[M]):
 
         :raises NotFoundError: no such row (or it is soft-deleted).
         """
+        rows = self._rows
+        if rows is not None and type(pk) is uuid.UUID and self._uuid_pk:  # a cached get
+            try:
+                return rows.instance(pk)  # (no cast(): it is a call, on the hot path)
+            except self.model.DoesNotExist:
+                raise NotFoundError(f"{self.model.__name__} {pk} not found") from None
         obj = self.get_or_none(pk)
         if obj is None:
             raise NotFoundError(f"{self.model.__name__} {pk} not found")
