@@ -6,6 +6,7 @@ make objects the same way.
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -44,6 +45,14 @@ def json_copy(value: Any) -> Any:
                 return [json_copy(v) for v in value]
         return value.copy()
     return value
+
+
+def _made_on_first_use(model: type[peewee.Model]) -> bool:
+    """Whether ``model`` makes ``_dirty`` and ``__rel__`` on first use (embeddb's models)."""
+    from .models import MadeOnFirstUse
+
+    return all(isinstance(inspect.getattr_static(model, name, None), MadeOnFirstUse)
+               for name in ("_dirty", "__rel__"))
 
 
 def _inline_reader(read: Reader, v: str, r: str, namespace: dict[str, Any]) -> str | None:
@@ -107,8 +116,7 @@ def compile_hydrator(
         *converts,
         "    obj = new(model)",
         f"    obj.__data__ = {{{', '.join(items)}}}",
-        "    obj._dirty = set()",
-        "    obj.__rel__ = {}",
+        *([] if _made_on_first_use(model) else ["    obj._dirty = set()", "    obj.__rel__ = {}"]),
         "    obj._persisted = True",
         "    return obj",
     ])

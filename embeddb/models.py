@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Self
@@ -188,11 +188,35 @@ class MoneyField(peewee.Field):
         return Decimal(int(value)).scaleb(-self.decimal_places)
 
 
+class MadeOnFirstUse:
+    """A per-object attribute created on first read (``factory()``), for what peewee gives every
+    object (``_dirty``, ``__rel__``) but most loaded objects never touch: objects made from rows
+    skip making them (a non-data descriptor: once made, the object's own value is found
+    first)."""
+
+    def __init__(self, name: str, factory: Callable[[], Any]) -> None:
+        self.name = name
+        self.factory = factory
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.factory()
+        return value
+
+
+_MADE_ON_FIRST_USE = (MadeOnFirstUse("_dirty", set), MadeOnFirstUse("__rel__", dict))
+
+
 class _ModelBase(peewee.ModelBase):
-    """Makes each model's ``DoesNotExist`` an :class:`~embeddb.errors.NotFoundError` too."""
+    """Makes each model's ``DoesNotExist`` an :class:`~embeddb.errors.NotFoundError` too, and
+    its objects' ``_dirty`` and ``__rel__`` made on first use (peewee sets ``__rel__`` to None on
+    every class it builds, so this comes after)."""
 
     def __new__(mcs, name: str, bases: tuple[type, ...], attrs: dict[str, Any]) -> Any:
         cls = super().__new__(mcs, name, bases, attrs)
+        for made in _MADE_ON_FIRST_USE:
+            setattr(cls, made.name, made)
         if not issubclass(cls.DoesNotExist, NotFoundError):
             cls.DoesNotExist = type(
                 cls.DoesNotExist.__name__,
@@ -212,7 +236,6 @@ class BaseModel(peewee.Model, metaclass=_ModelBase):
     id = IdField()
     created_at = UTCDateTimeField(default=utcnow)
     updated_at = UTCDateTimeField(default=utcnow)
-
     if TYPE_CHECKING:  # peewee's, missing from its type stubs
         DoesNotExist: type[NotFoundError]
         _pk: Any

@@ -53,3 +53,23 @@ def test_inline_conversions_match_python_value(name, value):
         assert got.tzinfo is UTC  # aware, in UTC, whatever offset the value had
     if isinstance(expected, Decimal):
         assert got.as_tuple() == expected.as_tuple()  # same scale, not only equal
+
+
+class Plain(peewee.Model):
+    label = peewee.TextField(null=True)
+
+
+@pytest.mark.parametrize("model", [Sample, Plain])
+def test_objects_from_rows_track_their_own_changes(model):
+    """Objects made from rows behave as peewee's own: each has its own set of changed fields
+    and its own related objects (embeddb's models make both on first use)."""
+    names = [f.name for f in model._meta.sorted_fields]
+    hydrate = compile_hydrator(model, names, [None] * len(names))
+    first, second = hydrate(tuple([None] * len(names))), hydrate(tuple([None] * len(names)))
+    assert first._persisted is True and not first.is_dirty()
+    first.label = "changed"
+    assert first.dirty_field_names == [model.label] and not second.is_dirty()
+    first.__rel__["x"] = 1
+    assert second.__rel__ == {}
+    made = model(label="new")  # the constructor's own sets stay as peewee makes them
+    assert made.is_dirty() and "__rel__" in made.__dict__ and "_dirty" in made.__dict__
