@@ -453,6 +453,11 @@ class SqliteEngine(Engine, peewee.SqliteDatabase):
         if self._gate is not None and conn is not None:
             self._gate.leave(conn)
 
+    def _close(self, conn: Any) -> None:
+        if self._gate is not None:
+            self._gate.leave(conn)  # closed mid-transaction: other processes need not wait
+        super()._close(conn)  # type: ignore[misc]
+
     def execute_sql(self, sql: str, params: Any = None) -> Any:
         cursor = super().execute_sql(sql, params)
         if self._gate is not None and self._state.conn is not None:

@@ -82,8 +82,13 @@ class WriterGate:
                 if left <= 0:
                     return False
         self._holder = [threading.current_thread(), conn, False]
-        if self._other_processes(deadline):
-            return True
+        try:
+            if self._other_processes(deadline):
+                return True
+        except BaseException:  # e.g. Ctrl-C while waiting: the caller never got the turn
+            self._holder = None
+            self._lock.release()
+            raise
         self._holder = None
         self._lock.release()
         return False

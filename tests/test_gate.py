@@ -209,3 +209,13 @@ def test_root_gives_the_lock_file_to_the_databases_owner():
         st = os.stat(path + ".write-lock")
         assert (st.st_uid, st.st_gid) == other_user()
         assert as_user(_write_as_owner, path) == 1
+
+
+def test_closing_mid_transaction_gives_the_turn_back(tmp_path):
+    path = tmp_path / "app.db"
+    _make(path)
+    db = embeddb.connect(_url(path))
+    db.begin()
+    db.execute_sql("INSERT INTO t VALUES (1)")
+    db.close()  # rolls back; the process may never write again
+    assert _file_lock_free(path)
