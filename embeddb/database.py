@@ -214,11 +214,12 @@ class Engine(_PeeweeDatabase):
             cursor.execute(begin)  # (no begun mark: this transaction ends right here)
             try:
                 # as begin()/commit() do: who is writing, for the audit triggers
-                signing = audit.on_begin(self) if audit.current() is not None else None
+                signing = (audit.on_begin(self, None, cursor) if audit.current() is not None
+                           else None)
                 cursor.execute(sql, params)
                 result = cursor.fetchall() if fetch else cursor.rowcount
                 if signing is not None:
-                    audit.before_commit(self, signing)
+                    audit.before_commit(self, signing, cursor)
                 cursor.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(Exception):  # the first error is the one to see

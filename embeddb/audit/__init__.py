@@ -92,18 +92,21 @@ def current() -> tuple[str | None, str | None] | None:
     return _current.get()
 
 
-def on_begin(db: Database, lock_type: str | None = None) -> Any:
+def on_begin(db: Database, lock_type: str | None = None, cursor: Any = None) -> Any:
     """Called by the engine right after BEGIN: hand the context to the transaction. What it
-    returns (None: nothing) goes to :func:`before_commit`."""
+    returns (None: nothing) goes to :func:`before_commit`. ``cursor``: the engine's driver
+    cursor on the transaction's connection, for its single-statement write path (its driver
+    errors are the engine's to translate)."""
     found = _current.get()
     if found is None:
         return None
-    return _driver(db).push_context(db, found, lock_type)
+    return _DRIVERS[db.dialect.name].push_context(db, found, lock_type, cursor)
 
 
-def before_commit(db: Database, pending: Any) -> None:
-    """Called by the engine before COMMIT with what :func:`on_begin` returned."""
-    _driver(db).finish_context(db, pending)
+def before_commit(db: Database, pending: Any, cursor: Any = None) -> None:
+    """Called by the engine before COMMIT with what :func:`on_begin` returned (and the
+    cursor it was given)."""
+    _DRIVERS[db.dialect.name].finish_context(db, pending, cursor)
 
 
 # -- enabling -----------------------------------------------------------------------------

@@ -115,15 +115,16 @@ def drop_triggers(table: str) -> list[str]:
     return [f"DROP TRIGGER IF EXISTS {quote(f'embeddb_audit_{name}')} ON {quote(table)}"]
 
 
-def push_context(db: Database, found: tuple[str | None, str | None], lock_type: Any) -> None:
+def push_context(db: Database, found: tuple[str | None, str | None], lock_type: Any,
+                 cursor: Any = None) -> None:
     actor, request_id = found
-    db.execute_fast(
+    (db.execute_fast if cursor is None else cursor.execute)(
         "SELECT set_config('embeddb.audit_actor', %s, true), "
         "set_config('embeddb.audit_request_id', %s, true)", (actor or "", request_id or ""))
     return None  # transaction-local: ends with the transaction by itself
 
 
-def finish_context(db: Database, pending: Any) -> None:
+def finish_context(db: Database, pending: Any, cursor: Any = None) -> None:
     """Never called: :func:`push_context` leaves nothing to finish."""
 
 

@@ -14,14 +14,17 @@ Why it is shaped like this (each measured with a single-row update, see bench_au
   audited statement keep a statement journal (a copy of each page it touches), about a fifth of
   the cost of an audited update. Only the triggers write the table; what they write is never
   NULL.
-- An UPDATE stores the whole before and after images of the audited columns (one
-  ``json_object`` each, as change-data-capture tools do); :mod:`embeddb.audit` reports the
-  changed columns from them. Building JSON of only the changed columns in SQL costs about as
-  much as the rest of the trigger together.
+- An UPDATE stores the changed columns only, each as ``,"name":value`` text joined with
+  ``||`` (``''`` for an unchanged one) rather than a ``json_object`` of every column: the
+  unchanged columns cost a comparison each, and the row is a third the size, so the log's
+  pages fill (and each commit writes new ones) a third as often. An INSERT or DELETE stores
+  the whole image. Logs written before this kept an UPDATE's whole before and after images;
+  :mod:`embeddb.audit` reports the changed columns of both.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Set as AbstractSet
 from typing import Any
@@ -113,6 +116,13 @@ def triggers(table: str, pk: list[str], columns: list[str], text: AbstractSet[st
             f"{new}, NULL, NULL, {_NOW});"
         )
 
+    def changes(row: str) -> str:
+        parts = " || ".join(
+            f"CASE WHEN OLD.{quote(c)} IS NOT NEW.{quote(c)} THEN "
+            f"{_literal(',' + json.dumps(c) + ':')} || {_value(f'{row}.{quote(c)}', c in text, True)} "
+            f"ELSE '' END" for c in columns)
+        return f"'{{' || substr({parts}, 2) || '}}'"
+
     changed = " OR ".join(f"OLD.{quote(c)} IS NOT NEW.{quote(c)}" for c in columns)
     t = quote(table)
     return [
@@ -120,13 +130,13 @@ def triggers(table: str, pk: list[str], columns: list[str], text: AbstractSet[st
         f"    {record('INSERT', 'NEW', 'NULL', values('NEW'))}\nEND",
         f"CREATE TRIGGER {quote(f'embeddb_audit_{name}_update')} AFTER UPDATE ON {t}\n"
         f"WHEN {changed} BEGIN\n"
-        f"    {record('UPDATE', 'NEW', values('OLD'), values('NEW'))}\nEND",
+        f"    {record('UPDATE', 'NEW', changes('OLD'), changes('NEW'))}\nEND",
         f"CREATE TRIGGER {quote(f'embeddb_audit_{name}_delete')} AFTER DELETE ON {t} BEGIN\n"
         f"    {record('DELETE', 'OLD', values('OLD'), 'NULL')}\nEND",
     ]
 
 
-def _value(column: str, text: bool = False) -> str:
+def _value(column: str, text: bool = False, as_json: bool = False) -> str:
     """``column`` as ``json_object`` takes it and records it exactly (a column of a table
     that is not STRICT may hold any type): a BLOB as the text ``\\x`` + hex (PostgreSQL's
     JSON form of bytea; json_object refuses blobs), a REAL that is not a small integer with
@@ -138,17 +148,24 @@ def _value(column: str, text: bool = False) -> str:
     Comparisons rather than ``typeof()``: a function call per column cost as much as the
     JSON itself. Only a blob sorts at or above ``x''``; only a number below ``''``; a number
     that is not an integer is a REAL, and so may be a large one. A TEXT column holds no
-    number (``text``).
+    number (``text``). ``as_json``: the value as JSON text instead, for an object built by
+    concatenation.
     """
-    blob = f"WHEN {column} >= x'' THEN '\\x' || lower(hex({column})) "
+    def plain(value: str) -> str:
+        return f"json_quote({value})" if as_json else value
+
+    hexed = "'\\x' || lower(hex(" + column + "))"
+    blob = f"WHEN {column} >= x'' THEN {plain(hexed)} "
     if text:
-        return f"CASE {blob}ELSE {column} END"
-    real = (f"CASE WHEN {column} > 1.7976931348623157e308 THEN 'Infinity' "
-            f"WHEN {column} < -1.7976931348623157e308 THEN '-Infinity' "
-            f"ELSE json(printf('%!.20e', {column})) END")
+        return f"CASE {blob}ELSE {plain(column)} END"
+    infinity, digits = ("'\"Infinity\"'", "printf('%!.20e', {})") if as_json else (
+        "'Infinity'", "json(printf('%!.20e', {}))")
+    real = (f"CASE WHEN {column} > 1.7976931348623157e308 THEN {infinity} "
+            f"WHEN {column} < -1.7976931348623157e308 THEN {infinity.replace('I', '-I')} "
+            f"ELSE {digits.format(column)} END")
     return (f"CASE {blob}WHEN {column} < '' AND ({column} <> CAST({column} AS INTEGER) OR "
             f"(abs({column}) >= 1e15 AND typeof({column}) = 'real')) THEN {real} "
-            f"ELSE {column} END")
+            f"ELSE {plain(column)} END")
 
 
 def _literal(text: str) -> str:
@@ -161,8 +178,15 @@ def drop_triggers(table: str) -> list[str]:
             for action in ("insert", "update", "delete")]
 
 
+#: where this transaction's audit rows will start, and the signing of them (see
+#: :func:`push_context`)
+_MARK = "SELECT max(id) FROM embeddb_audit"
+_SIGN = "UPDATE embeddb_audit SET actor = ?, request_id = ? WHERE id > ?"
+
+
 def push_context(db: Database, found: tuple[str | None, str | None],
-                 lock_type: str | None) -> tuple[Any, ...] | None:
+                 lock_type: str | None, cursor: sqlite3.Cursor | None = None
+                 ) -> tuple[Any, ...] | None:
     """Note where this transaction's audit rows will start.
 
     Every audit row above the mark is this transaction's: a transaction begun IMMEDIATE
@@ -170,27 +194,33 @@ def push_context(db: Database, found: tuple[str | None, str | None],
     snapshot from reading the mark, and SQLite lets it write only if no other transaction
     committed since (else "database is locked"), so it takes no lock here: it may only read,
     beside a writer or in a read-only engine. :func:`finish_context` signs the rows.
+    ``cursor``: the engine's own, on the transaction's connection, for its single-statement
+    write path (the driver's errors are the caller's to translate).
     """
     actor, request_id = found
     if actor is None and request_id is None:
         return None
     try:
-        cursor = _run(db, "SELECT max(id) FROM embeddb_audit")
-    except DatabaseError as exc:
+        mark = (_run(db, _MARK) if cursor is None else cursor.execute(_MARK)).fetchone()[0]
+    except (DatabaseError, sqlite3.OperationalError) as exc:
         if "no such table" in str(exc):
             return None  # auditing is not installed in this database: nothing to carry
         raise
-    return (cursor.fetchone()[0] or 0, actor, request_id, _connection(db).total_changes)
+    conn = _connection(db) if cursor is None else cursor.connection
+    return (mark or 0, actor, request_id, conn.total_changes, conn)
 
 
-def finish_context(db: Database, pending: tuple[Any, ...]) -> None:
+def finish_context(db: Database, pending: tuple[Any, ...],
+                   cursor: sqlite3.Cursor | None = None) -> None:
     """Before COMMIT: sign this transaction's audit rows. A transaction that changed no row
     (the connection's count of changed rows, triggers' included, stands still) wrote no
     audit row: it runs nothing, and a deferred one stays a reader."""
-    mark, actor, request_id, changed = pending
-    if _connection(db).total_changes != changed:
-        _run(db, "UPDATE embeddb_audit SET actor = ?, request_id = ? WHERE id > ?",
-             (actor, request_id, mark))
+    mark, actor, request_id, changed, conn = pending
+    if conn.total_changes != changed:
+        if cursor is None:
+            _run(db, _SIGN, (actor, request_id, mark))
+        else:
+            cursor.execute(_SIGN, (actor, request_id, mark))
 
 
 def _connection(db: Database) -> sqlite3.Connection:
