@@ -285,6 +285,58 @@ def test_the_redis_url_comes_from_the_environment_or_embeddb_toml(tmp_path, monk
     assert explicit.remote is None
 
 
+def test_caches_of_two_in_memory_databases_share_nothing_through_redis(redis_url, monkeypatch):
+    """Each :memory: database is private to its connection: with $EMBEDDB_REDIS_URL exported
+    (as on a machine whose apps share Redis) one's cached values must not be another's."""
+    import embeddb
+
+    monkeypatch.setenv("EMBEDDB_REDIS_URL", redis_url)
+    first, second = embeddb.connect("sqlite:///:memory:"), embeddb.connect("sqlite:///:memory:")
+    a, b = Cache.for_database(first), Cache.for_database(second)
+    try:
+        assert a.get_or_set("count", lambda: "first's") == "first's"
+        assert b.get_or_set("count", lambda: "second's") == "second's"
+        assert a.remote is None and b.remote is None  # nothing to share, like no L2
+    finally:
+        a.close()
+        b.close()
+        first.close()
+        second.close()
+
+
+@pytest.mark.postgres
+def test_caches_of_one_postgresql_database_share_redis_whatever_their_directories(
+        tmp_path, pg_schema_url, redis_url):
+    """Two machines that keep a PostgreSQL database's cache in folders of their own choosing
+    (``directory=``) still see each other's invalidations: the prefix names the database."""
+    import redis
+
+    import embeddb
+    from embeddb.cache import placement
+
+    one, other = embeddb.connect(pg_schema_url), embeddb.connect(pg_schema_url)
+    a = Cache.for_database(one, tmp_path / "machine-a", redis_url=redis_url)
+    b = Cache.for_database(other, tmp_path / "elsewhere" / "cache", redis_url=redis_url)
+    prefix = f"embeddb:{os.path.basename(placement.default_directory(one))}:"
+    try:
+        assert a.remote.prefix == b.remote.prefix == prefix
+        _until(lambda: _serving(a) and _serving(b))
+        assert b.get_or_set("k", lambda: "old") == "old"
+        assert b.get_or_set("k", lambda: "never") == "old"  # b's L1
+        a.invalidate(["k"])
+        assert b.get_or_set("k", lambda: "new") == "new"
+    finally:
+        a.close()
+        b.close()
+        client = redis.Redis.from_url(redis_url)
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+        one.close_all()
+        other.close_all()
+
+
 # -- faults: a private redis-server -------------------------------------------------------------
 
 
