@@ -337,6 +337,41 @@ def test_caches_of_one_postgresql_database_share_redis_whatever_their_directorie
         other.close_all()
 
 
+@pytest.mark.parametrize("url", ["localhost:6379", "http://127.0.0.1:6379/0",
+                                 "redis://127.0.0.1:port/0", "unix://"])
+def test_a_malformed_redis_url_is_a_one_line_error_naming_where_it_came_from(
+        tmp_path, monkeypatch, url):
+    import embeddb
+    from embeddb.errors import ConfigurationError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EMBEDDB_REDIS_URL", raising=False)
+    hint = "use redis://HOST:PORT/DB, rediss://HOST:PORT/DB or unix://PATH"
+    with pytest.raises(ConfigurationError) as caught:
+        Cache(tmp_path / "c", redis_url=url)
+    assert str(caught.value) == f"redis_url {url!r} is not a Redis URL: {hint}"
+    monkeypatch.setenv("EMBEDDB_REDIS_URL", url)
+    with pytest.raises(ConfigurationError) as caught:  # at connect, not after a first write
+        embeddb.connect(f"sqlite:///{tmp_path / 'app.db'}")
+    assert str(caught.value) == (f"$EMBEDDB_REDIS_URL {url!r} is not a Redis URL: {hint} "
+                                 "(set it empty for no Redis tier)")
+    assert not (tmp_path / "app.db").exists()
+    monkeypatch.delenv("EMBEDDB_REDIS_URL")
+    (tmp_path / "embeddb.toml").write_text(f'[cache]\nredis_url = "{url}"\n')
+    with pytest.raises(ConfigurationError) as caught:
+        embeddb.connect(f"sqlite:///{tmp_path / 'app.db'}")
+    assert str(caught.value) == (f"{tmp_path / 'embeddb.toml'}: [cache] redis_url {url!r} is "
+                                 f"not a Redis URL: {hint}")
+
+
+def test_a_redis_url_error_hides_the_password(tmp_path):
+    from embeddb.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as caught:
+        Cache(tmp_path / "c", redis_url="redis://app:s3cret@127.0.0.1:port/0")
+    assert "s3cret" not in str(caught.value) and "app:***@" in str(caught.value)
+
+
 # -- faults: a private redis-server -------------------------------------------------------------
 
 

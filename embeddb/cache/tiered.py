@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import peewee
 
-from ..config import resolve_redis_url
+from ..config import check_redis_url, resolve_redis_url
 from ..errors import CacheValueError, ConfigurationError
 from ..protocols import Database
 from . import generations as gen
@@ -207,6 +207,8 @@ class Cache:
         """The Redis tier, when a URL is given or configured (redis-py is imported only then)."""
         if url is None:
             url = resolve_redis_url()
+        elif url:
+            check_redis_url(url, "redis_url")
         if not url:
             return None
         from .remote import open_remote
