@@ -6,6 +6,7 @@ Each default says why it has that value. Everything here can be overridden per c
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from dataclasses import dataclass, fields, replace
@@ -133,8 +134,8 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 def check_redis_url(url: str, source: str, advice: str = "") -> str:
     """``url`` when redis-py can connect with it.
 
-    :raises ConfigurationError: it is not a Redis URL; the message names ``source`` (where the
-        URL was given) and hides any password.
+    :raises ConfigurationError: it is not a Redis URL, or redis-py is missing; the message
+        names ``source`` (where the URL was given) and hides any password.
     """
     try:
         parts = urlsplit(url)
@@ -146,6 +147,10 @@ def check_redis_url(url: str, source: str, advice: str = "") -> str:
         raise ConfigurationError(
             f"{source} {redact(url)!r} is not a Redis URL: use redis://HOST:PORT/DB, "
             f"rediss://HOST:PORT/DB or unix://PATH{advice}")
+    if importlib.util.find_spec("redis") is None:  # looked up, not imported
+        raise ConfigurationError(
+            f"{source} {redact(url)!r} needs redis-py, which is not installed: pip install "
+            f"'embeddb[redis]'{advice}")
     return url
 
 

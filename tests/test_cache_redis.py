@@ -364,6 +364,35 @@ def test_a_malformed_redis_url_is_a_one_line_error_naming_where_it_came_from(
                                  f"not a Redis URL: {hint}")
 
 
+def test_a_redis_url_without_redis_py_is_a_one_line_error_at_connect(tmp_path):
+    """Without the error at connect(), a repository write with no cache of its own would
+    commit, then fail to open the Redis tier."""
+    code = textwrap.dedent(f"""
+        import os, sys
+        sys.modules["redis"] = None  # as if redis-py were not installed
+        import embeddb
+        from embeddb.cache import Cache
+        from embeddb.errors import ConfigurationError
+        try:
+            Cache({str(tmp_path / 'c')!r}, redis_url="redis://127.0.0.1:6379/0")
+        except ConfigurationError as exc:
+            print(exc)
+        os.environ["EMBEDDB_REDIS_URL"] = "redis://127.0.0.1:6379/0"
+        try:
+            embeddb.connect({f"sqlite:///{tmp_path / 'app.db'}"!r})
+        except ConfigurationError as exc:
+            print(exc)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=tmp_path)
+    assert out.stdout.splitlines() == [
+        "redis_url 'redis://127.0.0.1:6379/0' needs redis-py, which is not installed: pip "
+        "install 'embeddb[redis]'",
+        "$EMBEDDB_REDIS_URL 'redis://127.0.0.1:6379/0' needs redis-py, which is not installed: "
+        "pip install 'embeddb[redis]' (set it empty for no Redis tier)"]
+    assert not (tmp_path / "app.db").exists()
+
+
 def test_a_redis_url_error_hides_the_password(tmp_path):
     from embeddb.errors import ConfigurationError
 
