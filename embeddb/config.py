@@ -6,11 +6,13 @@ Each default says why it has that value. Everything here can be overridden per c
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
 from .url import parse, redact
@@ -104,13 +106,51 @@ def resolve_redis_url(cwd: str | os.PathLike[str] | None = None) -> str | None:
 
     :raises ConfigurationError: embeddb.toml is unreadable or its redis_url is not a string.
     """
-    env = os.environ.get(ENV_REDIS_URL)
+    env = redis_url_from_environment()
     if env is not None:
-        return env.strip() or None  # set but empty: explicitly no Redis tier
+        return env or None  # set but empty: explicitly no Redis tier
     config = load_config_file(Path(cwd or os.getcwd()) / CONFIG_FILE)
     url = config.get("cache", {}).get("redis_url")
     if url is not None and (not isinstance(url, str) or not url):
         raise ConfigurationError(f"{CONFIG_FILE}: [cache] redis_url must be a non-empty string")
+    return url
+
+
+def redis_url_from_environment() -> str | None:
+    """$EMBEDDB_REDIS_URL, stripped ("" when set but empty: no Redis tier), or None when unset.
+
+    :raises ConfigurationError: it is set to something that is not a Redis URL.
+    """
+    env = os.environ.get(ENV_REDIS_URL)
+    if env is None or not env.strip():
+        return None if env is None else ""
+    return check_redis_url(env.strip(), f"${ENV_REDIS_URL}", " (set it empty for no Redis tier)")
+
+
+#: the schemes redis-py connects with
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def check_redis_url(url: str, source: str, advice: str = "") -> str:
+    """``url`` when redis-py can connect with it.
+
+    :raises ConfigurationError: it is not a Redis URL, or redis-py is missing; the message
+        names ``source`` (where the URL was given) and hides any password.
+    """
+    try:
+        parts = urlsplit(url)
+        usable = parts.scheme in REDIS_SCHEMES and (parts.scheme != "unix" or bool(parts.path))
+        parts.port  # noqa: B018 - raises ValueError when the port is not a number
+    except ValueError:
+        usable = False
+    if not usable:
+        raise ConfigurationError(
+            f"{source} {redact(url)!r} is not a Redis URL: use redis://HOST:PORT/DB, "
+            f"rediss://HOST:PORT/DB or unix://PATH{advice}")
+    if importlib.util.find_spec("redis") is None:  # looked up, not imported
+        raise ConfigurationError(
+            f"{source} {redact(url)!r} needs redis-py, which is not installed: pip install "
+            f"'embeddb[redis]'{advice}")
     return url
 
 
@@ -393,6 +433,9 @@ def load_config_file(path: Path) -> dict[str, Any]:
             if key not in keys:
                 raise ConfigurationError(
                     f"{path}: unknown key {key!r} in [{table}]; known: {', '.join(known)}")
+    redis_url = config.get("cache", {}).get("redis_url")
+    if isinstance(redis_url, str) and redis_url:
+        check_redis_url(redis_url, f"{path}: [cache] redis_url")
     return config
 
 

@@ -748,10 +748,12 @@ def connect(
     is reachable, so a bad URL fails here and not at the first query.
 
     :raises DatabaseNotFound: ``create=False`` or ``readonly`` and the SQLite file is missing.
-    :raises ConfigurationError: unknown scheme, malformed URL, unknown option, unusable path.
+    :raises ConfigurationError: unknown scheme, malformed URL, unknown option, unusable path, a
+        $EMBEDDB_REDIS_URL or embeddb.toml [cache] redis_url that is not a Redis URL.
     :raises ConnectionFailed: the file cannot be opened or the server does not answer.
     """
     entry = config.database_entry(url)
+    config.redis_url_from_environment()  # a bad one fails here, not after a write's commit
     parsed = parse(entry.url)
     query = dict(parsed.options)
     monitoring = config.monitor_settings(options.pop("monitor", None), query.pop("monitor", None))

@@ -285,6 +285,122 @@ def test_the_redis_url_comes_from_the_environment_or_embeddb_toml(tmp_path, monk
     assert explicit.remote is None
 
 
+def test_caches_of_two_in_memory_databases_share_nothing_through_redis(redis_url, monkeypatch):
+    """Each :memory: database is private to its connection: with $EMBEDDB_REDIS_URL exported
+    (as on a machine whose apps share Redis) one's cached values must not be another's."""
+    import embeddb
+
+    monkeypatch.setenv("EMBEDDB_REDIS_URL", redis_url)
+    first, second = embeddb.connect("sqlite:///:memory:"), embeddb.connect("sqlite:///:memory:")
+    a, b = Cache.for_database(first), Cache.for_database(second)
+    try:
+        assert a.get_or_set("count", lambda: "first's") == "first's"
+        assert b.get_or_set("count", lambda: "second's") == "second's"
+        assert a.remote is None and b.remote is None  # nothing to share, like no L2
+    finally:
+        a.close()
+        b.close()
+        first.close()
+        second.close()
+
+
+@pytest.mark.postgres
+def test_caches_of_one_postgresql_database_share_redis_whatever_their_directories(
+        tmp_path, pg_schema_url, redis_url):
+    """Two machines that keep a PostgreSQL database's cache in folders of their own choosing
+    (``directory=``) still see each other's invalidations: the prefix names the database."""
+    import redis
+
+    import embeddb
+    from embeddb.cache import placement
+
+    one, other = embeddb.connect(pg_schema_url), embeddb.connect(pg_schema_url)
+    a = Cache.for_database(one, tmp_path / "machine-a", redis_url=redis_url)
+    b = Cache.for_database(other, tmp_path / "elsewhere" / "cache", redis_url=redis_url)
+    prefix = f"embeddb:{os.path.basename(placement.default_directory(one))}:"
+    try:
+        assert a.remote.prefix == b.remote.prefix == prefix
+        _until(lambda: _serving(a) and _serving(b))
+        assert b.get_or_set("k", lambda: "old") == "old"
+        assert b.get_or_set("k", lambda: "never") == "old"  # b's L1
+        a.invalidate(["k"])
+        assert b.get_or_set("k", lambda: "new") == "new"
+    finally:
+        a.close()
+        b.close()
+        client = redis.Redis.from_url(redis_url)
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+        one.close_all()
+        other.close_all()
+
+
+@pytest.mark.parametrize("url", ["localhost:6379", "http://127.0.0.1:6379/0",
+                                 "redis://127.0.0.1:port/0", "unix://"])
+def test_a_malformed_redis_url_is_a_one_line_error_naming_where_it_came_from(
+        tmp_path, monkeypatch, url):
+    import embeddb
+    from embeddb.errors import ConfigurationError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EMBEDDB_REDIS_URL", raising=False)
+    hint = "use redis://HOST:PORT/DB, rediss://HOST:PORT/DB or unix://PATH"
+    with pytest.raises(ConfigurationError) as caught:
+        Cache(tmp_path / "c", redis_url=url)
+    assert str(caught.value) == f"redis_url {url!r} is not a Redis URL: {hint}"
+    monkeypatch.setenv("EMBEDDB_REDIS_URL", url)
+    with pytest.raises(ConfigurationError) as caught:  # at connect, not after a first write
+        embeddb.connect(f"sqlite:///{tmp_path / 'app.db'}")
+    assert str(caught.value) == (f"$EMBEDDB_REDIS_URL {url!r} is not a Redis URL: {hint} "
+                                 "(set it empty for no Redis tier)")
+    assert not (tmp_path / "app.db").exists()
+    monkeypatch.delenv("EMBEDDB_REDIS_URL")
+    (tmp_path / "embeddb.toml").write_text(f'[cache]\nredis_url = "{url}"\n')
+    with pytest.raises(ConfigurationError) as caught:
+        embeddb.connect(f"sqlite:///{tmp_path / 'app.db'}")
+    assert str(caught.value) == (f"{tmp_path / 'embeddb.toml'}: [cache] redis_url {url!r} is "
+                                 f"not a Redis URL: {hint}")
+
+
+def test_a_redis_url_without_redis_py_is_a_one_line_error_at_connect(tmp_path):
+    """Without the error at connect(), a repository write with no cache of its own would
+    commit, then fail to open the Redis tier."""
+    code = textwrap.dedent(f"""
+        import os, sys
+        sys.modules["redis"] = None  # as if redis-py were not installed
+        import embeddb
+        from embeddb.cache import Cache
+        from embeddb.errors import ConfigurationError
+        try:
+            Cache({str(tmp_path / 'c')!r}, redis_url="redis://127.0.0.1:6379/0")
+        except ConfigurationError as exc:
+            print(exc)
+        os.environ["EMBEDDB_REDIS_URL"] = "redis://127.0.0.1:6379/0"
+        try:
+            embeddb.connect({f"sqlite:///{tmp_path / 'app.db'}"!r})
+        except ConfigurationError as exc:
+            print(exc)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=tmp_path)
+    assert out.stdout.splitlines() == [
+        "redis_url 'redis://127.0.0.1:6379/0' needs redis-py, which is not installed: pip "
+        "install 'embeddb[redis]'",
+        "$EMBEDDB_REDIS_URL 'redis://127.0.0.1:6379/0' needs redis-py, which is not installed: "
+        "pip install 'embeddb[redis]' (set it empty for no Redis tier)"]
+    assert not (tmp_path / "app.db").exists()
+
+
+def test_a_redis_url_error_hides_the_password(tmp_path):
+    from embeddb.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as caught:
+        Cache(tmp_path / "c", redis_url="redis://app:s3cret@127.0.0.1:port/0")
+    assert "s3cret" not in str(caught.value) and "app:***@" in str(caught.value)
+
+
 # -- faults: a private redis-server -------------------------------------------------------------
 
 

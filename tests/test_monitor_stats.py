@@ -109,6 +109,53 @@ def test_cache_stats_are_summed(app_db, start_app, cli_db_url):
     assert "l1: 2 hits" in text
 
 
+REDIS_APP = r'''
+import sys
+import embeddb
+from embeddb.cache import Cache
+
+url, directory, redis_url, prefix = sys.argv[1:5]
+db = embeddb.connect(url, monitor=True)
+cache = Cache.for_database(db, directory, redis_url=redis_url, redis_prefix=prefix)
+cache.get_or_set("answer", lambda: 42)
+assert db.monitor.publish()
+print("ready", flush=True)
+sys.stdin.readline()
+cache.close()
+'''
+
+
+def test_cache_stats_sum_the_redis_tier(app_db, tmp_path, cli_db_url, redis_url, redis_prefix):
+    """Two processes with caches of their own (as on two machines) share Redis: the first
+    loads and stores the value, the second finds it there."""
+    script = tmp_path / "redis_app.py"
+    script.write_text(REDIS_APP)
+    started = []
+    try:
+        for name in ("first", "second"):
+            proc = subprocess.Popen(
+                [sys.executable, str(script), cli_db_url, str(tmp_path / name), redis_url,
+                 redis_prefix], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                cwd=tmp_path)
+            started.append(proc)
+            assert proc.stdout.readline().strip() == "ready"
+        result = CliRunner().invoke(cli, ["--db", cli_db_url, "cache", "stats", "--json"])
+        assert result.exit_code == 0, result.output
+        redis_tier = json.loads(result.stdout)["cache"]["redis"]
+        assert (redis_tier["hits"], redis_tier["misses"], redis_tier["sets"]) == (1, 1, 1)
+        assert redis_tier["hit_ratio"] == 0.5 and redis_tier["errors"] == 0
+        assert redis_tier["p99_us"] >= redis_tier["p50_us"] > 0
+        text = CliRunner().invoke(cli, ["--db", cli_db_url, "cache", "stats"]).output
+        assert "redis: 1 hits, 1 misses, hit ratio 0.5, 0 errors, p99 " in text and " us (slowest" in text
+        result = CliRunner().invoke(cli, ["--db", cli_db_url, "stats", "--prometheus"])
+        families = {f.name: f for f in text_string_to_metric_families(result.stdout)}
+        hits = {s.labels["tier"]: s.value for s in families["embeddb_cache_hits"].samples}
+        assert hits["redis"] == 1
+    finally:
+        for proc in started:
+            proc.communicate("\n", timeout=30)
+
+
 def test_prometheus_output_parses(app_db, start_app, cli_db_url):
     start_app(3)
     result = CliRunner().invoke(cli, ["--db", cli_db_url, "stats", "--prometheus"])

@@ -288,6 +288,37 @@ def test_all_refuses_a_single_database_option(project):
     assert result.exit_code == 1 and "configures no database" in result.output
 
 
+def test_the_checks_migrate_verify_and_maintenance_integrity_take_all(project):
+    assert run("migrate", "up", "--all", "--no-backup").exit_code == 0
+    result = run("migrate", "verify", "--all", "--json")
+    assert result.exit_code == 0, result.output
+    assert [(d["database"], d["ok"], d["result"]) for d in json.loads(result.output)["databases"]
+            ] == [("users", True, {"ok": True, "applied": 1}),
+                  ("payments", True, {"ok": True, "applied": 1})]
+    result = run("maintenance", "integrity", "--all", "--json")
+    assert result.exit_code == 0, result.output
+    assert [(d["database"], d["result"]["ok"]) for d in json.loads(result.output)["databases"]
+            ] == [("users", True), ("payments", True)]
+
+    (project / "db/users/0001_users.up.sql").write_text(USERS_UP + "-- edited after applying\n")
+    result = run("migrate", "verify", "--all")
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[0] == "== users ==" and lines[1].startswith("Error: ") and "0001_users" in lines[1]
+    assert lines[2:] == ["== payments ==", "OK: 1 applied migration(s) match their files",
+                         "== 1 of 2 database(s) OK; failed: users"]
+    os.remove(project / "payments.db")
+    os.mkdir(project / "payments.db")  # cannot be opened at all
+    result = run("maintenance", "integrity", "--all", "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.output)
+    assert [(d["database"], d["ok"]) for d in report["databases"]] == [("users", True),
+                                                                       ("payments", False)]
+    assert "is a directory" in report["databases"][1]["error"]
+    assert run("-d", "users", "migrate", "verify", "--all").exit_code == 2
+    assert run("migrate", "verify", "--all", "--migrations", "db").exit_code == 2
+
+
 # -- backups per database -------------------------------------------------------------------------
 
 def test_backups_are_named_recorded_and_pruned_per_database(project):

@@ -28,6 +28,12 @@ class SqlitePlacement:
         """The database file's owner when root uses another user's database."""
         return None if db.is_memory else foreign_owner(os.path.abspath(db.database))
 
+    @staticmethod
+    def shared_name(db: SqliteEngine, directory: str | None) -> str | None:
+        """The cache directory's name (``app.db-cache``); None for ``:memory:``, which no other
+        process can see, so none may share its values."""
+        return None if db.is_memory else os.path.basename(directory or "")
+
 
 class PostgresPlacement:
     @staticmethod
@@ -43,6 +49,12 @@ class PostgresPlacement:
     @staticmethod
     def owner(db: PostgresEngine) -> tuple[int, int] | None:
         return None
+
+    @staticmethod
+    def shared_name(db: PostgresEngine, directory: str | None) -> str | None:
+        """``pg-<hash>`` of the server, database and schema: the same on every machine, whatever
+        folder each keeps its L2 in."""
+        return os.path.basename(PostgresPlacement.directory(db) or "")
 
 
 #: dialect name -> where that backend's caches live
@@ -63,3 +75,13 @@ def owner(db: Database | None) -> tuple[int, int] | None:
     owner can still use the cache (None: keep this process's)."""
     placement = PLACEMENTS.get(getattr(getattr(db, "dialect", None), "name", ""))
     return placement.owner(db) if placement is not None else None
+
+
+def redis_prefix(db: Database | None, directory: str | None) -> str | None:
+    """What the Redis keys of a cache of ``db`` start with when ``redis_prefix=`` is not given:
+    caches with the same prefix share entries and invalidations. None: the database is private
+    to this process and gets no Redis tier."""
+    placement = PLACEMENTS.get(getattr(getattr(db, "dialect", None), "name", ""))
+    name = placement.shared_name(db, directory) if placement is not None \
+        else os.path.basename(directory or "")
+    return None if name is None else f"embeddb:{name}:"

@@ -113,7 +113,8 @@ class RemoteTier:
     Never raises for Redis trouble, including at construction: an unreachable server means
     the cache reads from loaders until it answers.
 
-    :raises ImportError: redis-py is not installed (``pip install 'embeddb[redis]'``).
+    :raises ImportError: redis-py is not installed (:func:`embeddb.config.check_redis_url`
+        says so first, as a ConfigurationError, for the URLs a cache is given).
     """
 
     def __init__(self, url: str, prefix: str, cache: Any, lock_timeout: float) -> None:

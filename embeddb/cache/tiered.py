@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import peewee
 
-from ..config import resolve_redis_url
+from ..config import check_redis_url, resolve_redis_url
 from ..errors import CacheValueError, ConfigurationError
 from ..protocols import Database
 from . import generations as gen
@@ -78,7 +78,8 @@ class Cache:
     :param redis_url: Redis as the shared tier above L2 (see :mod:`embeddb.cache.remote`);
         None reads ``$EMBEDDB_REDIS_URL`` / embeddb.toml ``[cache] redis_url``, "" means none.
     :param redis_prefix: what every Redis key of this cache starts with; caches that share it
-        share entries and invalidations (default: ``embeddb:<cache directory name>:``).
+        share entries and invalidations (default: :func:`placement.redis_prefix`; none for a
+        ``:memory:`` database, which then has no Redis tier).
     :param watched: ``directory`` is ``db``'s default, which writers without a cache of their
         own look for (see :func:`for_writer`): opening it in the first :data:`GRACE` seconds
         after its creation waits until they are over.
@@ -206,12 +207,16 @@ class Cache:
         """The Redis tier, when a URL is given or configured (redis-py is imported only then)."""
         if url is None:
             url = resolve_redis_url()
+        elif url:
+            check_redis_url(url, "redis_url")
         if not url:
             return None
         from .remote import open_remote
 
         if prefix is None:
-            prefix = f"embeddb:{os.path.basename(self.directory or '')}:"
+            prefix = placement.redis_prefix(self.db, self.directory)
+            if prefix is None:
+                return None
         return open_remote(url, prefix, self, self.lock_timeout)
 
     # -- keys -----------------------------------------------------------------------------------

@@ -57,3 +57,8 @@ def cache_stats(as_json: bool) -> None:
             click.echo(f"{tier}: {counters.get('hits', 0)} hits, {counters.get('misses', 0)} "
                        f"misses, hit ratio {counters.get('hit_ratio', 0.0)}, "
                        f"{counters.get('entries', 0)} entries")
+    remote = cache_view.get("redis") or {}
+    if remote:
+        click.echo(f"redis: {remote.get('hits', 0)} hits, {remote.get('misses', 0)} misses, "
+                   f"hit ratio {remote.get('hit_ratio', 0.0)}, {remote.get('errors', 0)} "
+                   f"errors, p99 {remote.get('p99_us', 0.0)} us (slowest process)")

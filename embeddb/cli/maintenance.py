@@ -9,7 +9,7 @@ import click
 from .. import maintenance as tasks
 from .. import retention
 from ..errors import ConnectionFailed
-from .options import database, db_option, emit_json, json_option
+from .options import all_option, database, db_option, each_database, emit_json, json_option
 
 
 def _show(result: dict[str, Any], as_json: bool) -> None:
@@ -67,21 +67,27 @@ def checkpoint(as_json: bool) -> None:
 @maintenance.command()
 @db_option
 @json_option
+@all_option
 @click.pass_context
-def integrity(ctx: click.Context, as_json: bool) -> None:
-    """Check the database's consistency; exits 1 on any problem (also when it cannot be read)."""
-    result: dict[str, Any] | None
-    try:
-        result = tasks.integrity(database(readonly=True))
-    except ConnectionFailed as exc:  # a file too damaged to open is a finding, not a crash
-        result = tasks.damage_report(exc)
-        if result is None:
-            raise
-    _show(result, as_json)
-    if not result["ok"]:
-        if not as_json:
-            click.echo(f"Error: {len(result['problems'])} integrity problem(s)", err=True)
-        ctx.exit(1)
+def integrity(ctx: click.Context, as_json: bool, all_databases: bool) -> None:
+    """Check the database's consistency; exits 1 on any problem (also when it cannot be read;
+    --all: every configured database)."""
+
+    def body() -> None:
+        result: dict[str, Any] | None
+        try:
+            result = tasks.integrity(database(readonly=True))
+        except ConnectionFailed as exc:  # a file too damaged to open is a finding, not a crash
+            result = tasks.damage_report(exc)
+            if result is None:
+                raise
+        _show(result, as_json)
+        if not result["ok"]:
+            if not as_json:
+                click.echo(f"Error: {len(result['problems'])} integrity problem(s)", err=True)
+            ctx.exit(1)
+
+    each_database(all_databases, as_json, body)
 
 
 @maintenance.command()

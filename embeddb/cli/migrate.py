@@ -309,14 +309,23 @@ def status(directory: str | None, as_json: bool, all_databases: bool) -> None:
 
 @migrate.command()
 @_common
-def verify(directory: str | None, as_json: bool) -> None:
-    """Fail if an applied file was edited or deleted, or a migration is marked failed."""
-    entries = api.verify(database(readonly=True), directory)
-    applied = sum(1 for e in entries if e.state == "applied")
-    if as_json:
-        emit_json({"ok": True, "applied": applied})
-    else:
-        click.echo(f"OK: {applied} applied migration(s) match their files")
+@all_option
+def verify(directory: str | None, as_json: bool, all_databases: bool) -> None:
+    """Fail if an applied file was edited or deleted, or a migration is marked failed
+    (--all: in every configured database)."""
+    if all_databases and directory:
+        raise click.UsageError("--all takes each database's own migrations folder: drop "
+                               "--migrations")
+
+    def body() -> None:
+        entries = api.verify(database(readonly=True), directory)
+        applied = sum(1 for e in entries if e.state == "applied")
+        if as_json:
+            emit_json({"ok": True, "applied": applied})
+        else:
+            click.echo(f"OK: {applied} applied migration(s) match their files")
+
+    each_database(all_databases, as_json, body)
 
 
 @migrate.command()

@@ -46,7 +46,7 @@ def samples(view: dict[str, Any], database: str) -> Iterator[tuple[str, str, str
     if cache:
         for key in ("hits", "misses"):
             yield f"embeddb_cache_{key}_total", "counter", f"Cache {key} per tier", [
-                ({**db, "tier": tier}, cache[tier][key]) for tier in ("l1", "l2")
+                ({**db, "tier": tier}, cache[tier][key]) for tier in ("l1", "l2", "redis")
                 if key in (cache.get(tier) or {})]
 
 

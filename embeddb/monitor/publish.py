@@ -248,18 +248,23 @@ def combine(entries: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+#: (tier, counter) pairs that do not add up over processes, so the highest is reported: one
+#: L2 on disk is seen by all its processes; a percentile is the slowest process's
+_HIGHEST = {("l2", "entries"), ("redis", "p50_us"), ("redis", "p99_us")}
+
+
 def combine_cache(caches: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Cache counters summed over processes, hit ratios recomputed."""
     if not caches:
         return None
     total: dict[str, Any] = {}
-    for part in ("l1", "l2", "loads"):
+    for part in ("l1", "l2", "redis", "loads"):
         counters: dict[str, float] = {}
         for cache in caches:
             for key, value in (cache.get(part) or {}).items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool) \
                         and key != "hit_ratio":
-                    if part == "l2" and key == "entries":  # one L2 on disk, seen by all
+                    if (part, key) in _HIGHEST:
                         counters[key] = max(counters.get(key, 0), value)
                     else:
                         counters[key] = counters.get(key, 0) + value
