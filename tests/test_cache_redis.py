@@ -619,18 +619,31 @@ def test_after_a_reconnect_no_entry_that_may_have_missed_a_bump_is_served(tmp_pa
 
 
 def test_a_bump_owed_during_an_outage_reaches_every_machine(tmp_path, private_redis):
-    a, b = _pair(tmp_path, private_redis.url)
+    """Only the writer loses Redis (its user is disabled and its connections cut), so Redis keeps
+    its counters and the reader keeps its lease and its entry: nothing but the owed bump, settled
+    when the writer is let back in, can tell the reader of the write."""
+    import redis
+
+    admin = redis.Redis.from_url(private_redis.url)
+    admin.execute_command("ACL", "SETUSER", "writer", "on", ">secret", "~*", "&*", "+@all")
+    writer_url = private_redis.url.replace("redis://", "redis://writer:secret@")
+    a = Cache(tmp_path / "a", redis_url=writer_url, redis_prefix="p:")
+    b = Cache(tmp_path / "b", redis_url=private_redis.url, redis_prefix="p:")
     try:
-        b.get_or_set("k", lambda: "old")
-        private_redis.kill()
+        _until(lambda: _serving(a) and _serving(b))
+        assert b.get_or_set("k", lambda: "old") == "old"
+        admin.execute_command("ACL", "SETUSER", "writer", "off")
+        admin.client_kill_filter(user="writer")
+        _until(lambda: not _serving(a))
         a.invalidate(["k"])
         assert a.remote.owed
-        private_redis.start()
-        _until(lambda: not a.remote.owed and _serving(a) and _serving(b))
+        admin.execute_command("ACL", "SETUSER", "writer", "on")
+        _until(lambda: not a.remote.owed and _serving(a))
         assert b.get_or_set("k", lambda: "new") == "new"
     finally:
         a.close()
         b.close()
+        admin.close()
 
 
 # -- freshness across processes: PostgreSQL + Redis, nothing else shared -------------------------
