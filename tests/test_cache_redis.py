@@ -228,6 +228,7 @@ def test_a_silent_subscriber_delays_a_write_by_its_lease_only(machines, tmp_path
 
 def test_a_stampede_across_machines_runs_one_loader(machines):
     a, b = machines("a"), machines("b")
+    _until(lambda: _serving(a) and _serving(b))  # without a lease each reads from its loader
     threads_per_cache = 4
     barrier = threading.Barrier(2 * threads_per_cache)
     calls = []
