@@ -15,6 +15,7 @@ import sys
 import textwrap
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -227,6 +228,7 @@ def test_a_silent_subscriber_delays_a_write_by_its_lease_only(machines, tmp_path
 
 def test_a_stampede_across_machines_runs_one_loader(machines):
     a, b = machines("a"), machines("b")
+    _until(lambda: _serving(a) and _serving(b))  # without a lease each reads from its loader
     threads_per_cache = 4
     barrier = threading.Barrier(2 * threads_per_cache)
     calls = []
@@ -300,6 +302,115 @@ def test_caches_of_two_in_memory_databases_share_nothing_through_redis(redis_url
     finally:
         a.close()
         b.close()
+        first.close()
+        second.close()
+
+
+@pytest.fixture
+def sqlite_name(redis_url):
+    """A SQLite file name of this test's own: the Redis keys its caches make by default start
+    with ``embeddb:<name>`` and are deleted afterwards."""
+    import redis
+
+    name = f"embeddb-{uuid.uuid4().hex[:12]}.db"
+    yield name
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"embeddb:{name}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def _sqlite_file(directory, name: str):
+    import embeddb
+
+    directory.mkdir(parents=True, exist_ok=True)
+    return embeddb.connect(f"sqlite:///{directory / name}")
+
+
+def test_two_sqlite_files_of_one_name_share_nothing_through_redis(tmp_path, redis_url,
+                                                                   sqlite_name):
+    """Two app servers sharing one Redis, each with its own file of the same name (the default
+    ``embeddb.db``): one's cached values and invalidations must never be the other's."""
+    from embeddb.cache import generations as gen
+
+    first = _sqlite_file(tmp_path / "machine-a", sqlite_name)
+    second = _sqlite_file(tmp_path / "machine-b", sqlite_name)
+    a = Cache.for_database(first, redis_url=redis_url)
+    b = Cache.for_database(second, redis_url=redis_url)
+    try:
+        _until(lambda: _serving(a) and _serving(b))
+        assert a.get_or_set("count", lambda: "a's") == "a's"
+        assert b.get_or_set("count", lambda: "b's") == "b's"
+        writes = b.generations.counters[gen.WRITES]
+        a.invalidate(["count"])  # returns once every listener of a's prefix applied it
+        assert b.generations.counters[gen.WRITES] == writes
+        assert b.get_or_set("count", lambda: "reloaded") == "b's"
+    finally:
+        a.close()
+        b.close()
+        first.close()
+        second.close()
+
+
+_INVALIDATE_THROUGH_A_LINK = textwrap.dedent("""
+    import sys, time
+    import embeddb
+    from embeddb.cache import Cache
+    path, directory, redis_url = sys.argv[1:4]
+    db = embeddb.connect("sqlite:///" + path)
+    cache = Cache.for_database(db, directory, redis_url=redis_url)
+    while time.monotonic() >= cache.remote.serving_until:
+        time.sleep(0.01)
+    print(cache.remote.prefix, flush=True)
+    cache.invalidate(["k"])
+    cache.close()
+    db.close()
+""")
+
+
+def test_processes_on_one_sqlite_file_share_redis_whatever_path_or_directory(
+        tmp_path, redis_url, sqlite_name):
+    """Another process opens the same file through a symlink and keeps its cache in a folder
+    of its own (``directory=``): nothing is shared but Redis, and its invalidation reaches
+    this process before it returns."""
+    db = _sqlite_file(tmp_path / "data", sqlite_name)
+    (tmp_path / "link").symlink_to(tmp_path / "data")
+    cache = Cache.for_database(db, redis_url=redis_url)
+    try:
+        _until(lambda: _serving(cache))
+        assert cache.get_or_set("k", lambda: "old") == "old"
+        assert cache.get_or_set("k", lambda: "never") == "old"  # L1
+        script = tmp_path / "other.py"
+        script.write_text(_INVALIDATE_THROUGH_A_LINK)
+        out = subprocess.run(
+            [sys.executable, str(script), str(tmp_path / "link" / sqlite_name),
+             str(tmp_path / f"{sqlite_name}-elsewhere"), redis_url],
+            capture_output=True, text=True, timeout=60, check=True)
+        assert out.stdout.strip() == cache.remote.prefix, out.stderr
+        assert cache.get_or_set("k", lambda: "new") == "new"
+    finally:
+        cache.close()
+        db.close()
+
+
+def test_a_recreated_cache_directory_keeps_the_sqlite_files_redis_prefix(
+        tmp_path, redis_url, sqlite_name):
+    """A process that opened the cache before its directory was removed and one that opened
+    it after must share Redis: the prefix names the file, not its cache directory."""
+    import shutil
+
+    first = _sqlite_file(tmp_path, sqlite_name)
+    second = _sqlite_file(tmp_path, sqlite_name)
+    before = Cache.for_database(first, redis_url=redis_url)
+    try:
+        shutil.rmtree(before.directory)
+        after = Cache.for_database(second, redis_url=redis_url)
+        assert os.stat(after.directory)  # made again
+        assert after.remote.prefix == before.remote.prefix
+        after.close()
+    finally:
+        before.close()
         first.close()
         second.close()
 
@@ -509,18 +620,31 @@ def test_after_a_reconnect_no_entry_that_may_have_missed_a_bump_is_served(tmp_pa
 
 
 def test_a_bump_owed_during_an_outage_reaches_every_machine(tmp_path, private_redis):
-    a, b = _pair(tmp_path, private_redis.url)
+    """Only the writer loses Redis (its user is disabled and its connections cut), so Redis keeps
+    its counters and the reader keeps its lease and its entry: nothing but the owed bump, settled
+    when the writer is let back in, can tell the reader of the write."""
+    import redis
+
+    admin = redis.Redis.from_url(private_redis.url)
+    admin.execute_command("ACL", "SETUSER", "writer", "on", ">secret", "~*", "&*", "+@all")
+    writer_url = private_redis.url.replace("redis://", "redis://writer:secret@")
+    a = Cache(tmp_path / "a", redis_url=writer_url, redis_prefix="p:")
+    b = Cache(tmp_path / "b", redis_url=private_redis.url, redis_prefix="p:")
     try:
-        b.get_or_set("k", lambda: "old")
-        private_redis.kill()
+        _until(lambda: _serving(a) and _serving(b))
+        assert b.get_or_set("k", lambda: "old") == "old"
+        admin.execute_command("ACL", "SETUSER", "writer", "off")
+        admin.client_kill_filter(user="writer")
+        _until(lambda: not _serving(a))
         a.invalidate(["k"])
         assert a.remote.owed
-        private_redis.start()
-        _until(lambda: not a.remote.owed and _serving(a) and _serving(b))
+        admin.execute_command("ACL", "SETUSER", "writer", "on")
+        _until(lambda: not a.remote.owed and _serving(a))
         assert b.get_or_set("k", lambda: "new") == "new"
     finally:
         a.close()
         b.close()
+        admin.close()
 
 
 # -- freshness across processes: PostgreSQL + Redis, nothing else shared -------------------------

@@ -36,6 +36,7 @@ WRITES = 1  # bumped after every other bump: unchanged means "nothing was invali
 FIRST = 2  # first slot for names
 # A removed or replaced counter file is noticed at the latest this long after it happened.
 RECHECK_SECONDS = 0.5
+NO_BOOT_ID = b"-" * 36  # what boot_id() says where the kernel tells none
 
 
 def slot_of(name: str) -> int:
@@ -43,12 +44,13 @@ def slot_of(name: str) -> int:
     return zlib.crc32(name.encode()) % (SLOTS - FIRST) + FIRST
 
 
-def _boot_id() -> bytes:
+def boot_id() -> bytes:
+    """This kernel's boot id (Linux: random per boot, the same in every container it runs)."""
     try:
         with open("/proc/sys/kernel/random/boot_id", "rb") as fh:
             return fh.read(36)
     except OSError:  # not Linux: counters then survive reboots, as the L2 does
-        return b"-" * 36
+        return NO_BOOT_ID
 
 
 class LocalGenerations:
@@ -164,7 +166,7 @@ class SharedGenerations(LocalGenerations):
     def _prepare(self, fd: int) -> bool:
         size = HEADER + SLOTS * 8
         header = os.pread(fd, HEADER, 0)
-        boot = _boot_id()
+        boot = boot_id()
         if os.fstat(fd).st_size == size and header[:8] == MAGIC and header[8:44] == boot:
             return False
         os.ftruncate(fd, 0)

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 from typing import TYPE_CHECKING, Any
 
 from ..ownership import foreign_owner
 from ..protocols import Database
+from . import generations
 
 if TYPE_CHECKING:
     from ..database import PostgresEngine, SqliteEngine
@@ -30,9 +32,28 @@ class SqlitePlacement:
 
     @staticmethod
     def shared_name(db: SqliteEngine, directory: str | None) -> str | None:
-        """The cache directory's name (``app.db-cache``); None for ``:memory:``, which no other
-        process can see, so none may share its values."""
-        return None if db.is_memory else os.path.basename(directory or "")
+        """``app.db-<hash>`` of this kernel's boot id and the file's name in its directory's
+        (device, inode), wherever ``directory=`` puts the cache; None for ``:memory:``, which no
+        other process can see, so none may share its values.
+
+        Every process and container on this kernel finds that directory inode through any path
+        or mount, even after the cache directory was recreated, while another machine's file has
+        another boot id (a hostname differs between containers, an id kept in the cache directory
+        changes with it: both would split the file's processes, whose Redis entries would then
+        miss each other's invalidations).
+        """
+        if db.is_memory:
+            return None
+        path = os.path.realpath(db.database)
+        folder, name = os.path.split(path)
+        try:
+            st = os.stat(folder)
+        except OSError:
+            return None  # neither can SQLite open the file
+        boot = generations.boot_id()
+        machine = socket.gethostname() if boot == generations.NO_BOOT_ID else boot.decode()
+        identity = f"{machine}:{st.st_dev}:{st.st_ino}/{name}"
+        return f"{name}-{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
 
 
 class PostgresPlacement:
