@@ -174,6 +174,26 @@ def test_odd_column_names_and_values_round_trip(db):
     assert update.new == {'we"ird, col': None, "ünï": 2.25, "note": "[1, 2,]"}
 
 
+def test_a_table_of_many_columns_is_audited(db):
+    """Past SQLite's 127 function arguments (json_object takes two per column): 300 columns."""
+    columns = [f"c{i}" for i in range(300)]
+    db.execute_sql(f"CREATE TABLE wide (id INTEGER PRIMARY KEY, "
+                   f"{', '.join(c + ' TEXT' for c in columns)})")
+    for statement in audit.enable_sql(db, "wide")[audit._driver(db).DRIVER]:
+        db.execute_sql(statement)
+    p = db.param
+    with db.atomic():
+        db.execute_sql(f"INSERT INTO wide (id, c0, c299) VALUES (1, {p}, {p})", ("a", "7"))
+    with db.atomic():
+        db.execute_sql(f"UPDATE wide SET c150 = {p}, c299 = '8'", ("b",))
+    with db.atomic():
+        db.execute_sql("DELETE FROM wide")
+    insert, update, delete = audit.history(db, "wide", 1)
+    assert insert.new == {"id": 1, **{c: None for c in columns}, "c0": "a", "c299": "7"}
+    assert (update.old, update.new) == ({"c150": None, "c299": "7"}, {"c150": "b", "c299": "8"})
+    assert delete.old == {**insert.new, "c150": "b", "c299": "8"} and delete.new is None
+
+
 def test_contexts_are_per_thread_and_per_task(cli_db_url):
     db = embeddb.connect(cli_db_url)
     db.execute_sql(TABLE)

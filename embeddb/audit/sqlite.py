@@ -100,9 +100,17 @@ def triggers(table: str, pk: list[str], columns: list[str], text: AbstractSet[st
     ``text``: those of TEXT affinity, see :func:`text_columns`)."""
     name = table.replace('"', "")
 
-    def values(row: str) -> str:
-        return ("json_object(" + ", ".join(
-            f"{_literal(c)}, {_value(f'{row}.{quote(c)}', c in text)}" for c in columns) + ")")
+    def values(row: str, changed_only: bool = False) -> str:
+        """A JSON object of ``row``'s columns (only those the UPDATE changed): text parts
+        ``,"name":value`` joined (a column left out is NULL), the first comma cut. Unlike
+        json_object it takes any number of columns, and an unchanged column costs one
+        comparison."""
+        parts = []
+        for c in columns:
+            part = f"{_literal(',' + json.dumps(c) + ':')} || {_value(f'{row}.{quote(c)}', c in text)}"
+            parts.append(f"CASE WHEN OLD.{quote(c)} IS NOT NEW.{quote(c)} THEN {part} END"
+                         if changed_only else part)
+        return f"'{{' || substr({_joined(parts)}, 2) || '}}'"
 
     def key(row: str) -> str:
         if len(pk) == 1:
@@ -116,13 +124,6 @@ def triggers(table: str, pk: list[str], columns: list[str], text: AbstractSet[st
             f"{new}, NULL, NULL, {_NOW});"
         )
 
-    def changes(row: str) -> str:
-        parts = " || ".join(
-            f"CASE WHEN OLD.{quote(c)} IS NOT NEW.{quote(c)} THEN "
-            f"{_literal(',' + json.dumps(c) + ':')} || {_value(f'{row}.{quote(c)}', c in text, True)} "
-            f"ELSE '' END" for c in columns)
-        return f"'{{' || substr({parts}, 2) || '}}'"
-
     changed = " OR ".join(f"OLD.{quote(c)} IS NOT NEW.{quote(c)}" for c in columns)
     t = quote(table)
     return [
@@ -130,42 +131,43 @@ def triggers(table: str, pk: list[str], columns: list[str], text: AbstractSet[st
         f"    {record('INSERT', 'NEW', 'NULL', values('NEW'))}\nEND",
         f"CREATE TRIGGER {quote(f'embeddb_audit_{name}_update')} AFTER UPDATE ON {t}\n"
         f"WHEN {changed} BEGIN\n"
-        f"    {record('UPDATE', 'NEW', changes('OLD'), changes('NEW'))}\nEND",
+        f"    {record('UPDATE', 'NEW', values('OLD', True), values('NEW', True))}\nEND",
         f"CREATE TRIGGER {quote(f'embeddb_audit_{name}_delete')} AFTER DELETE ON {t} BEGIN\n"
         f"    {record('DELETE', 'OLD', values('OLD'), 'NULL')}\nEND",
     ]
 
 
-def _value(column: str, text: bool = False, as_json: bool = False) -> str:
-    """``column`` as ``json_object`` takes it and records it exactly (a column of a table
-    that is not STRICT may hold any type): a BLOB as the text ``\\x`` + hex (PostgreSQL's
-    JSON form of bytea; json_object refuses blobs), a REAL that is not a small integer with
-    21 significant digits (json_object writes 15, so a smaller change would vanish; SQLite
-    3.40's shorter renderings, and its parse that would check them, are off in the last
-    digit for some values; this one gave back each of 400k random doubles), an infinity as
-    ``"Infinity"`` (JSON has none; PostgreSQL's form too).
+def _value(column: str, text: bool = False) -> str:
+    """``column`` as JSON text that records it exactly (a column of a table that is not
+    STRICT may hold any type): a BLOB as the text ``\\x`` + hex (PostgreSQL's JSON form of
+    bytea; JSON has no bytes), a REAL that is not a small integer with 21 significant digits
+    (SQLite's JSON writes 15, so a smaller change would vanish; SQLite 3.40's shorter
+    renderings, and its parse that would check them, are off in the last digit for some
+    values; this one gave back each of 400k random doubles), an infinity as ``"Infinity"``
+    (JSON has none; PostgreSQL's form too).
 
     Comparisons rather than ``typeof()``: a function call per column cost as much as the
     JSON itself. Only a blob sorts at or above ``x''``; only a number below ``''``; a number
     that is not an integer is a REAL, and so may be a large one. A TEXT column holds no
-    number (``text``). ``as_json``: the value as JSON text instead, for an object built by
-    concatenation.
+    number (``text``).
     """
-    def plain(value: str) -> str:
-        return f"json_quote({value})" if as_json else value
-
-    hexed = "'\\x' || lower(hex(" + column + "))"
-    blob = f"WHEN {column} >= x'' THEN {plain(hexed)} "
+    blob = f"WHEN {column} >= x'' THEN json_quote('\\x' || lower(hex({column}))) "
     if text:
-        return f"CASE {blob}ELSE {plain(column)} END"
-    infinity, digits = ("'\"Infinity\"'", "printf('%!.20e', {})") if as_json else (
-        "'Infinity'", "json(printf('%!.20e', {}))")
-    real = (f"CASE WHEN {column} > 1.7976931348623157e308 THEN {infinity} "
-            f"WHEN {column} < -1.7976931348623157e308 THEN {infinity.replace('I', '-I')} "
-            f"ELSE {digits.format(column)} END")
+        return f"CASE {blob}ELSE json_quote({column}) END"
+    real = (f"CASE WHEN {column} > 1.7976931348623157e308 THEN '\"Infinity\"' "
+            f"WHEN {column} < -1.7976931348623157e308 THEN '\"-Infinity\"' "
+            f"ELSE printf('%!.20e', {column}) END")
     return (f"CASE {blob}WHEN {column} < '' AND ({column} <> CAST({column} AS INTEGER) OR "
             f"(abs({column}) >= 1e15 AND typeof({column}) = 'real')) THEN {real} "
-            f"ELSE {plain(column)} END")
+            f"ELSE json_quote({column}) END")
+
+
+def _joined(parts: list[str]) -> str:
+    """The SQL text values ``parts`` joined, NULL ones left out: one ``printf('%s%s...')``
+    builds the string once (each ``||`` copies it), nested past SQLite's 127 arguments."""
+    if len(parts) > 100:
+        parts = [_joined(parts[i:i + 100]) for i in range(0, len(parts), 100)]
+    return f"printf('{'%s' * len(parts)}', {', '.join(parts)})"
 
 
 def _literal(text: str) -> str:
