@@ -329,7 +329,9 @@ def test_connection_settings_reach_the_client_tools_only_through_pg_variables(
 CUT_SHORT = r"""#!/bin/sh
 # pg_restore that dies half-way through writing the SQL script (a crash, a read error)
 case " $* " in
-  *" --file - "*) {real} "$@" | awk '{{ print }} /^\);$/ {{ exit }}'; exit 1 ;;
+  *" --file - "*) {real} "$@" | awk '{{ print }} /^\);$/ {{ exit }}'
+                 echo "pg_restore: error: could not read input file: Input/output error" >&2
+                 exit 1 ;;
   *) exec {real} "$@" ;;
 esac
 """
@@ -351,9 +353,45 @@ def test_replay_cut_short_rolls_back_and_keeps_the_live_data(
     spy.write_text(CUT_SHORT.format(real=shutil.which("pg_restore")))
     spy.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    with pytest.raises(BackupError, match="rolled back"):
+    with pytest.raises(BackupError, match="rolled back") as failed:
         restore_backup(shop, backup.path, safety_dir=str(tmp_path / "safety"))
     assert _hashes(shop) == before
+    # the reason is pg_restore's, not psql's notices about the objects it dropped
+    assert "could not read input file: Input/output error" in str(failed.value)
+    assert "NOTICE" not in str(failed.value)
+
+
+BAD_STATEMENT = r"""#!/bin/sh
+# pg_restore whose script holds a statement the server refuses, after the first CREATE TABLE
+case " $* " in
+  *" --file - "*) {real} "$@" |
+                 awk '{{ print }} /^\);$/ && !done {{ print "SELECT no_such_fn();"; done = 1 }}' ;;
+  *) exec {real} "$@" ;;
+esac
+"""
+
+
+def test_replay_stopped_by_an_error_rolls_back_and_says_why(
+    shop, tmp_path: Path, monkeypatch
+) -> None:
+    """psql stops at the first failing statement (ON_ERROR_STOP): nothing of the replay is
+    kept, and the error is the server's, not a side effect of pg_restore being stopped."""
+    import shutil
+
+    backup = create_backup(shop, directory=str(tmp_path))
+    shop.execute_sql("INSERT INTO users (name) VALUES ('after the backup')")
+    before = _hashes(shop)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    spy = bin_dir / "pg_restore"
+    spy.write_text(BAD_STATEMENT.format(real=shutil.which("pg_restore")))
+    spy.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    with pytest.raises(BackupError, match="rolled back") as failed:
+        restore_backup(shop, backup.path, safety_dir=str(tmp_path / "safety"))
+    assert _hashes(shop) == before
+    assert "function no_such_fn() does not exist" in str(failed.value)
+    assert "NOTICE" not in str(failed.value) and "\n" not in str(failed.value)
 
 
 @pytest.mark.parametrize("dependent", ["view", "foreign key", "enum column"])

@@ -359,25 +359,33 @@ def _replay(path: str, url: Any, schema: str | None) -> None:
     # ends inside the transaction, and the server rolls it back.
     consume = [tool("psql"), "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-f", "-"]
     env = client_env(url)
+    # psql's stderr is the failure's reason: without the server's notices ("drop cascades
+    # to ...", one per dropped schema) on it
+    sink_env = {**env, "PGOPTIONS": f"{env.get('PGOPTIONS', '')} -c client_min_messages=warning"}
     with tempfile.TemporaryFile() as err_out, tempfile.TemporaryFile() as err_in:
         source = subprocess.Popen(produce, stdout=subprocess.PIPE, stderr=err_out, env=env)
         sink = subprocess.Popen(consume, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                stderr=err_in, env=env)
+                                stderr=err_in, env=sink_env)
         assert source.stdout is not None and sink.stdin is not None
+        sink_stopped = False
         try:
             sink.stdin.write(b"BEGIN;\n" + prefix)
             shutil.copyfileobj(source.stdout, sink.stdin, CHUNK)
             if source.wait() == 0:
                 sink.stdin.write(b"COMMIT;\n")
-        except BrokenPipeError:
+        except BrokenPipeError:  # psql stopped at an error
+            sink_stopped = True
             source.kill()
         finally:
             source.stdout.close()
             _close_quietly(sink.stdin)
-        codes = source.wait(), sink.wait()
-        if any(codes):
-            detail = _stderr_of(err_in, url.password) or _stderr_of(err_out, url.password)
-            raise BackupError(f"restore failed and was rolled back: {detail}")
+        produced, consumed = source.wait(), sink.wait()
+        if produced or consumed:
+            # the program that failed first says why: psql stopping makes pg_restore killed,
+            # pg_restore failing makes psql's input end
+            first, then = (err_out, err_in) if produced and not sink_stopped else (err_in, err_out)
+            detail = _stderr_of(first, url.password) or _stderr_of(then, url.password)
+            raise BackupError(f"restore failed and was rolled back: {' '.join(detail.split())}")
 
 
 def _whole_database_reset(path: str, url: Any) -> str:
