@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 import embeddb
 from embeddb import audit, migrate
 from embeddb.cli import cli
-from embeddb.errors import ConfigurationError
+from embeddb.errors import ConfigurationError, MigrationFailed
+from embeddb.migrate import history
 
 TABLE = ("CREATE TABLE services (id INTEGER PRIMARY KEY, name TEXT, price INTEGER, "
          "password_hash TEXT)")
@@ -524,3 +525,52 @@ def test_the_upgrade_migration_is_harmless_on_a_current_log(tmp_path, cli_db_url
     db.close()
     if isinstance(db, embeddb.PostgresEngine):
         db.close_all()
+
+
+REBUILD = """\
+CREATE TABLE services_new (id INTEGER PRIMARY KEY, name TEXT NOT NULL DEFAULT '', price INTEGER,
+                           password_hash TEXT);
+INSERT INTO services_new SELECT id, coalesce(name, ''), price, password_hash FROM services;
+DROP TABLE services;
+ALTER TABLE services_new RENAME TO services;
+"""
+
+
+def _audit_triggers(db) -> int:
+    from embeddb.migrate.backends import backend_for
+
+    return len(backend_for(db).audit_triggers(db).get("services", ()))
+
+
+def test_a_rebuild_that_would_end_a_tables_audit_log_is_refused(db, tmp_path):
+    """Dropping a table drops its triggers: the usual SQLite rebuild (or a DROP and CREATE)
+    would stop auditing the table without a word."""
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_services.sql").write_text(f"-- migrate:up\n{TABLE};\n")
+    migrate.up(db, directory=folder, backup=False)
+    audit.write_migration(db, "services", directory=folder, exclude=["password_hash"])
+    migrate.up(db, directory=folder, backup=False)
+    with db.atomic():
+        db.execute_sql("INSERT INTO services VALUES (1, 'x', 1, NULL)")
+    triggers = _audit_triggers(db)
+    (folder / "0003_rebuild.sql").write_text(f"-- migrate:up\n{REBUILD}")
+    with pytest.raises(MigrationFailed, match=r"0003_rebuild up drops the audit triggers of "
+                       r"services .* and was rolled back: end it with the statements of "
+                       r"`embeddb audit enable services`"):
+        migrate.up(db, directory=folder, backup=False)
+    assert _audit_triggers(db) == triggers and history.current_version(db) == 2
+    p = db.param
+    with audit.context(actor="after"), db.atomic():
+        db.execute_sql(f"UPDATE services SET price = 2 WHERE id = {p}", (1,))
+    assert [c.action for c in audit.history(db, "services", 1)] == ["INSERT", "UPDATE"]
+
+    # the same rebuild ending with the audit triggers put back is the way
+    enable = audit.enable_sql(db, "services", exclude=["password_hash"])[audit._driver(db).DRIVER]
+    (folder / "0003_rebuild.sql").write_text(
+        f"-- migrate:up\n{REBUILD}" + "".join(f"{s};\n" for s in enable))
+    migrate.up(db, directory=folder, backup=False)
+    assert _audit_triggers(db) == triggers and history.current_version(db) == 3
+    with audit.context(actor="rebuilt"), db.atomic():
+        db.execute_sql(f"UPDATE services SET price = 3 WHERE id = {p}", (1,))
+    assert audit.history(db, "services", 1)[-1].actor == "rebuilt"

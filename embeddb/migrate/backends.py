@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from ..database import PostgresEngine, SqliteEngine
 
 
+#: what the names of :mod:`embeddb.audit`'s triggers start with
+AUDIT_TRIGGERS = "embeddb_audit_"
+
+
 class MigrationBackend:
     """Base: the questions the migration runner and the bookkeeping ask of a backend."""
 
@@ -62,6 +66,21 @@ class MigrationBackend:
         """What migrations need to rebuild tables with foreign keys off; None where tables
         are changed in place and pragmas do not exist."""
         return None
+
+    #: ``(table, trigger)`` of every audit trigger; the tables (of the migrated schema)
+    _audit_sql = ""
+    _tables_sql = ""
+
+    def audit_triggers(self, db: Database) -> dict[str, set[str]]:
+        """Table -> the names of its audit triggers, for the tables that have some."""
+        found: dict[str, set[str]] = {}
+        for table, name in db.execute_sql(self._audit_sql, (AUDIT_TRIGGERS + "%",)).fetchall():
+            found.setdefault(table, set()).add(name)
+        return found
+
+    def tables(self, db: Database) -> set[str]:
+        """The names of the tables there are."""
+        return {row[0] for row in db.execute_sql(self._tables_sql).fetchall()}
 
 
 class SqliteBackend(MigrationBackend):
@@ -118,6 +137,10 @@ class SqliteBackend(MigrationBackend):
     def foreign_keys(self, db: Database) -> SqliteForeignKeys:
         return SqliteForeignKeys(db)
 
+    _audit_sql = ("SELECT tbl_name, name FROM sqlite_master WHERE type = 'trigger' "
+                  "AND name LIKE ?")
+    _tables_sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+
 
 class PostgresBackend(MigrationBackend):
     variants = ("postgres", "postgresql")
@@ -130,6 +153,11 @@ class PostgresBackend(MigrationBackend):
 
     def split_script(self, text: str) -> list[Statement]:
         return split_postgres(text)
+
+    _audit_sql = ("SELECT c.relname, t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = "
+                  "t.tgrelid WHERE NOT t.tgisinternal AND t.tgname LIKE %s "
+                  "AND c.relnamespace = current_schema()::regnamespace")
+    _tables_sql = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
 
 
 #: dialect name -> the migration backend for it

@@ -451,6 +451,37 @@ def _foreign_keys(
             yield _nothing, guard
 
 
+def _keeping_audit(db: Database, migration: Migration, direction: str, part: Part,
+                   check: Callable[[], None]) -> Callable[[], None]:
+    """``check``, then the refusal of a part that took away an audited table's audit triggers
+    without naming them: dropping a table drops its triggers, so the usual SQLite rebuild
+    (create, copy, drop, rename) would end that table's audit log without a word. A part that
+    names the trigger (``embeddb audit disable``, or the enable statements run again after the
+    rebuild) knows. Checked before the part's COMMIT, so a refusal rolls it back."""
+    backend = backend_for(db)
+    before = backend.audit_triggers(db)
+    if not before:
+        return check
+    try:
+        text = (part.sql if part.sql is not None else part.path.read_text()).lower()
+    except OSError:
+        text = ""
+
+    def checked() -> None:
+        check()
+        after, tables = backend.audit_triggers(db), backend.tables(db)
+        lost = sorted(table for table, names in before.items() if table in tables and any(
+            name not in after.get(table, set()) and name.lower() not in text for name in names))
+        if lost:
+            raise MigrationFailed(
+                f"{migration.label} {direction} drops the audit triggers of {', '.join(lost)} "
+                "(dropping a table drops its triggers, as a rebuild does) and was rolled back: "
+                f"end it with the statements of `embeddb audit enable {lost[0]}` "
+                f"(embeddb.audit.enable_sql), or first run `embeddb audit disable {lost[0]}`")
+
+    return checked
+
+
 def _nothing() -> None:
     """The foreign-key check of a part that left them on: SQLite checked every row."""
 
@@ -536,6 +567,7 @@ def _apply(db: Database, migration: Migration, replace: bool) -> Step | None:
     part = migration.up
     rules = _rules(db, part)
     with _foreign_keys(db, migration, "up", rules) as (check, guard):
+        check = _keeping_audit(db, migration, "up", part, check)
         return _apply_part(db, migration, part, replace, check, guard)
 
 
@@ -616,6 +648,7 @@ def _revert(db: Database, migration: Migration, progress: Progress | None) -> St
     _notify(progress, "reverting", migration)
     rules = _rules(db, part)
     with _foreign_keys(db, migration, "down", rules) as (check, guard):
+        check = _keeping_audit(db, migration, "down", part, check)
         duration = _revert_part(db, migration, part, check, guard)
     _notify(progress, "reverted", migration, duration)
     return Step(migration.version, migration.label, "down", duration, (), part.transaction)
