@@ -129,7 +129,7 @@ def test_stats_per_tier(cache):
     stats = cache.stats()
     assert stats["l1"]["hits"] == 2
     assert stats["l1"]["sets"] == 1
-    assert stats["l1"]["misses"] >= 2
+    assert stats["l1"]["misses"] == 3  # "nope", then "k" before and after its load lock
     assert stats["l2"]["sets"] == 1
     assert stats["loads"]["loads"] == 1
     assert 0 < stats["l1"]["hit_ratio"] < 1
@@ -388,7 +388,7 @@ def test_corrupt_l2_database(cache_dir):
     c = Cache(cache_dir)
     assert c.get_or_set("k", lambda: 1) == 1
     assert c.get_or_set("k", lambda: 2) == 1  # L1 still works
-    assert c.stats()["l2"]["errors"] >= 1
+    assert c.stats()["l2"]["errors"] == 1
     c.close()
 
 
@@ -405,7 +405,7 @@ def test_locked_l2_times_out_without_failing(cache_dir):
     blocker.execute("BEGIN EXCLUSIVE")
     try:
         assert c.get_or_set("k", lambda: "v") == "v"  # the L2 store times out
-        assert c.stats()["l2"]["errors"] >= 1
+        assert c.stats()["l2"]["errors"] == 1
         assert c.get("k") == "v"  # from L1
     finally:
         blocker.execute("ROLLBACK")

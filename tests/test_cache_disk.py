@@ -84,7 +84,7 @@ def test_removed_database_file_is_a_counted_miss(writer, reader, cache_dir):
     path = os.path.join(cache_dir, "l2", "cache.db")
     os.remove(path)
     assert reader.get_or_set("k", lambda: "loaded") == "loaded"
-    assert reader.stats()["l2"]["errors"] >= 1
+    assert reader.stats()["l2"]["errors"] == 2
     assert not os.path.exists(path)  # the read did not create an empty database
 
 

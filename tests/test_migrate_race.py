@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import multiprocessing
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import embeddb
 from embeddb import migrate
+from embeddb.errors import MigrationLockTimeout
 
 pytestmark = pytest.mark.slow
 
@@ -95,6 +98,42 @@ def test_two_processes_never_run_a_self_committing_migration_twice(race_url, tmp
         assert db.execute_sql("SELECT n FROM hits").fetchall() == [(2,)]
         assert migrate.current_version(db) == 2
     finally:
+        db.close()
+        if hasattr(db, "close_all"):
+            db.close_all()
+
+
+HOLDER = """
+import sys
+import embeddb
+from embeddb.migrate.backends import backend_for
+db = embeddb.connect(sys.argv[1])
+with backend_for(db).lock(db, 30):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_runner_waits_for_the_lock_another_process_holds(race_url, tmp_path):
+    """The race tests above catch a missing lock only when the runners' timing overlaps; a
+    process that holds the lock while this one runs shows it every time."""
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_hits.up.sql").write_text("CREATE TABLE hits (n INTEGER);")
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, race_url], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    db = embeddb.connect(race_url)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(MigrationLockTimeout):
+            migrate.up(db, str(folder), backup=False, lock_timeout=0.5)
+        assert migrate.current_version(db) is None
+        holder.stdin.close()
+        assert holder.wait(timeout=30) == 0
+        assert migrate.up(db, str(folder), backup=False, lock_timeout=5).names == ["0001_hits"]
+    finally:
+        if holder.poll() is None:
+            holder.kill()
         db.close()
         if hasattr(db, "close_all"):
             db.close_all()
