@@ -574,3 +574,34 @@ def test_a_rebuild_that_would_end_a_tables_audit_log_is_refused(db, tmp_path):
     with audit.context(actor="rebuilt"), db.atomic():
         db.execute_sql(f"UPDATE services SET price = 3 WHERE id = {p}", (1,))
     assert audit.history(db, "services", 1)[-1].actor == "rebuilt"
+
+
+def test_migrations_run_in_a_postgres_schema_whose_name_keeps_its_case(pg_url, tmp_path):
+    """The audit-trigger check reads the schema by its name, not as an identifier to parse
+    (which folds 'Shop' to shop: every migration failed with 'schema "shop" does not exist')."""
+    import uuid
+
+    import psycopg2
+
+    schema = f"Shop_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(pg_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE SCHEMA "{schema}"')
+    db = embeddb.connect(f"{pg_url}?schema={schema}")
+    try:
+        folder = tmp_path / "migrations"
+        folder.mkdir()
+        (folder / "0001_services.sql").write_text(f"-- migrate:up\n{TABLE};\n")
+        migrate.up(db, directory=folder, backup=False)
+        audit.write_migration(db, "services", directory=folder)
+        migrate.up(db, directory=folder, backup=False)
+        (folder / "0003_rebuild.sql").write_text(f"-- migrate:up\n{REBUILD}")
+        with pytest.raises(MigrationFailed, match="drops the audit triggers of services"):
+            migrate.up(db, directory=folder, backup=False)
+        assert history.current_version(db) == 2 and _audit_triggers(db) == 1
+    finally:
+        db.close_all()
+        with admin.cursor() as cur:
+            cur.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.close()

@@ -155,8 +155,8 @@ class PostgresBackend(MigrationBackend):
         return split_postgres(text)
 
     _audit_sql = ("SELECT c.relname, t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = "
-                  "t.tgrelid WHERE NOT t.tgisinternal AND t.tgname LIKE %s "
-                  "AND c.relnamespace = current_schema()::regnamespace")
+                  "t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT "
+                  "t.tgisinternal AND t.tgname LIKE %s AND n.nspname = current_schema()")
     _tables_sql = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
 
 
