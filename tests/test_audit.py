@@ -605,3 +605,26 @@ def test_migrations_run_in_a_postgres_schema_whose_name_keeps_its_case(pg_url, t
         with admin.cursor() as cur:
             cur.execute(f'DROP SCHEMA "{schema}" CASCADE')
         admin.close()
+
+
+@pytest.mark.parametrize("down", [f"-- embeddb:no-transaction\n{REBUILD}",
+                                  f"BEGIN;\n{REBUILD}COMMIT;\n"],
+                         ids=["no-transaction", "own-transaction"])
+def test_a_down_part_outside_embeddbs_transaction_is_not_refused_after_the_fact(
+        sqlite_file_url, tmp_path, down):
+    """The check runs before embeddb's own COMMIT only: a part that commits by itself has
+    committed by then (a refusal said 'rolled back' while the rebuild stayed, with the history
+    still saying applied, or left the script's transaction open on the connection)."""
+    db = embeddb.connect(sqlite_file_url)
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_services.sql").write_text(f"-- migrate:up\n{TABLE};\n")
+    migrate.up(db, directory=folder, backup=False)
+    audit.write_migration(db, "services", directory=folder)
+    (folder / "0003_rebuild.up.sql").write_text("SELECT 1;\n")
+    (folder / "0003_rebuild.down.sql").write_text(down)
+    migrate.up(db, directory=folder, backup=False)
+    migrate.down(db, directory=folder, backup=False)
+    assert history.current_version(db) == 2 and _audit_triggers(db) == 0
+    assert not db.connection().in_transaction
+    db.close()

@@ -457,7 +457,12 @@ def _keeping_audit(db: Database, migration: Migration, direction: str, part: Par
     without naming them: dropping a table drops its triggers, so the usual SQLite rebuild
     (create, copy, drop, rename) would end that table's audit log without a word. A part that
     names the trigger (``embeddb audit disable``, or the enable statements run again after the
-    rebuild) knows. Checked before the part's COMMIT, so a refusal rolls it back."""
+    rebuild) knows. Checked before the part's COMMIT, so a refusal rolls it back; not in a
+    part that commits by itself (no-transaction, or its own BEGIN ... COMMIT), which has
+    committed by then."""
+    if not part.transaction or (part.sql is not None and may_control_transaction(part.sql)
+                                and _manages_transactions(_statements(db, part))):
+        return check
     backend = backend_for(db)
     before = backend.audit_triggers(db)
     if not before:
