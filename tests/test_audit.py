@@ -628,3 +628,25 @@ def test_a_down_part_outside_embeddbs_transaction_is_not_refused_after_the_fact(
     assert history.current_version(db) == 2 and _audit_triggers(db) == 0
     assert not db.connection().in_transaction
     db.close()
+
+
+@pytest.mark.parametrize("collation", ["NOCASE", "RTRIM"])
+def test_a_change_its_columns_collation_calls_equal_is_recorded(collation):
+    """The triggers compare values as they are stored, not by the column's collation: 'abc'
+    and 'ABC' are equal to NOCASE, 'a' and 'a ' to RTRIM, yet the change was made."""
+    db = embeddb.connect("sqlite:///:memory:")
+    db.execute_sql(f"CREATE TABLE tags (id INTEGER PRIMARY KEY, name TEXT COLLATE {collation}, "
+                   "n INTEGER)")
+    for statement in audit.enable_sql(db, "tags")["sqlite"]:
+        db.execute_sql(statement)
+    renamed = "ABC" if collation == "NOCASE" else "abc "
+    with db.atomic():
+        db.execute_sql("INSERT INTO tags VALUES (1, 'abc', 1)")
+    with db.atomic():
+        db.execute_sql("UPDATE tags SET name = ?, n = 2", (renamed,))
+    with db.atomic():
+        db.execute_sql("UPDATE tags SET name = 'abc'")
+    _, both, alone = audit.history(db, "tags", 1)
+    assert (both.old, both.new) == ({"name": "abc", "n": 1}, {"name": renamed, "n": 2})
+    assert (alone.old, alone.new) == ({"name": renamed}, {"name": "abc"})
+    db.close()

@@ -100,6 +100,10 @@ def triggers(table: str, pk: list[str], columns: list[str], text: AbstractSet[st
     ``text``: those of TEXT affinity, see :func:`text_columns`)."""
     name = table.replace('"', "")
 
+    def differs(c: str) -> str:
+        """As stored: a column's collation (NOCASE, RTRIM) would call 'a' and 'A ' equal."""
+        return f"OLD.{quote(c)} IS NOT NEW.{quote(c)} COLLATE BINARY"
+
     def values(row: str, changed_only: bool = False) -> str:
         """A JSON object of ``row``'s columns (only those the UPDATE changed): text parts
         ``,"name":value`` joined (a column left out is NULL), the first comma cut. Unlike
@@ -108,8 +112,7 @@ def triggers(table: str, pk: list[str], columns: list[str], text: AbstractSet[st
         parts = []
         for c in columns:
             part = f"{_literal(',' + json.dumps(c) + ':')} || {_value(f'{row}.{quote(c)}', c in text)}"
-            parts.append(f"CASE WHEN OLD.{quote(c)} IS NOT NEW.{quote(c)} THEN {part} END"
-                         if changed_only else part)
+            parts.append(f"CASE WHEN {differs(c)} THEN {part} END" if changed_only else part)
         return f"'{{' || substr({_joined(parts)}, 2) || '}}'"
 
     def key(row: str) -> str:
@@ -124,7 +127,7 @@ def triggers(table: str, pk: list[str], columns: list[str], text: AbstractSet[st
             f"{new}, NULL, NULL, {_NOW});"
         )
 
-    changed = " OR ".join(f"OLD.{quote(c)} IS NOT NEW.{quote(c)}" for c in columns)
+    changed = " OR ".join(differs(c) for c in columns)
     t = quote(table)
     return [
         f"CREATE TRIGGER {quote(f'embeddb_audit_{name}_insert')} AFTER INSERT ON {t} BEGIN\n"
