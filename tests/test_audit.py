@@ -650,3 +650,18 @@ def test_a_change_its_columns_collation_calls_equal_is_recorded(collation):
     assert (both.old, both.new) == ({"name": "abc", "n": 1}, {"name": renamed, "n": 2})
     assert (alone.old, alone.new) == ({"name": renamed}, {"name": "abc"})
     db.close()
+
+
+def test_the_smallest_integer_never_fails_an_audited_write(db):
+    """abs() of -2**63 overflows in SQLite: the trigger must not take it (the write failed)."""
+    db.execute_sql("CREATE TABLE counts (id INTEGER PRIMARY KEY, n BIGINT)")
+    for statement in audit.enable_sql(db, "counts")[audit._driver(db).DRIVER]:
+        db.execute_sql(statement)
+    p = db.param
+    with db.atomic():
+        db.execute_sql(f"INSERT INTO counts VALUES (1, {p})", (-2**63,))
+    with db.atomic():
+        db.execute_sql(f"UPDATE counts SET n = {p}", (-2**63 + 1,))
+    insert, update = audit.history(db, "counts", 1)
+    assert insert.new == {"id": 1, "n": -2**63}
+    assert (update.old, update.new) == ({"n": -2**63}, {"n": -2**63 + 1})

@@ -161,7 +161,7 @@ def _value(column: str, text: bool = False) -> str:
             f"WHEN {column} < -1.7976931348623157e308 THEN '\"-Infinity\"' "
             f"ELSE printf('%!.20e', {column}) END")
     return (f"CASE {blob}WHEN {column} < '' AND ({column} <> CAST({column} AS INTEGER) OR "
-            f"(abs({column}) >= 1e15 AND typeof({column}) = 'real')) THEN {real} "
+            f"(({column} >= 1e15 OR {column} <= -1e15) AND typeof({column}) = 'real')) THEN {real} "
             f"ELSE json_quote({column}) END")
 
 
