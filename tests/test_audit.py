@@ -665,3 +665,21 @@ def test_the_smallest_integer_never_fails_an_audited_write(db):
     insert, update = audit.history(db, "counts", 1)
     assert insert.new == {"id": 1, "n": -2**63}
     assert (update.old, update.new) == ({"n": -2**63}, {"n": -2**63 + 1})
+
+
+def test_a_table_of_more_than_a_thousand_columns_is_audited():
+    """An UPDATE trigger's 'any column changed' test nests no deeper than SQLite's 1,000
+    levels (a chain of 1,199 ORs did: enabling failed)."""
+    db = embeddb.connect("sqlite:///:memory:")
+    columns = [f"c{i}" for i in range(1199)]
+    db.execute_sql(f"CREATE TABLE widest (id INTEGER PRIMARY KEY, {', '.join(columns)})")
+    for statement in audit.enable_sql(db, "widest")["sqlite"]:
+        db.execute_sql(statement)
+    with db.atomic():
+        db.execute_sql("INSERT INTO widest (id, c0) VALUES (1, 'a')")
+    with db.atomic():
+        db.execute_sql("UPDATE widest SET c1198 = 2")
+    insert, update = audit.history(db, "widest", 1)
+    assert insert.new == {"id": 1, **{c: None for c in columns}, "c0": "a"}
+    assert (update.old, update.new) == ({"c1198": None}, {"c1198": 2})
+    db.close()

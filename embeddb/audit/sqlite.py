@@ -127,7 +127,7 @@ def triggers(table: str, pk: list[str], columns: list[str], text: AbstractSet[st
             f"{new}, NULL, NULL, {_NOW});"
         )
 
-    changed = " OR ".join(differs(c) for c in columns)
+    changed = _either([differs(c) for c in columns])
     t = quote(table)
     return [
         f"CREATE TRIGGER {quote(f'embeddb_audit_{name}_insert')} AFTER INSERT ON {t} BEGIN\n"
@@ -171,6 +171,15 @@ def _joined(parts: list[str]) -> str:
     if len(parts) > 100:
         parts = [_joined(parts[i:i + 100]) for i in range(0, len(parts), 100)]
     return f"printf('{'%s' * len(parts)}', {', '.join(parts)})"
+
+
+def _either(conditions: list[str]) -> str:
+    """``conditions`` joined with OR, in groups: a chain of ORs nests one level per term, and
+    SQLite refuses an expression nested 1,000 deep (a table of 1,000 columns)."""
+    if len(conditions) > 100:
+        conditions = [f"({_either(conditions[i:i + 100])})"
+                      for i in range(0, len(conditions), 100)]
+    return " OR ".join(conditions)
 
 
 def _literal(text: str) -> str:
