@@ -683,3 +683,37 @@ def test_a_table_of_more_than_a_thousand_columns_is_audited():
     assert insert.new == {"id": 1, **{c: None for c in columns}, "c0": "a"}
     assert (update.old, update.new) == ({"c1198": None}, {"c1198": 2})
     db.close()
+
+
+def test_renaming_an_audited_table_keeps_its_log_right(db, tmp_path):
+    """SQLite's triggers write the table's name as text and follow a rename: the renamed
+    table's writes were logged under the old name. Refused there unless the migration moves
+    the audit over; on PostgreSQL the trigger reads the table's name as it fires."""
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_services.sql").write_text(f"-- migrate:up\n{TABLE};\n")
+    migrate.up(db, directory=folder, backup=False)
+    audit.write_migration(db, "services", directory=folder)
+    migrate.up(db, directory=folder, backup=False)
+    rename = "ALTER TABLE services RENAME TO offers;\n"
+    (folder / "0003_rename.sql").write_text(f"-- migrate:up\n{rename}")
+    p = db.param
+    if audit._driver(db).DRIVER == "sqlite":
+        with pytest.raises(MigrationFailed, match=r"^0003_rename up renames audited table "
+                           r"services to offers and was rolled back: .*`embeddb audit "
+                           r"disable services` in it, then run `embeddb audit enable offers`$"):
+            migrate.up(db, directory=folder, backup=False)
+        assert history.current_version(db) == 2 and _audit_triggers(db) == 3
+        moved = [*audit.write_migration(db, "services", enable=False, directory=tmp_path)]
+        drop = next(f for f in moved if f.name.endswith("sqlite.up.sql")).read_text()
+        (folder / "0003_rename.sql").write_text(f"-- migrate:up\n{rename}{drop}")
+        migrate.up(db, directory=folder, backup=False)
+        for statement in audit.enable_sql(db, "offers")["sqlite"]:
+            db.execute_sql(statement)
+    else:
+        migrate.up(db, directory=folder, backup=False)
+    assert history.current_version(db) == 3
+    with db.atomic():
+        db.execute_sql(f"INSERT INTO offers VALUES ({p}, 'x', 1, NULL)", (1,))
+    assert [c.action for c in audit.history(db, "offers", 1)] == ["INSERT"]
+    assert audit.history(db, "services", 1) == []

@@ -67,6 +67,9 @@ class MigrationBackend:
         are changed in place and pragmas do not exist."""
         return None
 
+    #: whether the audit triggers write their table's name as text (a renamed table's
+    #: triggers then log it under the old name)
+    audit_names_the_table = False
     #: ``(table, trigger)`` of every audit trigger; the tables (of the migrated schema)
     _audit_sql = ""
     _tables_sql = ""
@@ -137,6 +140,7 @@ class SqliteBackend(MigrationBackend):
     def foreign_keys(self, db: Database) -> SqliteForeignKeys:
         return SqliteForeignKeys(db)
 
+    audit_names_the_table = True
     _audit_sql = ("SELECT tbl_name, name FROM sqlite_master WHERE type = 'trigger' "
                   "AND name LIKE ?")
     _tables_sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
