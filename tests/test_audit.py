@@ -717,3 +717,21 @@ def test_renaming_an_audited_table_keeps_its_log_right(db, tmp_path):
         db.execute_sql(f"INSERT INTO offers VALUES ({p}, 'x', 1, NULL)", (1,))
     assert [c.action for c in audit.history(db, "offers", 1)] == ["INSERT"]
     assert audit.history(db, "services", 1) == []
+
+
+def test_a_rebuild_spelling_the_tables_name_in_another_case_is_refused_too(sqlite_file_url,
+                                                                           tmp_path):
+    """SQLite's names ignore case: 'services' rebuilt is the table created as 'Services'."""
+    db = embeddb.connect(sqlite_file_url)
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_services.sql").write_text(
+        f"-- migrate:up\n{TABLE.replace('TABLE services', 'TABLE Services')};\n")
+    migrate.up(db, directory=folder, backup=False)
+    audit.write_migration(db, "Services", directory=folder)
+    migrate.up(db, directory=folder, backup=False)
+    (folder / "0003_rebuild.sql").write_text(f"-- migrate:up\n{REBUILD}")
+    with pytest.raises(MigrationFailed, match="0003_rebuild up drops the audit triggers of"):
+        migrate.up(db, directory=folder, backup=False)
+    assert history.current_version(db) == 2 and _audit_triggers(db) == 3
+    db.close()

@@ -141,9 +141,10 @@ class SqliteBackend(MigrationBackend):
         return SqliteForeignKeys(db)
 
     audit_names_the_table = True
-    _audit_sql = ("SELECT tbl_name, name FROM sqlite_master WHERE type = 'trigger' "
+    # names folded as SQLite compares them: a migration may spell a table in another case
+    _audit_sql = ("SELECT lower(tbl_name), name FROM sqlite_master WHERE type = 'trigger' "
                   "AND name LIKE ?")
-    _tables_sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+    _tables_sql = "SELECT lower(name) FROM sqlite_master WHERE type = 'table'"
 
 
 class PostgresBackend(MigrationBackend):
