@@ -574,3 +574,164 @@ def test_a_rebuild_that_would_end_a_tables_audit_log_is_refused(db, tmp_path):
     with audit.context(actor="rebuilt"), db.atomic():
         db.execute_sql(f"UPDATE services SET price = 3 WHERE id = {p}", (1,))
     assert audit.history(db, "services", 1)[-1].actor == "rebuilt"
+
+
+def test_migrations_run_in_a_postgres_schema_whose_name_keeps_its_case(pg_url, tmp_path):
+    """The audit-trigger check reads the schema by its name, not as an identifier to parse
+    (which folds 'Shop' to shop: every migration failed with 'schema "shop" does not exist')."""
+    import uuid
+
+    import psycopg2
+
+    schema = f"Shop_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(pg_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE SCHEMA "{schema}"')
+    db = embeddb.connect(f"{pg_url}?schema={schema}")
+    try:
+        folder = tmp_path / "migrations"
+        folder.mkdir()
+        (folder / "0001_services.sql").write_text(f"-- migrate:up\n{TABLE};\n")
+        migrate.up(db, directory=folder, backup=False)
+        audit.write_migration(db, "services", directory=folder)
+        migrate.up(db, directory=folder, backup=False)
+        (folder / "0003_rebuild.sql").write_text(f"-- migrate:up\n{REBUILD}")
+        with pytest.raises(MigrationFailed, match="drops the audit triggers of services"):
+            migrate.up(db, directory=folder, backup=False)
+        assert history.current_version(db) == 2 and _audit_triggers(db) == 1
+    finally:
+        db.close_all()
+        with admin.cursor() as cur:
+            cur.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.close()
+
+
+@pytest.mark.parametrize("down", [f"-- embeddb:no-transaction\n{REBUILD}",
+                                  f"BEGIN;\n{REBUILD}COMMIT;\n"],
+                         ids=["no-transaction", "own-transaction"])
+def test_a_down_part_outside_embeddbs_transaction_is_not_refused_after_the_fact(
+        sqlite_file_url, tmp_path, down):
+    """The check runs before embeddb's own COMMIT only: a part that commits by itself has
+    committed by then (a refusal said 'rolled back' while the rebuild stayed, with the history
+    still saying applied, or left the script's transaction open on the connection)."""
+    db = embeddb.connect(sqlite_file_url)
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_services.sql").write_text(f"-- migrate:up\n{TABLE};\n")
+    migrate.up(db, directory=folder, backup=False)
+    audit.write_migration(db, "services", directory=folder)
+    (folder / "0003_rebuild.up.sql").write_text("SELECT 1;\n")
+    (folder / "0003_rebuild.down.sql").write_text(down)
+    migrate.up(db, directory=folder, backup=False)
+    migrate.down(db, directory=folder, backup=False)
+    assert history.current_version(db) == 2 and _audit_triggers(db) == 0
+    assert not db.connection().in_transaction
+    db.close()
+
+
+@pytest.mark.parametrize("collation", ["NOCASE", "RTRIM"])
+def test_a_change_its_columns_collation_calls_equal_is_recorded(collation):
+    """The triggers compare values as they are stored, not by the column's collation: 'abc'
+    and 'ABC' are equal to NOCASE, 'a' and 'a ' to RTRIM, yet the change was made."""
+    db = embeddb.connect("sqlite:///:memory:")
+    db.execute_sql(f"CREATE TABLE tags (id INTEGER PRIMARY KEY, name TEXT COLLATE {collation}, "
+                   "n INTEGER)")
+    for statement in audit.enable_sql(db, "tags")["sqlite"]:
+        db.execute_sql(statement)
+    renamed = "ABC" if collation == "NOCASE" else "abc "
+    with db.atomic():
+        db.execute_sql("INSERT INTO tags VALUES (1, 'abc', 1)")
+    with db.atomic():
+        db.execute_sql("UPDATE tags SET name = ?, n = 2", (renamed,))
+    with db.atomic():
+        db.execute_sql("UPDATE tags SET name = 'abc'")
+    _, both, alone = audit.history(db, "tags", 1)
+    assert (both.old, both.new) == ({"name": "abc", "n": 1}, {"name": renamed, "n": 2})
+    assert (alone.old, alone.new) == ({"name": renamed}, {"name": "abc"})
+    db.close()
+
+
+def test_the_smallest_integer_never_fails_an_audited_write(db):
+    """abs() of -2**63 overflows in SQLite: the trigger must not take it (the write failed)."""
+    db.execute_sql("CREATE TABLE counts (id INTEGER PRIMARY KEY, n BIGINT)")
+    for statement in audit.enable_sql(db, "counts")[audit._driver(db).DRIVER]:
+        db.execute_sql(statement)
+    p = db.param
+    with db.atomic():
+        db.execute_sql(f"INSERT INTO counts VALUES (1, {p})", (-2**63,))
+    with db.atomic():
+        db.execute_sql(f"UPDATE counts SET n = {p}", (-2**63 + 1,))
+    insert, update = audit.history(db, "counts", 1)
+    assert insert.new == {"id": 1, "n": -2**63}
+    assert (update.old, update.new) == ({"n": -2**63}, {"n": -2**63 + 1})
+
+
+def test_a_table_of_more_than_a_thousand_columns_is_audited():
+    """An UPDATE trigger's 'any column changed' test nests no deeper than SQLite's 1,000
+    levels (a chain of 1,199 ORs did: enabling failed)."""
+    db = embeddb.connect("sqlite:///:memory:")
+    columns = [f"c{i}" for i in range(1199)]
+    db.execute_sql(f"CREATE TABLE widest (id INTEGER PRIMARY KEY, {', '.join(columns)})")
+    for statement in audit.enable_sql(db, "widest")["sqlite"]:
+        db.execute_sql(statement)
+    with db.atomic():
+        db.execute_sql("INSERT INTO widest (id, c0) VALUES (1, 'a')")
+    with db.atomic():
+        db.execute_sql("UPDATE widest SET c1198 = 2")
+    insert, update = audit.history(db, "widest", 1)
+    assert insert.new == {"id": 1, **{c: None for c in columns}, "c0": "a"}
+    assert (update.old, update.new) == ({"c1198": None}, {"c1198": 2})
+    db.close()
+
+
+def test_renaming_an_audited_table_keeps_its_log_right(db, tmp_path):
+    """SQLite's triggers write the table's name as text and follow a rename: the renamed
+    table's writes were logged under the old name. Refused there unless the migration moves
+    the audit over; on PostgreSQL the trigger reads the table's name as it fires."""
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_services.sql").write_text(f"-- migrate:up\n{TABLE};\n")
+    migrate.up(db, directory=folder, backup=False)
+    audit.write_migration(db, "services", directory=folder)
+    migrate.up(db, directory=folder, backup=False)
+    rename = "ALTER TABLE services RENAME TO offers;\n"
+    (folder / "0003_rename.sql").write_text(f"-- migrate:up\n{rename}")
+    p = db.param
+    if audit._driver(db).DRIVER == "sqlite":
+        with pytest.raises(MigrationFailed, match=r"^0003_rename up renames audited table "
+                           r"services to offers and was rolled back: .*`embeddb audit "
+                           r"disable services` in it, then run `embeddb audit enable offers`$"):
+            migrate.up(db, directory=folder, backup=False)
+        assert history.current_version(db) == 2 and _audit_triggers(db) == 3
+        moved = [*audit.write_migration(db, "services", enable=False, directory=tmp_path)]
+        drop = next(f for f in moved if f.name.endswith("sqlite.up.sql")).read_text()
+        (folder / "0003_rename.sql").write_text(f"-- migrate:up\n{rename}{drop}")
+        migrate.up(db, directory=folder, backup=False)
+        for statement in audit.enable_sql(db, "offers")["sqlite"]:
+            db.execute_sql(statement)
+    else:
+        migrate.up(db, directory=folder, backup=False)
+    assert history.current_version(db) == 3
+    with db.atomic():
+        db.execute_sql(f"INSERT INTO offers VALUES ({p}, 'x', 1, NULL)", (1,))
+    assert [c.action for c in audit.history(db, "offers", 1)] == ["INSERT"]
+    assert audit.history(db, "services", 1) == []
+
+
+def test_a_rebuild_spelling_the_tables_name_in_another_case_is_refused_too(sqlite_file_url,
+                                                                           tmp_path):
+    """SQLite's names ignore case: 'services' rebuilt is the table created as 'Services'."""
+    db = embeddb.connect(sqlite_file_url)
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_services.sql").write_text(
+        f"-- migrate:up\n{TABLE.replace('TABLE services', 'TABLE Services')};\n")
+    migrate.up(db, directory=folder, backup=False)
+    audit.write_migration(db, "Services", directory=folder)
+    migrate.up(db, directory=folder, backup=False)
+    (folder / "0003_rebuild.sql").write_text(f"-- migrate:up\n{REBUILD}")
+    with pytest.raises(MigrationFailed, match="0003_rebuild up drops the audit triggers of"):
+        migrate.up(db, directory=folder, backup=False)
+    assert history.current_version(db) == 2 and _audit_triggers(db) == 3
+    db.close()

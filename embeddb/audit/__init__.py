@@ -228,7 +228,8 @@ def _query(db: Database, where: str, params: list[Any], limit: int, order: str) 
 
 
 def _changed(action: str, old: Any, new: Any) -> tuple[Any, Any]:
-    """An UPDATE's changed columns only (SQLite stores the whole before and after images)."""
+    """An UPDATE's changed columns only (SQLite triggers of earlier releases stored the
+    whole before and after images)."""
     if action != "UPDATE" or not isinstance(old, dict) or not isinstance(new, dict):
         return old, new
     keys = [k for k in {**old, **new} if k not in old or k not in new or old[k] != new[k]]

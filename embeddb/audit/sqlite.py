@@ -100,6 +100,10 @@ def triggers(table: str, pk: list[str], columns: list[str], text: AbstractSet[st
     ``text``: those of TEXT affinity, see :func:`text_columns`)."""
     name = table.replace('"', "")
 
+    def differs(c: str) -> str:
+        """As stored: a column's collation (NOCASE, RTRIM) would call 'a' and 'A ' equal."""
+        return f"OLD.{quote(c)} IS NOT NEW.{quote(c)} COLLATE BINARY"
+
     def values(row: str, changed_only: bool = False) -> str:
         """A JSON object of ``row``'s columns (only those the UPDATE changed): text parts
         ``,"name":value`` joined (a column left out is NULL), the first comma cut. Unlike
@@ -108,8 +112,7 @@ def triggers(table: str, pk: list[str], columns: list[str], text: AbstractSet[st
         parts = []
         for c in columns:
             part = f"{_literal(',' + json.dumps(c) + ':')} || {_value(f'{row}.{quote(c)}', c in text)}"
-            parts.append(f"CASE WHEN OLD.{quote(c)} IS NOT NEW.{quote(c)} THEN {part} END"
-                         if changed_only else part)
+            parts.append(f"CASE WHEN {differs(c)} THEN {part} END" if changed_only else part)
         return f"'{{' || substr({_joined(parts)}, 2) || '}}'"
 
     def key(row: str) -> str:
@@ -124,7 +127,7 @@ def triggers(table: str, pk: list[str], columns: list[str], text: AbstractSet[st
             f"{new}, NULL, NULL, {_NOW});"
         )
 
-    changed = " OR ".join(f"OLD.{quote(c)} IS NOT NEW.{quote(c)}" for c in columns)
+    changed = _either([differs(c) for c in columns])
     t = quote(table)
     return [
         f"CREATE TRIGGER {quote(f'embeddb_audit_{name}_insert')} AFTER INSERT ON {t} BEGIN\n"
@@ -158,7 +161,7 @@ def _value(column: str, text: bool = False) -> str:
             f"WHEN {column} < -1.7976931348623157e308 THEN '\"-Infinity\"' "
             f"ELSE printf('%!.20e', {column}) END")
     return (f"CASE {blob}WHEN {column} < '' AND ({column} <> CAST({column} AS INTEGER) OR "
-            f"(abs({column}) >= 1e15 AND typeof({column}) = 'real')) THEN {real} "
+            f"(({column} >= 1e15 OR {column} <= -1e15) AND typeof({column}) = 'real')) THEN {real} "
             f"ELSE json_quote({column}) END")
 
 
@@ -168,6 +171,15 @@ def _joined(parts: list[str]) -> str:
     if len(parts) > 100:
         parts = [_joined(parts[i:i + 100]) for i in range(0, len(parts), 100)]
     return f"printf('{'%s' * len(parts)}', {', '.join(parts)})"
+
+
+def _either(conditions: list[str]) -> str:
+    """``conditions`` joined with OR, in groups: a chain of ORs nests one level per term, and
+    SQLite refuses an expression nested 1,000 deep (a table of 1,000 columns)."""
+    if len(conditions) > 100:
+        conditions = [f"({_either(conditions[i:i + 100])})"
+                      for i in range(0, len(conditions), 100)]
+    return " OR ".join(conditions)
 
 
 def _literal(text: str) -> str:

@@ -9,6 +9,7 @@ a failure, or a script cut short, rolls back and leaves the live data as it was.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -348,6 +349,11 @@ def _refuse_if_built_on(url: Any, schema: str) -> None:
         )
 
 
+#: where psql read a failing statement: a line of the stream embeddb feeds it, not of a file
+#: the user has
+_STREAM_LINE = re.compile(r"psql:<stdin>:\d+: ")
+
+
 def _replay(path: str, url: Any, schema: str | None) -> None:
     produce = [tool("pg_restore"), "--file", "-", path]
     if schema:
@@ -385,7 +391,8 @@ def _replay(path: str, url: Any, schema: str | None) -> None:
             # pg_restore failing makes psql's input end
             first, then = (err_out, err_in) if produced and not sink_stopped else (err_in, err_out)
             detail = _stderr_of(first, url.password) or _stderr_of(then, url.password)
-            raise BackupError(f"restore failed and was rolled back: {' '.join(detail.split())}")
+            detail = _STREAM_LINE.sub("", " ".join(detail.split()))
+            raise BackupError(f"restore failed and was rolled back: {detail}")
 
 
 def _whole_database_reset(path: str, url: Any) -> str:

@@ -67,6 +67,9 @@ class MigrationBackend:
         are changed in place and pragmas do not exist."""
         return None
 
+    #: whether the audit triggers write their table's name as text (a renamed table's
+    #: triggers then log it under the old name)
+    audit_names_the_table = False
     #: ``(table, trigger)`` of every audit trigger; the tables (of the migrated schema)
     _audit_sql = ""
     _tables_sql = ""
@@ -137,9 +140,11 @@ class SqliteBackend(MigrationBackend):
     def foreign_keys(self, db: Database) -> SqliteForeignKeys:
         return SqliteForeignKeys(db)
 
-    _audit_sql = ("SELECT tbl_name, name FROM sqlite_master WHERE type = 'trigger' "
+    audit_names_the_table = True
+    # names folded as SQLite compares them: a migration may spell a table in another case
+    _audit_sql = ("SELECT lower(tbl_name), name FROM sqlite_master WHERE type = 'trigger' "
                   "AND name LIKE ?")
-    _tables_sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+    _tables_sql = "SELECT lower(name) FROM sqlite_master WHERE type = 'table'"
 
 
 class PostgresBackend(MigrationBackend):
@@ -155,8 +160,8 @@ class PostgresBackend(MigrationBackend):
         return split_postgres(text)
 
     _audit_sql = ("SELECT c.relname, t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = "
-                  "t.tgrelid WHERE NOT t.tgisinternal AND t.tgname LIKE %s "
-                  "AND c.relnamespace = current_schema()::regnamespace")
+                  "t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT "
+                  "t.tgisinternal AND t.tgname LIKE %s AND n.nspname = current_schema()")
     _tables_sql = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
 
 

@@ -457,7 +457,13 @@ def _keeping_audit(db: Database, migration: Migration, direction: str, part: Par
     without naming them: dropping a table drops its triggers, so the usual SQLite rebuild
     (create, copy, drop, rename) would end that table's audit log without a word. A part that
     names the trigger (``embeddb audit disable``, or the enable statements run again after the
-    rebuild) knows. Checked before the part's COMMIT, so a refusal rolls it back."""
+    rebuild) knows. On SQLite, whose triggers write the table's name, a rename that takes
+    them along is refused too. Checked before the part's COMMIT, so a refusal rolls it back;
+    not in a part that commits by itself (no-transaction, or its own BEGIN ... COMMIT), which
+    has committed by then."""
+    if not part.transaction or (part.sql is not None and may_control_transaction(part.sql)
+                                and _manages_transactions(_statements(db, part))):
+        return check
     backend = backend_for(db)
     before = backend.audit_triggers(db)
     if not before:
@@ -470,8 +476,20 @@ def _keeping_audit(db: Database, migration: Migration, direction: str, part: Par
     def checked() -> None:
         check()
         after, tables = backend.audit_triggers(db), backend.tables(db)
+        now_on = {name: table for table, names in after.items() for name in names}
+        if backend.audit_names_the_table:
+            renamed = sorted({(table, now_on[name]) for table, names in before.items()
+                              if table not in tables for name in names
+                              if name in now_on and name.lower() not in text})
+            if renamed:
+                old, new = renamed[0]
+                raise MigrationFailed(
+                    f"{migration.label} {direction} renames audited table {old} to {new} and "
+                    f"was rolled back: its audit triggers would log {new}'s rows as {old}'s; "
+                    f"put the statements of `embeddb audit disable {old}` in it, then run "
+                    f"`embeddb audit enable {new}`")
         lost = sorted(table for table, names in before.items() if table in tables and any(
-            name not in after.get(table, set()) and name.lower() not in text for name in names))
+            now_on.get(name) != table and name.lower() not in text for name in names))
         if lost:
             raise MigrationFailed(
                 f"{migration.label} {direction} drops the audit triggers of {', '.join(lost)} "
