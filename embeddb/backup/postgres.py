@@ -365,17 +365,17 @@ def _replay(path: str, url: Any, schema: str | None) -> None:
     # ends inside the transaction, and the server rolls it back.
     consume = [tool("psql"), "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-f", "-"]
     env = client_env(url)
-    # psql's stderr is the failure's reason: without the server's notices ("drop cascades
-    # to ...", one per dropped schema) on it
-    sink_env = {**env, "PGOPTIONS": f"{env.get('PGOPTIONS', '')} -c client_min_messages=warning"}
     with tempfile.TemporaryFile() as err_out, tempfile.TemporaryFile() as err_in:
         source = subprocess.Popen(produce, stdout=subprocess.PIPE, stderr=err_out, env=env)
         sink = subprocess.Popen(consume, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                stderr=err_in, env=sink_env)
+                                stderr=err_in, env=env)
         assert source.stdout is not None and sink.stdin is not None
         sink_stopped = False
         try:
-            sink.stdin.write(b"BEGIN;\n" + prefix)
+            # psql's stderr is the failure's reason: without the server's notices ("drop
+            # cascades to ...", one per dropped schema) on it. In the stream, not PGOPTIONS,
+            # which poolers such as PgBouncer refuse.
+            sink.stdin.write(b"BEGIN;\nSET LOCAL client_min_messages = warning;\n" + prefix)
             shutil.copyfileobj(source.stdout, sink.stdin, CHUNK)
             if source.wait() == 0:
                 sink.stdin.write(b"COMMIT;\n")
