@@ -557,7 +557,7 @@ def test_a_rebuild_that_would_end_a_tables_audit_log_is_refused(db, tmp_path):
     (folder / "0003_rebuild.sql").write_text(f"-- migrate:up\n{REBUILD}")
     with pytest.raises(MigrationFailed, match=r"0003_rebuild up drops the audit triggers of "
                        r"services .* and was rolled back: end it with the statements of "
-                       r"`embeddb audit enable services`"):
+                       r"`embeddb audit enable services` with the same --columns / --exclude"):
         migrate.up(db, directory=folder, backup=False)
     assert _audit_triggers(db) == triggers and history.current_version(db) == 2
     p = db.param

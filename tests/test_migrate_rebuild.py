@@ -276,6 +276,37 @@ def test_own_transaction_with_foreign_keys_off_before_begin_works(db, folder):
     assert count(db, "child") == 3 and enforced(db)
 
 
+def test_own_transaction_that_orphans_rows_rolls_back_too(db, folder):
+    """The foreign-key check runs before the script's own COMMIT as before embeddb's."""
+    (folder / "0002_own.sql").write_text(
+        "-- migrate:up\nPRAGMA foreign_keys = OFF;\nBEGIN;\n" + REBUILD.format(where=" WHERE id = 1")
+        + "COMMIT;\nPRAGMA foreign_keys = ON;\n"
+    )
+    migrate.up(db, folder, to=1, backup=False)
+    before = state(db)
+    with pytest.raises(MigrationFailed) as caught:
+        migrate.up(db, folder, backup=False)
+    assert "child rowid 3 has no matching row in parent" in str(caught.value)
+    assert "rolled back" in str(caught.value)
+    assert state(db) == before and enforced(db)
+    assert not db.connection().in_transaction
+
+
+def test_own_transaction_down_part_that_orphans_rows_rolls_back(db, folder):
+    (folder / "0002_note.up.sql").write_text("ALTER TABLE parent ADD COLUMN note TEXT;\n")
+    (folder / "0002_note.down.sql").write_text(
+        "PRAGMA foreign_keys = OFF;\nBEGIN;\n"
+        "CREATE TABLE parent_old (id INTEGER PRIMARY KEY, name TEXT);\n"
+        "INSERT INTO parent_old SELECT id, name FROM parent WHERE id = 1;\n"
+        "DROP TABLE parent;\nALTER TABLE parent_old RENAME TO parent;\nCOMMIT;\n"
+    )
+    migrate.up(db, folder, backup=False)
+    before = state(db)
+    with pytest.raises(MigrationFailed, match="child rowid 3 has no matching row in parent"):
+        migrate.down(db, folder, backup=False)
+    assert state(db) == before and enforced(db)
+
+
 def test_dry_run_reports_what_would_be_refused(tmp_path, folder):
     url = f"sqlite:///{tmp_path / 'app.db'}"
     (folder / "0002_rebuild.sql").write_text("-- migrate:up\n" + REBUILD.format(where=""))

@@ -81,10 +81,14 @@ class Rules:
     foreign_keys_off: bool = False  # turn them off before BEGIN, check before COMMIT
     guarded: bool = False  # has DROP TABLE / RENAME TO: check each as it comes up
     pragmas: bool = False  # runs a PRAGMA: the connection's foreign keys are put back after
+    #: its own BEGIN ... COMMIT, with foreign keys turned off before that BEGIN by the script
+    #: itself: checked before the script's COMMIT
+    checked_by_own_commit: bool = False
 
     @property
     def plain(self) -> bool:
-        return not (self.foreign_keys_off or self.guarded or self.pragmas)
+        return not (self.foreign_keys_off or self.guarded or self.pragmas
+                    or self.checked_by_own_commit)
 
 
 PLAIN = Rules()
@@ -105,7 +109,7 @@ def examine(
     :raises MigrationError: a pragma SQLite would ignore or refuse at that point, or an unknown
         pragma (SQLite ignores those too).
     """
-    off = guarded = pragmas = False
+    off = guarded = pragmas = own_off = False
     own = transaction and any(s.controls_transaction for s in statements)
     inside = transaction and not own
     for statement in statements:
@@ -117,12 +121,29 @@ def examine(
         elif keyword == "PRAGMA":
             pragmas = True
             off = _pragma(where(statement), statement.sql, inside, own, known_pragmas) or off
+            own_off = own_off or (own and not inside and _turns_off(statement.sql))
         elif keyword in ("DROP", "ALTER") and (
             _DROP_TABLE.match(statement.sql) or _RENAME_TABLE.match(statement.sql)
         ):
             guarded = True
     return Rules(foreign_keys_off=off and transaction and not own, guarded=guarded,
-                 pragmas=pragmas)
+                 pragmas=pragmas, checked_by_own_commit=own_off)
+
+
+def sets_foreign_keys(sql: str) -> bool:
+    """Whether a statement is ``PRAGMA foreign_keys`` (a connection setting: it changes no
+    data)."""
+    match = _PRAGMA.match(sql)
+    return match is not None and unquote(match.group("name")).lower() == "foreign_keys"
+
+
+def _turns_off(sql: str) -> bool:
+    """Whether a PRAGMA statement turns foreign keys off."""
+    match = _PRAGMA.match(sql)
+    if match is None or unquote(match.group("name")).lower() != "foreign_keys":
+        return False
+    value = match.group("value") if match.group("value") is not None else match.group("arg")
+    return value is not None and unquote(value.strip().strip("'")).lower() in _OFF
 
 
 def _pragma(where: str, sql: str, inside: bool, own: bool, known: frozenset[str]) -> bool:

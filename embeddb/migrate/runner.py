@@ -23,7 +23,14 @@ from ..protocols import Database
 from . import history
 from .backends import backend_for
 from .files import Migration, Part, discover, resolve_directory
-from .foreign_keys import PLAIN, Rules, dropped_or_renamed, examine, may_need_rules
+from .foreign_keys import (
+    PLAIN,
+    Rules,
+    dropped_or_renamed,
+    examine,
+    may_need_rules,
+    sets_foreign_keys,
+)
 from .history import APPLIED, FAILED, LOCK_TIMEOUT, Record
 from .lock import check_timeout
 from .safety import KEEP_BACKUPS, keep_newest, keep_setting, premigrate_backup
@@ -443,6 +450,9 @@ def _foreign_keys(
     if rules.foreign_keys_off:
         with fks.off():
             yield (lambda: fks.check_violations(f"{migration.label} {direction}")), guard
+    elif rules.checked_by_own_commit:
+        with fks.kept():
+            yield (lambda: fks.check_violations(f"{migration.label} {direction}")), guard
     elif part.python:
         with fks.kept(), fks.guarded(outcome):
             yield _nothing, None
@@ -494,8 +504,9 @@ def _keeping_audit(db: Database, migration: Migration, direction: str, part: Par
             raise MigrationFailed(
                 f"{migration.label} {direction} drops the audit triggers of {', '.join(lost)} "
                 "(dropping a table drops its triggers, as a rebuild does) and was rolled back: "
-                f"end it with the statements of `embeddb audit enable {lost[0]}` "
-                f"(embeddb.audit.enable_sql), or first run `embeddb audit disable {lost[0]}`")
+                f"end it with the statements of `embeddb audit enable {lost[0]}` with the "
+                "same --columns / --exclude (embeddb.audit.enable_sql), or first run "
+                f"`embeddb audit disable {lost[0]}`")
 
     return checked
 
@@ -626,8 +637,10 @@ def _apply_part(
     else:
         if _applied_elsewhere(db, migration.version):  # its statements commit on their own
             return None
+        # a script with its own BEGIN ... COMMIT gets the check before that COMMIT
         _run_outside(
-            db, migration, part, statements, record, lambda: record(status=FAILED), guard=guard
+            db, migration, part, statements, finish if part.transaction else record,
+            lambda: record(status=FAILED), guard=guard
         )
     return Step(migration.version, migration.label, "up", _ms(start), (), part.transaction)
 
@@ -759,20 +772,22 @@ def _run_outside(
 ) -> None:
     """Run a no-transaction part, or one with its own BEGIN/COMMIT, statement by statement.
 
-    When the script ends with its own COMMIT, the bookkeeping change runs just before it, so it
-    commits together with the script. If a statement fails after something was committed, the
-    migration is recorded as failed.
+    The bookkeeping change (after the foreign-key check, when the script turns them off) runs
+    just before the script's last COMMIT, so it commits together with the script. If a
+    statement fails after something was committed, the migration is recorded as failed.
     """
     if statements is None:
         _run_python_outside(db, migration, part, finish, mark_failed, direction)
         return
-    in_transaction = committed = False
+    in_transaction = committed = finished = False
+    final = max((i for i, s in enumerate(statements) if s.keyword in ("COMMIT", "END")),
+                default=-1)
     for index, statement in enumerate(statements):
         keyword = statement.keyword
-        last_commit = index == len(statements) - 1 and keyword in ("COMMIT", "END")
-        if last_commit and in_transaction:
-            finish()
         try:
+            if index == final and in_transaction:
+                finish()
+                finished = True
             if guard is not None:
                 guard(statement)
             _execute(db, migration, part, statement, direction)
@@ -788,12 +803,11 @@ def _run_outside(
         elif keyword in ("COMMIT", "END", "ROLLBACK", "ABORT"):
             committed = committed or keyword in ("COMMIT", "END")
             in_transaction = False
-        elif not in_transaction:
+        elif not in_transaction and not sets_foreign_keys(statement.sql):
             committed = True
-        if last_commit and committed and not in_transaction:
-            return
-    with db.atomic():
-        finish()
+    if not finished:
+        with db.atomic():
+            finish()
 
 
 def _run_python(db: Database, migration: Migration, part: Part, direction: str) -> None:
