@@ -735,3 +735,22 @@ def test_a_rebuild_spelling_the_tables_name_in_another_case_is_refused_too(sqlit
         migrate.up(db, directory=folder, backup=False)
     assert history.current_version(db) == 2 and _audit_triggers(db) == 3
     db.close()
+
+
+def test_dropping_an_audited_column_says_what_to_do(tmp_path):
+    db = embeddb.connect(f"sqlite:///{tmp_path / 'app.db'}")
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_services.sql").write_text(f"-- migrate:up\n{TABLE};\n")
+    migrate.up(db, directory=folder, backup=False)
+    audit.write_migration(db, "services", directory=folder)
+    migrate.up(db, directory=folder, backup=False)
+    (folder / "0003_drop.sql").write_text("-- migrate:up\nALTER TABLE services DROP COLUMN price;\n")
+    with pytest.raises(MigrationFailed) as failed:
+        migrate.up(db, directory=folder, backup=False)
+    assert str(failed.value).endswith(
+        "was rolled back: the audit triggers of services name that column; put the statements "
+        "of `embeddb audit disable services` before it and of `embeddb audit enable services` "
+        "after it")
+    assert history.current_version(db) == 2
+    db.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -21,7 +22,7 @@ from ..cache.tiered import forget
 from ..errors import ChecksumMismatch, DatabaseError, MigrationError, MigrationFailed
 from ..protocols import Database
 from . import history
-from .backends import backend_for
+from .backends import AUDIT_TRIGGERS, backend_for
 from .files import Migration, Part, discover, resolve_directory
 from .foreign_keys import (
     PLAIN,
@@ -756,8 +757,20 @@ def _execute(
         raise MigrationFailed(
             f"{part.path.name} line {line}: {_one_line(str(exc))} "
             f"(statement: {_one_line(statement.sql, 120)}); {migration.label} {direction} "
-            f"{'was rolled back' if part.transaction else 'stopped there'}"
+            f"{'was rolled back' if part.transaction else 'stopped there'}{_audit_hint(exc)}"
         ) from exc
+
+
+def _audit_hint(exc: BaseException) -> str:
+    """What to do when a statement failed because an audit trigger names a column it drops
+    or renames (SQLite checks triggers as it changes the table)."""
+    found = re.search(r"error in trigger (\S+) after (?:drop|rename) column", str(exc))
+    if found is None or not found.group(1).startswith(AUDIT_TRIGGERS):
+        return ""
+    table = found.group(1)[len(AUDIT_TRIGGERS):].rsplit("_", 1)[0]
+    return (f": the audit triggers of {table} name that column; put the statements of "
+            f"`embeddb audit disable {table}` before it and of `embeddb audit enable {table}` "
+            "after it")
 
 
 def _run_outside(
