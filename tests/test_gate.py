@@ -545,3 +545,23 @@ def test_forking_reports_no_error_whatever_state_the_lock_files_are_in(tmp_path,
     child.join(30)
     for db in dbs:
         db.close()
+
+
+def test_a_failed_commit_keeps_the_turn_while_its_transaction_stays_open(tmp_path):
+    """SQLite keeps the transaction open when COMMIT fails (here a deferred foreign key): the
+    turn stays with it until the rollback, or another process could write in between."""
+    path = tmp_path / "app.db"
+    db = embeddb.connect(_url(path))
+    db.execute_sql("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    db.execute_sql("CREATE TABLE child (parent_id INTEGER REFERENCES parent (id)"
+                   " DEFERRABLE INITIALLY DEFERRED)")
+    db.begin()
+    db.execute_sql("INSERT INTO child VALUES (1)")
+    with pytest.raises(embeddb.IntegrityError):
+        db.commit()
+    assert db.connection().in_transaction
+    assert not _file_lock_free(path)
+    db.rollback()
+    assert _file_lock_free(path)
+    assert db.execute_sql("SELECT count(*) FROM child").fetchone()[0] == 0
+    db.close()
