@@ -356,3 +356,18 @@ def test_deferred_transaction_reads_without_queueing_behind_a_writer(tmp_path):
         writer.execute("ROLLBACK")
         writer.close()
         db.close()
+
+
+def test_a_failed_single_statement_write_rolls_back_on_the_same_connection(db):
+    """execute_write on an open connection (its direct path): the failed statement's transaction
+    is rolled back there and then, so the connection's next write begins and commits as usual."""
+    _make_table(db)
+    db.connect(reuse_if_open=True)
+    insert = f"INSERT INTO item VALUES ({db.param})"
+    assert db.execute_write(insert, ("a",)) == 1
+    with pytest.raises(IntegrityError):
+        db.execute_write(insert, ("a",))
+    assert not db.in_transaction()
+    assert db.execute_write(insert, ("b",)) == 1
+    assert not db.in_transaction()
+    assert _count(db) == 2
