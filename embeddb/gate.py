@@ -81,8 +81,8 @@ class WriterGate:
                     break
                 if left <= 0:
                     return False
-        self._holder = [threading.current_thread(), conn, False]
-        try:
+        try:  # from here on a Ctrl-C gives the turn back (it may land as any call returns)
+            self._holder = [threading.current_thread(), conn, False]
             if self._other_processes(deadline):
                 return True
         except BaseException:  # e.g. Ctrl-C while waiting: the caller never got the turn
