@@ -171,6 +171,18 @@ def dropped_or_renamed(statement: Statement) -> tuple[str, str] | None:
     return None
 
 
+def foreign_keys_setting(statement: Statement) -> bool | None:
+    """True / False when ``statement`` is ``PRAGMA foreign_keys = ON`` / ``OFF``, else None."""
+    if statement.keyword != "PRAGMA":
+        return None
+    match = _PRAGMA.match(statement.sql)
+    if match is None or unquote(match.group("name")).lower() != "foreign_keys":
+        return None
+    value = match.group("value") if match.group("value") is not None else match.group("arg")
+    setting = unquote((value or "").strip().strip("'")).lower()
+    return True if setting in _ON else False if setting in _OFF else None
+
+
 #: Settings of one SQLite connection that a migration may change for its own needs and that
 #: must not outlive it: the application keeps using the connection (synchronous = OFF left
 #: behind would cost it durability, ignore_check_constraints its CHECKs).

@@ -23,7 +23,14 @@ from ..protocols import Database
 from . import history
 from .backends import backend_for
 from .files import Migration, Part, discover, resolve_directory
-from .foreign_keys import PLAIN, Rules, dropped_or_renamed, examine, may_need_rules
+from .foreign_keys import (
+    PLAIN,
+    Rules,
+    dropped_or_renamed,
+    examine,
+    foreign_keys_setting,
+    may_need_rules,
+)
 from .history import APPLIED, FAILED, LOCK_TIMEOUT, Record
 from .lock import check_timeout
 from .safety import KEEP_BACKUPS, keep_newest, keep_setting, premigrate_backup
@@ -366,12 +373,26 @@ def _preview(
         findings.append(str(exc))
         rules = PLAIN
     fks = backend_for(db).foreign_keys(db)
-    if fks is not None and rules.guarded and fks.enforced():
+    if fks is not None and rules.guarded:
+        # as the run will have them: off for the whole part, or set by its own PRAGMAs
+        # outside a transaction (inside one SQLite ignores them)
+        enforced = not rules.foreign_keys_off and fks.enforced()
+        live = not part.transaction or _manages_transactions(split)
+        inside = False
         for statement in split:
+            keyword = statement.keyword
+            setting = foreign_keys_setting(statement)
+            if keyword in ("BEGIN", "START"):
+                inside = True
+            elif keyword in ("COMMIT", "END", "ROLLBACK", "ABORT"):
+                inside = False
+            elif setting is not None and live and not inside:
+                enforced = setting
             target = dropped_or_renamed(statement)
             if target is None:
                 continue
-            referencing = [c for c, _ in fks.referencing(target[1]) if c.lower() not in dropped]
+            referencing = [c for c, _ in fks.referencing(target[1])
+                           if c.lower() not in dropped] if enforced else []
             if referencing:
                 findings.append(
                     f"{_where(part, statement)}: {target[0]} of table {target[1]}, which "
