@@ -15,6 +15,7 @@ from embeddb import migrate
 from embeddb.errors import (
     ChecksumMismatch,
     ConfigurationError,
+    DatabaseError,
     MigrationError,
     MigrationFailed,
     MigrationLockTimeout,
@@ -96,7 +97,7 @@ def test_redo_and_down_keep_as_many_safety_copies_as_asked_and_check_the_number(
     events: list[migrate.Event] = []
     result = run(db, folder, keep_backups=1, progress=events.append)
     assert result.backup is not None and os.path.exists(result.backup)
-    assert [(e.kind, e.name) for e in events][0] == ("backup", result.backup)
+    assert events[0] == migrate.Event("backup", 0, result.backup)
     assert _premigrate_copies(tmp_path) == [os.path.basename(result.backup)]
     migrate.up(db, folder)
     with pytest.raises(ConfigurationError, match="keep_backups must be"):
@@ -258,6 +259,38 @@ def test_a_python_migration_whose_up_is_defined_elsewhere_fails_without_a_line(d
     assert str(info.value).startswith("0003_data.py: TypeError: the JSON object must be ")
 
 
+def test_up_reports_each_step_and_how_it_ran(db, folder):
+    (folder / "0003_loose.up.sql").write_text(
+        "-- embeddb:no-transaction\nCREATE TABLE loose (x INTEGER);\n")
+    (folder / "0004_data.py").write_text("def up(db):\n    pass\n")
+    events: list[migrate.Event] = []
+    result = migrate.up(db, folder, backup=False, progress=events.append)
+    applied = [e for e in events if e.kind == "applied"]
+    assert [(e.version, e.name, e.transaction) for e in applied] == [
+        (1, "0001_users", True), (2, "0002_posts", True), (3, "0003_loose", False),
+        (4, "0004_data", True)]
+    assert all(type(e.duration_ms) is float and e.duration_ms > 0 for e in applied)
+    assert result.steps == [Step(e.version, e.name, "up", e.duration_ms, (), e.transaction)
+                            for e in applied]
+    assert result.version == 4
+
+
+def test_a_failed_row_another_runner_wrote_meanwhile_is_not_overwritten(db, folder):
+    """Only a re-run of a version this run saw failed replaces its row."""
+
+    def behind_our_back(event: migrate.Event) -> None:
+        if event.kind == "applying" and event.version == 2:
+            db.execute_sql(
+                "INSERT INTO embeddb_migrations (version, name, checksum, applied_at, "
+                f"duration_ms, status) VALUES ({', '.join([db.param] * 6)})",
+                (2, "0002_posts", "elsewhere", "2024-01-01T00:00:00+00:00", 1.0, "failed"))
+
+    with pytest.raises(DatabaseError):
+        migrate.up(db, folder, backup=False, progress=behind_our_back)
+    assert _history(db, 2)[2:4] == ("elsewhere", "failed")
+    assert "posts" not in db.get_tables()
+
+
 def test_a_python_migration_outside_a_transaction_is_recorded_when_it_succeeds(db, folder):
     (folder / "0003_data.py").write_text(
         "transaction = False\n\n"
@@ -270,8 +303,7 @@ def test_a_python_migration_outside_a_transaction_is_recorded_when_it_succeeds(d
 
 
 def test_down_reports_each_revert_and_how_it_ran(db, folder):
-    (folder / "0003_loose.up.sql").write_text(
-        "-- embeddb:no-transaction\nCREATE TABLE loose (x INTEGER);\n")
+    (folder / "0003_loose.up.sql").write_text("CREATE TABLE loose (x INTEGER);\n")
     (folder / "0003_loose.down.sql").write_text(
         "-- embeddb:no-transaction\nDROP TABLE loose;\n")
     migrate.up(db, folder, backup=False)
@@ -422,6 +454,43 @@ def test_postgres_own_transaction_commits_together_with_its_bookkeeping(pg, fold
 # -- the cache -------------------------------------------------------------------------------------
 
 
+def test_up_down_and_redo_each_drop_what_the_cache_holds(sqlite_file_url, tmp_path):
+    """Raw SQL is not seen by the model layer: the runner clears the cache itself."""
+    import peewee
+
+    from embeddb.cache import Cache
+    from embeddb.models import BaseModel
+    from embeddb.repository import Repository
+
+    class Gizmo(BaseModel):
+        cache_family = "services"
+        name = peewee.TextField()
+
+    db = embeddb.connect(sqlite_file_url)
+    db.bind([Gizmo])
+    db.create_tables([Gizmo])
+    folder = tmp_path / "renames"
+    folder.mkdir()
+    (folder / "0001_rename.sql").write_text(
+        "-- migrate:up\nUPDATE gizmo SET name = 'up';\n"
+        "-- migrate:down\nUPDATE gizmo SET name = 'down';\n")
+    repo = Repository(Gizmo, db, cache=Cache.for_database(db))
+    try:
+        gizmo = repo.create(name="made")
+        for run, expected in ((migrate.up, "up"), (migrate.redo, "up"), (migrate.down, "down")):
+            repo.update(gizmo.id, name="cached")
+            assert repo.get(gizmo.id).name == "cached"
+            db.execute_sql("UPDATE gizmo SET name = 'unseen'")
+            assert repo.get(gizmo.id).name == "cached"  # raw SQL: still the cached row
+            run(db, folder, backup=False)
+            assert repo.get(gizmo.id).name == expected, run.__name__
+    finally:
+        repo.cache.close()
+        db.close()
+
+
+
+
 # -- what down refuses, and how it runs a down part ------------------------------------------------
 
 
@@ -465,6 +534,11 @@ def test_down_of_a_migration_edited_since_it_was_applied_is_refused(db, folder):
         f"{now}): its down part may not undo what was applied (is this the database's own "
         "migrations folder?); restore the file, or run `embeddb migrate repair` to accept it; "
         "nothing was changed")
+    (folder / "0001_users.sql").write_text(
+        "-- migrate:up\nCREATE TABLE users (id INTEGER);\n-- migrate:down\nDROP TABLE users;\n")
+    with pytest.raises(ChecksumMismatch) as info:
+        migrate.down(db, folder, to=0, backup=False)
+    assert f"file now {now}); 0001_users.sql changed after it was applied" in str(info.value)
     assert "posts" in db.get_tables()
 
 
@@ -499,18 +573,38 @@ def test_a_down_part_with_its_own_transaction_runs_as_written(db, folder):
     assert [e.state for e in migrate.status(db, folder)] == ["applied", "applied", "pending"]
 
 
-def test_a_no_transaction_down_that_drops_a_referenced_table_is_refused(sqlite_db, tmp_path):
+def test_a_no_transaction_part_that_drops_a_referenced_table_is_refused(sqlite_db, tmp_path):
     folder = tmp_path / "migrations"
     folder.mkdir()
     (folder / "0001_parent.up.sql").write_text("CREATE TABLE parent (id INTEGER PRIMARY KEY);\n")
     (folder / "0001_parent.down.sql").write_text("-- embeddb:no-transaction\nDROP TABLE parent;\n")
-    migrate.up(sqlite_db, folder, backup=False)
+    (folder / "0002_drop.up.sql").write_text("-- embeddb:no-transaction\n\nDROP TABLE parent;\n")
+    migrate.up(sqlite_db, folder, to=1, backup=False)
     sqlite_db.execute_sql("CREATE TABLE child (id INTEGER REFERENCES parent(id) ON DELETE CASCADE)")
     sqlite_db.execute_sql("INSERT INTO parent VALUES (1)")
     sqlite_db.execute_sql("INSERT INTO child VALUES (1)")
+    with pytest.raises(MigrationFailed, match="line 3: dropping table parent while foreign keys"):
+        migrate.up(sqlite_db, folder, backup=False)
     with pytest.raises(MigrationFailed, match="line 2: dropping table parent while foreign keys"):
         migrate.down(sqlite_db, folder, backup=False)
     assert sqlite_db.execute_sql("SELECT count(*) FROM child").fetchone()[0] == 1
+
+
+def test_a_no_transaction_version_applied_meanwhile_is_not_run_again(db, folder):
+    (folder / "0003_loose.up.sql").write_text(
+        "-- embeddb:no-transaction\nCREATE TABLE loose (x INTEGER);\n")
+
+    def behind_our_back(event: migrate.Event) -> None:
+        if event.kind == "applying" and event.version == 3:
+            db.execute_sql("CREATE TABLE loose (x INTEGER)")
+            db.execute_sql(
+                "INSERT INTO embeddb_migrations (version, name, checksum, applied_at, "
+                f"duration_ms, status) VALUES ({', '.join([db.param] * 6)})",
+                (3, "0003_loose", "elsewhere", "2024-01-01T00:00:00+00:00", 1.0, "applied"))
+
+    result = migrate.up(db, folder, backup=False, progress=behind_our_back)
+    assert result.names == ["0001_users", "0002_posts"] and result.version == 3
+    assert _history(db, 3)[2:4] == ("elsewhere", "applied")
 
 
 @pytest.mark.parametrize("length", [285, 286])  # the error text: 300 and 301 characters
