@@ -619,3 +619,56 @@ def test_long_error_texts_and_statements_are_cut_to_one_readable_line(sqlite_db,
     assert str(info.value) == (
         f"0003_long.up.sql line 1: {shown} (statement: {statement[:117]}...); "
         "0003_long up was rolled back")
+
+
+# -- what up refuses ------------------------------------------------------------------------------
+
+
+def test_up_to_zero_runs_nothing_and_version_zero_is_a_version(db, folder):
+    assert migrate.up(db, folder, to=0, backup=False).names == []
+    (folder / "0000_first.up.sql").write_text("CREATE TABLE first (x INTEGER);\n")
+    assert migrate.up(db, folder, to=0, backup=False).names == ["0000_first"]
+    assert migrate.up(db, folder, backup=False).names == ["0001_users", "0002_posts"]
+
+
+def test_up_refusals_say_what_to_do(db, folder):
+    (folder / "0010_last.up.sql").write_text("CREATE TABLE last (x INTEGER);\n")
+    migrate.up(db, folder, backup=False)
+    for late in ("0003_a", "0004_b"):
+        (folder / f"{late}.up.sql").write_text(f"CREATE TABLE t{late[-1]} (x INTEGER);\n")
+        with pytest.raises(MigrationError) as info:
+            migrate.up(db, folder, backup=False)
+    assert str(info.value) == (
+        "0003_a, 0004_b are older than the newest applied version 10: renumber the file(s) "
+        "above it, or pass --allow-out-of-order")
+    (folder / "0004_b.up.sql").unlink()
+    with pytest.raises(MigrationError, match="^0003_a is older than the newest applied version"):
+        migrate.up(db, folder, backup=False)
+    (folder / "0003_a.up.sql").unlink()
+    checksums = {e.version: e.recorded_checksum for e in migrate.status(db, folder)}
+    for name in ("0001_users", "0002_posts"):
+        path = folder / f"{name}.sql"
+        path.write_text(path.read_text().replace("PRIMARY KEY);", "PRIMARY KEY, x INT);"))
+    now = {e.version: e.checksum for e in migrate.status(db, folder)}
+    with pytest.raises(ChecksumMismatch) as info:
+        migrate.up(db, folder, backup=False)
+    assert str(info.value) == (
+        f"0001_users.sql changed after it was applied (recorded checksum {checksums[1]}, file now "
+        f"{now[1]}); 0002_posts.sql changed after it was applied (recorded checksum "
+        f"{checksums[2]}, file now {now[2]}): restore the file(s), or run `embeddb migrate "
+        "repair` to accept the new content")
+
+
+def test_a_failed_no_transaction_migration_whose_file_is_gone_blocks_up(db, folder):
+    (folder / "0003_nt.up.sql").write_text(
+        "-- embeddb:no-transaction\nCREATE TABLE nt (x INTEGER);\nINSERT INTO nowhere VALUES (1);\n")
+    with pytest.raises(MigrationFailed):
+        migrate.up(db, folder, backup=False)
+    (folder / "0003_nt.up.sql").unlink()
+    (folder / "0004_next.up.sql").write_text("CREATE TABLE next_one (x INTEGER);\n")
+    with pytest.raises(MigrationError) as info:
+        migrate.up(db, folder, backup=False)
+    assert str(info.value) == (
+        "version 3 (0003_nt) failed outside a transaction and its file is gone: restore it, or "
+        "run `embeddb migrate resolve 3`")
+    assert "next_one" not in db.get_tables()
