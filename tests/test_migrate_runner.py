@@ -672,3 +672,30 @@ def test_a_failed_no_transaction_migration_whose_file_is_gone_blocks_up(db, fold
         "version 3 (0003_nt) failed outside a transaction and its file is gone: restore it, or "
         "run `embeddb migrate resolve 3`")
     assert "next_one" not in db.get_tables()
+
+
+# -- checked before anything changes ------------------------------------------------------------
+
+
+@REVERTS
+def test_an_unfinished_down_script_is_refused_before_the_safety_copy(
+    sqlite_file_url, folder, tmp_path, run, names, kinds
+):
+    db = embeddb.connect(sqlite_file_url)
+    (folder / "0002_posts.sql").write_text(
+        "-- migrate:up\nCREATE TABLE posts (id INTEGER PRIMARY KEY);\n"
+        "-- migrate:down\nDROP TABLE posts;\nSELECT 'never closed;\n")
+    migrate.up(db, folder, backup=False)
+    with pytest.raises(MigrationFailed, match="^0002_posts.sql line 5: the script ends inside a"):
+        run(db, folder)
+    assert not (tmp_path / "backups").exists()
+    assert "posts" in db.get_tables()
+    db.close()
+
+
+def test_a_python_migration_that_deletes_its_own_up_is_refused_before_anything_runs(db, folder):
+    (folder / "0003_data.py").write_text("def up(db):\n    pass\n\n\ndel up\n")
+    with pytest.raises(MigrationFailed) as info:
+        migrate.up(db, folder, backup=False)
+    assert str(info.value) == "0003_data.py defines no up(db) function; nothing was changed"
+    assert migrate.current_version(db) is None
