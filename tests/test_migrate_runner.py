@@ -703,3 +703,13 @@ def test_a_python_migration_that_deletes_its_own_up_is_refused_before_anything_r
         migrate.up(db, folder, backup=False)
     assert str(info.value) == "0003_data.py defines no up(db) function; nothing was changed"
     assert migrate.current_version(db) is None
+
+
+def test_up_refuses_a_negative_to_and_ignores_keep_backups_without_a_copy(db, folder, tmp_path):
+    with pytest.raises(MigrationError) as info:
+        migrate.up(db, folder, to=-1)
+    assert str(info.value) == "--to must be a version of 0 or more (got -1); nothing was changed"
+    (tmp_path / "embeddb.toml").write_text("[migrate]\nkeep_backups = 0\n")
+    assert migrate.up(db, folder, backup=False).names == ["0001_users", "0002_posts"]
+    with pytest.raises(ConfigurationError, match="keep_backups must be"):
+        migrate.down(db, folder)
