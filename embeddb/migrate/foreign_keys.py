@@ -121,29 +121,14 @@ def examine(
         elif keyword == "PRAGMA":
             pragmas = True
             off = _pragma(where(statement), statement.sql, inside, own, known_pragmas) or off
-            own_off = own_off or (own and not inside and _turns_off(statement.sql))
+            own_off = own_off or (own and not inside
+                                  and foreign_keys_setting(statement) is False)
         elif keyword in ("DROP", "ALTER") and (
             _DROP_TABLE.match(statement.sql) or _RENAME_TABLE.match(statement.sql)
         ):
             guarded = True
     return Rules(foreign_keys_off=off and transaction and not own, guarded=guarded,
                  pragmas=pragmas, checked_by_own_commit=own_off)
-
-
-def sets_foreign_keys(sql: str) -> bool:
-    """Whether a statement is ``PRAGMA foreign_keys`` (a connection setting: it changes no
-    data)."""
-    match = _PRAGMA.match(sql)
-    return match is not None and unquote(match.group("name")).lower() == "foreign_keys"
-
-
-def _turns_off(sql: str) -> bool:
-    """Whether a PRAGMA statement turns foreign keys off."""
-    match = _PRAGMA.match(sql)
-    if match is None or unquote(match.group("name")).lower() != "foreign_keys":
-        return False
-    value = match.group("value") if match.group("value") is not None else match.group("arg")
-    return value is not None and unquote(value.strip().strip("'")).lower() in _OFF
 
 
 def _pragma(where: str, sql: str, inside: bool, own: bool, known: frozenset[str]) -> bool:
@@ -190,6 +175,18 @@ def dropped_or_renamed(statement: Statement) -> tuple[str, str] | None:
         match = _RENAME_TABLE.match(statement.sql)
         return ("rename", unquote(match.group("table"))) if match else None
     return None
+
+
+def foreign_keys_setting(statement: Statement) -> bool | None:
+    """True / False when ``statement`` is ``PRAGMA foreign_keys = ON`` / ``OFF``, else None."""
+    if statement.keyword != "PRAGMA":
+        return None
+    match = _PRAGMA.match(statement.sql)
+    if match is None or unquote(match.group("name")).lower() != "foreign_keys":
+        return None
+    value = match.group("value") if match.group("value") is not None else match.group("arg")
+    setting = unquote((value or "").strip().strip("'")).lower()
+    return True if setting in _ON else False if setting in _OFF else None
 
 
 #: Settings of one SQLite connection that a migration may change for its own needs and that

@@ -29,8 +29,8 @@ from .foreign_keys import (
     Rules,
     dropped_or_renamed,
     examine,
+    foreign_keys_setting,
     may_need_rules,
-    sets_foreign_keys,
 )
 from .history import APPLIED, FAILED, LOCK_TIMEOUT, Record
 from .lock import check_timeout
@@ -374,12 +374,26 @@ def _preview(
         findings.append(str(exc))
         rules = PLAIN
     fks = backend_for(db).foreign_keys(db)
-    if fks is not None and rules.guarded and fks.enforced():
+    if fks is not None and rules.guarded:
+        # as the run will have them: off for the whole part, or set by its own PRAGMAs
+        # outside a transaction (inside one SQLite ignores them)
+        enforced = not rules.foreign_keys_off and fks.enforced()
+        live = not part.transaction or _manages_transactions(split)
+        inside = False
         for statement in split:
+            keyword = statement.keyword
+            setting = foreign_keys_setting(statement)
+            if keyword in ("BEGIN", "START"):
+                inside = True
+            elif keyword in ("COMMIT", "END", "ROLLBACK", "ABORT"):
+                inside = False
+            elif setting is not None and live and not inside:
+                enforced = setting
             target = dropped_or_renamed(statement)
             if target is None:
                 continue
-            referencing = [c for c, _ in fks.referencing(target[1]) if c.lower() not in dropped]
+            referencing = [c for c, _ in fks.referencing(target[1])
+                           if c.lower() not in dropped] if enforced else []
             if referencing:
                 findings.append(
                     f"{_where(part, statement)}: {target[0]} of table {target[1]}, which "
@@ -816,7 +830,7 @@ def _run_outside(
         elif keyword in ("COMMIT", "END", "ROLLBACK", "ABORT"):
             committed = committed or keyword in ("COMMIT", "END")
             in_transaction = False
-        elif not in_transaction and not sets_foreign_keys(statement.sql):
+        elif not in_transaction and foreign_keys_setting(statement) is None:
             committed = True
     if not finished:
         with db.atomic():
