@@ -14,11 +14,11 @@ Why it is shaped like this (each measured with a single-row update, see bench_au
   audited statement keep a statement journal (a copy of each page it touches), about a fifth of
   the cost of an audited update. Only the triggers write the table; what they write is never
   NULL.
-- An UPDATE stores the changed columns only, each as ``,"name":value`` text joined with
-  ``||`` (``''`` for an unchanged one) rather than a ``json_object`` of every column: the
+- An UPDATE stores the changed columns only, each as ``,"name":value`` text joined by one
+  ``printf`` (NULL for an unchanged one) rather than a ``json_object`` of every column: the
   unchanged columns cost a comparison each, and the row is a third the size, so the log's
   pages fill (and each commit writes new ones) a third as often. An INSERT or DELETE stores
-  the whole image. Logs written before this kept an UPDATE's whole before and after images;
+  the whole image, built the same way (json_object takes at most 63 columns). Logs written before this kept an UPDATE's whole before and after images;
   :mod:`embeddb.audit` reports the changed columns of both.
 """
 
