@@ -160,7 +160,16 @@ class Engine(_PeeweeDatabase):
 
     def rollback(self) -> None:
         self._state.audit_pending = None  # the rollback takes the audit rows with it
-        super().rollback()
+        try:
+            super().rollback()
+        except peewee.PeeweeException as exc:
+            conn = self._state.conn
+            if isinstance(exc, peewee.InterfaceError) and getattr(conn, "closed", False):
+                # the server ended the connection (killed, restarted), and its transaction
+                # with it: nothing is left to undo, and the error that ended it is the one
+                # to see (peewee's atomic() would raise this one in its place)
+                return
+            raise translate(exc, self.url.password) from exc
 
     @property
     def observed(self) -> bool:

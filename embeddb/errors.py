@@ -116,6 +116,7 @@ _TRANSLATIONS: tuple[tuple[type[Exception], type[DatabaseError]], ...] = (
     (peewee.ProgrammingError, ProgrammingError),
     (peewee.DataError, DataError),
     (peewee.DatabaseError, DatabaseError),
+    (peewee.InterfaceError, OperationalError),  # e.g. "connection already closed"
 )
 
 

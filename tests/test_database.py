@@ -285,6 +285,32 @@ def test_postgres_pool_takes_back_connections_of_threads_that_ended(pg_schema_ur
     db.close_all()
 
 
+def test_postgres_connection_killed_in_a_transaction_is_an_embeddb_error(pg_schema_url):
+    """The server ends the connection mid-transaction (pg_terminate_backend, a restart): the
+    error raised is the server's, as an EmbeddbError (peewee's rollback of the dead connection
+    raised a raw InterfaceError in its place), and after close() the database works again."""
+    import psycopg2
+
+    db = embeddb.connect(pg_schema_url)
+    db.execute_sql("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    killer = psycopg2.connect(pg_schema_url.split("?")[0])
+    killer.autocommit = True
+    try:
+        with pytest.raises(embeddb.errors.OperationalError, match="server closed the connection"):
+            with db.atomic():
+                db.execute_sql("INSERT INTO t VALUES (1)")
+                pid = db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+                killer.cursor().execute("SELECT pg_terminate_backend(%s)", (pid,))
+                db.execute_sql("SELECT 1")
+        with pytest.raises(embeddb.errors.OperationalError, match="connection already closed"):
+            db.execute_sql("SELECT 1")  # the dead connection, until it is given back
+        db.close()
+        assert db.execute_sql("SELECT count(*) FROM t").fetchone()[0] == 0
+    finally:
+        killer.close()
+        db.close_all()
+
+
 def test_postgres_schema_option_isolates(pg_schema_url):
     db = embeddb.connect(pg_schema_url)
     schema = pg_schema_url.rsplit("schema=", 1)[1]

@@ -18,8 +18,9 @@ Why it is shaped like this (each measured with a single-row update, see bench_au
   ``printf`` (NULL for an unchanged one) rather than a ``json_object`` of every column: the
   unchanged columns cost a comparison each, and the row is a third the size, so the log's
   pages fill (and each commit writes new ones) a third as often. An INSERT or DELETE stores
-  the whole image, built the same way (json_object takes at most 63 columns). Logs written before this kept an UPDATE's whole before and after images;
-  :mod:`embeddb.audit` reports the changed columns of both.
+  the whole image, built the same way (json_object takes at most 63 columns). Logs written
+  before this kept an UPDATE's whole before and after images; :mod:`embeddb.audit` reports
+  the changed columns of both.
 """
 
 from __future__ import annotations
