@@ -4,6 +4,7 @@ backends and how many are kept, and the lock wait (reported, bounded, validated)
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -150,7 +151,10 @@ def test_no_copy_when_a_migration_file_cannot_be_loaded(sqlite_file_url, folder,
     assert _backups(tmp_path) == []  # main: a copy per attempt, though nothing could run
     assert migrate.current_version(db) == 1  # 0002 and 0003 did not run either
     (folder / "0004_data.py").unlink()
-    assert migrate.up(db, folder).backup is not None
+    copy = migrate.up(db, folder).backup
+    assert [os.path.basename(copy)] == _backups(tmp_path)  # one copy, of version 1
+    assert sqlite3.connect(copy).execute(
+        "SELECT max(version) FROM embeddb_migrations").fetchone()[0] == 1
 
 
 @pytest.mark.parametrize("timeout", [-1, float("nan"), 10**9])
