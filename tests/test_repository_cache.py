@@ -261,6 +261,26 @@ def test_restore_and_migrations_invalidate_everything_cached(sqlite_file_url, tm
     repo.cache.close()
 
 
+def test_a_migration_invalidates_a_cache_kept_outside_the_default_directory(sqlite_file_url,
+                                                                             tmp_path):
+    import embeddb
+    import embeddb.migrate
+
+    db = embeddb.connect(sqlite_file_url)
+    db.bind([Gadget])
+    db.create_tables([Gadget])
+    cache = Cache.for_database(db, directory=str(tmp_path / "elsewhere"))
+    repo = Repository(Gadget, db, cache=cache)
+    gadget = repo.create(name="v1")
+    assert repo.get(gadget.id).name == "v1"  # cached
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_rename.up.sql").write_text("UPDATE gadget SET name = 'migrated';")
+    embeddb.migrate.up(db, folder, backup=False)
+    assert repo.get(gadget.id).name == "migrated"
+    cache.close()
+
+
 def test_cli_cache_clear(sqlite_file_url):
     from click.testing import CliRunner
 
