@@ -339,3 +339,18 @@ def test_a_read_inside_a_transaction_sees_its_write_over_a_cached_row(repo):
         assert repo.get(gadget.id).name == "uncommitted"
         assert repo.cache.get_row(Gadget, gadget.id)["name"] == "uncommitted"
     assert repo.get(gadget.id).name == "uncommitted"
+
+
+def test_a_cache_bound_to_no_database_serves_rows_from_memory(db, tmp_path):
+    db.bind([Gadget])
+    db.create_tables([Gadget])
+    gadget = Repository(Gadget, db).create(name="g")
+    cache = Cache(str(tmp_path / "unbound"))
+    try:
+        with count_queries() as counter:
+            for _ in range(4):
+                assert cache.get_row(Gadget, gadget.id)["name"] == "g"
+        assert counter.count == 1
+    finally:
+        cache.close()
+        db.drop_tables([Gadget])
