@@ -354,3 +354,14 @@ def test_a_cache_bound_to_no_database_serves_rows_from_memory(db, tmp_path):
     finally:
         cache.close()
         db.drop_tables([Gadget])
+
+
+def test_a_closed_cache_reads_every_row_from_the_database(repo):
+    gadget = repo.create(name="g")
+    for _ in range(3):
+        repo.get(gadget.id)
+    repo.cache.close()
+    with count_queries() as counter:
+        for _ in range(2):
+            assert repo.get(gadget.id).name == "g"
+    assert counter.count == 2
