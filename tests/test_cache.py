@@ -287,6 +287,16 @@ def test_bounded_mode_trades_freshness_for_l1_ttl(cache, cache_dir):
     assert bounded.l1_ttl == 1.0  # the default bound
 
 
+def test_bounded_l1_drops_a_key_this_process_invalidated_at_once(cache_dir):
+    bounded = Cache(cache_dir, consistency="bounded", l1_ttl=3600)
+    try:
+        assert bounded.get_or_set("k", lambda: "v1") == "v1"
+        bounded.invalidate(["k"])
+        assert bounded.get_or_set("k", lambda: "v2") == "v2"
+    finally:
+        bounded.close()
+
+
 # -- stampede ----------------------------------------------------------------------------------
 
 

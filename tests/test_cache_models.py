@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+import time
 from decimal import Decimal
 
 import peewee
@@ -211,6 +212,19 @@ def test_refresh_after_commit_writes_through(cache, observer, db):
             family="services", tags=[model_tag(Item)],
         )
     assert cached(observer, Item, item.id)["name"] == "v2"
+
+
+def test_refresh_after_commit_replaces_the_value_with_its_family_ttl_and_tags(cache, db):
+    cache.set("k", "v1", family="prices")
+    with db.atomic():
+        cache.refresh_after_commit(db, "k", lambda: "v2", family="prices", ttl=0.3, tags=["t"])
+    assert cache.get("k", family="prices") == "v2"
+    cache.invalidate(tags=["t"])
+    assert cache.get("k", family="prices") is None
+    cache.refresh_after_commit(db, "k", lambda: "v3", family="prices", ttl=0.3)
+    assert cache.get("k", family="prices") == "v3"
+    time.sleep(0.4)
+    assert cache.get("k", family="prices") is None
 
 
 def test_race_with_a_real_row(cache, db):
