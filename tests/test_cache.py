@@ -293,6 +293,9 @@ def test_bounded_l1_drops_a_key_this_process_invalidated_at_once(cache_dir):
         assert bounded.get_or_set("k", lambda: "v1") == "v1"
         bounded.invalidate(["k"])
         assert bounded.get_or_set("k", lambda: "v2") == "v2"
+        assert bounded.get_or_set("t", lambda: "v1", tags=["x"]) == "v1"
+        bounded.invalidate(tags=["x"])  # a tag too, though L1 hits check no counter
+        assert bounded.get_or_set("t", lambda: "v2", tags=["x"]) == "v2"
     finally:
         bounded.close()
 

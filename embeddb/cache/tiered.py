@@ -505,7 +505,10 @@ class Cache:
             full = self._key(key, family)
             self.l1.delete(full)
             slots.append(gen.slot_of(full[self._vlen:]))
+        tags = list(tags)
         slots.extend(gen.slot_of(f"{self._name_prefix}#{t}") for t in tags)
+        if tags and self.consistency != "strict":
+            self.l1.clear()  # its hits check no counter: a tagged entry could be any of them
         if slots:
             self._bump(slots)
 
