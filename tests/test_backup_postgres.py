@@ -109,8 +109,19 @@ def test_schema_mismatch_refused(shop, pg_url: str, tmp_path: Path) -> None:
     backup = create_backup(shop, directory=str(tmp_path))
     whole = embeddb.connect(pg_url)
     try:
-        with pytest.raises(ConfigurationError, match="same \\?schema="):
+        with pytest.raises(ConfigurationError) as refused:
             restore_backup(whole, backup.path)
+        assert str(refused.value) == (
+            f"the backup holds schema {shop.settings.schema!r} but the URL names the whole "
+            "database: restore through a URL with the same ?schema=")
+        record = manifest.read(backup.path)
+        record.schema = None  # as a whole-database backup says
+        manifest.write(backup.path, record)
+        with pytest.raises(ConfigurationError) as refused:
+            restore_backup(shop, backup.path)
+        assert str(refused.value).startswith(
+            f"the backup holds the whole database but the URL names schema "
+            f"{shop.settings.schema!r}: ")
     finally:
         whole.close_all()
 
@@ -174,8 +185,11 @@ def test_whole_database_round_trip_and_refusal_while_in_use(whole_database, tmp_
 
     other = psycopg2.connect(whole_database)  # another session: the restore must refuse
     try:
-        with pytest.raises(embeddb.errors.DatabaseInUse, match="other session"):
+        with pytest.raises(embeddb.errors.DatabaseInUse) as refused:
             restore_backup(db, backup.path, safety_dir=str(tmp_path / "safety"))
+        assert str(refused.value) == (
+            f"1 other session(s) are connected to {db.url.database}: stop the application and "
+            "retry (or restore one schema with ?schema=)")
     finally:
         other.close()
     assert db.execute_sql("SELECT count(*) FROM orders").fetchone()[0] == 0  # untouched
@@ -183,6 +197,9 @@ def test_whole_database_round_trip_and_refusal_while_in_use(whole_database, tmp_
     restore_backup(db, backup.path, safety_dir=str(tmp_path / "safety"))
     assert _hashes(db) == at_backup
     assert not db.table_exists("later")
+    # the reset drops user schemas only: PostgreSQL's own catalog views stay
+    assert db.execute_sql("SELECT count(*) FROM information_schema.tables "
+                          "WHERE table_name = 'users'").fetchone()[0] == 1
     db.close_all()
 
 
