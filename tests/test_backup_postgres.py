@@ -203,6 +203,23 @@ def test_whole_database_round_trip_and_refusal_while_in_use(whole_database, tmp_
     db.close_all()
 
 
+def test_whole_database_restore_of_a_changed_public_schema(whole_database, tmp_path) -> None:
+    """A public schema given another owner is in the dump: the reset must not create it too."""
+    db = embeddb.connect(whole_database)
+    db.execute_sql("ALTER SCHEMA public OWNER TO CURRENT_USER")
+    db.execute_sql("CREATE TABLE users (id SERIAL PRIMARY KEY, name TEXT NOT NULL)")
+    db.execute_sql("INSERT INTO users (name) VALUES ('kept')")
+    backup = create_backup(db, directory=str(tmp_path))
+    db.execute_sql("DELETE FROM users")
+    db.execute_sql("ALTER SCHEMA public OWNER TO pg_database_owner")
+    restore_backup(db, backup.path, safety_dir=str(tmp_path / "safety"))
+    assert db.execute_sql("SELECT name FROM users").fetchall() == [("kept",)]
+    owner = db.execute_sql("SELECT nspowner::regrole::text FROM pg_namespace "
+                           "WHERE nspname = 'public'").fetchone()[0]
+    assert owner == db.url.user
+    db.close_all()
+
+
 # -- prune, verify and failed restores on the real server (issue 11) ------------------------------
 
 
