@@ -421,6 +421,9 @@ def test_replay_stopped_by_an_error_rolls_back_and_says_why(
     spy.write_text(BAD_STATEMENT.format(real=shutil.which("pg_restore")))
     spy.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    psqlrc = tmp_path / "psqlrc"  # a user's psqlrc must not undo ON_ERROR_STOP
+    psqlrc.write_text("\\set ON_ERROR_STOP off\n")
+    monkeypatch.setenv("PSQLRC", str(psqlrc))
     with pytest.raises(BackupError, match="rolled back") as failed:
         restore_backup(shop, backup.path, safety_dir=str(tmp_path / "safety"))
     assert _hashes(shop) == before
@@ -475,3 +478,27 @@ def test_schema_restore_refuses_while_other_schemas_depend_on_it(
         with admin.cursor() as cur:
             cur.execute(f'DROP SCHEMA "{neighbour}" CASCADE')
         admin.close()
+
+
+FAILING_DUMP = """#!/bin/sh
+echo "pg_dump: error: server refused password $PGPASSWORD for user $PGUSER" >&2
+exit 1
+"""
+
+
+def test_failed_pg_dump_is_an_error_without_the_password(shop, tmp_path: Path, monkeypatch) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    spy = bin_dir / "pg_dump"
+    spy.write_text(FAILING_DUMP)
+    spy.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    db = embeddb.connect(shop.url.raw.replace("postgres@", "postgres:s3cret-pw@", 1))
+    try:
+        with pytest.raises(BackupError) as failed:
+            create_backup(db, directory=str(tmp_path / "b"))
+    finally:
+        db.close_all()
+    assert str(failed.value).startswith("pg_dump failed (exit 1): pg_dump: error: server refused")
+    assert "s3cret-pw" not in str(failed.value)
+    assert not (tmp_path / "b").exists() or not list((tmp_path / "b").iterdir())
