@@ -47,7 +47,7 @@ def _hashes(db) -> dict[str, str]:
     return result
 
 
-def test_round_trip_verify_and_restore(shop, tmp_path: Path) -> None:
+def test_round_trip_verify_and_restore(shop, tmp_path: Path, capfd) -> None:
     db = shop
     history.ensure(db)
     db.execute_sql("INSERT INTO embeddb_migrations VALUES (7, 'm', 'c', now(), 1, 'applied')")
@@ -67,6 +67,8 @@ def test_round_trip_verify_and_restore(shop, tmp_path: Path) -> None:
     assert not db.table_exists("later")
     assert os.path.exists(result["safety_copy"])
     assert manifest.read(result["safety_copy"]).format == "pg_dump"
+    # the library never prints: not even the client tools' output (the dump's SELECTs)
+    assert capfd.readouterr() == ("", "")
 
 
 def test_corrupt_dump_is_refused_and_data_untouched(shop, tmp_path: Path) -> None:
