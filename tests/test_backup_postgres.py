@@ -506,3 +506,32 @@ def test_failed_pg_dump_is_an_error_without_the_password(shop, tmp_path: Path, m
     assert str(failed.value).startswith("pg_dump failed (exit 1): pg_dump: error: server refused")
     assert "s3cret-pw" not in str(failed.value)
     assert not (tmp_path / "b").exists() or not list((tmp_path / "b").iterdir())
+
+
+FAILING_REPLAY = r"""#!/bin/sh
+case " $* " in
+  *" --file - "*) echo "pg_restore: error: cannot go on with password $PGPASSWORD" >&2
+                 exit 1 ;;
+  *) exec {real} "$@" ;;
+esac
+"""
+
+
+def test_failed_replay_is_an_error_without_the_password(shop, tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    spy = bin_dir / "pg_restore"
+    spy.write_text(FAILING_REPLAY.format(real=shutil.which("pg_restore")))
+    spy.chmod(0o755)
+    db = embeddb.connect(shop.url.raw.replace("postgres@", "postgres:s3cret-pw@", 1))
+    try:
+        backup = create_backup(db, directory=str(tmp_path / "b"))
+        monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+        with pytest.raises(BackupError) as failed:
+            restore_backup(db, backup.path, safety_dir=str(tmp_path / "safety"))
+    finally:
+        db.close_all()
+    assert str(failed.value).startswith("restore failed and was rolled back: pg_restore: error:")
+    assert "s3cret-pw" not in str(failed.value)
