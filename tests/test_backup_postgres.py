@@ -47,7 +47,7 @@ def _hashes(db) -> dict[str, str]:
     return result
 
 
-def test_round_trip_verify_and_restore(shop, tmp_path: Path) -> None:
+def test_round_trip_verify_and_restore(shop, tmp_path: Path, capfd) -> None:
     db = shop
     history.ensure(db)
     db.execute_sql("INSERT INTO embeddb_migrations VALUES (7, 'm', 'c', now(), 1, 'applied')")
@@ -67,6 +67,8 @@ def test_round_trip_verify_and_restore(shop, tmp_path: Path) -> None:
     assert not db.table_exists("later")
     assert os.path.exists(result["safety_copy"])
     assert manifest.read(result["safety_copy"]).format == "pg_dump"
+    # the library never prints: not even the client tools' output (the dump's SELECTs)
+    assert capfd.readouterr() == ("", "")
 
 
 def test_corrupt_dump_is_refused_and_data_untouched(shop, tmp_path: Path) -> None:
@@ -109,8 +111,19 @@ def test_schema_mismatch_refused(shop, pg_url: str, tmp_path: Path) -> None:
     backup = create_backup(shop, directory=str(tmp_path))
     whole = embeddb.connect(pg_url)
     try:
-        with pytest.raises(ConfigurationError, match="same \\?schema="):
+        with pytest.raises(ConfigurationError) as refused:
             restore_backup(whole, backup.path)
+        assert str(refused.value) == (
+            f"the backup holds schema {shop.settings.schema!r} but the URL names the whole "
+            "database: restore through a URL with the same ?schema=")
+        record = manifest.read(backup.path)
+        record.schema = None  # as a whole-database backup says
+        manifest.write(backup.path, record)
+        with pytest.raises(ConfigurationError) as refused:
+            restore_backup(shop, backup.path)
+        assert str(refused.value).startswith(
+            f"the backup holds the whole database but the URL names schema "
+            f"{shop.settings.schema!r}: ")
     finally:
         whole.close_all()
 
@@ -174,8 +187,11 @@ def test_whole_database_round_trip_and_refusal_while_in_use(whole_database, tmp_
 
     other = psycopg2.connect(whole_database)  # another session: the restore must refuse
     try:
-        with pytest.raises(embeddb.errors.DatabaseInUse, match="other session"):
+        with pytest.raises(embeddb.errors.DatabaseInUse) as refused:
             restore_backup(db, backup.path, safety_dir=str(tmp_path / "safety"))
+        assert str(refused.value) == (
+            f"1 other session(s) are connected to {db.url.database}: stop the application and "
+            "retry (or restore one schema with ?schema=)")
     finally:
         other.close()
     assert db.execute_sql("SELECT count(*) FROM orders").fetchone()[0] == 0  # untouched
@@ -183,6 +199,26 @@ def test_whole_database_round_trip_and_refusal_while_in_use(whole_database, tmp_
     restore_backup(db, backup.path, safety_dir=str(tmp_path / "safety"))
     assert _hashes(db) == at_backup
     assert not db.table_exists("later")
+    # the reset drops user schemas only: PostgreSQL's own catalog views stay
+    assert db.execute_sql("SELECT count(*) FROM information_schema.tables "
+                          "WHERE table_name = 'users'").fetchone()[0] == 1
+    db.close_all()
+
+
+def test_whole_database_restore_of_a_changed_public_schema(whole_database, tmp_path) -> None:
+    """A public schema given another owner is in the dump: the reset must not create it too."""
+    db = embeddb.connect(whole_database)
+    db.execute_sql("ALTER SCHEMA public OWNER TO CURRENT_USER")
+    db.execute_sql("CREATE TABLE users (id SERIAL PRIMARY KEY, name TEXT NOT NULL)")
+    db.execute_sql("INSERT INTO users (name) VALUES ('kept')")
+    backup = create_backup(db, directory=str(tmp_path))
+    db.execute_sql("DELETE FROM users")
+    db.execute_sql("ALTER SCHEMA public OWNER TO pg_database_owner")
+    restore_backup(db, backup.path, safety_dir=str(tmp_path / "safety"))
+    assert db.execute_sql("SELECT name FROM users").fetchall() == [("kept",)]
+    owner = db.execute_sql("SELECT nspowner::regrole::text FROM pg_namespace "
+                           "WHERE nspname = 'public'").fetchone()[0]
+    assert owner == db.url.user
     db.close_all()
 
 
@@ -330,6 +366,7 @@ CUT_SHORT = r"""#!/bin/sh
 # pg_restore that dies half-way through writing the SQL script (a crash, a read error)
 case " $* " in
   *" --file - "*) {real} "$@" | awk '{{ print }} /^\);$/ {{ exit }}'
+                 echo "DO \$\$ BEGIN RAISE WARNING 'noise from the script'; END \$\$;"
                  echo "pg_restore: error: could not read input file: Input/output error" >&2
                  exit 1 ;;
   *) exec {real} "$@" ;;
@@ -364,7 +401,8 @@ def test_replay_cut_short_rolls_back_and_keeps_the_live_data(
 BAD_STATEMENT = r"""#!/bin/sh
 # pg_restore whose script holds a statement the server refuses, after the first CREATE TABLE
 case " $* " in
-  *" --file - "*) {real} "$@" |
+  *" --file - "*) echo "pg_restore: warning: noise from the producer" >&2
+                 {real} "$@" |
                  awk '{{ print }} /^\);$/ && !done {{ print "SELECT no_such_fn();"; done = 1 }}' ;;
   *) exec {real} "$@" ;;
 esac
@@ -387,6 +425,9 @@ def test_replay_stopped_by_an_error_rolls_back_and_says_why(
     spy.write_text(BAD_STATEMENT.format(real=shutil.which("pg_restore")))
     spy.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    psqlrc = tmp_path / "psqlrc"  # a user's psqlrc must not undo ON_ERROR_STOP
+    psqlrc.write_text("\\set ON_ERROR_STOP off\n")
+    monkeypatch.setenv("PSQLRC", str(psqlrc))
     with pytest.raises(BackupError, match="rolled back") as failed:
         restore_backup(shop, backup.path, safety_dir=str(tmp_path / "safety"))
     assert _hashes(shop) == before
@@ -441,3 +482,56 @@ def test_schema_restore_refuses_while_other_schemas_depend_on_it(
         with admin.cursor() as cur:
             cur.execute(f'DROP SCHEMA "{neighbour}" CASCADE')
         admin.close()
+
+
+FAILING_DUMP = """#!/bin/sh
+echo "pg_dump: error: server refused password $PGPASSWORD for user $PGUSER" >&2
+exit 1
+"""
+
+
+def test_failed_pg_dump_is_an_error_without_the_password(shop, tmp_path: Path, monkeypatch) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    spy = bin_dir / "pg_dump"
+    spy.write_text(FAILING_DUMP)
+    spy.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    db = embeddb.connect(shop.url.raw.replace("postgres@", "postgres:s3cret-pw@", 1))
+    try:
+        with pytest.raises(BackupError) as failed:
+            create_backup(db, directory=str(tmp_path / "b"))
+    finally:
+        db.close_all()
+    assert str(failed.value).startswith("pg_dump failed (exit 1): pg_dump: error: server refused")
+    assert "s3cret-pw" not in str(failed.value)
+    assert not (tmp_path / "b").exists() or not list((tmp_path / "b").iterdir())
+
+
+FAILING_REPLAY = r"""#!/bin/sh
+case " $* " in
+  *" --file - "*) echo "pg_restore: error: cannot go on with password $PGPASSWORD" >&2
+                 exit 1 ;;
+  *) exec {real} "$@" ;;
+esac
+"""
+
+
+def test_failed_replay_is_an_error_without_the_password(shop, tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    spy = bin_dir / "pg_restore"
+    spy.write_text(FAILING_REPLAY.format(real=shutil.which("pg_restore")))
+    spy.chmod(0o755)
+    db = embeddb.connect(shop.url.raw.replace("postgres@", "postgres:s3cret-pw@", 1))
+    try:
+        backup = create_backup(db, directory=str(tmp_path / "b"))
+        monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+        with pytest.raises(BackupError) as failed:
+            restore_backup(db, backup.path, safety_dir=str(tmp_path / "safety"))
+    finally:
+        db.close_all()
+    assert str(failed.value).startswith("restore failed and was rolled back: pg_restore: error:")
+    assert "s3cret-pw" not in str(failed.value)

@@ -359,7 +359,7 @@ def _replay(path: str, url: Any, schema: str | None) -> None:
     if schema:
         prefix = f'DROP SCHEMA IF EXISTS "{schema}" CASCADE;\n'.encode()
     else:
-        prefix = _whole_database_reset(path, url).encode()
+        prefix = _whole_database_reset(url).encode()
     # Not --single-transaction: psql would COMMIT at the end of its input even when that end
     # came early (pg_restore died between two statements). Without our COMMIT the session
     # ends inside the transaction, and the server rolls it back.
@@ -395,12 +395,13 @@ def _replay(path: str, url: Any, schema: str | None) -> None:
             raise BackupError(f"restore failed and was rolled back: {detail}")
 
 
-def _whole_database_reset(path: str, url: Any) -> str:
+def _whole_database_reset(url: Any) -> str:
     """SQL that empties the database before a whole-database replay (in the same transaction).
 
     ``pg_restore --clean`` only drops what the archive holds, so tables created after the
-    backup would survive the restore; instead every user schema is dropped. ``public`` is not
-    in a dump unless it was changed, so it is recreated as PostgreSQL 15 makes it.
+    backup would survive the restore; instead every user schema is dropped. A dump never
+    creates ``public`` (initdb does), even when it changed it (its owner, a comment), so it is
+    recreated as PostgreSQL 15 makes it and the dump's own statements about it then apply.
     """
     conn = _admin(url)
     try:
@@ -410,13 +411,9 @@ def _whole_database_reset(path: str, url: Any) -> str:
             schemas = [row[0] for row in cur.fetchall()]
     finally:
         conn.close()
-    listing = subprocess.run([tool("pg_restore"), "--list", path], capture_output=True,
-                             env=client_env(url), check=False).stdout.decode(errors="replace")
     statements = [f'DROP SCHEMA "{name}" CASCADE;' for name in schemas]
-    if not any(line.split()[3:6] == ["SCHEMA", "-", "public"] for line in listing.splitlines()
-               if not line.startswith(";") and len(line.split()) >= 6):
-        statements += ["CREATE SCHEMA public AUTHORIZATION pg_database_owner;",
-                       "GRANT USAGE ON SCHEMA public TO PUBLIC;"]
+    statements += ["CREATE SCHEMA public AUTHORIZATION pg_database_owner;",
+                   "GRANT USAGE ON SCHEMA public TO PUBLIC;"]
     return "\n".join(statements) + "\n"
 
 
